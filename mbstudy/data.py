@@ -1,0 +1,150 @@
+"""Data sets that are generated or bundled offline; nothing is downloaded.
+
+- ``"mnist1d"``: MNIST-1D (Greydanus 2020), made procedurally by
+  ``mnist1d.data.make_dataset(get_dataset_args())``: 4000 train / 1000 test,
+  40 features, 10 classes. (``get_dataset()`` would try to download first.)
+  The package's canonical seed is 42; ``seed`` is added to it, so ``seed=0``
+  gives the published data set.
+- ``"digits"``: scikit-learn's bundled 8x8 handwritten digits (1797 images,
+  64 features, 10 classes), split 80/20 by a permutation drawn from ``seed``,
+  then standardised with the training split's mean and standard deviation.
+- ``"teacher"``: seed 000's shape for MSE regression: inputs N(0, 1) of size
+  128, 1000 train + 500 test, targets = a fixed random tanh teacher MLP
+  128-64-10 (weights drawn from ``seed``), outputs scaled to unit variance.
+
+Inputs are float32, labels int32 (regression targets float32); the arrays
+are read-only. NumPy's global RNG is left as it was found.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import numpy as np
+
+DATASETS = ("mnist1d", "digits", "teacher")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """A train/test split and what a run needs to know about it.
+
+    ``digest`` is the sha256 of the four arrays (dtype, shape and bytes), for
+    provenance: two runs with the same digest saw the same numbers.
+    """
+
+    name: str
+    seed: int
+    task: str  # "classification" or "regression"
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    n_inputs: int
+    n_outputs: int
+    digest: str
+
+    @property
+    def loss_name(self) -> str:
+        """The loss that fits the task: cross-entropy or MSE."""
+        return "cross_entropy" if self.task == "classification" else "mse"
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({self.name!r}, seed={self.seed}, task={self.task!r}, "
+            f"train={self.x_train.shape}, test={self.x_test.shape}, digest={self.digest[:12]})"
+        )
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _finish(name, seed, task, x_tr, y_tr, x_te, y_te, n_outputs) -> Dataset:
+    arrays = [np.ascontiguousarray(a) for a in (x_tr, y_tr, x_te, y_te)]
+    for a in arrays:
+        a.setflags(write=False)
+    return Dataset(
+        name=name, seed=seed, task=task,
+        x_train=arrays[0], y_train=arrays[1], x_test=arrays[2], y_test=arrays[3],
+        n_inputs=int(arrays[0].shape[1]), n_outputs=int(n_outputs), digest=_digest(*arrays),
+    )
+
+
+def _mnist1d(seed: int) -> Dataset:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.seed = int(args.seed) + seed
+    state = np.random.get_state()  # make_dataset reseeds NumPy's global RNG
+    try:
+        d = make_dataset(args)
+    finally:
+        np.random.set_state(state)
+    return _finish(
+        "mnist1d", seed, "classification",
+        d["x"].astype(np.float32), d["y"].astype(np.int32),
+        d["x_test"].astype(np.float32), d["y_test"].astype(np.int32), 10,
+    )
+
+
+def _digits(seed: int) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    perm = np.random.default_rng(seed).permutation(len(x))
+    n_train = int(round(0.8 * len(x)))
+    tr, te = perm[:n_train], perm[n_train:]
+    mu = x[tr].mean(axis=0)
+    sd = x[tr].std(axis=0)
+    sd[sd == 0] = 1.0  # constant border pixels
+    x = (x - mu) / sd
+    return _finish(
+        "digits", seed, "classification",
+        x[tr].astype(np.float32), y[tr].astype(np.int32),
+        x[te].astype(np.float32), y[te].astype(np.int32), 10,
+    )
+
+
+def _teacher(seed: int, n_train: int = 1000, n_test: int = 500) -> Dataset:
+    rng = np.random.default_rng([seed, 128_064_010])
+    w1 = rng.normal(0, 1 / np.sqrt(128), (128, 64))
+    b1 = rng.normal(0, 0.1, 64)
+    w2 = rng.normal(0, 1 / np.sqrt(64), (64, 10))
+    x = rng.normal(0, 1, (n_train + n_test, 128))
+    y = np.tanh(x @ w1 + b1) @ w2
+    y = (y - y[:n_train].mean(axis=0)) / y[:n_train].std(axis=0)
+    return _finish(
+        "teacher", seed, "regression",
+        x[:n_train].astype(np.float32), y[:n_train].astype(np.float32),
+        x[n_train:].astype(np.float32), y[n_train:].astype(np.float32), 10,
+    )
+
+
+_LOADERS = {"mnist1d": _mnist1d, "digits": _digits, "teacher": _teacher}
+
+
+def load_dataset(name: str, *, seed: int = 0) -> Dataset:
+    """Load or generate a data set by name: one of ``"mnist1d"``, ``"digits"``, ``"teacher"``.
+
+    >>> from mbstudy import load_dataset
+    >>> d = load_dataset("teacher")
+    >>> d.task, d.x_train.shape, d.y_train.shape, d.loss_name
+    ('regression', (1000, 128), (1000, 10), 'mse')
+    >>> load_dataset("teacher").digest == d.digest
+    True
+    """
+    if name not in _LOADERS:
+        raise ValueError(f"name: unknown data set {name!r}; available: {', '.join(DATASETS)}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative int; received {seed!r}")
+    return _LOADERS[name](int(seed))

@@ -1,0 +1,131 @@
+"""Gradient-noise statistics (McCandlish et al. 2018, arXiv:1812.06162).
+
+With ``G`` the full-data gradient and ``Sigma`` the per-example gradient
+covariance, a batch of B examples drawn without replacement from N has
+
+    E ||G_B||^2 = ||G||^2 + tr(Sigma) (1/B - 1/N)         (1/N -> 0: with replacement)
+
+and the simple noise scale is ``B_simple = tr(Sigma) / ||G||^2``: roughly the
+batch size above which a bigger batch stops reducing the number of steps.
+Here ``tr(Sigma) = sum_i ||g_i - G||^2 / (N - 1)``, the finite-population
+variance that makes the identity above exact.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from mbstudy import _checks
+from mbstudy.grads import _batch_grad, _per_sample_grad_norms
+from mbstudy.model import MLP, Params
+
+
+class NoiseStats(NamedTuple):
+    """Noise statistics; every field a scalar array.
+
+    g_norm_sq: ``||G_B||^2``, the squared norm of the batch-mean gradient.
+    trace_cov: an unbiased estimate of ``tr(Sigma)``.
+    g_true_sq: an unbiased estimate of ``||G||^2`` (``||G_B||^2`` minus the noise term).
+    b_simple: ``trace_cov / g_true_sq``.
+    """
+
+    g_norm_sq: jax.Array
+    trace_cov: jax.Array
+    g_true_sq: jax.Array
+    b_simple: jax.Array
+
+
+def _check_population(population_size, b: int, name: str = "batch size") -> None:
+    if population_size is None:
+        return
+    _checks.check_positive_int("population_size", population_size)
+    if population_size < b:
+        raise ValueError(
+            f"population_size: expected N >= the {name} ({b}); received {population_size}. "
+            "Pass the training-set size, or None for sampling with replacement."
+        )
+
+
+def _fpc(b, population_size):
+    """``1/B - 1/N`` (``1/B`` when N is None)."""
+    return 1.0 / b - (0.0 if population_size is None else 1.0 / population_size)
+
+
+@jax.jit
+def _stats_from_norms(sq_norms, gbar_sq, fpc):
+    B = sq_norms.shape[0]
+    trace_cov = (jnp.sum(sq_norms) - B * gbar_sq) / (B - 1)
+    g_true_sq = gbar_sq - trace_cov * fpc
+    return NoiseStats(gbar_sq, trace_cov, g_true_sq, trace_cov / g_true_sq)
+
+
+def grad_noise_stats(
+    model: MLP, loss_name: str, params: Params, x, y, *, population_size: int | None = None
+) -> NoiseStats:
+    """Noise statistics from ONE batch of B >= 2 examples, exactly, with no B x P tensor.
+
+    With ``gbar`` the batch-mean gradient and ``||g_i||^2`` from
+    :func:`mbstudy.per_sample_grad_norms`:
+
+        trace_cov = (sum_i ||g_i||^2 - B ||gbar||^2) / (B - 1)
+        g_true_sq = ||gbar||^2 - trace_cov (1/B - 1/N)
+        b_simple  = trace_cov / g_true_sq
+
+    ``population_size`` N applies the finite-population correction (the batch
+    is a sample without replacement from N examples); ``None`` means sampling
+    with replacement. When the batch IS the whole set (B = N), ``gbar = G``
+    and ``b_simple`` is exact. ``g_true_sq`` can be negative on a small,
+    noisy batch; ``b_simple`` is then meaningless (negative).
+
+    >>> import jax, jax.numpy as jnp
+    >>> from mbstudy import MLP, grad_noise_stats
+    >>> net = MLP((4, 8, 3)); params = net.init(jax.random.key(0))
+    >>> x = jax.random.normal(jax.random.key(1), (64, 4)); y = jnp.arange(64) % 3
+    >>> s = grad_noise_stats(net, "cross_entropy", params, x, y, population_size=64)
+    >>> bool(s.b_simple > 0), bool(jnp.allclose(s.g_true_sq, s.g_norm_sq))
+    (True, True)
+    """
+    x, y = _checks.check_all(model, loss_name, params, x, y)
+    B = x.shape[0]
+    if B < 2:
+        raise ValueError(f"x: grad_noise_stats needs B >= 2 examples to estimate a variance; received B={B}")
+    _check_population(population_size, B)
+    sq = _per_sample_grad_norms(params, x, y, model=model, loss_name=loss_name, squared=True)
+    g = _batch_grad(params, x, y, model=model, loss_name=loss_name, reduction="mean")
+    gbar_sq = sum(jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(g))
+    return _stats_from_norms(sq, gbar_sq, jnp.asarray(_fpc(B, population_size), gbar_sq.dtype))
+
+
+def two_batch_noise(
+    g_small_sq, b_small: int, g_big_sq, b_big: int, *, population_size: int | None = None
+) -> NoiseStats:
+    """The two-batch estimator: ``||G||^2`` and ``tr(Sigma)`` from two squared norms.
+
+    From ``E||G_B||^2 = ||G||^2 + tr(Sigma) u_B`` with ``u_B = 1/B - 1/N``:
+
+        tr(Sigma) = (|G_small|^2 - |G_big|^2) / (u_small - u_big)
+        ||G||^2   = (u_small |G_big|^2 - u_big |G_small|^2) / (u_small - u_big)
+
+    which, for N = None (u_B = 1/B), is STUDY.md's
+    ``||G||^2 = (B_big|G_big|^2 - B_small|G_small|^2) / (B_big - B_small)``.
+    ``g_norm_sq`` of the result holds ``|G_big|^2``.
+
+    >>> from mbstudy import two_batch_noise
+    >>> s = two_batch_noise(3.0, 1, 1.5, 4)          # ||G||^2 = 1, tr = 2 gives 3 and 1.5
+    >>> round(float(s.g_true_sq), 6), round(float(s.trace_cov), 6), round(float(s.b_simple), 6)
+    (1.0, 2.0, 2.0)
+    """
+    for name, b in (("b_small", b_small), ("b_big", b_big)):
+        _checks.check_positive_int(name, b)
+    if b_small >= b_big:
+        raise ValueError(f"b_small, b_big: expected b_small < b_big; received {b_small} and {b_big}")
+    _check_population(population_size, b_big, "big batch size")
+    u_s, u_b = _fpc(b_small, population_size), _fpc(b_big, population_size)
+    s = jnp.asarray(g_small_sq)
+    b = jnp.asarray(g_big_sq)
+    trace_cov = (s - b) / (u_s - u_b)
+    g_true_sq = (u_s * b - u_b * s) / (u_s - u_b)
+    return NoiseStats(b, trace_cov, g_true_sq, trace_cov / g_true_sq)
