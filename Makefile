@@ -30,7 +30,7 @@ test-fast: setup ## the tests without the slow end-to-end ones
 lock: ## re-resolve requirements.lock from pyproject.toml's ranges, in a scratch venv
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet --disable-pip-version-check -e .
-	.lock-venv/bin/pip freeze --all --exclude-editable | grep -vE '^(mbstudy|pip|wheel)==' > requirements.lock
+	.lock-venv/bin/pip freeze --all --exclude-editable | grep -vE '^(mbstudy|pip)==' > requirements.lock
 	rm -rf .lock-venv
 
 clean-venv: ## remove .venv
