@@ -11,6 +11,8 @@
 - ``"teacher"``: seed 000's shape for MSE regression: inputs N(0, 1) of size
   128, 1000 train + 500 test, targets = a fixed random tanh teacher MLP
   128-64-10 (weights drawn from ``seed``), outputs scaled to unit variance.
+- ``"teacher_5x3"``: the same recipe in seed 001's shape: 5 inputs, a
+  16-unit teacher, 3 outputs.
 
 Inputs are float32, labels int32 (regression targets float32); the arrays
 are read-only. NumPy's global RNG is left as it was found.
@@ -23,7 +25,10 @@ import hashlib
 
 import numpy as np
 
-DATASETS = ("mnist1d", "digits", "teacher")
+DATASETS = ("mnist1d", "digits", "teacher", "teacher_5x3")
+# training-set size and task of each, for checking a configuration without loading it
+DATASET_SIZES = {"mnist1d": (4000, "classification"), "digits": (1438, "classification"), "teacher": (1000, "regression"),
+                 "teacher_5x3": (1000, "regression")}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -115,26 +120,32 @@ def _digits(seed: int) -> Dataset:
     )
 
 
-def _teacher(seed: int, n_train: int = 1000, n_test: int = 500) -> Dataset:
-    rng = np.random.default_rng([seed, 128_064_010])
-    w1 = rng.normal(0, 1 / np.sqrt(128), (128, 64))
-    b1 = rng.normal(0, 0.1, 64)
-    w2 = rng.normal(0, 1 / np.sqrt(64), (64, 10))
-    x = rng.normal(0, 1, (n_train + n_test, 128))
+def _teacher(seed: int, sizes=(128, 64, 10), name="teacher", n_train: int = 1000, n_test: int = 500) -> Dataset:
+    n_in, n_hid, n_out = sizes
+    rng = np.random.default_rng([seed, n_in, n_hid, n_out])
+    w1 = rng.normal(0, 1 / np.sqrt(n_in), (n_in, n_hid))
+    b1 = rng.normal(0, 0.1, n_hid)
+    w2 = rng.normal(0, 1 / np.sqrt(n_hid), (n_hid, n_out))
+    x = rng.normal(0, 1, (n_train + n_test, n_in))
     y = np.tanh(x @ w1 + b1) @ w2
     y = (y - y[:n_train].mean(axis=0)) / y[:n_train].std(axis=0)
     return _finish(
-        "teacher", seed, "regression",
+        name, seed, "regression",
         x[:n_train].astype(np.float32), y[:n_train].astype(np.float32),
-        x[n_train:].astype(np.float32), y[n_train:].astype(np.float32), 10,
+        x[n_train:].astype(np.float32), y[n_train:].astype(np.float32), n_out,
     )
 
 
-_LOADERS = {"mnist1d": _mnist1d, "digits": _digits, "teacher": _teacher}
+_LOADERS = {
+    "mnist1d": _mnist1d,
+    "digits": _digits,
+    "teacher": _teacher,
+    "teacher_5x3": lambda seed: _teacher(seed, (5, 16, 3), "teacher_5x3"),
+}
 
 
 def load_dataset(name: str, *, seed: int = 0) -> Dataset:
-    """Load or generate a data set by name: one of ``"mnist1d"``, ``"digits"``, ``"teacher"``.
+    """Load or generate a data set by name: one of :data:`DATASETS`.
 
     >>> from mbstudy import load_dataset
     >>> d = load_dataset("teacher")

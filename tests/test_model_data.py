@@ -50,21 +50,23 @@ def test_num_params():
 
 @pytest.mark.parametrize(
     "name,task,n_in,n_train,n_test",
-    [("mnist1d", "classification", 40, 4000, 1000), ("digits", "classification", 64, 1438, 359), ("teacher", "regression", 128, 1000, 500)],
+    [("mnist1d", "classification", 40, 4000, 1000), ("digits", "classification", 64, 1438, 359), ("teacher", "regression", 128, 1000, 500),
+     ("teacher_5x3", "regression", 5, 1000, 500)],
 )
 def test_datasets(name, task, n_in, n_train, n_test):
     np.random.seed(1234)
     before = np.random.get_state()[1].copy()
     d = mb.load_dataset(name)
     assert np.array_equal(np.random.get_state()[1], before), "the caller's NumPy global RNG must be left alone"
-    assert d.task == task and d.n_inputs == n_in and d.n_outputs == 10
+    assert mb.data.DATASET_SIZES[name] == (n_train, task)
+    assert d.task == task and d.n_inputs == n_in and d.n_outputs == (3 if name == "teacher_5x3" else 10)
     assert d.x_train.shape == (n_train, n_in) and d.x_test.shape == (n_test, n_in)
     assert d.x_train.dtype == np.float32
     if task == "classification":
         assert d.y_train.dtype == np.int32 and set(np.unique(d.y_train)) == set(range(10))
         assert d.loss_name == "cross_entropy"
     else:
-        assert d.y_train.shape == (n_train, 10) and d.loss_name == "mse"
+        assert d.y_train.shape == (n_train, d.n_outputs) and d.loss_name == "mse"
     assert not d.x_train.flags.writeable
     assert len(d.digest) == 64
     assert mb.load_dataset(name).digest == d.digest
@@ -89,7 +91,7 @@ def test_digits_standardised():
 
 
 def test_unknown_dataset():
-    with pytest.raises(ValueError, match=r"name: unknown data set 'mnist'; available: mnist1d, digits, teacher"):
+    with pytest.raises(ValueError, match=r"name: unknown data set 'mnist'; available: mnist1d, digits, teacher, teacher_5x3"):
         mb.load_dataset("mnist")
     with pytest.raises(ValueError, match=r"seed: expected a non-negative int; received -1"):
         mb.load_dataset("digits", seed=-1)
