@@ -119,36 +119,40 @@ def check_config(d: dict[str, Any]) -> list[str]:
     """Problems with one configuration given as a dict of TrainConfig fields."""
     problems = [f"{k}: unknown field; known fields: {', '.join(FIELDS)}" for k in d if k not in FIELDS]
     d = {**{f: FIELDS[f].default for f in FIELDS}, **{k: v for k, v in d.items() if k in FIELDS}}
-    typed = [p for f in FIELDS if (p := _type_problem(f, d[f]))]
-    if typed:
-        return problems + typed
+    typed = {f: p for f in FIELDS if (p := _type_problem(f, d[f]))}
+    problems += typed.values()
 
-    def need(ok: bool, msg: str) -> None:
-        if not ok:
+    def need(ok, msg: str, *fields: str) -> None:
+        # a value is only checked when every field it reads has the right type
+        if not any(f in typed for f in fields) and not ok():
             problems.append(msg)
 
-    need(d["dataset"] in DATASETS, f"dataset: expected one of {list(DATASETS)}; received {d['dataset']!r}")
-    need(d["optimizer"] in OPTIMIZERS, f"optimizer: expected one of {list(OPTIMIZERS)}; received {d['optimizer']!r}")
-    need(d["reduction"] in REDUCTIONS, f"reduction: expected one of {list(REDUCTIONS)}; received {d['reduction']!r}")
-    need(d["activation"] in ACTIVATIONS, f"activation: expected one of {sorted(ACTIVATIONS)}; received {d['activation']!r}")
-    need(d["loss"] in ("auto", "mse", "cross_entropy"), f"loss: expected 'auto', 'mse' or 'cross_entropy'; received {d['loss']!r}")
-    if d["dataset"] in DATASETS and d["loss"] != "auto":
+    need(lambda: d["dataset"] in DATASETS, f"dataset: expected one of {list(DATASETS)}; received {d['dataset']!r}", "dataset")
+    need(lambda: d["optimizer"] in OPTIMIZERS, f"optimizer: expected one of {list(OPTIMIZERS)}; received {d['optimizer']!r}", "optimizer")
+    need(lambda: d["reduction"] in REDUCTIONS, f"reduction: expected one of {list(REDUCTIONS)}; received {d['reduction']!r}", "reduction")
+    need(lambda: d["activation"] in ACTIVATIONS, f"activation: expected one of {sorted(ACTIVATIONS)}; received {d['activation']!r}", "activation")
+    need(lambda: d["loss"] in ("auto", "mse", "cross_entropy"), f"loss: expected 'auto', 'mse' or 'cross_entropy'; received {d['loss']!r}", "loss")
+    known = "dataset" not in typed and d["dataset"] in DATASETS
+    if known and "loss" not in typed and d["loss"] in ("mse", "cross_entropy"):
         n, task = DATASET_SIZES[d["dataset"]]
         want = "cross_entropy" if task == "classification" else "mse"
-        need(d["loss"] == want, f"loss: {d['dataset']!r} is a {task} data set and needs {want!r} (or 'auto'); received {d['loss']!r}")
-    need(d["learning_rate"] > 0, f"learning_rate: expected > 0; received {d['learning_rate']!r}")
-    need(0 <= d["momentum"] < 1, f"momentum: expected 0 <= momentum < 1; received {d['momentum']!r}")
-    need(d["eps"] > 0, f"eps: expected > 0; received {d['eps']!r}")
-    need(d["steps"] > 0, f"steps: expected a positive int; received {d['steps']!r}")
-    need(d["eval_every"] > 0, f"eval_every: expected a positive int; received {d['eval_every']!r}")
-    need(d["seed"] >= 0 and d["data_seed"] >= 0, f"seed, data_seed: expected non-negative ints; received {d['seed']!r}, {d['data_seed']!r}")
-    need(d["diverge_factor"] > 1, f"diverge_factor: expected > 1; received {d['diverge_factor']!r}")
-    need(d["init_perturbation"] >= 0, f"init_perturbation: expected >= 0; received {d['init_perturbation']!r}")
-    if d["dataset"] in DATASETS:
+        need(lambda: d["loss"] == want, f"loss: {d['dataset']!r} is a {task} data set and needs {want!r} (or 'auto'); received {d['loss']!r}")
+    need(lambda: d["learning_rate"] > 0, f"learning_rate: expected > 0; received {d['learning_rate']!r}", "learning_rate")
+    need(lambda: 0 <= d["momentum"] < 1, f"momentum: expected 0 <= momentum < 1; received {d['momentum']!r}", "momentum")
+    need(lambda: d["eps"] > 0, f"eps: expected > 0; received {d['eps']!r}", "eps")
+    need(lambda: d["steps"] > 0, f"steps: expected a positive int; received {d['steps']!r}", "steps")
+    need(lambda: d["eval_every"] > 0, f"eval_every: expected a positive int; received {d['eval_every']!r}", "eval_every")
+    need(lambda: d["seed"] >= 0, f"seed: expected a non-negative int; received {d['seed']!r}", "seed")
+    need(lambda: d["data_seed"] >= 0, f"data_seed: expected a non-negative int; received {d['data_seed']!r}", "data_seed")
+    need(lambda: d["target_loss"] is None or d["target_loss"] > 0, f"target_loss: expected > 0 or none; received {d['target_loss']!r}", "target_loss")
+    need(lambda: d["diverge_factor"] > 1, f"diverge_factor: expected > 1; received {d['diverge_factor']!r}", "diverge_factor")
+    need(lambda: d["init_perturbation"] >= 0, f"init_perturbation: expected >= 0; received {d['init_perturbation']!r}", "init_perturbation")
+    if known:
         n, _ = DATASET_SIZES[d["dataset"]]
-        need(0 < d["batch_size"] <= n, f"batch_size: expected 1 <= batch_size <= {n} (the {d['dataset']} training set); received {d['batch_size']!r}")
-        need(d["noise_batch"] == 0 or 2 <= d["noise_batch"] <= n,
-             f"noise_batch: expected 0 (the whole training set) or 2..{n}; received {d['noise_batch']!r}")
+        need(lambda: 0 < d["batch_size"] <= n,
+             f"batch_size: expected 1 <= batch_size <= {n} (the {d['dataset']} training set); received {d['batch_size']!r}", "batch_size")
+        need(lambda: d["noise_batch"] == 0 or 2 <= d["noise_batch"] <= n,
+             f"noise_batch: expected 0 (the whole training set) or 2..{n}; received {d['noise_batch']!r}", "noise_batch")
     return problems
 
 

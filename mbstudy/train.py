@@ -245,12 +245,14 @@ def init_state(cfg: TrainConfig, model: MLP, hyper: Hyper, n_train: int) -> Trai
     return TrainState(params, opt_state, jnp.int32(0), jnp.zeros((n_train,), jnp.int32), k_data, jnp.bool_(False))
 
 
-def train(cfg: TrainConfig, data: Dataset | None = None) -> RunResult:
+def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None) -> RunResult:
     """Train one configuration and return its metric history.
 
     ``data`` defaults to ``load_dataset(cfg.dataset, seed=cfg.data_seed)``;
-    pass it to reuse one loaded data set across runs. Check the configuration
-    first with ``experiments``' validation: this function trusts it.
+    pass it to reuse one loaded data set across runs. ``on_eval(step, params)``
+    is called at every evaluation (for example to keep parameter snapshots).
+    Check the configuration first with ``experiments``' validation: this
+    function trusts it.
 
     >>> from mbstudy.train import TrainConfig, train
     >>> r = train(TrainConfig(dataset="teacher", hidden=(16,), optimizer="adam",
@@ -280,6 +282,8 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> RunResult:
         metrics = jax.device_get(ev(state.params, x_tr, y_tr, x_te, y_te, x_nb, y_nb, fpc))
         timings["eval_s"] += time.perf_counter() - t0
         history["step"].append(step)
+        if on_eval is not None:
+            on_eval(step, state.params)
         for k, v in metrics.items():
             history.setdefault(k, []).append(float(v))
         history.setdefault("train/batch_loss", []).append(batch_loss)

@@ -1,0 +1,103 @@
+"""The training loop: determinism, divergence, targets, and the sum/mean algebra (Q4)."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from mbstudy import load_dataset
+from mbstudy.train import TrainConfig, _run_chunk, train
+
+DATA = load_dataset("teacher_5x3")
+BASE = TrainConfig(dataset="teacher_5x3", hidden=(8,), batch_size=16, steps=60, eval_every=20, learning_rate=0.05)
+
+
+def history_without_time(r):
+    return {k: v for k, v in r.history.items() if not k.startswith("time/")}
+
+
+def test_same_config_gives_identical_histories():
+    a, b = train(BASE, DATA), train(BASE, DATA)
+    ha, hb = history_without_time(a), history_without_time(b)
+    assert ha.keys() == hb.keys()
+    for k in ha:
+        np.testing.assert_array_equal(ha[k], hb[k], err_msg=k)
+    assert list(a.history["step"]) == [0, 20, 40, 60]
+
+
+def test_metrics_recorded():
+    r = train(dataclasses.replace(BASE, dataset="digits", hidden=(16,), batch_size=32), load_dataset("digits"))
+    for key in ("train/loss", "test/loss", "test/acc", "grad/b_simple", "grad/trace_cov", "grad/g_norm_sq",
+                "param/norm", "train/batch_loss", "time/train_s"):
+        assert key in r.history and len(r.history[key]) == 4, key
+    assert 0 <= r.history["test/acc"][-1] <= 1
+    assert r.history["train/loss"][-1] < r.history["train/loss"][0]
+    s = r.summary()
+    assert s["best/train/loss"] == r.history["train/loss"].min()
+    assert s["final/test/acc"] == r.history["test/acc"][-1]
+
+
+def test_different_seeds_differ():
+    a = train(BASE, DATA)
+    b = train(dataclasses.replace(BASE, seed=1), DATA)
+    assert a.history["train/loss"][-1] != b.history["train/loss"][-1]
+
+
+@pytest.mark.parametrize("lr", [1e3, 1e30])
+def test_divergence_is_recorded_not_raised(lr):
+    seen = []
+    r = train(dataclasses.replace(BASE, learning_rate=lr, steps=200), DATA, on_eval=lambda s, p: seen.append(p))
+    assert r.outcome == "diverged"
+    assert r.history["step"][-1] < 200, "a diverged run stops at the evaluation that sees it"
+    for leaf in jax.tree.leaves(seen[-1]):
+        assert np.isfinite(np.asarray(leaf)).all(), "parameters stay at their last finite values"
+
+
+def test_stop_at_target():
+    cfg = dataclasses.replace(BASE, optimizer="adam", learning_rate=0.02, steps=2000, target_loss=0.5, stop_at_target=True)
+    r = train(cfg, DATA)
+    assert r.steps_to_target is not None and r.history["step"][-1] == r.steps_to_target < 2000
+    assert r.history["train/loss"][-1] <= 0.5 < r.history["train/loss"][-2]
+    assert r.summary()["examples_to_target"] == r.steps_to_target * 16
+
+
+def test_second_run_of_a_shape_does_not_recompile():
+    train(BASE, DATA)
+    n = _run_chunk._cache_size()
+    r = train(dataclasses.replace(BASE, learning_rate=0.01, seed=3), DATA)
+    assert r.timings["compile_s"] == 0.0 and _run_chunk._cache_size() == n
+
+
+def test_full_batch_of_last_partial_epoch():
+    """B that does not divide N: N mod B examples are dropped per epoch, every step has B examples."""
+    r = train(dataclasses.replace(BASE, batch_size=300, steps=12, eval_every=4), DATA)  # 1000 = 3*300 + 100
+    assert r.outcome == "completed" and list(r.history["step"]) == [0, 4, 8, 12]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+@pytest.mark.parametrize("B", [16, 64])
+def test_sgd_sum_at_lr_over_B_is_mean_at_lr_bit_for_bit(optimizer, B):
+    """Scaling by a power of two commutes exactly with float arithmetic, so the runs are identical."""
+    mean = dataclasses.replace(BASE, optimizer=optimizer, batch_size=B, learning_rate=0.04, reduction="mean")
+    summ = dataclasses.replace(mean, reduction="sum", learning_rate=0.04 / B)
+    a, b = train(mean, DATA), train(summ, DATA)
+    np.testing.assert_array_equal(a.history["train/loss"], b.history["train/loss"])
+    np.testing.assert_array_equal(a.history["param/norm"], b.history["param/norm"])
+
+
+def test_adam_sum_with_eps_times_B_is_mean_with_eps():
+    mean = dataclasses.replace(BASE, optimizer="adam", learning_rate=0.01, eps=1e-3, reduction="mean")
+    summ = dataclasses.replace(mean, reduction="sum", eps=1e-3 * 16)
+    same_eps = dataclasses.replace(mean, reduction="sum")
+    a, b, c = train(mean, DATA), train(summ, DATA), train(same_eps, DATA)
+    np.testing.assert_array_equal(a.history["param/norm"], b.history["param/norm"])
+    # with the same eps the two differ (eps matters relative to sqrt(v))
+    assert not np.array_equal(a.history["param/norm"], c.history["param/norm"])
+
+
+def test_init_perturbation_is_a_small_change():
+    a = train(BASE, DATA)
+    b = train(dataclasses.replace(BASE, init_perturbation=1e-7), DATA)
+    assert a.history["param/norm"][0] != b.history["param/norm"][0]
+    np.testing.assert_allclose(a.history["param/norm"][0], b.history["param/norm"][0], rtol=1e-5)
