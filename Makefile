@@ -7,7 +7,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help setup test test-fast lock clean-venv
+GRID    ?= default
+SET     ?=
+WORKERS ?=
+PORT    ?= 5000
+# the store: MLFLOW_TRACKING_URI if set, else mlflow.db in the project root
+URI     := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
+
+.PHONY: help setup test test-fast lock clean-venv sweep ui equivalence reduction study
 
 help: ## list the targets
 	@echo "mbstudy — make TARGET"
@@ -26,6 +33,26 @@ test: setup ## run every test: unit, doctests and the slow end-to-end ones
 
 test-fast: setup ## the tests without the slow end-to-end ones
 	$(PY) -m pytest -m "not slow"
+
+sweep: setup ## train a sweep into MLflow: GRID=default|science|seeds|smoke|path.toml, SET="key=value ...", WORKERS=n
+	$(PY) -m experiments.sweep $(GRID) $(foreach s,$(SET),--set $(s)) $(if $(WORKERS),--workers $(WORKERS))
+
+equivalence: setup ## log every gradient identity's error, float32 and float64 (Q1, Q2, Q7)
+	$(PY) -m experiments.equivalence
+
+reduction: setup ## train sum against mean side by side, with the 1e-7 perturbation control (Q4)
+	$(PY) -m experiments.reduction
+
+study: setup ## everything the write-up needs: the default, science and seeds sweeps and both experiments
+	$(PY) -m experiments.sweep default
+	$(PY) -m experiments.sweep science
+	$(PY) -m experiments.sweep seeds
+	$(PY) -m experiments.equivalence
+	$(PY) -m experiments.reduction
+
+ui: setup ## the MLflow UI on http://127.0.0.1:5000 (PORT=n) against the same store
+	@echo "MLflow UI for $(URI) on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"
+	$(VENV)/bin/mlflow ui --backend-store-uri "$(URI)" --host 127.0.0.1 --port $(PORT)
 
 lock: ## re-resolve requirements.lock from pyproject.toml's ranges, in a scratch venv
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
