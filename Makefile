@@ -14,7 +14,7 @@ PORT    ?= 5000
 # the store: MLFLOW_TRACKING_URI if set, else mlflow.db in the project root
 URI     := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 
-.PHONY: help setup test test-fast lock clean-venv sweep ui equivalence reduction study
+.PHONY: help setup test test-fast lock clean-venv sweep ui equivalence reduction study figures report
 
 help: ## list the targets
 	@echo "mbstudy — make TARGET"
@@ -49,6 +49,12 @@ study: setup ## everything the write-up needs: the default, science and seeds sw
 	$(PY) -m experiments.sweep seeds
 	$(PY) -m experiments.equivalence
 	$(PY) -m experiments.reduction
+
+figures: setup ## draw report/figures/*.png|pdf from whatever runs the store holds
+	$(PY) -m analysis.figures
+
+report: setup ## write report/REPORT.md (and its figures) from the runs alone
+	$(PY) -m analysis.report
 
 ui: setup ## the MLflow UI on http://127.0.0.1:5000 (PORT=n) against the same store
 	@echo "MLflow UI for $(URI) on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"

@@ -1,0 +1,158 @@
+"""Pure pandas reductions of the runs and history tables (``analysis.load``).
+
+Nothing here reads MLflow or draws; every function takes DataFrames and
+returns DataFrames or plain dicts, so each is tested on synthetic tables.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+GROUP = ("optimizer", "reduction", "batch_size")
+
+
+def _score(runs: pd.DataFrame, metric: str) -> pd.Series:
+    """The metric, with diverged or failed runs counted as +inf (never the best)."""
+    s = runs[metric].astype(float).where(runs["outcome"] == "completed", np.inf)
+    return s.fillna(np.inf)
+
+
+def best_lr(runs: pd.DataFrame, metric: str = "final/train/loss", by=GROUP) -> pd.DataFrame:
+    """The learning rate with the lowest median (over seeds) ``metric`` per group.
+
+    Returns one row per group: the group keys, ``learning_rate``, ``score``
+    (the median), ``n_seeds`` and ``stable`` (False when every learning rate of
+    the group diverged).
+    """
+    df = runs.assign(score=_score(runs, metric))
+    per_lr = df.groupby([*by, "learning_rate"], as_index=False).agg(score=("score", "median"), n_seeds=("score", "size"))
+    idx = per_lr.groupby(list(by))["score"].idxmin()
+    best = per_lr.loc[idx].reset_index(drop=True)
+    best["stable"] = np.isfinite(best["score"])
+    return best
+
+
+def select(runs: pd.DataFrame, best: pd.DataFrame, by=GROUP) -> pd.DataFrame:
+    """The runs (all seeds) at each group's best learning rate."""
+    keys = [*by, "learning_rate"]
+    return runs.merge(best[keys], on=keys)
+
+
+def steps_to_target(runs: pd.DataFrame, by=("optimizer", "batch_size")) -> pd.DataFrame:
+    """Shallue et al.'s steps-to-result: the first evaluation that reaches the target,
+    minimised over learning rates, per group.
+
+    For each learning rate the median over seeds is taken (a seed that never
+    reached the target counts as never, so a learning rate must reach it in
+    more than half of its seeds). Returns the group keys, ``learning_rate``
+    (the best), ``steps`` (median), ``steps_min``, ``steps_max`` (range over
+    seeds at that learning rate) and ``examples = steps * batch_size``.
+    Groups where no learning rate reached the target are left out.
+    """
+    df = runs.copy()
+    col = df["steps_to_target"] if "steps_to_target" in df else pd.Series(np.nan, index=df.index)
+    df["s"] = col.where(df["outcome"] == "completed", np.nan).astype(float).fillna(np.inf)
+    per_lr = df.groupby([*by, "learning_rate"], as_index=False).agg(
+        steps=("s", "median"), steps_min=("s", "min"), steps_max=("s", "max"))
+    per_lr = per_lr[np.isfinite(per_lr["steps"])]
+    if per_lr.empty:
+        return per_lr.assign(examples=[])
+    best = per_lr.loc[per_lr.groupby(list(by))["steps"].idxmin()].reset_index(drop=True)
+    best["steps_max"] = best["steps_max"].replace(np.inf, np.nan)
+    best["examples"] = best["steps"] * best["batch_size"]
+    return best.sort_values(list(by)).reset_index(drop=True)
+
+
+def fit_hyperbola(batch_size, steps) -> dict[str, float]:
+    """Fit ``S(B) = S_min (1 + B_crit / B)`` (McCandlish et al. 2018) in log space.
+
+    Returns ``S_min``, ``B_crit``, ``E_min = S_min * B_crit`` and ``r2`` (of
+    log S). Needs at least 3 batch sizes; otherwise every value is NaN.
+
+    >>> import numpy as np
+    >>> B = np.array([1, 4, 16, 64, 256, 1024.0])
+    >>> fit = fit_hyperbola(B, 100 * (1 + 50 / B))
+    >>> round(fit["B_crit"], 6), round(fit["S_min"], 6), round(fit["r2"], 6)
+    (50.0, 100.0, 1.0)
+    """
+    from scipy.optimize import curve_fit
+
+    B = np.asarray(batch_size, float)
+    S = np.asarray(steps, float)
+    ok = np.isfinite(S) & (S > 0)
+    B, S = B[ok], S[ok]
+    nan = {"S_min": np.nan, "B_crit": np.nan, "E_min": np.nan, "r2": np.nan, "n": int(len(B))}
+    if len(B) < 3:
+        return nan
+
+    def model(b, log_smin, log_bcrit):
+        return log_smin + np.log1p(np.exp(log_bcrit) / b)
+
+    p0 = (np.log(S.min()), np.log(np.median(B)))
+    try:
+        (ls, lb), _ = curve_fit(model, B, np.log(S), p0=p0, maxfev=20000)
+    except RuntimeError:
+        return nan
+    resid = np.log(S) - model(B, ls, lb)
+    ss_tot = np.sum((np.log(S) - np.log(S).mean()) ** 2)
+    r2 = 1 - np.sum(resid**2) / ss_tot if ss_tot > 0 else np.nan
+    s_min, b_crit = float(np.exp(ls)), float(np.exp(lb))
+    return {"S_min": s_min, "B_crit": b_crit, "E_min": s_min * b_crit, "r2": float(r2), "n": int(len(B))}
+
+
+def loglog_slope(x, y) -> float:
+    """Least-squares slope of log y against log x (NaN with fewer than 2 points)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    if ok.sum() < 2:
+        return np.nan
+    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
+
+
+def curves(history: pd.DataFrame, runs: pd.DataFrame, metric: str = "train/loss",
+           by=GROUP) -> pd.DataFrame:
+    """Mean, min and max over seeds of ``metric`` at each step, per group.
+
+    Adds ``examples = step * batch_size`` and the mean cumulative training
+    seconds ``time_s`` when ``time/train_s`` is in the history.
+    """
+    h = history[history["metric"] == metric].merge(runs[["run_id", *by]], on="run_id")
+    out = h.groupby([*by, "step"], as_index=False)["value"].agg(mean="mean", lo="min", hi="max", n="size")
+    t = history[history["metric"] == "time/train_s"]
+    if len(t):
+        t = t.merge(runs[["run_id", *by]], on="run_id").groupby([*by, "step"], as_index=False)["value"].mean()
+        out = out.merge(t.rename(columns={"value": "time_s"}), on=[*by, "step"], how="left")
+    out["examples"] = out["step"] * out["batch_size"]
+    return out
+
+
+def heatmap_table(runs: pd.DataFrame, metric: str = "final/train/loss") -> pd.DataFrame:
+    """Median over seeds of ``metric`` per (optimizer, reduction, B, lr), with ``diverged``:
+    the fraction of seeds that diverged."""
+    df = runs.assign(v=runs[metric].astype(float), div=(runs["outcome"] != "completed").astype(float))
+    return df.groupby([*GROUP, "learning_rate"], as_index=False).agg(value=("v", "median"), diverged=("div", "mean"))
+
+
+def sum_mean_best_lr_slopes(best: pd.DataFrame) -> pd.DataFrame:
+    """Per optimizer: log-log slope against B of the best lr of ``sum`` divided by that of ``mean``.
+
+    -1 means sum's best learning rate shifts as 1/B (SGD's algebra); 0 means
+    the reduction does not matter (Adam's).
+    """
+    rows = []
+    for opt, g in best[best["stable"]].groupby("optimizer"):
+        p = g.pivot_table(index="batch_size", columns="reduction", values="learning_rate")
+        if {"sum", "mean"} <= set(p.columns):
+            p = p.dropna()
+            rows.append({"optimizer": opt, "slope": loglog_slope(p.index, p["sum"] / p["mean"]), "n": len(p)})
+    return pd.DataFrame(rows, columns=["optimizer", "slope", "n"])
+
+
+def first_crossing(cur: pd.DataFrame, x: str, level: float, by=GROUP) -> pd.DataFrame:
+    """Per group of a ``curves`` table, the first ``x`` at which the mean falls to ``level`` (NaN: never)."""
+    rows = []
+    for keys, g in cur.sort_values("step").groupby(list(by)):
+        hit = g[g["mean"] <= level]
+        rows.append({**dict(zip(by, keys)), x: float(hit[x].iloc[0]) if len(hit) else np.nan})
+    return pd.DataFrame(rows, columns=[*by, x])

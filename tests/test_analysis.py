@@ -1,0 +1,143 @@
+"""Analysis on stores built in the test: known curves in, known answers out."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import load, reduce
+from experiments import sweep as sweep_mod
+from experiments import tracking
+
+B_CRIT, S_MIN = 120.0, 300.0
+BATCHES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048]
+LRS = [0.01, 0.03, 0.1, 0.3, 1.0]
+
+
+def best_lr_of(b):  # the synthetic optimum moves with B, then saturates
+    return min(0.01 * b, 0.3) if b >= 1 else 0.01
+
+
+@pytest.fixture
+def fixture_store(tmp_path, monkeypatch):
+    """A store with a synthetic 'fake' sweep: steps_to_target = S_min (1 + B_crit / B) at the best lr."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setattr(load, "CACHE", tmp_path / "cache")
+    c = tracking.client()
+    exp = c.create_experiment("fake")
+    rng = np.random.default_rng(0)
+    for b in BATCHES:
+        for lr in LRS:
+            for seed in range(3):
+                penalty = 1 + 3 * abs(math.log10(lr) - math.log10(nearest(best_lr_of(b))))
+                steps = S_MIN * (1 + B_CRIT / b) * penalty * (1 + 0.01 * rng.standard_normal())
+                loss = 0.1 * penalty
+                diverged = lr == 1.0 and b < 64  # unstable: must never be picked
+                if diverged:
+                    loss = 0.001  # a tempting, wrong value
+                run = c.create_run(exp, tags={"mbstudy.kind": "run", "outcome": "diverged" if diverged else "completed"})
+                rid = run.info.run_id
+                params = {"optimizer": "sgd", "reduction": "mean", "batch_size": b, "learning_rate": lr, "seed": seed}
+                metrics = [Metric("final/train/loss", loss, 0, 0)]
+                if not diverged:
+                    metrics.append(Metric("steps_to_target", round(steps), 0, 0))
+                metrics += [Metric("train/loss", 2.0 / (1 + s), 0, s * 10) for s in range(5)]
+                c.log_batch(rid, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()],
+                            tags=[RunTag("cfg_hash", f"{b}-{lr}-{seed}")])
+                c.set_terminated(rid, "FINISHED")
+    return tmp_path
+
+
+def nearest(lr):
+    return min(LRS, key=lambda v: abs(math.log10(v) - math.log10(lr)))
+
+
+def test_runs_table_is_typed(fixture_store):
+    runs = load.load_runs("fake")
+    assert len(runs) == len(BATCHES) * len(LRS) * 3
+    assert runs["batch_size"].dtype.kind == "i" and runs["learning_rate"].dtype.kind == "f"
+    assert set(runs["outcome"]) == {"completed", "diverged"}
+
+
+def test_steps_to_target_and_fit_recover_b_crit(fixture_store):
+    runs = load.load_runs("fake")
+    st = reduce.steps_to_target(runs)
+    assert list(st["batch_size"]) == BATCHES
+    assert all(np.isclose(lr, nearest(best_lr_of(b))) for b, lr in zip(st["batch_size"], st["learning_rate"]))
+    fit = reduce.fit_hyperbola(st["batch_size"], st["steps"])
+    assert abs(fit["B_crit"] / B_CRIT - 1) < 0.05
+    assert abs(fit["S_min"] / S_MIN - 1) < 0.05
+    assert fit["r2"] > 0.99
+    assert np.isclose(fit["E_min"], fit["S_min"] * fit["B_crit"])
+
+
+def test_best_lr_selection_skips_diverged_runs(fixture_store):
+    runs = load.load_runs("fake")
+    best = reduce.best_lr(runs)
+    for row in best.itertuples():
+        assert np.isclose(row.learning_rate, nearest(best_lr_of(row.batch_size))), row
+        assert row.stable and row.n_seeds == 3
+
+
+def test_best_lr_all_diverged_is_flagged():
+    runs = pd.DataFrame({"optimizer": "sgd", "reduction": "sum", "batch_size": 8, "learning_rate": [1.0, 10.0],
+                         "outcome": "diverged", "final/train/loss": [5.0, 1.0]})
+    assert not reduce.best_lr(runs)["stable"].iloc[0]
+
+
+def test_fit_needs_three_points():
+    assert math.isnan(reduce.fit_hyperbola([1, 2], [10, 5])["B_crit"])
+
+
+def test_history_is_cached(fixture_store, monkeypatch):
+    runs = load.load_runs("fake").head(5)
+    first = load.load_history(runs, "fake", keys=("train/loss",), progress=False)
+    assert len(first) == 5 * 5
+
+    def boom(*a, **k):
+        raise AssertionError("a cached run must not be fetched again")
+
+    monkeypatch.setattr(tracking.client().__class__, "get_metric_history", boom)
+    again = load.load_history(runs, "fake", keys=("train/loss",), progress=False)
+    pd.testing.assert_frame_equal(first.sort_values(["run_id", "step"]).reset_index(drop=True),
+                                  again.sort_values(["run_id", "step"]).reset_index(drop=True))
+
+
+def test_missing_experiment_names_the_command(fixture_store):
+    with pytest.raises(load.MissingRuns, match=r"no experiment 'science' .*make sweep GRID=science"):
+        load.load_runs("science")
+
+
+def test_curves_and_first_crossing():
+    hist = pd.DataFrame({"run_id": ["a"] * 3 + ["b"] * 3, "metric": "train/loss", "step": [0, 10, 20] * 2,
+                         "value": [2.0, 1.0, 0.5, 2.0, 1.5, 0.7]})
+    runs = pd.DataFrame({"run_id": ["a", "b"], "optimizer": "sgd", "reduction": "mean", "batch_size": [4, 4]})
+    cur = reduce.curves(hist, runs)
+    assert list(cur["mean"]) == [2.0, 1.25, 0.6] and list(cur["examples"]) == [0, 40, 80]
+    assert reduce.first_crossing(cur, "examples", 1.3)["examples"].iloc[0] == 40
+
+
+@pytest.mark.slow
+def test_figures_and_report_from_the_smoke_sweep(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setattr(load, "CACHE", tmp_path / "cache")
+    assert sweep_mod.main(["smoke", "--workers", "2", "--no-progress"]) == 0
+    from analysis import report
+
+    path = report.build("smoke", "smoke", tmp_path / "report", progress=False)
+    text = path.read_text()
+    for q in report.QUESTIONS:
+        assert f"## {q}." in text, q
+    figs = tmp_path / "report" / "figures"
+    for name in ("a_loss_curves", "b_heatmaps", "c_steps_to_target", "d_b_simple", "e_loss_vs_time"):
+        for ext in ("png", "pdf"):
+            f = figs / f"{name}.{ext}"
+            assert f.exists() and f.stat().st_size > 5000, f
+        assert f"](figures/{name}.png)" in text, "figures are linked relative to report/"
+    assert "make reduction" in text and "make bench" in text, "missing side experiments name their command"
+    parent = load.latest_parent("smoke")
+    arts = {a.path for a in tracking.client().list_artifacts(parent, "figures")}
+    assert "figures/b_heatmaps.png" in arts, "figures are logged on the sweep's parent run"
