@@ -310,6 +310,74 @@ def draw_reduction(drawn: Drawn, out: Path) -> None:
     _save(fig, "f_reduction_distance", out, drawn, "reduction")
 
 
+def latest_bench() -> pd.DataFrame:
+    """The rows of the newest ``make bench`` session, numbers typed."""
+    b = load.load_simple("benchmarks", "bench", "make bench")
+    b = b[b["end_time"] == b["end_time"]]
+    newest = b.groupby("bench_session")["end_time"].max().idxmax()
+    b = b[b["bench_session"] == newest].copy()
+    for col in ("B", "P", "k"):
+        if col in b:
+            b[col] = pd.to_numeric(b[col], errors="coerce")
+    return b
+
+
+def plot_cost(ax, pe: pd.DataFrame) -> None:
+    """Per-example cost relative to the batch gradient against B, with the memory-write floor."""
+    pe = pe.sort_values("B")
+    styles = {"vmap": ("vmap(grad), B×P kept", "o-"), "fast": ("one backward + outer products", "s-"),
+              "norms": ("per-example norms only", "^-"), "loop": ("Python loop of B grads", "v:"),
+              "torch_vmap": ("torch.func vmap(grad)", "d--")}
+    for key, (label, st) in styles.items():
+        col = f"ratio/{key}_to_batch"
+        if col in pe and pe[col].notna().any():
+            ax.plot(pe["B"], pe[col], st, ms=4, label=label)
+    ax.plot(pe["B"], pe["ratio/floor_to_batch"], "k--", lw=2, label="floor: write B×P floats")
+    ax.axhline(1, color="gray", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel("time / batch-mean gradient")
+
+
+def plot_pow2(ax, p2: pd.DataFrame) -> None:
+    """Step time at 2^k - 1 and 2^k + 1 relative to 2^k."""
+    p2 = p2.sort_values("k")
+    for col, label, st in (("us/pow2_minus_1", "B = 2^k − 1", "v-"), ("us/pow2_plus_1", "B = 2^k + 1", "^-")):
+        ax.plot(2 ** p2["k"], p2[col] / p2["us/pow2"], st, label=label)
+    ax.axhline(1, color="gray", lw=1, label="B = 2^k")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("2^k")
+    ax.set_ylabel("step time / step time at 2^k")
+    ax.legend()
+
+
+def draw_bench(drawn: Drawn, out: Path) -> None:
+    b = latest_bench()
+    drawn.facts["bench"] = b
+    pe = b[b["kind"] == "per_example"]
+    if len(pe):
+        nets = sorted(set(pe["net"]), key=lambda n: int(pe[pe["net"] == n]["P"].iloc[0]))
+        fig, axes = plt.subplots(1, len(nets), figsize=(3.3 * len(nets), 3.0), squeeze=False, sharey=True)
+        for j, net in enumerate(nets):
+            plot_cost(axes[0, j], pe[pe["net"] == net])
+            axes[0, j].set_title(f"MLP {net} (P = {int(pe[pe['net'] == net]['P'].iloc[0]):,})")
+        _legend_right(fig, axes[0, 0])
+        big = pe[pe["P"] == pe["P"].max()]
+        fig.suptitle(f"Per-example gradients on {b['device'].iloc[0]}: vmap(grad) costs "
+                     f"{big['ratio/vmap_to_batch'].min():.0f}–{big['ratio/vmap_to_batch'].max():.0f}× the batch gradient "
+                     f"at P = {int(big['P'].iloc[0]):,}; the one-pass recipe runs at "
+                     f"{big[big['B'] >= 32]['ratio/fast_to_floor'].min():.1f}–{big[big['B'] >= 32]['ratio/fast_to_floor'].max():.1f}× the write floor (B ≥ 32)")
+        _save(fig, "q3_cost", out, drawn, None)
+    p2 = b[b["kind"] == "pow2"]
+    if len(p2):
+        fig, ax = plt.subplots(figsize=(4.2, 3.0))
+        plot_pow2(ax, p2)
+        r = pd.concat([p2["us/pow2_minus_1"] / p2["us/pow2"], p2["us/pow2_plus_1"] / p2["us/pow2"]])
+        ax.set_title(f"Training step at 2^k ± 1 ({b['device'].iloc[0]}): {r.min():.2f}–{r.max():.2f}× of 2^k")
+        _save(fig, "q6_powers_of_two", out, drawn, None)
+
+
 def draw_all(out: Path = OUT, default: str = "default", science: str = "science", progress: bool = True) -> Drawn:
     use_style()
     drawn = Drawn()
@@ -318,6 +386,7 @@ def draw_all(out: Path = OUT, default: str = "default", science: str = "science"
         ("science", lambda: draw_science(science, out, drawn), f"make sweep GRID={science}"),
         ("noise", lambda: draw_noise(drawn, out, default), f"make sweep GRID={default}"),
         ("reduction", lambda: draw_reduction(drawn, out), "make reduction"),
+        ("bench", lambda: draw_bench(drawn, out), "make bench"),
     ]
     for name, fn, hint in steps:
         try:

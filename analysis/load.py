@@ -139,7 +139,8 @@ def load_simple(name: str, kind: str, hint: str) -> pd.DataFrame:
     rows = []
     for r in search(name, kind, hint):
         row = {"run_id": r.info.run_id, "end_time": int(r.info.end_time or 0), **r.data.params, **r.data.metrics,
-               **{k: r.data.tags.get(k, "") for k in ("git_commit", "jax_version", "device")}}
+               **{k: r.data.tags.get(k, "") for k in ("git_commit", "jax_version", "device", "bench_session",
+                                                      "mode", "cpu", "cores", "torch_version")}}
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -7,10 +7,8 @@ the wall time of each:
   processes   W worker processes, R/W runs each (each compiles once, warmed
               up before the timing, as in a long sweep).
 
-Why vmap loses here: the epoch boundary is a ``lax.cond`` on the step
-counter; under vmap the counter is batched, so the cond becomes a select that
-computes a fresh permutation of the N examples at EVERY step, and the batched
-matmuls of small layers gain nothing on 2 cores.
+The runs share one data order here (vmap over learning rates only), which
+favours vmap.
 Usage: python -m experiments.measure_batching [--steps 500] [--runs 8] [--workers 2]
 """
 
@@ -47,7 +45,7 @@ def _vmapped(batch_size: int, lrs: list[float], steps: int) -> float:
     import jax.numpy as jnp
 
     from mbstudy import load_dataset
-    from mbstudy.train import Hyper, Spec, TrainConfig, _device_data, init_state, run_chunk
+    from mbstudy.train import Hyper, Spec, TrainConfig, _device_data, batch_indices, init_state, run_chunk
 
     data = load_dataset("mnist1d")
     cfg = TrainConfig(batch_size=batch_size, steps=steps)
@@ -57,7 +55,8 @@ def _vmapped(batch_size: int, lrs: list[float], steps: int) -> float:
     hyper = Hyper(jnp.asarray(lrs, jnp.float32), jnp.full(len(lrs), 0.9, jnp.float32), jnp.full(len(lrs), 1e-8, jnp.float32))
     states = [init_state(cfg, model, Hyper(*(h[i] for h in hyper)), data.n_train) for i in range(len(lrs))]
     state = jax.tree.map(lambda *a: jnp.stack(a), *states)
-    f = jax.jit(jax.vmap(lambda s, h: run_chunk(s, h, x, y, spec=spec, n_steps=steps)))
+    idx = jnp.asarray(batch_indices(0, 0, steps, data.n_train, batch_size))
+    f = jax.jit(jax.vmap(lambda s, h: run_chunk(s, h, x, y, idx, spec=spec)))
     jax.block_until_ready(f(state, hyper))
     t0 = time.perf_counter()
     jax.block_until_ready(f(state, hyper))

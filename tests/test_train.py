@@ -46,12 +46,30 @@ def test_different_seeds_differ():
 
 @pytest.mark.parametrize("lr", [1e3, 1e30])
 def test_divergence_is_recorded_not_raised(lr):
-    seen = []
-    r = train(dataclasses.replace(BASE, learning_rate=lr, steps=200), DATA, on_eval=lambda s, p: seen.append(p))
+    r = train(dataclasses.replace(BASE, learning_rate=lr, steps=200), DATA)
     assert r.outcome == "diverged"
     assert r.history["step"][-1] < 200, "a diverged run stops at the evaluation that sees it"
-    for leaf in jax.tree.leaves(seen[-1]):
-        assert np.isfinite(np.asarray(leaf)).all(), "parameters stay at their last finite values"
+    assert np.isfinite(r.history["train/loss"][0])
+
+
+def test_updates_stop_at_the_first_non_finite_loss():
+    """Once a batch loss is NaN/inf no update is applied: a further chunk leaves the parameters alone."""
+    import jax.numpy as jnp
+
+    from mbstudy.train import Hyper, Spec, _device_data, batch_indices, init_state, run_chunk
+
+    cfg = dataclasses.replace(BASE, learning_rate=1e30)
+    model, loss = cfg.model(DATA), cfg.loss_name(DATA)
+    spec = Spec(model, loss, cfg.reduction, cfg.optimizer, cfg.batch_size)
+    x, y = _device_data(cfg, DATA, loss)[:2]
+    hyper = Hyper(*(jnp.float32(v) for v in (cfg.learning_rate, cfg.momentum, cfg.eps)))
+    state = init_state(cfg, model, hyper, DATA.n_train)
+    state, losses = run_chunk(state, hyper, x, y, batch_indices(0, 0, 20, DATA.n_train, 16), spec=spec)
+    assert bool(state.diverged) and not np.isfinite(np.asarray(losses)).all()
+    before = [np.asarray(l) for l in jax.tree.leaves(state.params)]
+    state, _ = run_chunk(state, hyper, x, y, batch_indices(0, 20, 20, DATA.n_train, 16), spec=spec)
+    for u, v in zip(before, jax.tree.leaves(state.params)):
+        np.testing.assert_array_equal(u, np.asarray(v))
 
 
 def test_stop_at_target():
@@ -101,3 +119,20 @@ def test_init_perturbation_is_a_small_change():
     b = train(dataclasses.replace(BASE, init_perturbation=1e-7), DATA)
     assert a.history["param/norm"][0] != b.history["param/norm"][0]
     np.testing.assert_allclose(a.history["param/norm"][0], b.history["param/norm"][0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("B,chunks", [(300, [4, 4, 4]), (1, [7, 3]), (1000, [5, 5])])
+def test_batches_are_epoch_permutations_however_the_steps_are_chunked(B, chunks):
+    from mbstudy.train import batch_indices
+
+    n, per_epoch = 1000, 1000 // B
+    got, step = [], 0
+    for c in chunks:
+        got.append(batch_indices(3, step, c, n, B))
+        step += c
+    got = np.concatenate(got)
+    np.testing.assert_array_equal(got, batch_indices(3, 0, sum(chunks), n, B))
+    for e in range(len(got) // per_epoch):
+        epoch = got[e * per_epoch : (e + 1) * per_epoch].ravel()
+        assert len(set(epoch)) == len(epoch) == per_epoch * B, "without replacement within an epoch"
+    assert not np.array_equal(got[:per_epoch], batch_indices(4, 0, per_epoch, n, B)), "the seed matters"
