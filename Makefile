@@ -14,7 +14,7 @@ PORT    ?= 5000
 # the store: MLFLOW_TRACKING_URI if set, else mlflow.db in the project root
 URI     := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 
-.PHONY: help setup test test-fast lock clean-venv sweep ui equivalence reduction study figures report
+.PHONY: help setup test test-fast lock clean-venv sweep ui equivalence reduction study figures report bench bench-full setup-bench
 
 help: ## list the targets
 	@echo "mbstudy — make TARGET"
@@ -49,6 +49,15 @@ study: setup ## everything the write-up needs: the default, science and seeds sw
 	$(PY) -m experiments.sweep seeds
 	$(PY) -m experiments.equivalence
 	$(PY) -m experiments.reduction
+
+setup-bench: setup ## add the optional PyTorch peer of make bench (requirements-bench.lock)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.lock
+
+bench: setup ## time per-example gradients and training steps (quick, ~3 min); PyTorch peers if installed
+	$(PY) -m experiments.bench
+
+bench-full: setup ## the same with longer timing budgets
+	$(PY) -m experiments.bench --full
 
 figures: setup ## draw report/figures/*.png|pdf from whatever runs the store holds
 	$(PY) -m analysis.figures

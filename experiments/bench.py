@@ -2,8 +2,10 @@
 
 Every timing: warm-up calls first (compilation excluded), then repeated calls
 until a time budget is spent, each waited for (``block_until_ready``); the
-median is reported. Ratios are taken within this one run, so they compare
-like with like on a shared, noisy machine.
+median is reported. The per-example methods are timed round-robin (each
+once per round), so the ratios compare like with like on a shared, noisy
+machine. Per-call times include JAX's dispatch from Python (tens of µs),
+which dominates the smallest problems.
 
 1. Per-example gradients (Q3) on MLPs 128-64-10, 40-100-100-10 and
    784-512-512-10, B in {1, 8, 32, 128, 512}, cross-entropy: the batch-mean
@@ -72,6 +74,27 @@ def timeit(fn, *, budget: float, min_reps: int = 3, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
+def timeit_interleaved(fns: dict, *, budget: float, min_rounds: int = 5, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per call of each ``fns[name]()``, timed in rounds: every function once per round.
+
+    On a shared machine the load drifts; interleaving makes every method see
+    the same drift, so their ratios are stable even when absolute times move.
+    """
+    for _ in range(warmup):
+        for f in fns.values():
+            f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < min_rounds or (time.perf_counter() - start < budget and rounds < 10_000):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+        rounds += 1
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def _peak_bytes(jitted, *args, **static) -> int:
     m = jitted.lower(*args, **static).compile().memory_analysis()
     return int(m.temp_size_in_bytes + m.output_size_in_bytes)
@@ -119,15 +142,17 @@ def bench_per_example(name: str, sizes, B: int, budget: float) -> dict:
     def run(f, *a, **k):
         return lambda: jax.block_until_ready(f(*a, **k))
 
-    row["s/batch"] = timeit(run(G._batch_grad, params, x, y, reduction="mean", **kw), budget=budget)
-    row["s/vmap"] = timeit(run(G._per_sample_grads, params, x, y, **kw), budget=budget)
-    row["s/fast"] = timeit(run(G._per_sample_grads_fast, params, x, y, **kw), budget=budget)
-    row["s/norms"] = timeit(run(G._per_sample_grad_norms, params, x, y, squared=False, **kw), budget=budget)
     fill = jax.jit(lambda s: jnp.full((B, P), s, jnp.float32))
-    row["s/floor"] = timeit(run(fill, jnp.float32(1.0)), budget=budget)
-
     fused = jax.jit(lambda p, xx, yy: jax.tree.map(lambda t: t.mean(0), G._per_sample_grads(p, xx, yy, **kw)))
-    row["s/fused_mean_vmap"] = timeit(run(fused, params, x, y), budget=budget)
+    fns = {
+        "batch": run(G._batch_grad, params, x, y, reduction="mean", **kw),
+        "vmap": run(G._per_sample_grads, params, x, y, **kw),
+        "fast": run(G._per_sample_grads_fast, params, x, y, **kw),
+        "norms": run(G._per_sample_grad_norms, params, x, y, squared=False, **kw),
+        "floor": run(fill, jnp.float32(1.0)),
+        "fused_mean_vmap": run(fused, params, x, y),
+    }
+    row.update({f"s/{k}": v for k, v in timeit_interleaved(fns, budget=budget).items()})
 
     x1 = [x[i : i + 1] for i in range(B)]
     y1 = [y[i : i + 1] for i in range(B)]

@@ -1,0 +1,65 @@
+"""make bench in its smallest mode: the output schema, and that it times the library's own code."""
+
+import json
+
+import pytest
+
+from experiments import bench
+from experiments import tracking
+from mbstudy import grads as G
+
+
+@pytest.mark.slow
+def test_smallest_bench_schema_and_mlflow(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert bench.main(["--smallest", "--out", str(tmp_path / "results")]) == 0
+    files = list((tmp_path / "results").glob("bench-*.json"))
+    assert len(files) == 1 and files[0].with_suffix(".md").exists()
+    out = json.loads(files[0].read_text())
+    assert out["mode"] == "smallest" and {"cpu", "cores", "device", "jax_version"} <= set(out["machine"])
+    rows = out["rows"]
+    assert [r["B"] for r in rows] == [8, 32]
+    for r in rows:
+        assert r["kind"] == "per_example" and r["net"] == "40-100-100-10" and r["P"] == 15_210
+        for key in ("s/batch", "s/vmap", "s/fast", "s/norms", "s/floor", "s/loop", "s/fused_mean_vmap",
+                    "bytes/vmap", "bytes/fast", "bytes/norms", "bytes/floor",
+                    "ratio/vmap_to_batch", "ratio/fast_to_floor", "ratio/norms_to_batch"):
+            assert key in r and r[key] > 0, key
+        assert r["bytes/floor"] == r["B"] * r["P"] * 4
+    assert any(t.startswith(("MET", "MISSED")) for t in out["targets"])
+    md = files[0].with_suffix(".md").read_text()
+    assert "| 40-100-100-10 | 15,210 | 8 |" in md
+    exp = tracking.client().get_experiment_by_name("benchmarks")
+    runs = tracking._search_all(tracking.client(), exp.experiment_id, "tags.`mbstudy.kind` = 'bench'")
+    assert len(runs) == 2 and {r.data.params["B"] for r in runs} == {"8", "32"}
+    assert all("ratio/fast_to_floor" in r.data.metrics and r.data.tags.get("cpu") for r in runs)
+
+
+def test_bench_times_the_library_functions(monkeypatch):
+    """No private copies: the benchmark calls mbstudy.grads' jitted functions."""
+    called = set()
+    for name in ("_batch_grad", "_per_sample_grads", "_per_sample_grads_fast", "_per_sample_grad_norms"):
+        original = getattr(G, name)
+
+        def spy(*a, _orig=original, _name=name, **k):
+            called.add(_name)
+            return _orig(*a, **k)
+
+        spy.lower = original.lower  # memory analysis lowers the same jitted function
+        monkeypatch.setattr(G, name, spy)
+    row = bench.bench_per_example("tiny", (5, 7, 3), 4, budget=0.0)
+    assert called == {"_batch_grad", "_per_sample_grads", "_per_sample_grads_fast", "_per_sample_grad_norms"}
+    assert row["P"] == 5 * 7 + 7 + 7 * 3 + 3
+
+
+def test_targets_are_read_off_the_numbers():
+    rows = [
+        {"kind": "per_example", "net": "784-512-512-10", "B": 32, "ratio/fast_to_floor": 1.1, "ratio/norms_to_batch": 0.7},
+        {"kind": "per_example", "net": "784-512-512-10", "B": 128, "ratio/fast_to_floor": 1.5, "ratio/norms_to_batch": 1.3},
+        {"kind": "train", "B": 8, "ratio/torch_to_compiled": 6.0},
+        {"kind": "train", "B": 64, "ratio/torch_to_compiled": 3.0},
+    ]
+    t = bench.check_targets(rows)
+    assert t[0].startswith("MISSED") and "worst 1.50" in t[0]
+    assert t[1].startswith("MISSED") and "B=128" in t[1]
+    assert t[2].startswith("MISSED") and "worst 3.0x" in t[2]
