@@ -93,13 +93,13 @@ def plot_steps_to_target(ax, st: pd.DataFrame, fit: dict, y: str = "steps") -> N
         ax.plot(grid, s_fit if y == "steps" else s_fit * grid, "-", alpha=0.7,
                 label=f"S_min(1+B_crit/B), R²={fit['r2']:.3f}")
         ax.axvline(fit["B_crit"], ls="--", color="gray", lw=1)
-        ax.text(fit["B_crit"], ax.get_ylim()[1] if ax.get_ylim()[1] > 1 else 1, f" B_crit≈{fit['B_crit']:.0f}",
-                va="top", fontsize=7, color="gray")
+        ax.annotate(f" B_crit≈{fit['B_crit']:.0f}", (fit["B_crit"], 0.02), xycoords=("data", "axes fraction"),
+                    va="bottom", fontsize=7, color="gray")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size B")
     ax.set_ylabel("steps to target" if y == "steps" else "examples to target")
-    ax.legend(loc="best")
+    ax.legend(loc="upper right" if y == "steps" else "upper left")
 
 
 def plot_best_lr(ax, best: pd.DataFrame) -> None:
@@ -243,6 +243,7 @@ def draw_default(exp: str, out: Path, drawn: Drawn, progress: bool = True) -> No
 
 def draw_science(exp: str, out: Path, drawn: Drawn) -> None:
     runs = load.load_runs(exp, hint=f"make sweep GRID={exp}")
+    drawn.facts["science_runs"] = runs
     opts = [o for o in OPTIMIZERS if o in set(runs["optimizer"])]
     fits, sts = {}, {}
     fig, axes = plt.subplots(2, len(opts), figsize=(3.3 * len(opts), 5.6), squeeze=False)
@@ -255,7 +256,7 @@ def draw_science(exp: str, out: Path, drawn: Drawn) -> None:
             plot_steps_to_target(axes[1, j], st, fit, "examples")
         axes[0, j].set_title(opt)
     drawn.facts["fits"], drawn.facts["steps_to_target"] = fits, sts
-    fig.suptitle("Steps to target: perfect scaling, then diminishing returns. B_crit: "
+    fig.suptitle("Steps to target: perfect scaling, then diminishing returns\nfitted B_crit: "
                  + ", ".join(f"{o} {fits[o]['B_crit']:.0f}" for o in opts if np.isfinite(fits[o]["B_crit"])))
     _save(fig, "c_steps_to_target", out, drawn, exp)
 
@@ -366,7 +367,7 @@ def draw_bench(drawn: Drawn, out: Path) -> None:
         big = pe[pe["P"] == pe["P"].max()]
         fig.suptitle(f"Per-example gradients on {b['device'].iloc[0]}: vmap(grad) costs "
                      f"{big['ratio/vmap_to_batch'].min():.0f}–{big['ratio/vmap_to_batch'].max():.0f}× the batch gradient "
-                     f"at P = {int(big['P'].iloc[0]):,}; the one-pass recipe runs at "
+                     f"at P = {int(big['P'].iloc[0]):,};\nthe one-pass recipe runs at "
                      f"{big[big['B'] >= 32]['ratio/fast_to_floor'].min():.1f}–{big[big['B'] >= 32]['ratio/fast_to_floor'].max():.1f}× the write floor (B ≥ 32)")
         _save(fig, "q3_cost", out, drawn, None)
     p2 = b[b["kind"] == "pow2"]

@@ -115,7 +115,6 @@ def q3(bench, drawn: figures.Drawn) -> str:
     vm, loop = big["ratio/vmap_to_batch"], big["ratio/loop_to_batch"]
     ff = big[big["B"] >= 32]["ratio/fast_to_floor"]
     nm = b["ratio/norms_to_batch"]
-    fused = b["ratio/fused_mean_vmap_to_batch"]
     tr = bench[bench["kind"] == "train"].sort_values("B")
     train_txt = ""
     if len(tr) and "ratio/torch_to_compiled" in tr and tr["ratio/torch_to_compiled"].notna().any():
@@ -132,8 +131,10 @@ def q3(bench, drawn: figures.Drawn) -> str:
         f"gradient, and a Python loop of B single-example gradients (seed 004's method) **{loop.min():.0f}–{loop.max():.0f}×**. "
         f"The one-backward-pass recipe (outer products a_i ⊗ δ_i) runs at **{ff.min():.2f}–{ff.max():.2f}×** the "
         f"time of merely writing B × P floats (B ≥ 32), and per-example norms cost **{nm.min():.2f}–{nm.max():.2f}×** the "
-        f"batch gradient with no B × P tensor. Under one `jit`, `mean(vmap(grad))` costs {fused.min():.2f}–"
-        f"{fused.max():.2f}× the batch gradient: XLA fuses it back into the scalar backward pass.{train_txt}\n\n"
+        f"batch gradient with no B × P tensor. Under one `jit`, `mean(vmap(grad))` costs {big['ratio/fused_mean_vmap_to_batch'].min():.2f}–"
+        f"{big['ratio/fused_mean_vmap_to_batch'].max():.2f}× the batch gradient against {vm.min():.0f}–{vm.max():.0f}× with the "
+        "tensor returned: XLA need not materialise what is reduced at once, so a benchmark of per-example "
+        f"gradients must return them.{train_txt}\n\n"
         f"Time relative to the batch-mean gradient, P = {P:,}:\n\n{md_table(t, '.2f')}\n\n"
         + _fig(drawn, "q3_cost", "Per-example gradient cost relative to the batch gradient, against the memory-write floor.")
     )
@@ -149,8 +150,9 @@ def q4(drawn: figures.Drawn, red) -> str:
             "barely matters.** Across the default sweep, the best learning rate of `sum` divided by that of "
             f"`mean` scales as B^s with s = **{sl.get('sgd', np.nan):.2f}** (SGD), **{sl.get('momentum', np.nan):.2f}** "
             f"(momentum) and **{sl.get('adam', np.nan):.2f}** (Adam); the algebra predicts −1, −1 and 0 "
-            "(the grid is one decade apart, so −0.9 is −1 within its resolution). At a fixed learning rate, sum "
-            "reduction is the linear scaling rule built in, and it diverges first at large B.\n")
+            "(the learning-rate grid is one decade apart, which limits the slope's resolution). At a fixed "
+            "learning rate, sum reduction is the linear scaling rule built in. "
+            + _stable_band(drawn) + "\n")
     parts.append(_fig(drawn, "b_heatmaps", "Final training loss over batch size × learning rate; × marks divergence."))
     if isinstance(red, Exception):
         parts.append(f"The side-by-side trajectories are not measured yet: {red}.\n")
@@ -174,6 +176,21 @@ def q4(drawn: figures.Drawn, red) -> str:
             f"{md_table(t, '.2e')}\n")
         parts.append(_fig(drawn, "f_reduction_distance", "Parameter distance between sum and mean runs against the perturbation control."))
     return "\n".join(p for p in parts if p)
+
+
+def _stable_band(drawn: figures.Drawn) -> str:
+    """The largest learning rate that did not diverge, per B, for SGD with sum and with mean."""
+    runs = drawn.facts.get("default_runs")
+    if runs is None:
+        return ""
+    sgd = runs[runs["optimizer"] == "sgd"]
+    ok = sgd[sgd["outcome"] == "completed"].groupby(["reduction", "batch_size"])["learning_rate"].max()
+    parts = []
+    for red in ("mean", "sum"):
+        if red in ok.index.get_level_values(0):
+            v = ok.loc[red]
+            parts.append(f"{red}: {v.iloc[0]:g} at B = {v.index[0]} to {v.iloc[-1]:g} at B = {v.index[-1]}")
+    return ("The largest SGD learning rate that did not diverge went " + "; ".join(parts) + ".") if parts else ""
 
 
 def q5(drawn: figures.Drawn) -> str:
@@ -228,8 +245,15 @@ def q6(bench, drawn: figures.Drawn) -> str:
     r_minus = (t["us/pow2_minus_1"] / t["us/pow2"]).astype(float)
     r_plus = (t["us/pow2_plus_1"] / t["us/pow2"]).astype(float)
     worst = float(max(abs(r_plus - 1).max(), abs(r_minus - 1).max()))
-    verdict = ("the step time is smooth in B: no penalty for leaving a power of two" if worst < 0.1
-               else f"the step time is not smooth in B (up to {worst:.0%} off the power of two)")
+    fastest = int(((t["us/pow2"] < t["us/pow2_minus_1"]) & (t["us/pow2"] < t["us/pow2_plus_1"])).sum())
+    med = float(np.median(np.concatenate([r_minus, r_plus])))
+    if fastest <= len(t) / 2 and abs(med - 1) < 0.1:
+        verdict = (f"no systematic advantage for a power of two: 2^k was the fastest of the three in {fastest} of "
+                   f"{len(t)} cases, the median ratio (2^k ± 1)/2^k is {med:.2f}, and the scatter (up to {worst:.0%}) "
+                   "goes both ways")
+    else:
+        verdict = (f"2^k was the fastest of the three in {fastest} of {len(t)} cases; median ratio (2^k ± 1)/2^k = "
+                   f"{med:.2f} (up to {worst:.0%} apart)")
     return (
         f"Measured ({', '.join(sorted(set(t['device'])))}): {verdict}. A batch of 2^k + 1 costs "
         f"{r_plus.min():.2f}–{r_plus.max():.2f}× a batch of 2^k and 2^k − 1 costs {r_minus.min():.2f}–"
@@ -240,12 +264,23 @@ def q6(bench, drawn: figures.Drawn) -> str:
     )
 
 
+def _bcrit_in_range(fits: dict, init: float, drawn: figures.Drawn) -> str:
+    bs = drawn.facts.get("b_simple_curves")
+    vals = {o: f["B_crit"] for o, f in fits.items() if np.isfinite(f.get("B_crit", np.nan))}
+    if bs is None or not vals:
+        return ""
+    lo, hi = float(bs["mean"].min()), float(bs["mean"].max())
+    inside = [o for o, v in vals.items() if lo <= v <= hi]
+    return (f" B_simple ranged over {lo:.0f}–{hi:.0f} in these runs; the fitted critical batch sizes "
+            f"({', '.join(f'{o} {v:.0f}' for o, v in vals.items())}) lie inside that range for "
+            f"{len(inside)} of {len(vals)} optimizers.")
+
+
 def q7(drawn: figures.Drawn, eq) -> str:
     init, end = drawn.facts.get("b_simple_init"), drawn.facts.get("b_simple_end_median")
     if init is None:
         return "Not measured yet: run `make sweep`.\n"
     fits = drawn.facts.get("fits", {})
-    bc = ", ".join(f"{o} {f['B_crit']:.0f}" for o, f in fits.items() if np.isfinite(f.get("B_crit", np.nan)))
     eqs = ""
     if not isinstance(eq, Exception) and "err/b_simple_vs_direct" in eq:
         eqs = (f" The estimate from per-example norms (no B × P tensor) matches the direct computation from "
@@ -254,10 +289,12 @@ def q7(drawn: figures.Drawn, eq) -> str:
         "Losses do not cancel (each is ≥ 0); gradients are vectors and partly do. How much is measured by the "
         "simple noise scale B_simple = tr(Σ)/‖G‖², the ratio of per-example gradient variance to the squared "
         f"mean gradient, computed exactly over the whole training set at every evaluation.{eqs} At "
-        f"initialisation B_simple ≈ **{init:.0f}**: per-example gradients mostly agree. By the end of training "
-        f"the median is **{end:.0f}** ({end / init:.0f}×): the mean gradient shrinks while per-example gradients "
-        "keep pointing in different directions, which is why larger batches pay off later in training."
-        + (f" The fitted critical batch sizes ({bc}) lie in the range B_simple spans." if bc else "") + "\n\n"
+        f"initialisation B_simple ≈ **{init:.0f}**: the spread of the per-example gradients is {init:.0f}× the squared "
+        "norm of their mean, so single examples point in very different directions and it takes a batch of "
+        f"about that size before the mean's signal outweighs the sampling noise. By the end of training the median is "
+        f"**{end:.0f}** ({end / init:.0f}×): the mean gradient shrinks faster than the spread, so larger "
+        "batches become useful later in training (McCandlish et al. 2018)."
+        + _bcrit_in_range(fits, init, drawn) + "\n\n"
         + _fig(drawn, "d_b_simple", "B_simple over training per batch size (best learning rate), against the fitted B_crit.")
     )
 
@@ -274,8 +311,14 @@ def _provenance(drawn: figures.Drawn, default: str, science: str) -> str:
             lines.append(f"- sweep `{name}`: {len(runs)} finished runs; git commit(s) {commits}; "
                          f"jax {runs['jax_version'].iloc[0]}, optax {runs['optax_version'].iloc[0]}, "
                          f"mlflow {runs['mlflow_version'].iloc[0]}; device {runs['device'].iloc[0]}")
-    if "fits" in drawn.facts:
-        lines.append(f"- sweep `{science}` (steps to target)")
+    sci = drawn.facts.get("science_runs")
+    if sci is not None:
+        lines.append(f"- sweep `{science}`: {len(sci)} finished runs; git commit(s) "
+                     f"{', '.join(sorted(set(sci['git_commit'])))[:200]}")
+    for name, key in (("equivalence", "equivalence"), ("reduction", "reduction"), ("benchmarks", "bench")):
+        df = drawn.facts.get(key)
+        if df is not None:
+            lines.append(f"- experiment `{name}`: {len(df)} runs; git commit(s) {', '.join(sorted(set(df['git_commit'])))[:200]}")
     for name, msg in drawn.missing.items():
         lines.append(f"- missing ({name}): {msg}")
     lines.append(f"- store: `{load.tracking.tracking_uri()}`")
@@ -286,6 +329,8 @@ def build(default: str = "default", science: str = "science", out: Path = REPORT
     t0 = time.perf_counter()
     drawn = figures.draw_all(out / "figures", default, science, progress)
     eq = _try(lambda: load.load_simple("equivalence", "equivalence", "make equivalence"))
+    if not isinstance(eq, Exception):
+        drawn.facts["equivalence"] = eq
     red = _try(lambda: load.load_simple("reduction", "reduction", "make reduction"))
     bench = drawn.facts["bench"] if "bench" in drawn.facts else load.MissingRuns(drawn.missing.get("bench", "run make bench"))
     body = {
