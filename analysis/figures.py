@@ -382,14 +382,14 @@ def draw_bench(drawn: Drawn, out: Path) -> None:
 def draw_all(out: Path = OUT, default: str = "default", science: str = "science", progress: bool = True) -> Drawn:
     use_style()
     drawn = Drawn()
-    steps = [
-        ("default", lambda: draw_default(default, out, drawn, progress), f"make sweep GRID={default}"),
-        ("science", lambda: draw_science(science, out, drawn), f"make sweep GRID={science}"),
-        ("noise", lambda: draw_noise(drawn, out, default), f"make sweep GRID={default}"),
-        ("reduction", lambda: draw_reduction(drawn, out), "make reduction"),
-        ("bench", lambda: draw_bench(drawn, out), "make bench"),
+    steps = [  # a missing experiment raises MissingRuns, whose message names the command to run
+        ("default", lambda: draw_default(default, out, drawn, progress)),
+        ("science", lambda: draw_science(science, out, drawn)),
+        ("noise", lambda: draw_noise(drawn, out, default)),
+        ("reduction", lambda: draw_reduction(drawn, out)),
+        ("bench", lambda: draw_bench(drawn, out)),
     ]
-    for name, fn, hint in steps:
+    for name, fn in steps:
         try:
             fn()
         except load.MissingRuns as e:
