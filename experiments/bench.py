@@ -221,7 +221,7 @@ def _train_setup(B: int, data):
     spec = Spec(model, loss, cfg.reduction, cfg.optimizer, B)
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     hyper = Hyper(*(jnp.float32(v) for v in (cfg.learning_rate, cfg.momentum, cfg.eps)))
-    state = init_state(cfg, model, hyper, data.n_train)
+    state = init_state(cfg, model, hyper)
     return cfg, model, loss, spec, x, y, hyper, state
 
 
@@ -249,8 +249,7 @@ def python_loop_step_time(B: int, data, budget: float, n_steps: int = 200) -> fl
         updates, opt_state = opt.update(g, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
-    idx = np.random.default_rng(0).permutation(data.n_train)
-    batches = [(x[idx[(i * B) % (data.n_train - B):][:B]], y[idx[(i * B) % (data.n_train - B):][:B]]) for i in range(n_steps)]
+    batches = [(x[i], y[i]) for i in batch_indices(cfg.seed, 0, n_steps, data.n_train, B)]
     params, opt_state = state.params, opt.init(state.params)
 
     def run():
@@ -271,8 +270,8 @@ def torch_step_time(B: int, data, budget: float, n_steps: int = 200) -> float | 
     model = _torch_mlp((data.n_inputs, 100, 100, data.n_outputs))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     xt, yt = torch.from_numpy(np.array(data.x_train)), torch.from_numpy(np.array(data.y_train)).long()
-    idx = torch.from_numpy(np.random.default_rng(0).permutation(data.n_train))
-    batches = [(xt[idx[(i * B) % (data.n_train - B):][:B]], yt[idx[(i * B) % (data.n_train - B):][:B]]) for i in range(n_steps)]
+    idx = torch.from_numpy(batch_indices(0, 0, n_steps, data.n_train, B).astype(np.int64))
+    batches = [(xt[i], yt[i]) for i in idx]
     lossf = torch.nn.CrossEntropyLoss()
 
     def run():

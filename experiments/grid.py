@@ -156,11 +156,17 @@ def check_config(d: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _axis(field: str, v: Any) -> list[Any]:
-    """A grid axis: a list of values; ``hidden`` takes a list of lists."""
+def _is_axis(field: str, v: Any) -> bool:
+    """Whether a value lists alternatives: any list, except ``hidden``'s own list of widths."""
     if field == "hidden":
-        return [tuple(x) for x in v] if v and isinstance(v[0], list) else [tuple(v)]
-    return list(v) if isinstance(v, list) else [v]
+        return isinstance(v, list) and bool(v) and isinstance(v[0], list)
+    return isinstance(v, list)
+
+
+def _axis(field: str, v: Any) -> list[Any]:
+    """The values of a grid axis (a single value is an axis of one)."""
+    values = v if _is_axis(field, v) else [v]
+    return [tuple(x) for x in values] if field == "hidden" else list(values)
 
 
 def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None = None) -> list[TrainConfig]:
@@ -185,7 +191,7 @@ def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None =
         for table in (base, grid, *arms):
             table.pop(key, None)
         by_b.pop(key, None)
-        (grid if isinstance(value, list) and key != "hidden" or (key == "hidden" and value and isinstance(value[0], list)) else base)[key] = value
+        (grid if _is_axis(key, value) else base)[key] = value
     for name, table in (("grid", grid), *((f"arms[{i}]", a) for i, a in enumerate(arms))):
         for k, v in table.items():
             if isinstance(v, list) and not v and k in FIELDS:
@@ -196,7 +202,7 @@ def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None =
     configs, seen = [], set()
     for arm in arms:
         axes = {**grid, **arm}
-        keys = [k for k in axes]
+        keys = list(axes)
         for combo in itertools.product(*(_axis(k, axes[k]) for k in keys)):
             d = {**base, **dict(zip(keys, combo))}
             b = d.get("batch_size", FIELDS["batch_size"].default)

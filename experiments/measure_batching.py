@@ -39,7 +39,7 @@ def _setup(batch_size: int, steps: int):
     spec = Spec(model, loss, cfg.reduction, cfg.optimizer, batch_size)
     x, y = _device_data(cfg, data, loss)[:2]
     idx = jnp.asarray(batch_indices(0, 0, steps, data.n_train, batch_size))
-    return cfg, model, spec, x, y, idx, data.n_train
+    return cfg, model, spec, x, y, idx
 
 
 def _hyper(lr):
@@ -56,9 +56,9 @@ def _sequential(batch_size: int, lrs: list[float], steps: int) -> float:
 
     from mbstudy.train import init_state, run_chunk
 
-    cfg, model, spec, x, y, idx, n = _setup(batch_size, steps)
+    cfg, model, spec, x, y, idx = _setup(batch_size, steps)
     f = jax.jit(lambda s, h: run_chunk(s, h, x, y, idx, spec=spec))
-    runs = [(init_state(cfg, model, _hyper(lr), n), _hyper(lr)) for lr in lrs]
+    runs = [(init_state(cfg, model, _hyper(lr)), _hyper(lr)) for lr in lrs]
     jax.block_until_ready(f(*runs[0]))  # compile outside the timing
     t0 = time.perf_counter()
     for s, h in runs:
@@ -73,9 +73,9 @@ def _vmapped(batch_size: int, lrs: list[float], steps: int) -> float:
 
     from mbstudy.train import init_state, run_chunk
 
-    cfg, model, spec, x, y, idx, n = _setup(batch_size, steps)
+    cfg, model, spec, x, y, idx = _setup(batch_size, steps)
     hypers = [_hyper(lr) for lr in lrs]
-    state = jax.tree.map(lambda *a: jnp.stack(a), *[init_state(cfg, model, h, n) for h in hypers])
+    state = jax.tree.map(lambda *a: jnp.stack(a), *[init_state(cfg, model, h) for h in hypers])
     hyper = jax.tree.map(lambda *a: jnp.stack(a), *hypers)
     f = jax.jit(jax.vmap(lambda s, h: run_chunk(s, h, x, y, idx, spec=spec)))
     jax.block_until_ready(f(state, hyper))

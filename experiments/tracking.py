@@ -32,6 +32,7 @@ definition: resuming marks such leftovers KILLED and trains them again.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import socket
@@ -54,9 +55,15 @@ def artifact_root() -> str | None:
 
 
 def client():
+    """One MlflowClient per tracking URI, reused across calls (several per logged run)."""
+    return _client(tracking_uri())
+
+
+@functools.cache
+def _client(uri: str):
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri())
+    return MlflowClient(uri)
 
 
 def get_or_create_experiment(name: str, description: str = "") -> str:

@@ -13,13 +13,14 @@ variance that makes the identity above exact.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from mbstudy import _checks
-from mbstudy.grads import _batch_grad, _per_sample_grad_norms
+from mbstudy.grads import _inputs_and_deltas
 from mbstudy.model import MLP, Params
 
 
@@ -54,10 +55,23 @@ def _fpc(b, population_size):
     return 1.0 / b - (0.0 if population_size is None else 1.0 / population_size)
 
 
-@jax.jit
-def _stats_from_norms(sq_norms, gbar_sq, fpc):
-    B = sq_norms.shape[0]
-    trace_cov = (jnp.sum(sq_norms) - B * gbar_sq) / (B - 1)
+def sq_norm(tree) -> jax.Array:
+    """``||tree||^2``, summed over every leaf."""
+    return sum(jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(tree))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "loss_name"))
+def _noise_stats(params, x, y, fpc, *, model, loss_name) -> NoiseStats:
+    """Noise statistics from ONE batched forward and backward pass.
+
+    The same deltas give every ``||g_i||^2`` (``(||a_i||^2 + 1) ||delta_i||^2`` per
+    layer) and the batch-mean gradient (``a^T delta / B`` and ``mean(delta)``).
+    """
+    inputs, deltas = _inputs_and_deltas(model, loss_name, params, x, y)
+    B = x.shape[0]
+    sq = sum((jnp.sum(a * a, axis=1) + 1.0) * jnp.sum(d * d, axis=1) for a, d in zip(inputs, deltas))
+    gbar_sq = sum(sq_norm(a.T @ d / B) + sq_norm(jnp.mean(d, axis=0)) for a, d in zip(inputs, deltas))
+    trace_cov = (jnp.sum(sq) - B * gbar_sq) / (B - 1)
     g_true_sq = gbar_sq - trace_cov * fpc
     return NoiseStats(gbar_sq, trace_cov, g_true_sq, trace_cov / g_true_sq)
 
@@ -93,10 +107,9 @@ def grad_noise_stats(
     if B < 2:
         raise ValueError(f"x: grad_noise_stats needs B >= 2 examples to estimate a variance; received B={B}")
     _check_population(population_size, B)
-    sq = _per_sample_grad_norms(params, x, y, model=model, loss_name=loss_name, squared=True)
-    g = _batch_grad(params, x, y, model=model, loss_name=loss_name, reduction="mean")
-    gbar_sq = sum(jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(g))
-    return _stats_from_norms(sq, gbar_sq, jnp.asarray(_fpc(B, population_size), gbar_sq.dtype))
+    dtype = jnp.result_type(x.dtype, params[0]["w"].dtype)
+    fpc = jnp.asarray(_fpc(B, population_size), dtype)
+    return _noise_stats(params, x, y, fpc, model=model, loss_name=loss_name)
 
 
 def two_batch_noise(

@@ -35,9 +35,8 @@ import optax
 
 from mbstudy import losses as _losses
 from mbstudy.data import Dataset, load_dataset
-from mbstudy.grads import _batch_grad, _per_sample_grad_norms
 from mbstudy.model import MLP
-from mbstudy.noise import _stats_from_norms
+from mbstudy.noise import _noise_stats, sq_norm
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 DATA_ORDER = 0xDA7A  # a constant that keeps the data-order stream apart from other uses of a seed
@@ -169,23 +168,19 @@ def run_chunk(state: TrainState, hyper: Hyper, x, y, idx, *, spec: Spec):
 
 def evaluate(params, x_tr, y_tr, x_te, y_te, x_nb, y_nb, fpc, *, model: MLP, loss_name: str) -> dict[str, jax.Array]:
     """Metrics of the current parameters: full-set losses, accuracy, noise statistics, norm."""
-    m = model
     loss_fn = _losses.LOSSES[loss_name]
-    out_te = m.apply(params, x_te)
+    out_te = model.apply(params, x_te)
     metrics = {
-        "train/loss": jnp.mean(loss_fn(m.apply(params, x_tr), y_tr)),
+        "train/loss": jnp.mean(loss_fn(model.apply(params, x_tr), y_tr)),
         "test/loss": jnp.mean(loss_fn(out_te, y_te)),
     }
     if loss_name == "cross_entropy":
         metrics["test/acc"] = jnp.mean(jnp.argmax(out_te, axis=-1) == y_te)
-    sq = _per_sample_grad_norms(params, x_nb, y_nb, model=m, loss_name=loss_name, squared=True)
-    g = _batch_grad(params, x_nb, y_nb, model=m, loss_name=loss_name, reduction="mean")
-    gbar_sq = sum(jnp.sum(l * l) for l in jax.tree.leaves(g))
-    stats = _stats_from_norms(sq, gbar_sq, fpc)
+    stats = _noise_stats(params, x_nb, y_nb, fpc, model=model, loss_name=loss_name)
     metrics["grad/g_norm_sq"] = stats.g_true_sq
     metrics["grad/trace_cov"] = stats.trace_cov
     metrics["grad/b_simple"] = stats.b_simple
-    metrics["param/norm"] = jnp.sqrt(sum(jnp.sum(l * l) for l in jax.tree.leaves(params)))
+    metrics["param/norm"] = jnp.sqrt(sq_norm(params))
     return metrics
 
 
@@ -244,8 +239,9 @@ def _device_data(cfg: TrainConfig, data: Dataset, loss_name: str):
     return x_tr, y_tr, x_te, y_te, x_tr[:nb], y_tr[:nb], nb
 
 
-def init_state(cfg: TrainConfig, model: MLP, hyper: Hyper, n_train: int) -> TrainState:
+def init_state(cfg: TrainConfig, model: MLP, hyper: Hyper) -> TrainState:
     """Initial parameters and optimizer state from ``cfg.seed`` (the data order: :func:`batch_indices`)."""
+    # three keys: the middle one once drew the data order; kept so initial weights stay as logged
     k_init, _, k_perturb = jax.random.split(jax.random.key(cfg.seed), 3)
     params = model.init(k_init, dtype=jnp.float32)
     if cfg.init_perturbation:
@@ -279,7 +275,7 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None) -> Run
     x_tr, y_tr, x_te, y_te, x_nb, y_nb, nb = _device_data(cfg, data, loss_name)
     fpc = jnp.float32(1.0 / nb - 1.0 / data.n_train)
     hyper = Hyper(*(jnp.float32(v) for v in (cfg.learning_rate, cfg.momentum, cfg.eps)))
-    state = init_state(cfg, model, hyper, data.n_train)
+    state = init_state(cfg, model, hyper)
 
     timings = {"compile_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
     eval_args = (state.params, x_tr, y_tr, x_te, y_te, x_nb, y_nb, fpc)

@@ -63,7 +63,7 @@ def test_updates_stop_at_the_first_non_finite_loss():
     spec = Spec(model, loss, cfg.reduction, cfg.optimizer, cfg.batch_size)
     x, y = _device_data(cfg, DATA, loss)[:2]
     hyper = Hyper(*(jnp.float32(v) for v in (cfg.learning_rate, cfg.momentum, cfg.eps)))
-    state = init_state(cfg, model, hyper, DATA.n_train)
+    state = init_state(cfg, model, hyper)
     state, losses = run_chunk(state, hyper, x, y, batch_indices(0, 0, 20, DATA.n_train, 16), spec=spec)
     assert bool(state.diverged) and not np.isfinite(np.asarray(losses)).all()
     before = [np.asarray(l) for l in jax.tree.leaves(state.params)]
