@@ -107,7 +107,8 @@ def q3(bench, drawn: figures.Drawn) -> str:
         return "The benchmark runs hold no per-example results; run `make bench`.\n"
     big = b[b["P"] == b["P"].max()].sort_values("B")
     cols = {"B": "B", "ratio/vmap_to_batch": "vmap(grad)", "ratio/fast_to_batch": "fast", "ratio/norms_to_batch": "norms",
-            "ratio/floor_to_batch": "write floor", "ratio/fast_to_floor": "fast / floor", "ratio/loop_to_batch": "Python loop",
+            "ratio/floor_to_batch": "write floor", "ratio/fast_to_floor": "fast / floor",
+            "ratio/outer_to_floor": "outer products alone / floor", "ratio/loop_to_batch": "Python loop",
             "ratio/torch_vmap_to_batch": "torch.func vmap", "ratio/fused_mean_vmap_to_batch": "mean(vmap) under jit"}
     t = big[[c for c in cols if c in big]].rename(columns=cols)
     t["B"] = t["B"].astype(int)

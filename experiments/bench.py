@@ -12,12 +12,15 @@ which dominates the smallest problems.
    gradient; ``per_sample_grads`` (vmap, the B x P tensor returned, so it
    exists); ``per_sample_grads_fast``; ``per_sample_grad_norms``; a Python loop
    of B single-example gradients (seed 004's method); the memory-write floor
-   (writing B x P float32 numbers); torch.func's ``vmap(grad)`` as a peer.
+   (writing B x P float32 numbers); the outer products alone, from given
+   layer inputs and deltas; torch.func's ``vmap(grad)`` as a peer.
    Peak memory of each compiled program from XLA's memory analysis.
 2. XLA's fusion: ``mean(vmap(grad))`` under one jit against the batch gradient.
 3. Training-step throughput (MNIST-1D MLP, SGD + momentum 0.9): mbstudy's
-   compiled ``lax.scan`` loop, a Python loop over a jitted step, and a PyTorch
-   eager loop.
+   compiled ``lax.scan`` loop, the leanest possible scan (gradient and update
+   only: mbstudy's overhead is the difference), a Python loop over a jitted
+   step, and a PyTorch eager loop, all on the same batches. Also a
+   permutation of 4000 indices in XLA against NumPy.
 4. Step time at B = 2^k - 1, 2^k, 2^k + 1 (Q6).
 5. MLflow logging cost per run as a fraction of its training time.
 
@@ -143,6 +146,9 @@ def bench_per_example(name: str, sizes, B: int, budget: float) -> dict:
         return lambda: jax.block_until_ready(f(*a, **k))
 
     fill = jax.jit(lambda s: jnp.full((B, P), s, jnp.float32))
+    # the outer products of per_sample_grads_fast alone, given the layer inputs and deltas
+    inputs, deltas = jax.jit(G._inputs_and_deltas, static_argnums=(0, 1))(model, "cross_entropy", params, x, y)
+    outer = jax.jit(lambda a_s, d_s: [{"w": jnp.einsum("bi,bo->bio", a, d), "b": d} for a, d in zip(a_s, d_s)])
     fused = jax.jit(lambda p, xx, yy: jax.tree.map(lambda t: t.mean(0), G._per_sample_grads(p, xx, yy, **kw)))
     fns = {
         "batch": run(G._batch_grad, params, x, y, reduction="mean", **kw),
@@ -150,6 +156,7 @@ def bench_per_example(name: str, sizes, B: int, budget: float) -> dict:
         "fast": run(G._per_sample_grads_fast, params, x, y, **kw),
         "norms": run(G._per_sample_grad_norms, params, x, y, squared=False, **kw),
         "floor": run(fill, jnp.float32(1.0)),
+        "outer": run(outer, inputs, deltas),
         "fused_mean_vmap": run(fused, params, x, y),
     }
     row.update({f"s/{k}": v for k, v in timeit_interleaved(fns, budget=budget).items()})
@@ -179,6 +186,7 @@ def bench_per_example(name: str, sizes, B: int, budget: float) -> dict:
         if f"s/{k}" in row:
             row[f"ratio/{k}_to_batch"] = row[f"s/{k}"] / row["s/batch"]
     row["ratio/fast_to_floor"] = row["s/fast"] / row["s/floor"]
+    row["ratio/outer_to_floor"] = row["s/outer"] / row["s/floor"]
     row["ratio/vmap_to_floor"] = row["s/vmap"] / row["s/floor"]
     return row
 
@@ -237,6 +245,24 @@ def compiled_step_time(B: int, data, budget: float, n_steps: int = 200) -> float
     return timeit(run, budget=budget) / n_steps
 
 
+def lean_scan_step_time(B: int, data, budget: float, n_steps: int = 200) -> float:
+    """Seconds per step of the leanest scan: gradient and optax update only, indices given."""
+    cfg, model, loss, _, x, y, hyper, state = _train_setup(B, data)
+    opt = optax.sgd(cfg.learning_rate, momentum=cfg.momentum)
+    loss_fn = LOSSES[loss]
+    idx = jnp.asarray(batch_indices(cfg.seed, 0, n_steps, data.n_train, B))
+
+    def step(carry, i):
+        p, o = carry
+        g = jax.grad(lambda q: jnp.mean(loss_fn(model.apply(q, x[i]), y[i])))(p)
+        u, o = opt.update(g, o, p)
+        return (optax.apply_updates(p, u), o), None
+
+    f = jax.jit(lambda p, o: jax.lax.scan(step, (p, o), idx)[0])
+    p0, o0 = state.params, opt.init(state.params)
+    return timeit(lambda: jax.block_until_ready(f(p0, o0)), budget=budget) / n_steps
+
+
 def python_loop_step_time(B: int, data, budget: float, n_steps: int = 200) -> float:
     """Seconds per step of a Python loop over one jitted step (batches pre-sliced)."""
     cfg, model, loss, _, x, y, hyper, state = _train_setup(B, data)
@@ -287,14 +313,17 @@ def bench_training(data, budget: float) -> list[dict]:
     rows = []
     for B in TRAIN_BATCHES:
         row = {"kind": "train", "B": B, "s/compiled": compiled_step_time(B, data, budget),
+               "s/lean_scan": lean_scan_step_time(B, data, budget),
                "s/python_loop": python_loop_step_time(B, data, budget)}
+        row["ratio/compiled_to_lean_scan"] = row["s/compiled"] / row["s/lean_scan"]
         t = torch_step_time(B, data, budget)
         if t is not None:
             row["s/torch_eager"] = t
             row["ratio/torch_to_compiled"] = t / row["s/compiled"]
         row["ratio/python_loop_to_compiled"] = row["s/python_loop"] / row["s/compiled"]
         rows.append(row)
-        print(f"  train B={B:4d}: compiled {row['s/compiled'] * 1e6:7.1f} µs/step, python loop "
+        print(f"  train B={B:4d}: compiled {row['s/compiled'] * 1e6:7.1f} µs/step (leanest scan "
+              f"{row['s/lean_scan'] * 1e6:.1f}), python loop "
               f"{row['s/python_loop'] * 1e6:7.1f}, torch eager {row.get('s/torch_eager', float('nan')) * 1e6:7.1f}",
               flush=True)
     return rows
@@ -311,6 +340,17 @@ def bench_pow2(data, budget: float, ks) -> list[dict]:
         rows.append(row)
         print(f"  pow2 k={k}: {row['us/pow2_minus_1']:.1f} / {row['us/pow2']:.1f} / {row['us/pow2_plus_1']:.1f} µs/step", flush=True)
     return rows
+
+
+def bench_permutation(budget: float, n: int = 4000) -> dict:
+    """A permutation of n indices: XLA on this device against NumPy on the host (why batch_indices uses NumPy)."""
+    key = jax.random.key(0)
+    perm = jax.jit(lambda k: jax.random.permutation(k, n))
+    rng = np.random.default_rng(0)
+    t = timeit_interleaved({"jax": lambda: jax.block_until_ready(perm(key)), "numpy": lambda: rng.permutation(n)},
+                           budget=budget)
+    return {"kind": "permutation", "n": n, "s/jax_permutation": t["jax"], "s/numpy_permutation": t["numpy"],
+            "ratio/jax_to_numpy": t["jax"] / t["numpy"]}
 
 
 # ------------------------------------------------------- 5: logging cost
@@ -358,31 +398,37 @@ def markdown(rows: list[dict], info: dict) -> str:
     if pe:
         out += ["**Per-example gradients**, time relative to the batch-mean gradient "
                 "(floor: writing B × P float32):", "",
-                "| net | P | B | batch µs | vmap | fast | norms | floor | fast/floor | Python loop | torch.func vmap | mean(vmap) fused | peak MB vmap / fast / norms |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "| net | P | B | batch µs | vmap | fast | norms | floor | fast/floor | outer products/floor | Python loop | torch.func vmap | mean(vmap) fused | peak MB vmap / fast / norms |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in pe:
             tv = f"{r['ratio/torch_vmap_to_batch']:.1f}" if "ratio/torch_vmap_to_batch" in r else "–"
             out.append(
                 f"| {r['net']} | {r['P']:,} | {r['B']} | {r['s/batch'] * 1e6:.0f} | {r['ratio/vmap_to_batch']:.1f} | "
                 f"{r['ratio/fast_to_batch']:.1f} | {r['ratio/norms_to_batch']:.2f} | {r['ratio/floor_to_batch']:.1f} | "
-                f"{r['ratio/fast_to_floor']:.2f} | {r['ratio/loop_to_batch']:.0f} | {tv} | {r['ratio/fused_mean_vmap_to_batch']:.2f} | "
+                f"{r['ratio/fast_to_floor']:.2f} | {r['ratio/outer_to_floor']:.2f} | {r['ratio/loop_to_batch']:.0f} | {tv} | {r['ratio/fused_mean_vmap_to_batch']:.2f} | "
                 f"{r['bytes/vmap'] / 1e6:.1f} / {r['bytes/fast'] / 1e6:.1f} / {r['bytes/norms'] / 1e6:.2f} |")
         out.append("")
     tr = [r for r in rows if r["kind"] == "train"]
     if tr:
         out += ["**Training step** (MNIST-1D MLP 40-100-100-10, SGD + momentum), µs per step:", "",
-                "| B | mbstudy compiled loop | Python loop over jitted step | PyTorch eager | torch / compiled |",
-                "|---|---|---|---|---|"]
+                "| B | mbstudy compiled loop | leanest scan | Python loop over jitted step | PyTorch eager | torch / compiled |",
+                "|---|---|---|---|---|---|"]
         for r in tr:
             t = f"{r['s/torch_eager'] * 1e6:.1f}" if "s/torch_eager" in r else "–"
             rt = f"{r['ratio/torch_to_compiled']:.1f}×" if "ratio/torch_to_compiled" in r else "–"
-            out.append(f"| {r['B']} | {r['s/compiled'] * 1e6:.1f} | {r['s/python_loop'] * 1e6:.1f} | {t} | {rt} |")
+            out.append(f"| {r['B']} | {r['s/compiled'] * 1e6:.1f} | {r['s/lean_scan'] * 1e6:.1f} | "
+                       f"{r['s/python_loop'] * 1e6:.1f} | {t} | {rt} |")
         out.append("")
     p2 = [r for r in rows if r["kind"] == "pow2"]
     if p2:
         out += ["**Powers of two** (compiled loop), µs per step:", "", "| k | 2^k − 1 | 2^k | 2^k + 1 |", "|---|---|---|---|"]
         out += [f"| {r['k']} | {r['us/pow2_minus_1']:.1f} | {r['us/pow2']:.1f} | {r['us/pow2_plus_1']:.1f} |" for r in p2]
         out.append("")
+    pm = [r for r in rows if r["kind"] == "permutation"]
+    if pm:
+        r = pm[0]
+        out.append(f"**Permutation of {r['n']} indices**: jax.random.permutation {r['s/jax_permutation'] * 1e6:.0f} µs, "
+                   f"NumPy {r['s/numpy_permutation'] * 1e6:.0f} µs ({r['ratio/jax_to_numpy']:.0f}×).\n")
     lg = [r for r in rows if r["kind"] == "logging"]
     if lg:
         r = lg[0]
@@ -461,6 +507,9 @@ def main(argv=None) -> int:
                   f" norms {r['ratio/norms_to_batch']:5.2f}x, floor {r['ratio/floor_to_batch']:6.1f}x of the batch gradient;"
                   f" fast/floor {r['ratio/fast_to_floor']:.2f}", flush=True)
     if not a.smallest:
+        rows.append(bench_permutation(budget))
+        print(f"  permutation of 4000: jax {rows[-1]['s/jax_permutation'] * 1e6:.0f} µs, "
+              f"numpy {rows[-1]['s/numpy_permutation'] * 1e6:.0f} µs", flush=True)
         rows += bench_training(data, budget)
         rows += bench_pow2(data, budget, range(4, 10) if a.full else (4, 5, 6, 7, 8, 9))
         rows.append(bench_logging(data))

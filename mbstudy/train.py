@@ -18,8 +18,9 @@ later ones are skipped (parameters stay at the values that produced the
 first non-finite loss) and the run is reported as diverged at the next
 evaluation, as it is when the full training loss is NaN/inf or exceeds
 ``diverge_factor`` times its initial value. Only the scalar loss is checked
-in the loop: a check of every parameter at every step cost 10-28 us per
-step on 2 CPU cores, more than the whole step at B <= 8.
+in the loop: a check of every parameter at every step was, on 2 CPU cores,
+as expensive as the rest of a small-batch step (``make bench`` reports the
+step against the leanest possible scan).
 """
 
 from __future__ import annotations
@@ -127,8 +128,9 @@ def batch_indices(seed: int, step0: int, n_steps: int, n: int, batch_size: int) 
     Step t uses slice ``t mod (N // B)`` of epoch ``t // (N // B)``'s permutation,
     drawn by NumPy from ``SeedSequence([seed, DATA_ORDER, epoch])``: the same
     indices however the steps are cut into chunks. They are made on the host
-    because XLA's CPU sort takes ~0.9 ms for 4000 keys where NumPy takes
-    45 us, and a permutation every N // B steps is a lot at large B.
+    because a permutation in XLA on a CPU is a sort, many times slower than
+    NumPy's shuffle (``make bench`` prints both), and a large B needs one every
+    N // B steps.
     """
     per_epoch = n // batch_size
     t = np.arange(step0, step0 + n_steps)

@@ -21,9 +21,9 @@ def test_smallest_bench_schema_and_mlflow(tmp_path, monkeypatch, capsys):
     assert [r["B"] for r in rows] == [8, 32]
     for r in rows:
         assert r["kind"] == "per_example" and r["net"] == "40-100-100-10" and r["P"] == 15_210
-        for key in ("s/batch", "s/vmap", "s/fast", "s/norms", "s/floor", "s/loop", "s/fused_mean_vmap",
+        for key in ("s/batch", "s/vmap", "s/fast", "s/norms", "s/floor", "s/outer", "s/loop", "s/fused_mean_vmap",
                     "bytes/vmap", "bytes/fast", "bytes/norms", "bytes/floor",
-                    "ratio/vmap_to_batch", "ratio/fast_to_floor", "ratio/norms_to_batch"):
+                    "ratio/vmap_to_batch", "ratio/fast_to_floor", "ratio/outer_to_floor", "ratio/norms_to_batch"):
             assert key in r and r[key] > 0, key
         assert r["bytes/floor"] == r["B"] * r["P"] * 4
     assert any(t.startswith(("MET", "MISSED")) for t in out["targets"])
