@@ -127,7 +127,8 @@ def q3(bench, drawn: figures.Drawn) -> str:
     return (
         "Back-propagating the scalar mean loss yields the averaged gradient from ONE backward pass. "
         "Materialising the B per-example gradients first costs what the extra B × P numbers cost to write. "
-        f"On the {P:,}-parameter MLP (`make bench`, {bench['device'].iloc[0]}, {bench['cpu'].iloc[0]}), "
+        f"On the {P:,}-parameter MLP (`make bench`, {bench['mode'].iloc[0]} mode, one run, {bench['device'].iloc[0]}, "
+        f"{bench['cpu'].iloc[0]}), "
         f"`vmap(grad)` with the per-example tensor kept costs **{vm.min():.0f}–{vm.max():.0f}×** the batch "
         f"gradient, and a Python loop of B single-example gradients (seed 004's method) **{loop.min():.0f}–{loop.max():.0f}×**. "
         f"The one-backward-pass recipe (outer products a_i ⊗ δ_i) runs at **{ff.min():.2f}–{ff.max():.2f}×** the "
