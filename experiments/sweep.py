@@ -9,16 +9,25 @@ errors.
 What happens, in order:
 1. the definition is expanded and checked: any problem exits with status 2,
    listing every problem, before MLflow is touched;
-2. the store and the experiment are created (once, here, before any worker);
-3. runs left RUNNING by a dead sweep are marked KILLED, and configurations
+2. the store must answer within 10 s (``MLFLOW_TRACKING_URI``: a server or a
+   database); if it does not, the sweep exits with status 3 and writes nothing;
+3. the store and the experiment are created, and the sweep's parent run,
+   once, here, before any worker or task starts;
+4. runs left RUNNING by a dead sweep are marked KILLED, and configurations
    that already have a FINISHED run (same ``cfg_hash``) are skipped;
-4. the rest are trained by ``--workers`` processes (default: the number of
-   cores; 1 trains in this process). Each run is created RUNNING in MLflow
-   when it is handed to a worker, logged when its result comes back, and only
-   then set FINISHED. At most ``2 x workers`` runs are in flight.
+5. the rest are trained by the executor:
+   - ``--executor local`` (default): ``--workers`` processes (default: the
+     number of cores; 1 trains in this process). Each run is created RUNNING
+     when it is handed to a worker, logged by this process when its result
+     comes back, and only then set FINISHED. At most ``2 x workers`` runs are
+     in flight.
+   - ``--executor ray``: Ray tasks, each training a unit of up to
+     ``--unit-size`` runs that share one compiled program and logging them
+     itself; ``RAY_ADDRESS`` selects a cluster. See ``experiments/ray_executor.py``.
 
 Ctrl-C marks the runs in flight KILLED and exits with 130; rerunning the same
-command resumes. Exit status: 0 done, 1 some runs failed, 2 bad definition.
+command, with either executor, resumes. Exit status: 0 done, 1 some runs
+failed, 2 bad definition or option, 3 the store is unreachable.
 Why processes, not ``vmap`` over runs: ``python -m experiments.measure_batching``.
 """
 
@@ -101,8 +110,12 @@ def _fmt(seconds: float) -> str:
     return f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
 
 
-def run_sweep(sweep: grids.Sweep, *, workers: int, progress: bool = True) -> tuple[int, Tally, str]:
-    """Train every configuration not yet FINISHED; returns (exit status, tally, parent run id)."""
+def run_sweep(sweep: grids.Sweep, *, workers: int, executor: str = "local", unit_size: int = 0,
+              max_retries: int = 3, progress: bool = True) -> tuple[int, Tally, str]:
+    """Train every configuration not yet FINISHED; returns (exit status, tally, parent run id).
+
+    ``unit_size`` (Ray only): runs per task; 0 picks :func:`experiments.ray_executor.default_unit_size`.
+    """
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
@@ -115,13 +128,44 @@ def run_sweep(sweep: grids.Sweep, *, workers: int, progress: bool = True) -> tup
         tally.times["wall_s"] = time.perf_counter() - t_start
         return 0, tally, ""
     prov = tracking.provenance()
-    parent = tracking.start_parent(exp_id, sweep.name, sweep.source, len(sweep.configs), prov)
+    parent = tracking.start_parent(exp_id, sweep.name, sweep.source, len(sweep.configs), prov, executor)
+    bar = tqdm(total=len(todo), desc=f"sweep {sweep.name} ({executor})", unit="run", disable=not progress,
+               dynamic_ncols=True)
+    try:
+        if executor == "ray":
+            from experiments import ray_executor
 
+            ctx = ray_executor.UnitContext(tracking.tracking_uri(), exp_id, parent, sweep.name, prov)
+            size = unit_size or ray_executor.default_unit_size(len(todo), workers)
+            status = ray_executor.run(todo, ctx, workers=workers, unit_size=size, max_retries=max_retries,
+                                      bar=bar, tally=tally)
+        else:
+            status = _run_local(todo, exp_id, parent, sweep.name, prov, workers=workers, bar=bar, tally=tally)
+    except (KeyboardInterrupt, _WorkerDied) as e:
+        bar.close()
+        tracking.end_run(parent, "KILLED")
+        interrupted = isinstance(e, KeyboardInterrupt)
+        print(f"\n{'interrupted' if interrupted else 'a worker process died'}: the runs in flight are marked KILLED; "
+              f"rerun the same command to resume ({tally.trained} finished this time).", file=sys.stderr)
+        return (130 if interrupted else 1), tally, parent
+    bar.close()
+    tally.times["wall_s"] = time.perf_counter() - t_start
+    _log_parent_summary(parent, tally)
+    tracking.end_run(parent, "FINISHED" if status == 0 else "FAILED")
+    return status, tally, parent
+
+
+class _WorkerDied(Exception):
+    """A local worker process died: the pool is broken and the sweep stops."""
+
+
+def _run_local(todo, exp_id: str, parent: str, sweep_name: str, prov: dict[str, str], *, workers: int, bar,
+               tally: Tally) -> int:
+    """The local executor: processes train, this process logs. Returns the exit status."""
     in_flight: dict[str, object] = {}  # run id -> config, from creation until FINISHED
     futures: dict[cf.Future, str] = {}
     pending = iter(todo)
     executor = make_executor(workers)
-    bar = tqdm(total=len(todo), desc=f"sweep {sweep.name}", unit="run", disable=not progress, dynamic_ncols=True)
     status = 0
 
     def submit_next() -> bool:
@@ -130,7 +174,7 @@ def run_sweep(sweep: grids.Sweep, *, workers: int, progress: bool = True) -> tup
             return False
         run_id = tracking.start_child(
             exp_id, parent, grids.run_name(cfg), grids.config_hash(cfg),
-            grids.config_hash(cfg, without=("seed",)), sweep.name,
+            grids.config_hash(cfg, without=("seed",)), sweep_name,
         )
         in_flight[run_id] = cfg
         futures[executor.submit(train_config, cfg)] = run_id
@@ -163,21 +207,14 @@ def run_sweep(sweep: grids.Sweep, *, workers: int, progress: bool = True) -> tup
                 bar.set_postfix(diverged=tally.diverged, failed=tally.failed, refresh=False)
                 submit_next()
     except (KeyboardInterrupt, cf.process.BrokenProcessPool) as e:
-        bar.close()
         _shutdown(executor)
         for run_id in in_flight:
             _kill_if_running(run_id)
-        tracking.end_run(parent, "KILLED")
-        what = "interrupted" if isinstance(e, KeyboardInterrupt) else "a worker process died"
-        print(f"\n{what}: {len(in_flight)} run(s) in flight marked KILLED; "
-              f"rerun the same command to resume ({tally.trained} finished this time).", file=sys.stderr)
-        return (130 if isinstance(e, KeyboardInterrupt) else 1), tally, parent
-    bar.close()
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        raise _WorkerDied() from e
     _shutdown(executor)
-    tally.times["wall_s"] = time.perf_counter() - t_start
-    _log_parent_summary(parent, tally)
-    tracking.end_run(parent, "FINISHED" if status == 0 else "FAILED")
-    return status, tally, parent
+    return status
 
 
 def _shutdown(executor: cf.Executor) -> None:
@@ -213,7 +250,9 @@ def summary_text(sweep: grids.Sweep, tally: Tally, parent: str, status: int) -> 
         f"  wall {_fmt(t['wall_s'])} · summed over runs: compile {_fmt(t['compile_s'])}, train {_fmt(t['train_s'])},"
         f" eval {_fmt(t['eval_s'])}, log {_fmt(t['log_s'])}",
         f"  store {tracking.tracking_uri()} · experiment '{sweep.name}'" + (f" · parent run {parent}" if parent else " · nothing to do"),
-        "  browse: make ui   (then open http://127.0.0.1:5000)",
+        "  browse: " + ("make ui   (then open http://127.0.0.1:5000)" if tracking.tracking_uri().startswith("sqlite:")
+                        else f"open {tracking.tracking_uri()}" if tracking.tracking_uri().startswith("http")
+                        else f"MLFLOW_TRACKING_URI={tracking.tracking_uri()} make ui"),
     ]
     if status:
         lines.append("  some runs failed: their error is the run's 'error' tag; rerun the command to retry them")
@@ -225,13 +264,25 @@ def main(argv: list[str] | None = None) -> int:
                                  epilog=f"sweeps: {', '.join(grids.available())}")
     ap.add_argument("grid", metavar="GRID", help="a sweep name or a path to a .toml definition")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (repeatable)")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: cores; 1: in-process)")
+    ap.add_argument("--executor", choices=("local", "ray"), default="local",
+                    help="local: worker processes on this machine (default); ray: Ray tasks (RAY_ADDRESS selects a cluster)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="local: worker processes (default: cores; 1: in-process); ray: CPUs of the local instance")
+    ap.add_argument("--unit-size", type=int, default=0, metavar="N",
+                    help="ray: runs per task, sharing one compiled program (default: 0, chosen from the sweep's size)")
+    ap.add_argument("--max-retries", type=int, default=3, metavar="N",
+                    help="ray: how often Ray retries a task whose worker died (default: 3)")
     ap.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     try:
-        if args.workers < 1:
-            raise grids.GridError("--workers", [f"--workers: expected a positive int; received {args.workers}"])
+        bad = [f"{flag}: expected {what}; received {value}" for flag, value, ok, what in (
+            ("--workers", args.workers, args.workers >= 1, "a positive int"),
+            ("--unit-size", args.unit_size, args.unit_size >= 0, "a positive int, or 0 to choose one"),
+            ("--max-retries", args.max_retries, args.max_retries >= 0, "an int >= 0"),
+        ) if not ok]
+        if bad:
+            raise grids.GridError("options", bad)
         sweep = grids.load(args.grid, args.set)
     except grids.GridError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -241,7 +292,18 @@ def main(argv: list[str] | None = None) -> int:
             print(grids.config_hash(c), grids.run_name(c))
         print(f"{len(sweep.configs)} configurations")
         return 0
-    status, tally, parent = run_sweep(sweep, workers=args.workers, progress=not args.no_progress)
+    try:
+        if args.executor == "ray":
+            from experiments import ray_executor
+
+            ray_executor.check_store_for_cluster()
+        tracking.check_reachable()
+    except tracking.StoreUnreachable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    status, tally, parent = run_sweep(sweep, workers=args.workers, executor=args.executor,
+                                      unit_size=args.unit_size, max_retries=args.max_retries,
+                                      progress=not args.no_progress)
     if status != 130:
         print(summary_text(sweep, tally, parent, status))
     return status

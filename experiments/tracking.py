@@ -25,9 +25,13 @@ The schema (``analysis/`` reads exactly this):
   - the data set as an MLflow input (name, digest, source).
 
 A child run is written in order: created RUNNING when its configuration is
-handed to a worker, then params and tags, metrics in batches, the data set,
-and only then set FINISHED. A run that is not FINISHED is incomplete by
-definition: resuming marks such leftovers KILLED and trains them again.
+handed to a worker (local executor) or when a Ray task starts it, then params
+and tags, metrics in batches, the data set, and only then set FINISHED. A run
+that is not FINISHED is incomplete by definition: resuming marks such
+leftovers KILLED and trains them again. Parent and child runs carry
+``mbstudy.executor`` (``local`` or ``ray``) and the host and process id that
+wrote them (``mbstudy.host``, ``mbstudy.pid``), which is how a later sweep
+tells a dead sweep's leftovers from a live one's runs.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
@@ -52,6 +57,68 @@ def tracking_uri() -> str:
 def artifact_root() -> str | None:
     """Where new experiments keep artifacts: beside the default SQLite store, else the server's choice."""
     return None if os.environ.get("MLFLOW_TRACKING_URI") else (ROOT / "mlartifacts").as_uri()
+
+
+class StoreUnreachable(RuntimeError):
+    """The tracking store named by ``MLFLOW_TRACKING_URI`` cannot be reached; the message says how to fix it."""
+
+
+_FIX = ("start one with `make server` (then export MLFLOW_TRACKING_URI=http://127.0.0.1:5000), "
+        "or set MLFLOW_TRACKING_URI to a reachable store; unset it to use the local SQLite file ./mlflow.db")
+
+
+def _redact(uri: str) -> str:
+    """The URI with any password replaced by ``***``, for error messages."""
+    parts = urlsplit(uri)
+    if parts.password:
+        return uri.replace(f":{parts.password}@", ":***@", 1)
+    return uri
+
+
+def check_reachable(uri: str | None = None, timeout: float = 10.0) -> None:
+    """Raise :class:`StoreUnreachable` unless the store answers within ``timeout`` seconds.
+
+    A sweep calls this before it creates anything, so an unreachable server
+    costs seconds, not MLflow's minutes of retries, and leaves nothing behind.
+    HTTP(S): the server's ``/health`` and one experiments search must answer.
+    A database URI (``postgresql://``, ``mysql://``, ...): one connection must
+    open. SQLite and file stores are local and need no check.
+    """
+    uri = uri or tracking_uri()
+    scheme = urlsplit(uri).scheme
+    shown = f"MLFLOW_TRACKING_URI={_redact(uri)}"
+    if scheme in ("http", "https"):
+        import requests
+
+        base = uri.rstrip("/")
+        try:
+            health = requests.get(f"{base}/health", timeout=timeout)
+            api = requests.get(f"{base}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=timeout)
+        except requests.RequestException as e:
+            reason = type(e).__name__ + (": connection refused" if "refused" in str(e).lower() else "")
+            raise StoreUnreachable(f"{shown}: no tracking server answered within {timeout:.0f} s ({reason}); {_FIX}") from None
+        if health.status_code != 200:
+            raise StoreUnreachable(f"{shown}: {base}/health answered HTTP {health.status_code}, not 200: "
+                                   f"is this an MLflow tracking server? {_FIX}")
+        if api.status_code in (401, 403):
+            raise StoreUnreachable(f"{shown}: the server refused the request (HTTP {api.status_code}); "
+                                   "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)")
+        if api.status_code != 200:
+            raise StoreUnreachable(f"{shown}: the server is up but its store failed (HTTP {api.status_code}: "
+                                   f"{api.text[:300].strip()}); check the server's backend store (its log says why)")
+    elif scheme and scheme.split("+")[0] in ("postgresql", "postgres", "mysql", "mssql"):
+        import sqlalchemy
+
+        connect_args = {"connect_timeout": max(1, int(timeout))} if scheme.startswith("postgres") else {}
+        try:
+            engine = sqlalchemy.create_engine(uri, connect_args=connect_args)
+            with engine.connect():
+                pass
+            engine.dispose()
+        except Exception as e:  # noqa: BLE001 - any driver error means unreachable
+            reason = str(getattr(e, "orig", e)).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise StoreUnreachable(f"{shown}: the database did not accept a connection within {timeout:.0f} s "
+                                   f"({reason}); {_FIX}") from None
 
 
 def client():
@@ -111,6 +178,11 @@ def _search_all(c, experiment_id: str, filter_string: str) -> list:
             return runs
 
 
+def runs_of_config(experiment_id: str, cfg_hash: str) -> list:
+    """Every child run of one configuration, whatever its status."""
+    return _search_all(client(), experiment_id, f"tags.`mbstudy.kind` = 'run' and tags.cfg_hash = '{cfg_hash}'")
+
+
 def finished_hashes(experiment_id: str) -> set[str]:
     """cfg_hash of every FINISHED child run."""
     runs = _search_all(client(), experiment_id, "tags.`mbstudy.kind` = 'run' and attributes.status = 'FINISHED'")
@@ -127,36 +199,49 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def mark_stale_runs_killed(experiment_id: str) -> int:
-    """Runs left RUNNING by a process of this host that is gone: set them KILLED.
+def _dead_here(tags: dict[str, str], host: str) -> bool:
+    """Whether the run's writer was a process of this host that is gone."""
+    pid = int(tags.get("mbstudy.pid", "0") or 0)
+    return tags.get("mbstudy.host") == host and (pid == 0 or not _alive(pid))
 
-    A RUNNING run whose process is alive (another sweep) or on another host is left alone.
+
+def mark_stale_runs_killed(experiment_id: str) -> int:
+    """Set KILLED the runs left RUNNING by a sweep that is gone; returns how many.
+
+    A RUNNING run is stale when the process that wrote it ran on this host and
+    is gone, or when its parent (the sweep's driver) is stale or no longer
+    RUNNING. The second rule covers Ray workers on other hosts, whose sweep
+    died with its driver. Runs of a live sweep, here or elsewhere, are left alone.
     """
     c = client()
     host = socket.gethostname()
-    n = 0
-    for r in _search_all(c, experiment_id, "attributes.status = 'RUNNING'"):
-        tags = r.data.tags
-        pid = int(tags.get("mbstudy.pid", "0") or 0)
-        if tags.get("mbstudy.host") == host and (pid == 0 or not _alive(pid)):
-            c.set_terminated(r.info.run_id, "KILLED")
-            n += 1
-    return n
+    running = {r.info.run_id: r for r in _search_all(c, experiment_id, "attributes.status = 'RUNNING'")}
+    stale = {i for i, r in running.items() if r.data.tags.get("mbstudy.kind") == "parent" and _dead_here(r.data.tags, host)}
+    for i, r in running.items():
+        parent = r.data.tags.get("mlflow.parentRunId")
+        if _dead_here(r.data.tags, host) or (parent and (parent in stale or parent not in running)):
+            stale.add(i)
+    for i in stale:
+        c.set_terminated(i, "KILLED")
+    return len(stale)
 
 
-def start_parent(experiment_id: str, sweep: str, source: str, n_configs: int, prov: dict[str, str]) -> str:
+def start_parent(experiment_id: str, sweep: str, source: str, n_configs: int, prov: dict[str, str],
+                 executor: str = "local") -> str:
     tags = {
         "mbstudy.kind": "parent", "sweep": sweep, "grid_file": source, "n_configs": str(n_configs),
-        "mbstudy.pid": str(os.getpid()), "mbstudy.host": socket.gethostname(), **prov,
+        "mbstudy.pid": str(os.getpid()), "mbstudy.host": socket.gethostname(), "mbstudy.executor": executor, **prov,
     }
     run = client().create_run(experiment_id, tags=tags, run_name=f"{sweep}-{time.strftime('%Y%m%d-%H%M%S')}")
     return run.info.run_id
 
 
-def start_child(experiment_id: str, parent_id: str, name: str, cfg_hash: str, group_hash: str, sweep: str) -> str:
+def start_child(experiment_id: str, parent_id: str, name: str, cfg_hash: str, group_hash: str, sweep: str,
+                executor: str = "local") -> str:
     tags = {
         "mlflow.parentRunId": parent_id, "mbstudy.kind": "run", "cfg_hash": cfg_hash, "group_hash": group_hash,
         "sweep": sweep, "mbstudy.pid": str(os.getpid()), "mbstudy.host": socket.gethostname(),
+        "mbstudy.executor": executor,
     }
     return client().create_run(experiment_id, tags=tags, run_name=name).info.run_id
 

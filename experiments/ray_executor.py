@@ -1,0 +1,216 @@
+"""The Ray executor: ``python -m experiments.sweep GRID --executor ray`` (``make sweep EXECUTOR=ray``).
+
+``RAY_ADDRESS`` selects an existing cluster (``ray start --head`` on one
+machine, or a real one); without it, a local Ray instance with ``--workers``
+CPUs starts for the sweep and stops with it.
+
+The driver (:func:`experiments.sweep.run_sweep`) creates the experiment and
+the parent run before any task starts; here it only hands out work and
+collects tallies. Each **unit** of work is one Ray task: up to ``unit_size``
+configurations that share one compiled program (the runs the local executor
+trains one after another, :func:`units`). A task trains its configurations in
+turn and logs each run itself to the tracking store the driver names, in the
+schema of ``experiments/tracking.py``.
+
+A task is idempotent, so Ray may retry it after its worker dies
+(``max_retries``): before each configuration it skips one that already has a
+FINISHED run (in this sweep or an earlier one, under either executor) and
+marks KILLED a RUNNING run of the same configuration under the same parent
+(left by the dead attempt). So every configuration ends with exactly one
+FINISHED run, and the resume logic is the same under both executors.
+
+The project's code travels to the workers as the task's ``working_dir``
+(honouring ``.gitignore``), so the workers run the commit that the runs'
+``git_commit`` tag records. Every node needs the same Python packages
+(``requirements.lock`` plus the ``ray`` extra).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from experiments import grid as grids
+from experiments import tracking
+
+# What the compiled training program does not depend on (traced or host-side values).
+_NOT_COMPILED = ("learning_rate", "momentum", "eps", "seed", "init_perturbation", "target_loss",
+                 "stop_at_target", "diverge_factor")
+# Paths that never go to the workers, on top of what .gitignore already leaves out.
+# (Ray itself leaves out .git and .venv.)
+_EXCLUDES = [".mlflow-server", "mlflow.db", "mlartifacts", "results", ".cache", "report"]
+
+
+@dataclass(frozen=True)
+class UnitContext:
+    """What every task needs besides its configurations: where to log and under which parent."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_id: str
+    sweep: str
+    provenance: dict[str, str]
+
+
+def units(configs, unit_size: int) -> list[list]:
+    """Split configurations into units of at most ``unit_size`` that share one compiled program.
+
+    >>> from mbstudy.train import TrainConfig
+    >>> cs = [TrainConfig(batch_size=b, learning_rate=lr) for b in (4, 8) for lr in (0.1, 0.2, 0.3)]
+    >>> [[(c.batch_size, c.learning_rate) for c in u] for u in units(cs, 2)]
+    [[(4, 0.1), (4, 0.2)], [(4, 0.3)], [(8, 0.1), (8, 0.2)], [(8, 0.3)]]
+    """
+    if unit_size < 1:
+        raise ValueError(f"unit_size: expected a positive int; received {unit_size!r}")
+
+    def program(c) -> tuple:
+        return tuple(v for k, v in grids.config_dict(c, without=_NOT_COMPILED).items() if k != "hidden") + c.hidden
+
+    out = []
+    for _, group in itertools.groupby(sorted(configs, key=lambda c: (program(c), grids.config_hash(c))), key=program):
+        group = list(group)
+        out += [group[i : i + unit_size] for i in range(0, len(group), unit_size)]
+    return out
+
+
+def train_unit(configs, ctx: UnitContext) -> list[dict[str, Any]]:
+    """Train and log each configuration of a unit; one record per configuration.
+
+    Runs in a Ray worker (or anywhere: it only needs the store). Records hold
+    ``cfg_hash``, ``status`` (``trained``, ``skipped`` or ``failed``), ``outcome``
+    and the run's timings.
+    """
+    from experiments.sweep import train_config
+
+    os.environ["MLFLOW_TRACKING_URI"] = ctx.tracking_uri
+    records = []
+    for cfg in configs:
+        h = grids.config_hash(cfg)
+        earlier = tracking.runs_of_config(ctx.experiment_id, h)
+        if any(r.info.status == "FINISHED" for r in earlier):
+            records.append({"cfg_hash": h, "status": "skipped"})
+            continue
+        for r in earlier:  # a RUNNING run of this sweep is a dead attempt of this task: Ray retried it
+            if r.info.status == "RUNNING" and r.data.tags.get("mlflow.parentRunId") == ctx.parent_id:
+                tracking.fail_child(r.info.run_id, "the worker died during this run; Ray retried the task", "KILLED")
+        run_id = tracking.start_child(ctx.experiment_id, ctx.parent_id, grids.run_name(cfg), h,
+                                      grids.config_hash(cfg, without=("seed",)), ctx.sweep, executor="ray")
+        try:
+            result = train_config(cfg)
+        except Exception as e:  # noqa: BLE001 - one bad run must not stop the unit
+            tracking.fail_child(run_id, f"{type(e).__name__}: {e}")
+            records.append({"cfg_hash": h, "status": "failed", "error": f"{type(e).__name__}: {e}"})
+            continue
+        log_s = tracking.log_result(run_id, result, grids.config_dict(cfg), ctx.provenance)
+        records.append({"cfg_hash": h, "status": "trained", "outcome": result.outcome,
+                        "timings": {**result.timings, "log_s": log_s}})
+    return records
+
+
+def _init(workers: int):
+    """Connect to ``RAY_ADDRESS`` or start a local instance with ``workers`` CPUs; returns the ray module."""
+    import logging
+    import warnings
+
+    try:
+        import ray
+    except ImportError:
+        raise SystemExit("error: --executor ray needs Ray, an optional dependency: "
+                         "`make setup EXTRAS=ray` (or `make sweep EXECUTOR=ray`, which installs it)") from None
+    address = os.environ.get("RAY_ADDRESS") or None
+    runtime_env = {
+        "working_dir": str(tracking.ROOT),
+        "excludes": _EXCLUDES,
+        # the workers log where the driver does, with its credentials (MLFLOW_TRACKING_USERNAME, ...)
+        "env_vars": {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+                    | {"MLFLOW_TRACKING_URI": tracking.tracking_uri()},
+    }
+    kwargs = dict(runtime_env=runtime_env, include_dashboard=False, log_to_driver=False,
+                  logging_level=logging.WARNING, configure_logging=True)
+    try:
+        with warnings.catch_warnings():
+            # Ray starts its processes with subprocess (fork + exec), which is safe after JAX's threads exist
+            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                ray.init(num_cpus=workers, **kwargs)
+    except ConnectionError as e:
+        raise SystemExit(f"error: RAY_ADDRESS={address}: could not connect to a Ray cluster ({e}); "
+                         "start one with `.venv/bin/ray start --head`, or unset RAY_ADDRESS to start a local instance") from None
+    return ray
+
+
+def check_store_for_cluster() -> None:
+    """A cluster's workers may run on other machines: they cannot share a local SQLite file."""
+    uri = tracking.tracking_uri()
+    if os.environ.get("RAY_ADDRESS") and (uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri):
+        raise tracking.StoreUnreachable(
+            f"RAY_ADDRESS={os.environ['RAY_ADDRESS']} with MLFLOW_TRACKING_URI={uri}: workers of a cluster cannot all "
+            "write to a file on this machine; run `make server` and export MLFLOW_TRACKING_URI=http://127.0.0.1:5000 "
+            "(or your team's server), or unset RAY_ADDRESS to use a local Ray instance")
+
+
+def run(todo, ctx: UnitContext, *, workers: int, unit_size: int, max_retries: int, bar, tally) -> int:
+    """Train ``todo`` as Ray tasks; updates ``tally`` and the progress bar; returns the exit status."""
+    ray = _init(workers)
+    status = 0
+    refs: dict[Any, list] = {}
+    try:
+        task = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=False)(train_unit)
+        for unit in units(todo, unit_size):
+            refs[task.remote(unit, ctx)] = unit
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1)
+            ref = done[0]
+            unit = refs.pop(ref)
+            try:
+                records = ray.get(ref)
+            except Exception as e:  # noqa: BLE001 - the task failed after its retries: its runs failed
+                cause = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+                print(f"\na Ray task failed after {max_retries} retries ({cause}); its {len(unit)} run(s) are marked "
+                      "FAILED; rerun the command to retry them", file=sys.stderr)
+                _end_unfinished(ctx, unit, "FAILED", f"the Ray task failed: {cause}")
+                records = [{"status": "failed"} for _ in unit]
+            for rec in records:
+                if rec["status"] == "trained":
+                    tally.trained += 1
+                    tally.diverged += rec["outcome"] == "diverged"
+                    tally.times.update(rec["timings"])
+                elif rec["status"] == "skipped":
+                    tally.skipped += 1
+                else:
+                    tally.failed += 1
+                    status = 1
+            bar.update(len(unit))
+            bar.set_postfix(diverged=tally.diverged, failed=tally.failed, refresh=False)
+    except KeyboardInterrupt:
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        for unit in refs.values():
+            _end_unfinished(ctx, unit, "KILLED", "interrupted")
+        raise
+    finally:
+        ray.shutdown()
+    return status
+
+
+def _end_unfinished(ctx: UnitContext, unit, status: str, error: str) -> None:
+    """Mark the unit's runs of this sweep that are still RUNNING (a task can no longer end them)."""
+    for cfg in unit:
+        for r in tracking.runs_of_config(ctx.experiment_id, grids.config_hash(cfg)):
+            if r.info.status == "RUNNING" and r.data.tags.get("mlflow.parentRunId") == ctx.parent_id:
+                tracking.fail_child(r.info.run_id, error, status)
+
+
+def default_unit_size(n_runs: int, workers: int) -> int:
+    """Small enough that every worker gets several units, at most 8 runs.
+
+    >>> default_unit_size(13, 2), default_unit_size(756, 2), default_unit_size(5000, 64)
+    (2, 8, 8)
+    """
+    return max(1, min(8, math.ceil(n_runs / (4 * max(1, workers)))))
