@@ -32,6 +32,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from experiments import grid as grids
@@ -43,6 +44,10 @@ _NOT_COMPILED = ("learning_rate", "momentum", "eps", "seed", "init_perturbation"
 # Paths that never go to the workers, on top of what .gitignore already leaves out.
 # (Ray itself leaves out .git and .venv.)
 _EXCLUDES = [".mlflow-server", "mlflow.db", "mlartifacts", "results", ".cache", "report"]
+
+
+class RayUnavailable(RuntimeError):
+    """Ray is not installed, or the cluster named by ``RAY_ADDRESS`` does not answer."""
 
 
 @dataclass(frozen=True)
@@ -111,17 +116,28 @@ def train_unit(configs, ctx: UnitContext) -> list[dict[str, Any]]:
     return records
 
 
-def _init(workers: int):
-    """Connect to ``RAY_ADDRESS`` or start a local instance with ``workers`` CPUs; returns the ray module."""
+def connect(workers: int):
+    """Connect to ``RAY_ADDRESS`` or start a local instance with ``workers`` CPUs; returns the ray module.
+
+    Raises :class:`RayUnavailable` (with the fix) when Ray is not installed or the cluster does not answer.
+    """
     import logging
     import warnings
 
+    address = os.environ.get("RAY_ADDRESS") or None
+    if address is None or is_loopback(address):
+        # One machine: keep Ray on 127.0.0.1. Ray otherwise advertises the machine's network address even for a
+        # local instance; this switch (meant for Windows and macOS) makes it use the loopback address.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if address and "RAY_AUTH_MODE" not in os.environ and (token.exists() or os.environ.get("RAY_AUTH_TOKEN")):
+        # `ray start` enables token authentication and saves the token; a driver uses it only in token mode
+        os.environ["RAY_AUTH_MODE"] = "token"
     try:
         import ray
     except ImportError:
-        raise SystemExit("error: --executor ray needs Ray, an optional dependency: "
-                         "`make setup EXTRAS=ray` (or `make sweep EXECUTOR=ray`, which installs it)") from None
-    address = os.environ.get("RAY_ADDRESS") or None
+        raise RayUnavailable("--executor ray needs Ray, an optional dependency: `make setup EXTRAS=ray` "
+                             "(or `make sweep EXECUTOR=ray`, which installs it)") from None
     runtime_env = {
         "working_dir": str(tracking.ROOT),
         "excludes": _EXCLUDES,
@@ -139,10 +155,21 @@ def _init(workers: int):
                 ray.init(address=address, **kwargs)
             else:
                 ray.init(num_cpus=workers, **kwargs)
-    except ConnectionError as e:
-        raise SystemExit(f"error: RAY_ADDRESS={address}: could not connect to a Ray cluster ({e}); "
-                         "start one with `.venv/bin/ray start --head`, or unset RAY_ADDRESS to start a local instance") from None
+    except (ConnectionError, TimeoutError, RuntimeError) as e:
+        raise RayUnavailable(f"RAY_ADDRESS={address}: could not connect to a Ray cluster ({str(e).strip()[:300]}); "
+                             "start one (`make ray-start` for one on this machine), or unset RAY_ADDRESS to start a "
+                             "local instance") from None
     return ray
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a Ray address (``host:port``, ``ray://host:port``) is on this machine's loopback.
+
+    >>> is_loopback("127.0.0.1:6379"), is_loopback("localhost:6379"), is_loopback("10.0.0.5:6379")
+    (True, True, False)
+    """
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def check_store_for_cluster() -> None:
@@ -155,9 +182,11 @@ def check_store_for_cluster() -> None:
             "(or your team's server), or unset RAY_ADDRESS to use a local Ray instance")
 
 
-def run(todo, ctx: UnitContext, *, workers: int, unit_size: int, max_retries: int, bar, tally) -> int:
-    """Train ``todo`` as Ray tasks; updates ``tally`` and the progress bar; returns the exit status."""
-    ray = _init(workers)
+def run(ray, todo, ctx: UnitContext, *, unit_size: int, max_retries: int, bar, tally) -> int:
+    """Train ``todo`` as Ray tasks on a connected ``ray``; updates ``tally`` and the bar; returns the exit status.
+
+    Ray is shut down at the end (for a cluster: this driver disconnects).
+    """
     status = 0
     refs: dict[Any, list] = {}
     try:

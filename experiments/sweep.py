@@ -45,7 +45,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from experiments import grid as grids
-from experiments import tracking
+from experiments import ray_executor, tracking
 
 
 # ------------------------------------------------------------------- workers
@@ -128,17 +128,16 @@ def run_sweep(sweep: grids.Sweep, *, workers: int, executor: str = "local", unit
         tally.times["wall_s"] = time.perf_counter() - t_start
         return 0, tally, ""
     prov = tracking.provenance()
+    if executor == "ray":  # connect before the parent run exists, so a cluster that does not answer leaves nothing
+        ray = ray_executor.connect(workers)
     parent = tracking.start_parent(exp_id, sweep.name, sweep.source, len(sweep.configs), prov, executor)
     bar = tqdm(total=len(todo), desc=f"sweep {sweep.name} ({executor})", unit="run", disable=not progress,
                dynamic_ncols=True)
     try:
         if executor == "ray":
-            from experiments import ray_executor
-
             ctx = ray_executor.UnitContext(tracking.tracking_uri(), exp_id, parent, sweep.name, prov)
             size = unit_size or ray_executor.default_unit_size(len(todo), workers)
-            status = ray_executor.run(todo, ctx, workers=workers, unit_size=size, max_retries=max_retries,
-                                      bar=bar, tally=tally)
+            status = ray_executor.run(ray, todo, ctx, unit_size=size, max_retries=max_retries, bar=bar, tally=tally)
         else:
             status = _run_local(todo, exp_id, parent, sweep.name, prov, workers=workers, bar=bar, tally=tally)
     except (KeyboardInterrupt, _WorkerDied) as e:
@@ -294,16 +293,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         if args.executor == "ray":
-            from experiments import ray_executor
-
             ray_executor.check_store_for_cluster()
         tracking.check_reachable()
     except tracking.StoreUnreachable as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    status, tally, parent = run_sweep(sweep, workers=args.workers, executor=args.executor,
-                                      unit_size=args.unit_size, max_retries=args.max_retries,
-                                      progress=not args.no_progress)
+    try:
+        status, tally, parent = run_sweep(sweep, workers=args.workers, executor=args.executor,
+                                          unit_size=args.unit_size, max_retries=args.max_retries,
+                                          progress=not args.no_progress)
+    except ray_executor.RayUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     if status != 130:
         print(summary_text(sweep, tally, parent, status))
     return status

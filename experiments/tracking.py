@@ -95,8 +95,9 @@ def check_reachable(uri: str | None = None, timeout: float = 10.0) -> None:
             health = requests.get(f"{base}/health", timeout=timeout)
             api = requests.get(f"{base}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=timeout)
         except requests.RequestException as e:
-            reason = type(e).__name__ + (": connection refused" if "refused" in str(e).lower() else "")
-            raise StoreUnreachable(f"{shown}: no tracking server answered within {timeout:.0f} s ({reason}); {_FIX}") from None
+            reason = ("connection refused: nothing listens there" if "refused" in str(e).lower()
+                      else f"no answer within {timeout:.0f} s" if isinstance(e, requests.Timeout) else type(e).__name__)
+            raise StoreUnreachable(f"{shown}: no tracking server answered ({reason}); {_FIX}") from None
         if health.status_code != 200:
             raise StoreUnreachable(f"{shown}: {base}/health answered HTTP {health.status_code}, not 200: "
                                    f"is this an MLflow tracking server? {_FIX}")
