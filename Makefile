@@ -7,14 +7,23 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-GRID    ?= default
-SET     ?=
-WORKERS ?=
-PORT    ?= 5000
+GRID     ?= default
+SET      ?=
+WORKERS  ?=
+EXECUTOR ?= local
+PORT     ?= 5000
+PG_PORT  ?= 5433
+RAY_PORT ?= 6379
+# optional extras, each with its own requirements-EXTRA.lock: bench ray server browser
+EXTRAS   ?=
+BACKEND_STORE_URI     ?=
+ARTIFACTS_DESTINATION ?=
+comma := ,
+KNOWN_EXTRAS := bench ray server browser
 # the store: MLFLOW_TRACKING_URI if set, else mlflow.db in the project root
 URI     := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 
-.PHONY: help setup test test-fast lock clean-venv sweep ui equivalence reduction study figures report bench bench-full setup-bench
+.PHONY: help setup test test-fast lock clean-venv sweep ui server server-stop ray-start ray-stop equivalence reduction study figures report bench bench-full setup-bench
 
 help: ## list the targets
 	@echo "mbstudy — make TARGET"
@@ -26,16 +35,46 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-setup: $(STAMP) ## create .venv from requirements.lock (quick when up to date)
+# Install each named extra's lock once (a stamp per extra, redone when its lock or the base changes).
+define install-extras
+	@for e in $(sort $(subst $(comma), ,$(1))); do \
+	  case " $(KNOWN_EXTRAS) " in *" $$e "*) ;; *) echo "EXTRAS: unknown extra '$$e'; expected some of: $(KNOWN_EXTRAS)" >&2; exit 2;; esac; \
+	  stamp=$(VENV)/.extra-$$e-stamp; \
+	  if [ ! -f $$stamp ] || [ requirements-$$e.lock -nt $$stamp ] || [ $(STAMP) -nt $$stamp ]; then \
+	    echo "installing the '$$e' extra (requirements-$$e.lock)"; \
+	    $(PY) -m pip install --quiet --disable-pip-version-check -r requirements-$$e.lock && touch $$stamp || exit 1; \
+	  fi; \
+	done
+endef
 
-test: setup ## run every test: unit, doctests and the slow end-to-end ones
+setup: $(STAMP) ## create .venv from requirements.lock, plus EXTRAS="ray server browser bench" if named
+	$(call install-extras,$(EXTRAS))
+
+test: $(STAMP) ## run every test: unit, doctests, the slow end-to-end ones, Ray, PostgreSQL and the browser
+	$(call install-extras,ray server browser $(EXTRAS))
 	$(PY) -m pytest
 
 test-fast: setup ## the tests without the slow end-to-end ones
 	$(PY) -m pytest -m "not slow"
 
-sweep: setup ## train a sweep into MLflow: GRID=default|science|seeds|smoke|path.toml, SET="key=value ...", WORKERS=n
-	$(PY) -m experiments.sweep $(GRID) $(foreach s,$(SET),--set $(s)) $(if $(WORKERS),--workers $(WORKERS))
+sweep: $(STAMP) ## train a sweep into MLflow: GRID=default|science|seeds|smoke|path.toml, SET="key=value ...", WORKERS=n, EXECUTOR=local|ray
+	$(call install-extras,$(EXTRAS) $(if $(filter ray,$(EXECUTOR)),ray))
+	$(PY) -m experiments.sweep $(GRID) --executor $(EXECUTOR) $(foreach s,$(SET),--set $(s)) $(if $(WORKERS),--workers $(WORKERS))
+
+server: $(STAMP) ## MLflow tracking server on 127.0.0.1:5000 (PORT=n) backed by PostgreSQL (local cluster, or BACKEND_STORE_URI=postgresql://...)
+	$(call install-extras,server $(EXTRAS))
+	$(PY) -m experiments.server --port $(PORT) --pg-port $(PG_PORT) $(if $(BACKEND_STORE_URI),--backend-store-uri "$(BACKEND_STORE_URI)") $(if $(ARTIFACTS_DESTINATION),--artifacts-destination "$(ARTIFACTS_DESTINATION)")
+
+server-stop: $(STAMP) ## stop the local PostgreSQL of `make server` if it was left running
+	$(PY) -m experiments.server --stop
+
+ray-start: $(STAMP) ## a one-machine Ray cluster on 127.0.0.1:6379 (RAY_PORT=n); then RAY_ADDRESS=127.0.0.1:6379 make sweep EXECUTOR=ray
+	$(call install-extras,ray)
+	RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(VENV)/bin/ray start --head --node-ip-address 127.0.0.1 --port $(RAY_PORT) \
+	  $(if $(WORKERS),--num-cpus $(WORKERS)) --include-dashboard=false --disable-usage-stats
+
+ray-stop: $(STAMP) ## stop the Ray processes of `make ray-start`
+	$(VENV)/bin/ray stop
 
 equivalence: setup ## log every gradient identity's error, float32 and float64 (Q1, Q2, Q7)
 	$(PY) -m experiments.equivalence
@@ -50,8 +89,8 @@ study: setup ## everything the write-up needs: the default, science and seeds sw
 	$(PY) -m experiments.equivalence
 	$(PY) -m experiments.reduction
 
-setup-bench: setup ## add the optional PyTorch peer of make bench (requirements-bench.lock)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.lock
+setup-bench: $(STAMP) ## add the optional PyTorch peer of make bench (the same as make setup EXTRAS=bench)
+	$(call install-extras,bench)
 
 bench: setup ## time per-example gradients and training steps (quick, ~3 min); PyTorch peers if installed
 	$(PY) -m experiments.bench
@@ -69,10 +108,11 @@ ui: setup ## the MLflow UI on http://127.0.0.1:5000 (PORT=n) against the same st
 	@echo "MLflow UI for $(URI) on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"
 	$(VENV)/bin/mlflow ui --backend-store-uri "$(URI)" --host 127.0.0.1 --port $(PORT)
 
-lock: ## re-resolve requirements.lock from pyproject.toml's ranges, in a scratch venv
+lock: ## re-resolve requirements.lock and every requirements-EXTRA.lock from pyproject.toml, in a scratch venv
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet --disable-pip-version-check -e .
 	.lock-venv/bin/pip freeze --all --exclude-editable | grep -vE '^(mbstudy|pip)==' > requirements.lock
+	for e in $(KNOWN_EXTRAS); do .lock-venv/bin/python tools/lock_extra.py $$e || exit 1; done
 	rm -rf .lock-venv
 
 clean-venv: ## remove .venv

@@ -202,3 +202,27 @@ def test_worker_processes_give_the_same_numbers_as_training_alone():
         for key, values in alone.history.items():
             if not key.startswith("time/"):
                 np.testing.assert_array_equal(got.history[key], values, err_msg=key)
+
+
+def test_stale_runs_are_judged_by_their_own_process_and_by_their_parent(store):
+    """A dead driver's parent, its child written elsewhere (a Ray worker on another host) and a child under an
+    ended parent are stale; a live sweep's runs, on any host, are not."""
+    exp = tracking.get_or_create_experiment("stale")
+    c = tracking.client()
+
+    def run(tags, kind="run"):
+        return c.create_run(exp, tags={"mbstudy.kind": kind, **tags}).info.run_id
+
+    here, dead_pid = tracking.socket.gethostname(), 2**22 + 12345  # above Linux's pid_max: no such process
+    dead_parent = run({"mbstudy.host": here, "mbstudy.pid": str(dead_pid)}, "parent")
+    remote_child = run({"mlflow.parentRunId": dead_parent, "mbstudy.host": "node-7", "mbstudy.pid": "1"})
+    live_parent = run({"mbstudy.host": here, "mbstudy.pid": str(os.getpid())}, "parent")
+    live_remote_child = run({"mlflow.parentRunId": live_parent, "mbstudy.host": "node-7", "mbstudy.pid": "1"})
+    ended_parent = run({"mbstudy.host": "node-9", "mbstudy.pid": "1"}, "parent")
+    c.set_terminated(ended_parent, "FINISHED")
+    orphan = run({"mlflow.parentRunId": ended_parent, "mbstudy.host": "node-9", "mbstudy.pid": "1"})
+
+    assert tracking.mark_stale_runs_killed(exp) == 3
+    status = {i: c.get_run(i).info.status for i in (dead_parent, remote_child, orphan, live_parent, live_remote_child)}
+    assert [status[i] for i in (dead_parent, remote_child, orphan)] == ["KILLED"] * 3
+    assert [status[i] for i in (live_parent, live_remote_child)] == ["RUNNING"] * 2
