@@ -219,7 +219,10 @@ def run(ray, todo, ctx: UnitContext, *, unit_size: int, max_retries: int, bar, t
             bar.set_postfix(diverged=tally.diverged, failed=tally.failed, refresh=False)
     except KeyboardInterrupt:
         for ref in refs:
-            ray.cancel(ref, force=True)
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - Ctrl-C may have stopped a local instance already
+                pass
         for unit in refs.values():
             _end_unfinished(ctx, unit, "KILLED", "interrupted")
         raise
