@@ -64,6 +64,8 @@ class UnitContext:
 def units(configs, unit_size: int) -> list[list]:
     """Split configurations into units of at most ``unit_size`` that share one compiled program.
 
+    Within a program the configurations keep their given order (the sweep passes the local executor's order).
+
     >>> from mbstudy.train import TrainConfig
     >>> cs = [TrainConfig(batch_size=b, learning_rate=lr) for b in (4, 8) for lr in (0.1, 0.2, 0.3)]
     >>> [[(c.batch_size, c.learning_rate) for c in u] for u in units(cs, 2)]
@@ -76,7 +78,7 @@ def units(configs, unit_size: int) -> list[list]:
         return tuple(v for k, v in grids.config_dict(c, without=_NOT_COMPILED).items() if k != "hidden") + c.hidden
 
     out = []
-    for _, group in itertools.groupby(sorted(configs, key=lambda c: (program(c), grids.config_hash(c))), key=program):
+    for _, group in itertools.groupby(sorted(configs, key=program), key=program):  # sorted() is stable
         group = list(group)
         out += [group[i : i + unit_size] for i in range(0, len(group), unit_size)]
     return out
