@@ -31,7 +31,7 @@ import itertools
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,7 @@ def units(configs, unit_size: int) -> list[list]:
         raise ValueError(f"unit_size: expected a positive int; received {unit_size!r}")
 
     def program(c) -> tuple:
-        return tuple(v for k, v in grids.config_dict(c, without=_NOT_COMPILED).items() if k != "hidden") + c.hidden
+        return tuple(getattr(c, f.name) for f in fields(c) if f.name not in _NOT_COMPILED)
 
     out = []
     for _, group in itertools.groupby(sorted(configs, key=program), key=program):  # sorted() is stable
@@ -101,16 +101,15 @@ def train_unit(configs, ctx: UnitContext) -> list[dict[str, Any]]:
         if any(r.info.status == "FINISHED" for r in earlier):
             records.append({"cfg_hash": h, "status": "skipped"})
             continue
-        for r in earlier:  # a RUNNING run of this sweep is a dead attempt of this task: Ray retried it
-            if r.info.status == "RUNNING" and r.data.tags.get("mlflow.parentRunId") == ctx.parent_id:
-                tracking.fail_child(r.info.run_id, "the worker died during this run; Ray retried the task", "KILLED")
+        # a RUNNING run of this sweep is a dead attempt of this task: Ray retried it
+        _end_running(ctx, earlier, "KILLED", "the worker died during this run; Ray retried the task")
         run_id = tracking.start_child(ctx.experiment_id, ctx.parent_id, grids.run_name(cfg), h,
                                       grids.config_hash(cfg, without=("seed",)), ctx.sweep, executor="ray")
         try:
             result = train_config(cfg)
         except Exception as e:  # noqa: BLE001 - one bad run must not stop the unit
             tracking.fail_child(run_id, f"{type(e).__name__}: {e}")
-            records.append({"cfg_hash": h, "status": "failed", "error": f"{type(e).__name__}: {e}"})
+            records.append({"cfg_hash": h, "status": "failed"})
             continue
         log_s = tracking.log_result(run_id, result, grids.config_dict(cfg), ctx.provenance)
         records.append({"cfg_hash": h, "status": "trained", "outcome": result.outcome,
@@ -233,12 +232,17 @@ def run(ray, todo, ctx: UnitContext, *, unit_size: int, max_retries: int, bar, t
     return status
 
 
+def _end_running(ctx: UnitContext, runs, status: str, error: str) -> None:
+    """End, with ``status`` and ``error``, those of ``runs`` that this sweep left RUNNING."""
+    for r in runs:
+        if r.info.status == "RUNNING" and r.data.tags.get("mlflow.parentRunId") == ctx.parent_id:
+            tracking.fail_child(r.info.run_id, error, status)
+
+
 def _end_unfinished(ctx: UnitContext, unit, status: str, error: str) -> None:
-    """Mark the unit's runs of this sweep that are still RUNNING (a task can no longer end them)."""
+    """End the unit's runs of this sweep that are still RUNNING (a task can no longer end them)."""
     for cfg in unit:
-        for r in tracking.runs_of_config(ctx.experiment_id, grids.config_hash(cfg)):
-            if r.info.status == "RUNNING" and r.data.tags.get("mlflow.parentRunId") == ctx.parent_id:
-                tracking.fail_child(r.info.run_id, error, status)
+        _end_running(ctx, tracking.runs_of_config(ctx.experiment_id, grids.config_hash(cfg)), status, error)
 
 
 def default_unit_size(n_runs: int, workers: int) -> int:

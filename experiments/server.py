@@ -160,7 +160,7 @@ def ensure_database(uri: str) -> bool:
     from sqlalchemy.engine import make_url
 
     url = make_url(uri)
-    shown = tracking._redact(uri)
+    shown = tracking.redact(uri)
     if not url.drivername.startswith("postgres"):
         return False  # another database: MLflow creates its tables, the database must exist
     conn = dict(host=url.host or "127.0.0.1", port=url.port or 5432, user=url.username, password=url.password,
@@ -269,12 +269,12 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", uri,
                "--artifacts-destination", dest, "--host", args.host, "--port", str(args.port),
                "--workers", args.workers, *extra]
-        print(f"starting the MLflow tracking server on {url} (backend store: {tracking._redact(uri)}, {where})")
+        print(f"starting the MLflow tracking server on {url} (backend store: {tracking.redact(uri)}, {where})")
         proc = subprocess.Popen(cmd, start_new_session=True)
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         _wait_ready(url, proc, args.ready_timeout)
         print(f"\nMLflow tracking server ready: {url}\n"
-              f"  backend store  {tracking._redact(uri)}  ({where})\n"
+              f"  backend store  {tracking.redact(uri)}  ({where})\n"
               f"  artifacts      {dest}\n"
               f"  use it         export MLFLOW_TRACKING_URI={url}   then   make sweep EXECUTOR=ray\n"
               f"  Ctrl-C stops it" + (" and the local PostgreSQL" if pg.started else ""), flush=True)

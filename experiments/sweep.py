@@ -11,10 +11,12 @@ What happens, in order:
    listing every problem, before MLflow is touched;
 2. the store must answer within 10 s (``MLFLOW_TRACKING_URI``: a server or a
    database); if it does not, the sweep exits with status 3 and writes nothing;
-3. the store and the experiment are created, and the sweep's parent run,
-   once, here, before any worker or task starts;
+3. the store and the experiment are created (once, here);
 4. runs left RUNNING by a dead sweep are marked KILLED, and configurations
-   that already have a FINISHED run (same ``cfg_hash``) are skipped;
+   that already have a FINISHED run (same ``cfg_hash``) are skipped; if any
+   are left, the sweep's parent run is created, before any worker or task starts
+   (with Ray, after connecting to the cluster, so one that does not answer
+   leaves no parent behind);
 5. the rest are trained by the executor:
    - ``--executor local`` (default): ``--workers`` processes (default: the
      number of cores; 1 trains in this process). Each run is created RUNNING
@@ -240,6 +242,14 @@ def _log_parent_summary(parent: str, tally: Tally) -> None:
     tracking.client().log_batch(parent, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()])
 
 
+def _browse_hint(uri: str) -> str:
+    if uri.startswith("http"):
+        return f"open {uri}"  # a tracking server serves the UI itself
+    if uri.startswith("sqlite:"):
+        return "make ui   (then open http://127.0.0.1:5000)"
+    return f"MLFLOW_TRACKING_URI={uri} make ui"
+
+
 def summary_text(sweep: grids.Sweep, tally: Tally, parent: str, status: int) -> str:
     t = tally.times
     lines = [
@@ -249,9 +259,7 @@ def summary_text(sweep: grids.Sweep, tally: Tally, parent: str, status: int) -> 
         f"  wall {_fmt(t['wall_s'])} · summed over runs: compile {_fmt(t['compile_s'])}, train {_fmt(t['train_s'])},"
         f" eval {_fmt(t['eval_s'])}, log {_fmt(t['log_s'])}",
         f"  store {tracking.tracking_uri()} · experiment '{sweep.name}'" + (f" · parent run {parent}" if parent else " · nothing to do"),
-        "  browse: " + ("make ui   (then open http://127.0.0.1:5000)" if tracking.tracking_uri().startswith("sqlite:")
-                        else f"open {tracking.tracking_uri()}" if tracking.tracking_uri().startswith("http")
-                        else f"MLFLOW_TRACKING_URI={tracking.tracking_uri()} make ui"),
+        f"  browse: {_browse_hint(tracking.tracking_uri())}",
     ]
     if status:
         lines.append("  some runs failed: their error is the run's 'error' tag; rerun the command to retry them")

@@ -67,7 +67,7 @@ _FIX = ("start one with `make server` (then export MLFLOW_TRACKING_URI=http://12
         "or set MLFLOW_TRACKING_URI to a reachable store; unset it to use the local SQLite file ./mlflow.db")
 
 
-def _redact(uri: str) -> str:
+def redact(uri: str) -> str:
     """The URI with any password replaced by ``***``, for error messages."""
     parts = urlsplit(uri)
     if parts.password:
@@ -86,7 +86,7 @@ def check_reachable(uri: str | None = None, timeout: float = 10.0) -> None:
     """
     uri = uri or tracking_uri()
     scheme = urlsplit(uri).scheme
-    shown = f"MLFLOW_TRACKING_URI={_redact(uri)}"
+    shown = f"MLFLOW_TRACKING_URI={redact(uri)}"
     if scheme in ("http", "https"):
         import requests
 
