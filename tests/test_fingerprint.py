@@ -1,0 +1,129 @@
+"""The MLP's numbers, bit for bit, across refactors.
+
+A fingerprint is the sha256 of the exact bytes of every array the library
+produces for the MLP: initial parameters, every gradient function, the noise
+statistics, the training loss history of short runs, and the configuration
+hashes and MLflow params that identify a run. The reference values in
+``tests/fingerprints/mlp.json`` were written by the code BEFORE the
+extension-points refactor (issue 10); a refactor that changes one bit of any
+of them fails here, naming which.
+
+To rewrite the reference (only when a change of the numbers is intended and
+said so in the commit): ``MBSTUDY_WRITE_FINGERPRINT=1 .venv/bin/python -m pytest tests/test_fingerprint.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mbstudy as mb
+from mbstudy import load_dataset
+from mbstudy.train import TrainConfig, train
+
+REFERENCE = Path(__file__).with_name("fingerprints") / "mlp.json"
+
+
+def _digest(tree) -> str:
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(tree):
+        a = np.asarray(leaf)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _gradient_fingerprints(out: dict[str, str]) -> None:
+    data = load_dataset("mnist1d")
+    teacher = load_dataset("teacher")
+    cases = {
+        "ce-tanh": (mb.MLP((40, 100, 100, 10)), "cross_entropy", data.x_train[:12], data.y_train[:12]),
+        "ce-relu": (mb.MLP((40, 32, 10), activation="relu"), "cross_entropy", data.x_train[:9], data.y_train[:9]),
+        "mse-tanh": (mb.MLP((128, 64, 10)), "mse", teacher.x_train[:10], teacher.y_train[:10]),
+    }
+    for name, (net, loss, x, y) in cases.items():
+        for dtype in (jnp.float32, jnp.float64):
+            tag = f"{name}-{jnp.dtype(dtype).name}"
+            params = net.init(jax.random.key(3), dtype=dtype)
+            xs = jnp.asarray(x, dtype)
+            ys = jnp.asarray(y, dtype) if loss == "mse" else jnp.asarray(y, jnp.int32)
+            out[f"{tag}/init"] = _digest(params)
+            out[f"{tag}/apply"] = _digest(net.apply(params, xs))
+            for red in ("mean", "sum"):
+                out[f"{tag}/batch_grad/{red}"] = _digest(mb.batch_grad(net, loss, params, xs, ys, red))
+                out[f"{tag}/accumulated/{red}"] = _digest(
+                    mb.accumulated_grad(net, loss, params, xs, ys, micro_batch_size=4, reduction=red))
+                out[f"{tag}/sharded/{red}"] = _digest(mb.sharded_grad(net, loss, params, xs, ys, red))
+                out[f"{tag}/single_output/{red}"] = _digest(mb.single_output_grad(net, loss, params, xs, ys, red))
+            out[f"{tag}/accumulated/equal_weights"] = _digest(
+                mb.accumulated_grad(net, loss, params, xs, ys, micro_batch_size=4, equal_weights=True))
+            out[f"{tag}/per_sample_grads"] = _digest(mb.per_sample_grads(net, loss, params, xs, ys))
+            out[f"{tag}/per_sample_grads_fast"] = _digest(mb.per_sample_grads_fast(net, loss, params, xs, ys))
+            out[f"{tag}/norms"] = _digest(mb.per_sample_grad_norms(net, loss, params, xs, ys))
+            out[f"{tag}/norms_sq"] = _digest(mb.per_sample_grad_norms(net, loss, params, xs, ys, squared=True))
+            out[f"{tag}/noise"] = _digest(mb.grad_noise_stats(net, loss, params, xs, ys))
+            out[f"{tag}/noise_fpc"] = _digest(
+                mb.grad_noise_stats(net, loss, params, xs, ys, population_size=100))
+
+
+TRAIN_CASES = {
+    "sgd-mean": dict(optimizer="sgd", learning_rate=0.1),
+    "sgd-sum": dict(optimizer="sgd", reduction="sum", learning_rate=0.01),
+    "momentum": dict(optimizer="momentum", learning_rate=0.01, momentum=0.8),
+    "adam": dict(optimizer="adam", learning_rate=1e-3, eps=1e-6),
+    "adam-perturbed": dict(optimizer="adam", learning_rate=1e-3, init_perturbation=1e-7, seed=2),
+    "relu-noise-batch": dict(optimizer="momentum", learning_rate=0.01, activation="relu", noise_batch=64),
+    "diverges": dict(optimizer="sgd", learning_rate=1e3),
+    "target": dict(optimizer="adam", learning_rate=1e-2, target_loss=1.5, stop_at_target=True),
+}
+
+
+def _training_fingerprints(out: dict[str, str]) -> None:
+    from experiments import grid as grids
+
+    data = load_dataset("mnist1d")
+    for name, kw in TRAIN_CASES.items():
+        cfg = TrainConfig(batch_size=32, steps=60, eval_every=20, **kw)
+        r = train(cfg, data)
+        hist = {k: v for k, v in sorted(r.history.items()) if not k.startswith("time/")}
+        out[f"train/{name}/history"] = _digest([hist[k] for k in hist])
+        out[f"train/{name}/keys"] = ",".join(hist)
+        out[f"train/{name}/outcome"] = f"{r.outcome}:{r.steps_to_target}:{r.model_params}:{r.data_digest}"
+        summary = {k: v for k, v in r.summary().items() if not k.startswith("time/")}
+        out[f"train/{name}/summary"] = json.dumps(summary, sort_keys=True)
+        out[f"train/{name}/cfg_hash"] = grids.config_hash(cfg)
+        out[f"train/{name}/group_hash"] = grids.config_hash(cfg, without=("seed",))
+        out[f"train/{name}/params"] = json.dumps(
+            {k: str(v) if not isinstance(v, list) else ",".join(map(str, v)) for k, v in grids.config_dict(cfg).items()},
+            sort_keys=True)
+    teacher = load_dataset("teacher")
+    cfg = TrainConfig(dataset="teacher", hidden=(64,), batch_size=10, steps=40, eval_every=20, learning_rate=0.01)
+    r = train(cfg, teacher)
+    out["train/teacher/history"] = _digest([v for k, v in sorted(r.history.items()) if not k.startswith("time/")])
+    out["train/teacher/cfg_hash"] = grids.config_hash(cfg)
+
+
+def fingerprint() -> dict[str, str]:
+    out: dict[str, str] = {}
+    _gradient_fingerprints(out)
+    _training_fingerprints(out)
+    return out
+
+
+@pytest.mark.slow
+def test_the_mlp_numbers_are_those_before_the_refactor():
+    now = fingerprint()
+    if os.environ.get("MBSTUDY_WRITE_FINGERPRINT"):
+        REFERENCE.parent.mkdir(exist_ok=True)
+        REFERENCE.write_text(json.dumps(now, indent=1, sort_keys=True) + "\n")
+    ref = json.loads(REFERENCE.read_text())
+    assert set(now) == set(ref), f"fingerprint keys differ: {sorted(set(now) ^ set(ref))}"
+    changed = sorted(k for k in ref if now[k] != ref[k])
+    assert not changed, f"{len(changed)} of {len(ref)} numbers changed bit for bit: {changed[:20]}"
