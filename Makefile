@@ -63,10 +63,10 @@ sweep: $(STAMP) ## train a sweep into MLflow: GRID=default|science|seeds|smoke|p
 
 server: $(STAMP) ## MLflow tracking server on 127.0.0.1:5000 (PORT=n) backed by PostgreSQL (local cluster, or BACKEND_STORE_URI=postgresql://...)
 	$(call install-extras,server $(EXTRAS))
-	$(PY) -m experiments.server --port $(PORT) --pg-port $(PG_PORT) $(if $(BACKEND_STORE_URI),--backend-store-uri "$(BACKEND_STORE_URI)") $(if $(ARTIFACTS_DESTINATION),--artifacts-destination "$(ARTIFACTS_DESTINATION)")
+	$(PY) -m experiments.engine.server --port $(PORT) --pg-port $(PG_PORT) $(if $(BACKEND_STORE_URI),--backend-store-uri "$(BACKEND_STORE_URI)") $(if $(ARTIFACTS_DESTINATION),--artifacts-destination "$(ARTIFACTS_DESTINATION)")
 
 server-stop: $(STAMP) ## stop the local PostgreSQL of `make server` if it was left running
-	$(PY) -m experiments.server --stop
+	$(PY) -m experiments.engine.server --stop
 
 ray-start: $(STAMP) ## a one-machine Ray cluster on 127.0.0.1:6379 (RAY_PORT=n); then RAY_ADDRESS=127.0.0.1:6379 make sweep EXECUTOR=ray
 	$(call install-extras,ray)

@@ -1,7 +1,7 @@
 """Load an experiment's runs from MLflow into tidy DataFrames, cached to Parquet.
 
 Two tables, one schema (the metric and param names are those of
-``experiments/tracking.py``):
+``experiments/engine/tracking.py``):
 
 ``runs``: one row per FINISHED child run (``mbstudy.kind = run``):
     ``run_id``, ``end_time`` (ms), ``parent_run_id``, ``outcome``, ``cfg_hash``,
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments import tracking
+from experiments.engine import tracking
 from mbstudy.train import TrainConfig
 
 CACHE = tracking.ROOT / ".cache" / "analysis"

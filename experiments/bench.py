@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments import tracking
+from experiments.engine import tracking
 from mbstudy import MLP, load_dataset
 from mbstudy import grads as G
 from mbstudy.losses import LOSSES
@@ -360,7 +360,7 @@ def bench_logging(data) -> dict:
     """Train one default-sweep run and log it into a scratch SQLite store; compare the times."""
     from mbstudy.train import train
 
-    from experiments import grid as grids
+    from experiments.engine import grid as grids
 
     cfg = TrainConfig(batch_size=64, optimizer="momentum", learning_rate=0.01, target_loss=0.7)
     train(cfg, data)  # compile

@@ -30,7 +30,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import mbstudy as mb  # noqa: E402
-from experiments import tracking  # noqa: E402
+from experiments.engine import tracking  # noqa: E402
 
 SETTINGS = {
     "seed000_teacher_128-64-10_mse": ("teacher", (128, 64, 10), "tanh", 32),

@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from experiments import grid as grids
-from experiments import tracking
+from experiments.engine import grid as grids
+from experiments.engine import tracking
 
 
 def _histories(uri: str, experiment: str) -> dict[str, dict[str, list]]:

@@ -27,7 +27,7 @@ import sys
 import jax
 import numpy as np
 
-from experiments import tracking
+from experiments.engine import tracking
 from mbstudy import load_dataset
 from mbstudy.train import TrainConfig, train
 

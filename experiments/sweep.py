@@ -2,7 +2,7 @@
 
 GRID is a definition's name (``smoke``, ``default``, ``science``, ``seeds``: the
 files in ``experiments/grids/``) or a path to a TOML file; see
-``experiments/grid.py`` for the format. ``--set`` replaces a field everywhere
+``experiments/engine/grid.py`` for the format. ``--set`` replaces a field everywhere
 (``--set steps=500``, ``--set "seed=[0,1]"``); unknown or ill-typed keys are
 errors.
 
@@ -25,7 +25,7 @@ What happens, in order:
      in flight.
    - ``--executor ray``: Ray tasks, each training a unit of up to
      ``--unit-size`` runs that share one compiled program and logging them
-     itself; ``RAY_ADDRESS`` selects a cluster. See ``experiments/ray_executor.py``.
+     itself; ``RAY_ADDRESS`` selects a cluster. See ``experiments/engine/ray_executor.py``.
 
 Ctrl-C marks the runs in flight KILLED and exits with 130; rerunning the same
 command, with either executor, resumes. Exit status: 0 done, 1 some runs
@@ -46,8 +46,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from experiments import grid as grids
-from experiments import ray_executor, tracking
+from experiments.engine import grid as grids
+from experiments.engine import ray_executor, tracking
 
 
 # ------------------------------------------------------------------- workers
@@ -116,7 +116,7 @@ def run_sweep(sweep: grids.Sweep, *, workers: int, executor: str = "local", unit
               max_retries: int = 3, progress: bool = True) -> tuple[int, Tally, str]:
     """Train every configuration not yet FINISHED; returns (exit status, tally, parent run id).
 
-    ``unit_size`` (Ray only): runs per task; 0 picks :func:`experiments.ray_executor.default_unit_size`.
+    ``unit_size`` (Ray only): runs per task; 0 picks :func:`experiments.engine.ray_executor.default_unit_size`.
     """
     from tqdm.auto import tqdm
 

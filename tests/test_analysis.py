@@ -8,7 +8,7 @@ import pytest
 
 from analysis import load, reduce
 from experiments import sweep as sweep_mod
-from experiments import tracking
+from experiments.engine import tracking
 
 B_CRIT, S_MIN = 120.0, 300.0
 BATCHES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048]

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from experiments import bench
-from experiments import tracking
+from experiments.engine import tracking
 from mbstudy import grads as G
 
 

@@ -86,7 +86,7 @@ TRAIN_CASES = {
 
 
 def _training_fingerprints(out: dict[str, str]) -> None:
-    from experiments import grid as grids
+    from experiments.engine import grid as grids
 
     data = load_dataset("mnist1d")
     for name, kw in TRAIN_CASES.items():

@@ -6,7 +6,7 @@ These need PostgreSQL's server binaries and Chromium from Debian
 skipped, with the fix; ``.ci/run`` sets MBSTUDY_REQUIRE_ALL_TESTS=1, which
 turns a skip into a failure, so CI cannot pass by skipping them.
 
-One PostgreSQL-backed server (``python -m experiments.server``, what
+One PostgreSQL-backed server (``python -m experiments.engine.server``, what
 ``make server`` runs) and one one-machine Ray cluster (``ray start --head``,
 what ``make ray-start`` runs) serve the whole module; both are stopped at the end.
 """
@@ -27,9 +27,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from experiments import grid as grids
-from experiments import server as server_mod
-from experiments import tracking
+from experiments.engine import grid as grids
+from experiments.engine import server as server_mod
+from experiments.engine import tracking
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +104,7 @@ def server():
     log = base / "server.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "experiments.server", "--port", str(port), "--pg-port", str(pg_port),
+            [sys.executable, "-m", "experiments.engine.server", "--port", str(port), "--pg-port", str(pg_port),
              "--pg-data", str(base / "pgdata"), "--artifacts-destination", str(base / "artifacts")],
             cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 240

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import grid as grids
+from experiments.engine import grid as grids
 from experiments import sweep as sweep_mod
-from experiments import tracking
+from experiments.engine import tracking
 from mbstudy.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent

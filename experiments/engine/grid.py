@@ -40,7 +40,7 @@ from mbstudy.losses import REDUCTIONS
 from mbstudy.model import ACTIVATIONS
 from mbstudy.train import OPTIMIZERS, TrainConfig
 
-GRID_DIR = Path(__file__).parent / "grids"
+GRID_DIR = Path(__file__).resolve().parents[1] / "grids"
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _HINTS = typing.get_type_hints(TrainConfig)
 _TOP_KEYS = {"description", "base", "grid", "arms", "by_batch_size"}

@@ -10,7 +10,7 @@ collects tallies. Each **unit** of work is one Ray task: up to ``unit_size``
 configurations that share one compiled program (the runs the local executor
 trains one after another, :func:`units`). A task trains its configurations in
 turn and logs each run itself to the tracking store the driver names, in the
-schema of ``experiments/tracking.py``.
+schema of ``experiments/engine/tracking.py``.
 
 A task is idempotent, so Ray may retry it after its worker dies
 (``max_retries``): before each configuration it skips one that already has a
@@ -35,8 +35,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from experiments import grid as grids
-from experiments import tracking
+from experiments.engine import grid as grids
+from experiments.engine import tracking
 
 # What the compiled training program does not depend on (traced or host-side values).
 _NOT_COMPILED = ("learning_rate", "momentum", "eps", "seed", "init_perturbation", "target_loss",

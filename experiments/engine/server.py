@@ -1,4 +1,4 @@
-"""An MLflow tracking server on PostgreSQL: ``python -m experiments.server`` (``make server``).
+"""An MLflow tracking server on PostgreSQL: ``python -m experiments.engine.server`` (``make server``).
 
 The backend store is one of:
 
@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments import tracking
+from experiments.engine import tracking
 
 STATE = tracking.ROOT / ".mlflow-server"
 PG_USER = "mbstudy"
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
-    ap = argparse.ArgumentParser(prog="python -m experiments.server", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m experiments.engine.server", description=__doc__.split("\n\n")[0],
                                  epilog="arguments after -- go to `mlflow server` unchanged")
     ap.add_argument("--host", default="127.0.0.1", help="the interface MLflow listens on (default: 127.0.0.1)")
     ap.add_argument("--port", type=int, default=5000, help="MLflow's port (default: 5000)")
