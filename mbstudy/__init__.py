@@ -1,6 +1,7 @@
 """mbstudy: what mini-batch backpropagation computes, and what it costs."""
 
-from mbstudy.data import DATASETS, Dataset, load_dataset
+from mbstudy.config import ConfigError, TrainConfig
+from mbstudy.data import DATASETS, DataSource, Dataset, load_dataset
 from mbstudy.grads import (
     accumulated_grad,
     batch_grad,
@@ -9,18 +10,28 @@ from mbstudy.grads import (
     per_sample_grads_fast,
     single_output_grad,
 )
-from mbstudy.losses import LOSSES, REDUCTIONS
-from mbstudy.model import MLP
+from mbstudy.losses import LOSSES, REDUCTIONS, Loss
+from mbstudy.model import MLP, Network
 from mbstudy.noise import NoiseStats, grad_noise_stats, two_batch_noise
+from mbstudy.optimizers import OPTIMIZERS, Optimizer
 from mbstudy.parallel import sharded_grad
+from mbstudy.train import RunResult, train
 
 __all__ = [
+    "ConfigError",
     "DATASETS",
+    "DataSource",
     "Dataset",
     "LOSSES",
+    "Loss",
     "MLP",
+    "Network",
     "NoiseStats",
+    "OPTIMIZERS",
+    "Optimizer",
     "REDUCTIONS",
+    "RunResult",
+    "TrainConfig",
     "accumulated_grad",
     "batch_grad",
     "grad_noise_stats",
@@ -30,5 +41,6 @@ __all__ = [
     "per_sample_grads_fast",
     "sharded_grad",
     "single_output_grad",
+    "train",
     "two_batch_noise",
 ]

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mbstudy.losses import LOSSES, REDUCTIONS
-from mbstudy.model import MLP
 
 
 def _shape(a: Any) -> tuple[int, ...] | None:
@@ -29,11 +29,20 @@ def _as_array(name: str, a: Any) -> Any:
 
 
 def check_model(model: Any) -> None:
-    if not isinstance(model, MLP):
+    """A model of :mod:`mbstudy.model`'s protocol: init, apply, input_shape, n_outputs, and hashable."""
+    needed = ("init", "apply", "input_shape", "n_outputs")
+    if isinstance(model, type) or not all(hasattr(model, a) for a in needed):
         raise TypeError(
-            f"model: expected an mbstudy.MLP, e.g. MLP((40, 100, 10)); "
-            f"received {type(model).__name__}"
+            f"model: expected an mbstudy.MLP, e.g. MLP((40, 100, 10)), or another model with "
+            f"{', '.join(needed)} (see mbstudy.model); received {type(model).__name__}"
         )
+    try:
+        hash(model)
+    except TypeError:
+        raise TypeError(
+            f"model: expected a hashable model (a frozen dataclass), since it is a static argument of jax.jit; "
+            f"received an unhashable {type(model).__name__}"
+        ) from None
 
 
 def check_loss(loss_name: Any) -> None:
@@ -55,35 +64,44 @@ def check_positive_int(name: str, value: Any) -> None:
         raise ValueError(f"{name}: expected a positive int (>= 1); received {value!r}")
 
 
-def check_params(model: MLP, params: Any) -> None:
-    n_layers = len(model.sizes) - 1
+def check_params(model: Any, params: Any) -> None:
+    """Params as ``model.init`` makes them: one entry per parametrised layer, each checked by its layer."""
+    layers = getattr(model, "param_layers", None)
+    if layers is None:  # a protocol-only model: compare with the structure its init gives
+        want = jax.eval_shape(model.init, jax.random.key(0))
+        same = jax.tree.structure(want) == jax.tree.structure(params) and all(
+            tuple(w.shape) == _shape(p) for w, p in zip(jax.tree.leaves(want), jax.tree.leaves(params)))
+        if not same:
+            raise ValueError("params: expected the structure and shapes that model.init(key) returns; "
+                             f"received {jax.tree.map(_shape, params)!r:.200}")
+        return
+    n_layers = len(layers)
     if not isinstance(params, (list, tuple)) or len(params) != n_layers:
         got = f"a {type(params).__name__} of length {len(params)}" if hasattr(params, "__len__") else type(params).__name__
         raise TypeError(
             f"params: expected a list of {n_layers} layers from model.init(key); received {got}"
         )
-    for l, (layer, n_in, n_out) in enumerate(zip(params, model.sizes[:-1], model.sizes[1:])):
-        if not isinstance(layer, dict) or set(layer) != {"w", "b"}:
-            raise TypeError(f"params[{l}]: expected a dict with keys 'w' and 'b'; received {layer!r:.80}")
-        if _shape(layer["w"]) != (n_in, n_out) or _shape(layer["b"]) != (n_out,):
-            raise ValueError(
-                f"params[{l}]: expected w {(n_in, n_out)} and b {(n_out,)} for model sizes "
-                f"{model.sizes}; received w {_shape(layer['w'])} and b {_shape(layer['b'])}"
-            )
+    for index, (layer, p) in enumerate(zip(layers, params)):
+        msg = layer.check_params(p, index)
+        if msg:
+            raise (TypeError if "expected a dict" in msg else ValueError)(msg)
 
 
-def check_batch(model: MLP, loss_name: str, x: Any, y: Any) -> tuple[Any, Any]:
-    """Check a batch ``x: (B, n_in)``, ``y: (B, K)`` (mse) or ``(B,)`` int (cross_entropy)."""
+def check_batch(model: Any, loss_name: str, x: Any, y: Any) -> tuple[Any, Any]:
+    """Check a batch ``x: (B, *input_shape)``, and its targets as the loss wants them
+    (``y: (B, K)`` real for mse, ``(B,)`` int labels for cross_entropy)."""
     x = _as_array("x", x)
     y = _as_array("y", y)
-    if x.ndim != 2:
+    shape = tuple(model.input_shape)
+    if x.ndim != len(shape) + 1:
         raise ValueError(
-            f"x: expected a batch of shape (B, {model.n_inputs}); received shape {tuple(x.shape)}. "
+            f"x: expected a batch of shape (B, {', '.join(map(str, shape))}); received shape {tuple(x.shape)}. "
             f"For one example use x[None]."
         )
-    if x.shape[1] != model.n_inputs:
+    if tuple(x.shape[1:]) != shape:
+        what = f"{shape[0]} input features" if len(shape) == 1 else f"examples of shape {shape}"
         raise ValueError(
-            f"x: expected {model.n_inputs} input features (model sizes {model.sizes}); "
+            f"x: expected {what} (the model's input shape is {shape}); "
             f"received shape {tuple(x.shape)}"
         )
     if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -94,16 +112,16 @@ def check_batch(model: MLP, loss_name: str, x: Any, y: Any) -> tuple[Any, Any]:
         raise ValueError(
             f"x and y: expected the same batch size; received x {tuple(x.shape)} and y {tuple(y.shape)}"
         )
-    if loss_name == "mse":
+    if jnp.issubdtype(jnp.dtype(LOSSES[loss_name].target_dtype), jnp.floating):
         if tuple(y.shape) != (x.shape[0], model.n_outputs):
             raise ValueError(
-                f"y: 'mse' expects real targets of shape (B, {model.n_outputs}) = "
+                f"y: {loss_name!r} expects real targets of shape (B, {model.n_outputs}) = "
                 f"{(x.shape[0], model.n_outputs)}; received {tuple(y.shape)}"
             )
     else:
         if y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer):
             raise TypeError(
-                f"y: 'cross_entropy' expects integer labels of shape (B,) = ({x.shape[0]},); "
+                f"y: {loss_name!r} expects integer labels of shape (B,) = ({x.shape[0]},); "
                 f"received shape {tuple(y.shape)} dtype {y.dtype}"
             )
     return x, y

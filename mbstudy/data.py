@@ -16,19 +16,21 @@
 
 Inputs are float32, labels int32 (regression targets float32); the arrays
 are read-only. NumPy's global RNG is left as it was found.
+
+Adding a data set is one :func:`register_dataset` call: its name, task and
+sizes (so a configuration can be checked without loading it) and a loader
+``loader(seed) -> Dataset`` that generates or reads it offline.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable
 
 import numpy as np
 
-DATASETS = ("mnist1d", "digits", "teacher", "teacher_5x3")
-# training-set size and task of each, for checking a configuration without loading it
-DATASET_SIZES = {"mnist1d": (4000, "classification"), "digits": (1438, "classification"), "teacher": (1000, "regression"),
-                 "teacher_5x3": (1000, "regression")}
+from mbstudy.losses import loss_for_task
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -52,8 +54,8 @@ class Dataset:
 
     @property
     def loss_name(self) -> str:
-        """The loss that fits the task: cross-entropy or MSE."""
-        return "cross_entropy" if self.task == "classification" else "mse"
+        """The loss that fits the task (cross-entropy or MSE): :func:`mbstudy.losses.loss_for_task`."""
+        return loss_for_task(self.task)
 
     @property
     def n_train(self) -> int:
@@ -136,12 +138,40 @@ def _teacher(seed: int, sizes=(128, 64, 10), name="teacher", n_train: int = 1000
     )
 
 
-_LOADERS = {
-    "mnist1d": _mnist1d,
-    "digits": _digits,
-    "teacher": _teacher,
-    "teacher_5x3": lambda seed: _teacher(seed, (5, 16, 3), "teacher_5x3"),
-}
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+    """A registered data set: what a configuration needs to know before loading it, and its loader.
+
+    ``n_train`` is the training-set size (the largest batch), ``task`` picks the
+    loss of ``loss="auto"``, ``loader(seed)`` returns the :class:`Dataset`.
+    """
+
+    name: str
+    task: str  # "classification" or "regression"
+    n_train: int
+    loader: Callable[[int], Dataset]
+    description: str = ""
+
+
+DATASETS: dict[str, DataSource] = {}
+
+
+def register_dataset(source: DataSource) -> DataSource:
+    """Add a data set to :data:`DATASETS` (by its name); returns it."""
+    if source.name in DATASETS:
+        raise ValueError(f"DataSource {source.name!r}: that name is taken; choose another")
+    if source.task not in ("classification", "regression"):
+        raise ValueError(f"DataSource {source.name!r}: task must be 'classification' or 'regression'; "
+                         f"received {source.task!r}")
+    DATASETS[source.name] = source
+    return source
+
+
+register_dataset(DataSource("mnist1d", "classification", 4000, _mnist1d, "MNIST-1D (Greydanus 2020), generated"))
+register_dataset(DataSource("digits", "classification", 1438, _digits, "scikit-learn's 8x8 digits, bundled"))
+register_dataset(DataSource("teacher", "regression", 1000, _teacher, "seed 000: 128-64-10 tanh teacher"))
+register_dataset(DataSource("teacher_5x3", "regression", 1000, lambda seed: _teacher(seed, (5, 16, 3), "teacher_5x3"),
+                            "seed 001: 5-16-3 tanh teacher"))
 
 
 def load_dataset(name: str, *, seed: int = 0) -> Dataset:
@@ -154,8 +184,12 @@ def load_dataset(name: str, *, seed: int = 0) -> Dataset:
     >>> load_dataset("teacher").digest == d.digest
     True
     """
-    if name not in _LOADERS:
+    if name not in DATASETS:
         raise ValueError(f"name: unknown data set {name!r}; available: {', '.join(DATASETS)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: expected a non-negative int; received {seed!r}")
-    return _LOADERS[name](int(seed))
+    data = DATASETS[name].loader(int(seed))
+    if data.n_train != DATASETS[name].n_train or data.task != DATASETS[name].task:
+        raise RuntimeError(f"data set {name!r}: its loader gave {data.n_train} {data.task} training examples but it is "
+                           f"registered with {DATASETS[name].n_train} {DATASETS[name].task}; fix its DataSource entry")
+    return data

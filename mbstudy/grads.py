@@ -1,38 +1,40 @@
 """Every gradient the study compares, jit-compiled.
 
 All functions take ``(model, loss_name, params, x, y, ...)`` with a batch
-``x: (B, n_in)``, check their inputs before tracing (see ``_checks``), and
+``x: (B, *model.input_shape)``, check their inputs before tracing (see ``_checks``), and
 return pytrees shaped like ``params``; per-example results carry a leading
 batch axis ``B``. ``model``, ``loss_name`` and the options are static: a
 second call with the same shapes does not recompile.
 
 Notation: ``L_i`` is example i's loss, ``g_i = dL_i/dtheta`` its gradient,
-``a_l`` the input of dense layer l and ``z_l = a_l W_l + b_l`` its
-pre-activation, ``delta_l = dL/dz_l``. For one example the local chain rule of
-a dense layer is ``dL/dW_l = a_l (outer) delta_l`` and ``dL/db_l = delta_l``.
+``a_l`` the input of parametrised layer l, ``z_l`` its output and
+``delta_l = dL/dz_l``. For one example the local chain rule of a dense layer
+``z_l = a_l W_l + b_l`` is ``dL/dW_l = a_l (outer) delta_l`` and
+``dL/db_l = delta_l``; each layer type's rule is in :mod:`mbstudy.per_example`.
+
+``model`` is any model of :mod:`mbstudy.model`'s protocol (``init``/``apply``);
+the one-backward-pass recipes (:func:`per_sample_grads_fast`,
+:func:`per_sample_grad_norms`) also need its layers (a :class:`mbstudy.model.Network`).
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from mbstudy import _checks
+from mbstudy import _checks, per_example
 from mbstudy.losses import LOSSES, reduce
-from mbstudy.model import MLP, Params
+from mbstudy.model import Params
 
 _STATIC = ("model", "loss_name")
+Model = Any  # anything of mbstudy.model's protocol
 
 
-def _example_loss(params: Params, x: jax.Array, y: jax.Array, *, model: MLP, loss_name: str) -> jax.Array:
-    """L_i for ONE example ``x: (n_in,)``."""
-    return LOSSES[loss_name](model.apply(params, x), y)
-
-
-def _per_example_losses(model: MLP, loss_name: str, params: Params, x: jax.Array, y: jax.Array) -> jax.Array:
-    """(L_1, ..., L_B) from one batched forward pass."""
+def _losses(params: Params, x: jax.Array, y: jax.Array, *, model: Model, loss_name: str) -> jax.Array:
+    """``L_i`` for one example, or ``(L_1, ..., L_B)`` from one batched forward pass."""
     return LOSSES[loss_name](model.apply(params, x), y)
 
 
@@ -42,12 +44,12 @@ def _per_example_losses(model: MLP, loss_name: str, params: Params, x: jax.Array
 @functools.partial(jax.jit, static_argnames=_STATIC + ("reduction",))
 def _batch_grad(params, x, y, *, model, loss_name, reduction):
     def loss(p):
-        return reduce(_per_example_losses(model, loss_name, p, x, y), reduction)
+        return reduce(_losses(p, x, y, model=model, loss_name=loss_name), reduction)
 
     return jax.grad(loss)(params)
 
 
-def batch_grad(model: MLP, loss_name: str, params: Params, x, y, reduction: str = "mean") -> Params:
+def batch_grad(model: Model, loss_name: str, params: Params, x, y, reduction: str = "mean") -> Params:
     """Gradient of the reduced batch loss: ONE scalar back-propagated.
 
     ``mean``: ``grad (1/B) sum_i L_i = (1/B) sum_i g_i``;
@@ -71,11 +73,11 @@ def batch_grad(model: MLP, loss_name: str, params: Params, x, y, reduction: str 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _per_sample_grads(params, x, y, *, model, loss_name):
-    g = jax.grad(functools.partial(_example_loss, model=model, loss_name=loss_name))
+    g = jax.grad(functools.partial(_losses, model=model, loss_name=loss_name))
     return jax.vmap(g, in_axes=(None, 0, 0))(params, x, y)
 
 
-def per_sample_grads(model: MLP, loss_name: str, params: Params, x, y) -> Params:
+def per_sample_grads(model: Model, loss_name: str, params: Params, x, y) -> Params:
     """The reference recipe ``vmap(grad(L_i))``: every ``g_i``, shape ``(B, *param.shape)``.
 
     It materialises B x P numbers. Under an outer ``jit``, XLA fuses
@@ -96,33 +98,13 @@ def per_sample_grads(model: MLP, loss_name: str, params: Params, x, y) -> Params
 # ------------------------------------------------- per-example (one backward pass)
 
 
-def _inputs_and_deltas(model, loss_name, params, x, y):
-    """Layer inputs ``a_l: (B, n_in_l)`` and ``delta_l = dL_i/dz_l: (B, n_out_l)``.
-
-    One batched backward pass of ``sum_i L_i``: since example i's loss depends
-    only on row i of ``z_l``, row i of ``d(sum L)/dz_l`` is example i's delta.
-    The gradient is taken with respect to a zero added to each ``z_l``.
-    """
-    dtype = jnp.result_type(x.dtype, params[0]["w"].dtype)
-    zeros = [jnp.zeros((x.shape[0], layer["b"].shape[0]), dtype) for layer in params]
-
-    def total(perturb):
-        out, inputs = model.forward(params, x, perturb)
-        return jnp.sum(LOSSES[loss_name](out, y)), inputs
-
-    deltas, inputs = jax.grad(total, has_aux=True)(zeros)
-    return inputs, deltas
-
-
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _per_sample_grads_fast(params, x, y, *, model, loss_name):
-    inputs, deltas = _inputs_and_deltas(model, loss_name, params, x, y)
-    return [
-        {"w": jnp.einsum("bi,bo->bio", a, d), "b": d} for a, d in zip(inputs, deltas)
-    ]
+    inputs, deltas = per_example.layer_inputs_and_deltas(model, loss_name, params, x, y)
+    return [rule.grads(a, d) for rule, a, d in zip(per_example.rules_for(model), inputs, deltas)]
 
 
-def per_sample_grads_fast(model: MLP, loss_name: str, params: Params, x, y) -> Params:
+def per_sample_grads_fast(model: Model, loss_name: str, params: Params, x, y) -> Params:
     """Every ``g_i`` from ONE batched backward pass plus per-layer outer products.
 
     ``dL_i/dW_l = a_{l,i} (outer) delta_{l,i}`` and ``dL_i/db_l = delta_{l,i}``
@@ -140,24 +122,23 @@ def per_sample_grads_fast(model: MLP, loss_name: str, params: Params, x, y) -> P
     True
     """
     x, y = _checks.check_all(model, loss_name, params, x, y)
+    per_example.rules_for(model)
     return _per_sample_grads_fast(params, x, y, model=model, loss_name=loss_name)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC + ("squared",))
 def _per_sample_grad_norms(params, x, y, *, model, loss_name, squared):
-    inputs, deltas = _inputs_and_deltas(model, loss_name, params, x, y)
-    sq = sum(
-        (jnp.sum(a * a, axis=1) + 1.0) * jnp.sum(d * d, axis=1)
-        for a, d in zip(inputs, deltas)
-    )
+    inputs, deltas = per_example.layer_inputs_and_deltas(model, loss_name, params, x, y)
+    sq = sum(rule.sq_norms(a, d) for rule, a, d in zip(per_example.rules_for(model), inputs, deltas))
     return sq if squared else jnp.sqrt(sq)
 
 
-def per_sample_grad_norms(model: MLP, loss_name: str, params: Params, x, y, *, squared: bool = False) -> jax.Array:
+def per_sample_grad_norms(model: Model, loss_name: str, params: Params, x, y, *, squared: bool = False) -> jax.Array:
     """``||g_i||`` for every example, shape ``(B,)``, with no B x P tensor.
 
     For a dense layer ``||a (outer) delta||_F^2 = ||a||^2 ||delta||^2``, and the
-    bias adds ``||delta||^2``; so ``||g_i||^2 = sum_l (||a_{l,i}||^2 + 1) ||delta_{l,i}||^2``.
+    bias adds ``||delta||^2``; so ``||g_i||^2 = sum_l (||a_{l,i}||^2 + 1) ||delta_{l,i}||^2``
+    (every layer type's formula: :mod:`mbstudy.per_example`).
     ``squared=True`` returns ``||g_i||^2``.
 
     >>> import jax, jax.numpy as jnp
@@ -173,6 +154,7 @@ def per_sample_grad_norms(model: MLP, loss_name: str, params: Params, x, y, *, s
     x, y = _checks.check_all(model, loss_name, params, x, y)
     if not isinstance(squared, bool):
         raise TypeError(f"squared: expected True or False; received {squared!r}")
+    per_example.rules_for(model)
     return _per_sample_grad_norms(params, x, y, model=model, loss_name=loss_name, squared=squared)
 
 
@@ -190,7 +172,7 @@ def _accumulated_grad(params, x, y, *, model, loss_name, reduction, micro_batch_
         # Equal weights (the mistake): each micro-batch contributes its MEAN.
         # Size weights (correct): each contributes its SUM; divide by B once.
         red = "mean" if equal_weights else "sum"
-        return jax.grad(lambda p: reduce(_per_example_losses(model, loss_name, p, xm, ym), red))(params)
+        return jax.grad(lambda p: reduce(_losses(p, xm, ym, model=model, loss_name=loss_name), red))(params)
 
     total = jax.tree.map(jnp.zeros_like, params)
     if n_full:
@@ -211,7 +193,7 @@ def _accumulated_grad(params, x, y, *, model, loss_name, reduction, micro_batch_
 
 
 def accumulated_grad(
-    model: MLP,
+    model: Model,
     loss_name: str,
     params: Params,
     x,
@@ -269,7 +251,7 @@ def _single_output_grad(params, x, y, *, model, loss_name, reduction, output_ind
 
 
 def single_output_grad(
-    model: MLP,
+    model: Model,
     loss_name: str,
     params: Params,
     x,

@@ -1,6 +1,7 @@
-"""Per-example losses, and the explicit reduction over the batch.
+"""Per-example losses, one registry entry each, and the explicit reduction over the batch.
 
-A loss here is a function of ONE example's outputs ``o: (K,)`` and target.
+A loss here is a function of ONE example's outputs ``o: (K,)`` and target (it
+also broadcasts over a leading batch axis).
 
 - ``"mse"``: ``L = (1/K) sum_j (o_j - y_j)^2`` (seed 000), target ``y: (K,)`` real.
   Local chain rule: ``dL/do_j = 2 (o_j - y_j) / K``.
@@ -10,6 +11,11 @@ A loss here is a function of ONE example's outputs ``o: (K,)`` and target.
 The batch loss is ``mean_i L_i`` or ``sum_i L_i``; by linearity its gradient
 is the mean or sum of the per-example gradients, which is the identity the
 study checks.
+
+Adding a loss is one :func:`register_loss` call: the function, the task it
+fits (``"classification"`` or ``"regression"``), the dtype of its targets, and
+any extra per-example metrics that evaluation reports on the test set
+(cross-entropy's accuracy is one).
 
 >>> import jax.numpy as jnp
 >>> from mbstudy.losses import LOSSES, reduce
@@ -21,8 +27,35 @@ study checks.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Mapping
+
 import jax
 import jax.numpy as jnp
+
+TASKS = ("classification", "regression")
+
+
+@dataclasses.dataclass(frozen=True)
+class Loss:
+    """One registered loss.
+
+    fn: ``fn(outputs, target) -> L`` for one example (broadcasting over a batch axis).
+    task: the kind of data it fits; a configuration's ``loss="auto"`` picks the
+      first registered loss of its data set's task.
+    target_dtype: the dtype targets are converted to (``"int32"`` labels, ``"float32"`` values).
+    metrics: extra per-example metrics ``m(outputs, target) -> value``, averaged over
+      the test set at every evaluation and logged as ``test/<name>`` (best: max).
+    """
+
+    name: str
+    fn: Callable[[jax.Array, jax.Array], jax.Array]
+    task: str
+    target_dtype: str
+    metrics: Mapping[str, Callable[[jax.Array, jax.Array], jax.Array]] = dataclasses.field(default_factory=dict)
+
+    def __call__(self, out: jax.Array, y: jax.Array) -> jax.Array:
+        return self.fn(out, y)
 
 
 def mse(out: jax.Array, y: jax.Array) -> jax.Array:
@@ -37,8 +70,36 @@ def cross_entropy(logits: jax.Array, label: jax.Array) -> jax.Array:
     return logz - picked[..., 0]
 
 
-LOSSES = {"mse": mse, "cross_entropy": cross_entropy}
+def accuracy(logits: jax.Array, label: jax.Array) -> jax.Array:
+    """1 where the largest logit is the label's, else 0."""
+    return jnp.argmax(logits, axis=-1) == label
+
+
+LOSSES: dict[str, Loss] = {}
 REDUCTIONS = ("mean", "sum")
+
+
+def register_loss(loss: Loss) -> Loss:
+    """Add a loss to :data:`LOSSES` (by its name); returns it."""
+    if loss.task not in TASKS:
+        raise ValueError(f"Loss {loss.name!r}: task must be one of {TASKS}; received {loss.task!r}")
+    if loss.name in LOSSES or loss.name == "auto":
+        raise ValueError(f"Loss {loss.name!r}: that name is taken; choose another")
+    LOSSES[loss.name] = loss
+    return loss
+
+
+register_loss(Loss("mse", mse, task="regression", target_dtype="float32"))
+register_loss(Loss("cross_entropy", cross_entropy, task="classification", target_dtype="int32",
+                   metrics={"acc": accuracy}))
+
+
+def loss_for_task(task: str) -> str:
+    """The loss that ``loss="auto"`` picks for a data set of ``task``: the first registered for it."""
+    for name, loss in LOSSES.items():
+        if loss.task == task:
+            return name
+    raise ValueError(f"task {task!r}: no registered loss fits it; register one with mbstudy.losses.register_loss")
 
 
 def reduce(per_example: jax.Array, reduction: str) -> jax.Array:

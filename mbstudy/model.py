@@ -1,13 +1,21 @@
-"""The network: a multi-layer perceptron written for ONE example.
+"""Models: compositions of the layers of :mod:`mbstudy.layers`, written for ONE example.
 
-A layer computes ``z = a @ W + b`` and, except for the last, ``a' = act(z)``.
-Because ``apply`` only uses ``@`` and broadcasting, the same code runs on one
-example ``x: (n_in,)`` and on a batch ``x: (B, n_in)``; the gradient recipes in
-:mod:`mbstudy.grads` batch the single-example version with ``jax.vmap``.
+The protocol every gradient function relies on is small: a model is a frozen,
+hashable object (so it can be a static argument of ``jax.jit``) with
 
-The description (:class:`MLP`) is a frozen, hashable dataclass, so it can be a
-static argument of ``jax.jit``; the parameters are a plain pytree, a list of
-``{"w": (n_in, n_out), "b": (n_out,)}`` dicts, one per layer.
+- ``init(key, *, dtype=None) -> params`` and ``apply(params, x) -> outputs``,
+  where ``x`` is one example or a batch (leading axis B);
+- ``input_shape`` (one example's shape) and ``n_outputs``; ``num_params``.
+
+That is enough for :func:`mbstudy.batch_grad`, :func:`mbstudy.per_sample_grads`
+(``vmap(grad)``), accumulation and sharding. The fast per-example recipes,
+the per-example norms and the noise statistics need more: one batched
+backward pass that exposes, for every parametrised layer, its input ``a`` and
+the gradient ``delta`` of its output. A :class:`Network` (a model composed of
+layers) provides it through :meth:`Network.forward`; :class:`MLP` is one.
+
+The parameters are a plain pytree: a list with one entry per parametrised
+layer, in order (for a dense layer ``{"w": (n_in, n_out), "b": (n_out,)}``).
 """
 
 from __future__ import annotations
@@ -18,21 +26,97 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from mbstudy.layers import ACTIVATIONS, Activation, Dense
+
 Params = list[dict[str, jax.Array]]
 
-ACTIVATIONS = {
-    "tanh": jnp.tanh,
-    "relu": jax.nn.relu,
-}
+__all__ = ["ACTIVATIONS", "MLP", "Network", "Params"]
+
+
+class Network:
+    """A model composed of layers: subclasses define ``layers`` (a tuple) and ``input_shape``.
+
+    Layers with parameters (``check_params``) get one entry of the params list
+    each; the others (activations) get none.
+    """
+
+    layers: tuple[Any, ...]
+    input_shape: tuple[int, ...]
+
+    @property
+    def param_layers(self) -> tuple[Any, ...]:
+        return tuple(layer for layer in self.layers if hasattr(layer, "check_params"))
+
+    @property
+    def num_params(self) -> int:
+        """P, the number of scalar parameters."""
+        return sum(layer.num_params() for layer in self.layers)
+
+    @property
+    def n_outputs(self) -> int:
+        shape = self.input_shape
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+        return shape[-1]
+
+    def init(self, key: jax.Array, *, dtype: Any = None) -> Params:
+        """Draw initial parameters from a PRNG key (``jax.random.key`` or ``PRNGKey``); one key per parametrised layer.
+
+        ``dtype`` defaults to JAX's default float type (float32, or float64
+        when ``jax_enable_x64`` is on).
+        """
+        dtype = jnp.dtype(dtype) if dtype is not None else jnp.zeros(()).dtype
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(f"{type(self).__name__}.init: dtype must be a float type; received {dtype}")
+        keys = jax.random.split(key, len(self.param_layers))
+        return [layer.init(k, dtype) for k, layer in zip(keys, self.param_layers)]
+
+    def apply(self, params: Params, x: jax.Array) -> jax.Array:
+        """Outputs for one example ``x: input_shape`` or a batch ``x: (B, *input_shape)``."""
+        return self.forward(params, x)[0]
+
+    def forward(
+        self, params: Params, x: jax.Array, perturb: list[jax.Array] | None = None
+    ) -> tuple[jax.Array, list[jax.Array]]:
+        """Outputs, and the input ``a_l`` of every parametrised layer.
+
+        ``perturb`` (one array per parametrised layer, shaped like its output
+        ``z_l``) is added to each ``z_l``. It is always zero in use: its gradient
+        is ``delta_l = dL/dz_l``, the quantity that :mod:`mbstudy.per_example`
+        needs from one backward pass.
+        """
+        inputs = []
+        a = x
+        index = 0
+        for layer in self.layers:
+            if hasattr(layer, "check_params"):
+                inputs.append(a)
+                a = layer.apply(params[index], a)
+                if perturb is not None:
+                    a = a + perturb[index]
+                index += 1
+            else:
+                a = layer.apply(None, a)
+        return a, inputs
+
+    def output_shapes(self, x_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """The shape of every parametrised layer's output ``z_l`` for an input of ``x_shape``."""
+        shapes, shape = [], tuple(x_shape)
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+            if hasattr(layer, "check_params"):
+                shapes.append(shape)
+        return shapes
 
 
 @dataclasses.dataclass(frozen=True)
-class MLP:
+class MLP(Network):
     """A fully connected network ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
 
-    The last layer is linear (it returns logits or regression outputs).
-    Weights are drawn from N(0, gain / fan_in) with gain 1 for tanh (LeCun)
-    and 2 for relu (He); biases start at zero.
+    Dense layers with the activation after every hidden one; the last layer
+    is linear (it returns logits or regression outputs). Weights are drawn
+    from N(0, gain / fan_in) with gain 1 for tanh (LeCun) and 2 for relu (He);
+    biases start at zero.
 
     Args:
       sizes: layer widths, input first, output last; at least two entries.
@@ -83,57 +167,23 @@ class MLP:
         object.__setattr__(self, "sizes", sizes)
 
     @property
+    def layers(self) -> tuple[Any, ...]:
+        gain = 2.0 if self.activation == "relu" else 1.0
+        out: list[Any] = []
+        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
+            if out:
+                out.append(Activation(self.activation))
+            out.append(Dense(n_in, n_out, gain))
+        return tuple(out)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.sizes[0],)
+
+    @property
     def n_inputs(self) -> int:
         return self.sizes[0]
 
     @property
     def n_outputs(self) -> int:
         return self.sizes[-1]
-
-    @property
-    def num_params(self) -> int:
-        """P, the number of scalar parameters (weights and biases)."""
-        return sum(i * o + o for i, o in zip(self.sizes[:-1], self.sizes[1:]))
-
-    def init(self, key: jax.Array, *, dtype: Any = None) -> Params:
-        """Draw initial parameters from a PRNG key (``jax.random.key`` or ``PRNGKey``).
-
-        ``dtype`` defaults to JAX's default float type (float32, or float64
-        when ``jax_enable_x64`` is on).
-        """
-        dtype = jnp.dtype(dtype) if dtype is not None else jnp.zeros(()).dtype
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise TypeError(f"MLP.init: dtype must be a float type; received {dtype}")
-        gain = 2.0 if self.activation == "relu" else 1.0
-        keys = jax.random.split(key, len(self.sizes) - 1)
-        params = []
-        for k, n_in, n_out in zip(keys, self.sizes[:-1], self.sizes[1:]):
-            w = jax.random.normal(k, (n_in, n_out), dtype) * jnp.sqrt(gain / n_in).astype(dtype)
-            params.append({"w": w, "b": jnp.zeros((n_out,), dtype)})
-        return params
-
-    def apply(self, params: Params, x: jax.Array) -> jax.Array:
-        """Outputs for one example ``x: (n_in,)`` or a batch ``x: (B, n_in)``."""
-        return self.forward(params, x)[0]
-
-    def forward(
-        self, params: Params, x: jax.Array, perturb: list[jax.Array] | None = None
-    ) -> tuple[jax.Array, list[jax.Array]]:
-        """Outputs, and the input ``a_l`` of every layer.
-
-        ``perturb`` (one array per layer, shaped like that layer's
-        pre-activation) is added to each ``z_l``. It is always zero in use:
-        its gradient is ``delta_l = dL/dz_l``, the quantity that
-        :func:`mbstudy.per_sample_grads_fast` needs from one backward pass.
-        """
-        act = ACTIVATIONS[self.activation]
-        inputs = []
-        a = x
-        last = len(params) - 1
-        for l, layer in enumerate(params):
-            inputs.append(a)
-            z = a @ layer["w"] + layer["b"]
-            if perturb is not None:
-                z = z + perturb[l]
-            a = z if l == last else act(z)
-        return a, inputs

@@ -14,14 +14,16 @@ variance that makes the identity above exact.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from mbstudy import _checks
-from mbstudy.grads import _inputs_and_deltas
-from mbstudy.model import MLP, Params
+from mbstudy import _checks, per_example
+from mbstudy.model import Params
+from mbstudy.per_example import sq_norm
+
+Model = Any  # a mbstudy.model.Network: the noise statistics need its layers' inputs and output gradients
 
 
 class NoiseStats(NamedTuple):
@@ -55,29 +57,30 @@ def _fpc(b, population_size):
     return 1.0 / b - (0.0 if population_size is None else 1.0 / population_size)
 
 
-def sq_norm(tree) -> jax.Array:
-    """``||tree||^2``, summed over every leaf."""
-    return sum(jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(tree))
+def noise_stats(params, x, y, finite_population_correction, *, model, loss_name) -> NoiseStats:
+    """Noise statistics from ONE batched forward and backward pass (traceable; the public
+    :func:`grad_noise_stats` checks its inputs and calls the compiled version).
 
-
-@functools.partial(jax.jit, static_argnames=("model", "loss_name"))
-def _noise_stats(params, x, y, fpc, *, model, loss_name) -> NoiseStats:
-    """Noise statistics from ONE batched forward and backward pass.
-
-    The same deltas give every ``||g_i||^2`` (``(||a_i||^2 + 1) ||delta_i||^2`` per
-    layer) and the batch-mean gradient (``a^T delta / B`` and ``mean(delta)``).
+    The same layer inputs and deltas give every ``||g_i||^2`` and the batch-mean
+    gradient's squared norm, through each layer's rule (:mod:`mbstudy.per_example`;
+    for a dense layer ``(||a_i||^2 + 1) ||delta_i||^2`` and ``a^T delta / B``, ``mean(delta)``).
+    ``finite_population_correction`` is ``1/B - 1/N`` (``1/B`` with replacement).
     """
-    inputs, deltas = _inputs_and_deltas(model, loss_name, params, x, y)
+    inputs, deltas = per_example.layer_inputs_and_deltas(model, loss_name, params, x, y)
+    rules = per_example.rules_for(model)
     B = x.shape[0]
-    sq = sum((jnp.sum(a * a, axis=1) + 1.0) * jnp.sum(d * d, axis=1) for a, d in zip(inputs, deltas))
-    gbar_sq = sum(sq_norm(a.T @ d / B) + sq_norm(jnp.mean(d, axis=0)) for a, d in zip(inputs, deltas))
+    sq = sum(rule.sq_norms(a, d) for rule, a, d in zip(rules, inputs, deltas))
+    gbar_sq = sum(rule.mean_grad_sq_norm(a, d) for rule, a, d in zip(rules, inputs, deltas))
     trace_cov = (jnp.sum(sq) - B * gbar_sq) / (B - 1)
-    g_true_sq = gbar_sq - trace_cov * fpc
+    g_true_sq = gbar_sq - trace_cov * finite_population_correction
     return NoiseStats(gbar_sq, trace_cov, g_true_sq, trace_cov / g_true_sq)
 
 
+_noise_stats = jax.jit(noise_stats, static_argnames=("model", "loss_name"))
+
+
 def grad_noise_stats(
-    model: MLP, loss_name: str, params: Params, x, y, *, population_size: int | None = None
+    model: Model, loss_name: str, params: Params, x, y, *, population_size: int | None = None
 ) -> NoiseStats:
     """Noise statistics from ONE batch of B >= 2 examples, exactly, with no B x P tensor.
 
@@ -107,7 +110,8 @@ def grad_noise_stats(
     if B < 2:
         raise ValueError(f"x: grad_noise_stats needs B >= 2 examples to estimate a variance; received B={B}")
     _check_population(population_size, B)
-    dtype = jnp.result_type(x.dtype, params[0]["w"].dtype)
+    per_example.rules_for(model)
+    dtype = jnp.result_type(x.dtype, *(leaf.dtype for leaf in jax.tree.leaves(params)))
     fpc = jnp.asarray(_fpc(B, population_size), dtype)
     return _noise_stats(params, x, y, fpc, model=model, loss_name=loss_name)
 
@@ -122,7 +126,7 @@ def two_batch_noise(
         tr(Sigma) = (|G_small|^2 - |G_big|^2) / (u_small - u_big)
         ||G||^2   = (u_small |G_big|^2 - u_big |G_small|^2) / (u_small - u_big)
 
-    which, for N = None (u_B = 1/B), is STUDY.md's
+    which, for N = None (u_B = 1/B), is McCandlish et al.'s (2018, appendix A)
     ``||G||^2 = (B_big|G_big|^2 - B_small|G_small|^2) / (B_big - B_small)``.
     ``g_norm_sq`` of the result holds ``|G_big|^2``.
 

@@ -14,6 +14,7 @@ To try it on a CPU, start Python with
 from __future__ import annotations
 
 import functools
+from typing import Any
 from collections.abc import Sequence
 
 import jax
@@ -24,7 +25,7 @@ from jax.sharding import PartitionSpec as P
 
 from mbstudy import _checks
 from mbstudy.losses import LOSSES
-from mbstudy.model import MLP, Params
+from mbstudy.model import Params
 
 AXIS = "batch"
 
@@ -34,7 +35,7 @@ def _sharded_grad(params, x, y, *, model, loss_name, reduction, mesh):
     B = x.shape[0]
     n_dev = mesh.devices.size
     pad = (-B) % n_dev
-    dtype = jnp.result_type(x.dtype, params[0]["w"].dtype)
+    dtype = jnp.result_type(x.dtype, *(leaf.dtype for leaf in jax.tree.leaves(params)))
     mask = jnp.concatenate([jnp.ones((B,), dtype), jnp.zeros((pad,), dtype)])
     x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
     y = jnp.pad(y, [(0, pad)] + [(0, 0)] * (y.ndim - 1))
@@ -58,7 +59,7 @@ def _sharded_grad(params, x, y, *, model, loss_name, reduction, mesh):
 
 
 def sharded_grad(
-    model: MLP,
+    model: Any,
     loss_name: str,
     params: Params,
     x,

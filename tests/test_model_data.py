@@ -58,7 +58,7 @@ def test_datasets(name, task, n_in, n_train, n_test):
     before = np.random.get_state()[1].copy()
     d = mb.load_dataset(name)
     assert np.array_equal(np.random.get_state()[1], before), "the caller's NumPy global RNG must be left alone"
-    assert mb.data.DATASET_SIZES[name] == (n_train, task)
+    assert (mb.DATASETS[name].n_train, mb.DATASETS[name].task) == (n_train, task)
     assert d.task == task and d.n_inputs == n_in and d.n_outputs == (3 if name == "teacher_5x3" else 10)
     assert d.x_train.shape == (n_train, n_in) and d.x_test.shape == (n_test, n_in)
     assert d.x_train.dtype == np.float32

@@ -14,7 +14,8 @@ import pytest
 from experiments.engine import grid as grids
 from experiments import sweep as sweep_mod
 from experiments.engine import tracking
-from mbstudy.train import TrainConfig, train
+from mbstudy.config import TrainConfig
+from mbstudy.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = grids.load("smoke")

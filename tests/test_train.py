@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from mbstudy import load_dataset
-from mbstudy.train import TrainConfig, _run_chunk, train
+from mbstudy.config import TrainConfig
+from mbstudy.step import run_chunk_jit as _run_chunk
+from mbstudy.train import train
 
 DATA = load_dataset("teacher_5x3")
 BASE = TrainConfig(dataset="teacher_5x3", hidden=(8,), batch_size=16, steps=60, eval_every=20, learning_rate=0.05)
@@ -54,20 +56,19 @@ def test_divergence_is_recorded_not_raised(lr):
 
 def test_updates_stop_at_the_first_non_finite_loss():
     """Once a batch loss is NaN/inf no update is applied: a further chunk leaves the parameters alone."""
-    import jax.numpy as jnp
-
-    from mbstudy.train import Hyper, Spec, _device_data, batch_indices, init_state, run_chunk
+    from mbstudy.step import Program, batch_indices, init_state, run_chunk, traced_hyper
+    from mbstudy.train import eval_data
 
     cfg = dataclasses.replace(BASE, learning_rate=1e30)
     model, loss = cfg.model(DATA), cfg.loss_name(DATA)
-    spec = Spec(model, loss, cfg.reduction, cfg.optimizer, cfg.batch_size)
-    x, y = _device_data(cfg, DATA, loss)[:2]
-    hyper = Hyper(*(jnp.float32(v) for v in (cfg.learning_rate, cfg.momentum, cfg.eps)))
-    state = init_state(cfg, model, hyper)
-    state, losses = run_chunk(state, hyper, x, y, batch_indices(0, 0, 20, DATA.n_train, 16), spec=spec)
+    spec = Program(model, loss, cfg.reduction, cfg.optimizer, cfg.batch_size)
+    x, y = eval_data(cfg, DATA, loss)[:2]
+    hyper = traced_hyper(cfg.optimizer, cfg.hyper())
+    state = init_state(model, cfg.optimizer, hyper, seed=cfg.seed)
+    state, losses = run_chunk(state, hyper, x, y, batch_indices(0, 0, 20, DATA.n_train, 16), program=spec)
     assert bool(state.diverged) and not np.isfinite(np.asarray(losses)).all()
     before = [np.asarray(l) for l in jax.tree.leaves(state.params)]
-    state, _ = run_chunk(state, hyper, x, y, batch_indices(0, 20, 20, DATA.n_train, 16), spec=spec)
+    state, _ = run_chunk(state, hyper, x, y, batch_indices(0, 20, 20, DATA.n_train, 16), program=spec)
     for u, v in zip(before, jax.tree.leaves(state.params)):
         np.testing.assert_array_equal(u, np.asarray(v))
 
@@ -123,7 +124,7 @@ def test_init_perturbation_is_a_small_change():
 
 @pytest.mark.parametrize("B,chunks", [(300, [4, 4, 4]), (1, [7, 3]), (1000, [5, 5])])
 def test_batches_are_epoch_permutations_however_the_steps_are_chunked(B, chunks):
-    from mbstudy.train import batch_indices
+    from mbstudy.step import batch_indices
 
     n, per_epoch = 1000, 1000 // B
     got, step = [], 0

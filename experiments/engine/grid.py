@@ -1,6 +1,6 @@
 """Sweep definitions: TOML files in ``experiments/grids/``, expanded and checked.
 
-A definition file has four parts, all optional but ``[base]`` or ``[grid]``:
+A definition file has four parts, all optional but ``[base]`` or ``[grid]`` (at least one is required):
 
 ```toml
 description = "one line shown in MLflow"
@@ -19,30 +19,25 @@ learning_rate = [0.01, 0.1, 1.0]
 
 The runs are ``base x grid x (arm_1 + arm_2 + ...)``, with ``by_batch_size``
 applied last. ``--set field=value`` on the command line replaces ``field``
-everywhere (a list makes it a grid axis). Unknown fields, wrong types and
-out-of-range values are all collected and reported together, before anything
-runs (``GridError``).
+everywhere (a list makes it a grid axis). Every configuration is checked by
+:func:`mbstudy.config.problems`, the check a :class:`~mbstudy.config.TrainConfig`
+runs on itself; unknown fields, wrong types, out-of-range values and
+``by_batch_size`` keys that match no batch size are all collected and reported
+together, before anything runs (``GridError``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import json
 import tomllib
-import typing
 from pathlib import Path
 from typing import Any
 
-from mbstudy.data import DATASETS, DATASET_SIZES
-from mbstudy.losses import REDUCTIONS
-from mbstudy.model import ACTIVATIONS
-from mbstudy.train import OPTIMIZERS, TrainConfig
+from mbstudy import config
+from mbstudy.config import FIELDS, SEQUENCE_FIELDS, TrainConfig
 
 GRID_DIR = Path(__file__).resolve().parents[1] / "grids"
-FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-_HINTS = typing.get_type_hints(TrainConfig)
 _TOP_KEYS = {"description", "base", "grid", "arms", "by_batch_size"}
 
 
@@ -95,70 +90,14 @@ def parse_override(text: str) -> tuple[str, Any]:
 # ------------------------------------------------------------------ checking
 
 
-def _type_problem(field: str, value: Any) -> str | None:
-    """None if ``value`` fits the field's type, else a message."""
-    hint = _HINTS[field]
-    if field == "hidden":
-        ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-        return None if ok else f"hidden: expected a non-empty list of positive ints such as [100, 100]; received {value!r}"
-    if value is None:
-        return None if field == "target_loss" else f"{field}: expected a value, not none"
-    if hint is bool:
-        return None if isinstance(value, bool) else f"{field}: expected true or false; received {value!r}"
-    if hint is int:
-        return None if isinstance(value, int) and not isinstance(value, bool) else f"{field}: expected an int; received {value!r}"
-    if hint in (float, float | None):
-        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else f"{field}: expected a number; received {value!r}"
-    if hint is str:
-        return None if isinstance(value, str) else f"{field}: expected a string; received {value!r}"
-    return None
-
-
 def check_config(d: dict[str, Any]) -> list[str]:
-    """Problems with one configuration given as a dict of TrainConfig fields."""
-    problems = [f"{k}: unknown field; known fields: {', '.join(FIELDS)}" for k in d if k not in FIELDS]
-    d = {**{f: FIELDS[f].default for f in FIELDS}, **{k: v for k, v in d.items() if k in FIELDS}}
-    typed = {f: p for f in FIELDS if (p := _type_problem(f, d[f]))}
-    problems += typed.values()
-
-    def need(ok, msg: str, *fields: str) -> None:
-        # a value is only checked when every field it reads has the right type
-        if not any(f in typed for f in fields) and not ok():
-            problems.append(msg)
-
-    need(lambda: d["dataset"] in DATASETS, f"dataset: expected one of {list(DATASETS)}; received {d['dataset']!r}", "dataset")
-    need(lambda: d["optimizer"] in OPTIMIZERS, f"optimizer: expected one of {list(OPTIMIZERS)}; received {d['optimizer']!r}", "optimizer")
-    need(lambda: d["reduction"] in REDUCTIONS, f"reduction: expected one of {list(REDUCTIONS)}; received {d['reduction']!r}", "reduction")
-    need(lambda: d["activation"] in ACTIVATIONS, f"activation: expected one of {sorted(ACTIVATIONS)}; received {d['activation']!r}", "activation")
-    need(lambda: d["loss"] in ("auto", "mse", "cross_entropy"), f"loss: expected 'auto', 'mse' or 'cross_entropy'; received {d['loss']!r}", "loss")
-    known = "dataset" not in typed and d["dataset"] in DATASETS
-    if known and "loss" not in typed and d["loss"] in ("mse", "cross_entropy"):
-        n, task = DATASET_SIZES[d["dataset"]]
-        want = "cross_entropy" if task == "classification" else "mse"
-        need(lambda: d["loss"] == want, f"loss: {d['dataset']!r} is a {task} data set and needs {want!r} (or 'auto'); received {d['loss']!r}")
-    need(lambda: d["learning_rate"] > 0, f"learning_rate: expected > 0; received {d['learning_rate']!r}", "learning_rate")
-    need(lambda: 0 <= d["momentum"] < 1, f"momentum: expected 0 <= momentum < 1; received {d['momentum']!r}", "momentum")
-    need(lambda: d["eps"] > 0, f"eps: expected > 0; received {d['eps']!r}", "eps")
-    need(lambda: d["steps"] > 0, f"steps: expected a positive int; received {d['steps']!r}", "steps")
-    need(lambda: d["eval_every"] > 0, f"eval_every: expected a positive int; received {d['eval_every']!r}", "eval_every")
-    need(lambda: d["seed"] >= 0, f"seed: expected a non-negative int; received {d['seed']!r}", "seed")
-    need(lambda: d["data_seed"] >= 0, f"data_seed: expected a non-negative int; received {d['data_seed']!r}", "data_seed")
-    need(lambda: d["target_loss"] is None or d["target_loss"] > 0, f"target_loss: expected > 0 or none; received {d['target_loss']!r}", "target_loss")
-    need(lambda: d["diverge_factor"] > 1, f"diverge_factor: expected > 1; received {d['diverge_factor']!r}", "diverge_factor")
-    need(lambda: d["init_perturbation"] >= 0, f"init_perturbation: expected >= 0; received {d['init_perturbation']!r}", "init_perturbation")
-    if known:
-        n, _ = DATASET_SIZES[d["dataset"]]
-        need(lambda: 0 < d["batch_size"] <= n,
-             f"batch_size: expected 1 <= batch_size <= {n} (the {d['dataset']} training set); received {d['batch_size']!r}", "batch_size")
-        need(lambda: d["noise_batch"] == 0 or 2 <= d["noise_batch"] <= n,
-             f"noise_batch: expected 0 (the whole training set) or 2..{n}; received {d['noise_batch']!r}", "noise_batch")
-    return problems
+    """Problems with one configuration given as a dict of TrainConfig fields (:func:`mbstudy.config.problems`)."""
+    return config.problems(d)
 
 
 def _is_axis(field: str, v: Any) -> bool:
-    """Whether a value lists alternatives: any list, except ``hidden``'s own list of widths."""
-    if field == "hidden":
+    """Whether a value lists alternatives: any list, except a sequence field's own list (``hidden = [100, 100]``)."""
+    if field in SEQUENCE_FIELDS:
         return isinstance(v, list) and bool(v) and isinstance(v[0], list)
     return isinstance(v, list)
 
@@ -166,19 +105,45 @@ def _is_axis(field: str, v: Any) -> bool:
 def _axis(field: str, v: Any) -> list[Any]:
     """The values of a grid axis (a single value is an axis of one)."""
     values = v if _is_axis(field, v) else [v]
-    return [tuple(x) for x in values] if field == "hidden" else list(values)
+    return [tuple(x) for x in values] if field in SEQUENCE_FIELDS else list(values)
+
+
+def _tables(spec: dict[str, Any]) -> tuple[dict, dict, list[dict], dict[str, dict], list[str]]:
+    """``[base]``, ``[grid]``, ``[[arms]]`` and ``[by_batch_size.*]`` of a parsed definition, and the problems of their TOML types."""
+    problems = [f"{k}: unknown top-level key; expected {sorted(_TOP_KEYS)}" for k in spec if k not in _TOP_KEYS]
+    if "base" not in spec and "grid" not in spec:
+        problems.append("base, grid: a definition needs a [base] table, a [grid] table or both; received neither")
+
+    def table(key: str) -> dict:
+        value = spec.get(key, {})
+        if isinstance(value, dict):
+            return dict(value)
+        problems.append(f"{key}: expected a table ([{key}] with key = value lines); received {type(value).__name__} {value!r:.60}")
+        return {}
+
+    base, grid = table("base"), table("grid")
+    arms_raw = spec.get("arms", [{}])
+    if isinstance(arms_raw, list) and all(isinstance(a, dict) for a in arms_raw):
+        arms = [dict(a) for a in arms_raw] or [{}]
+    else:
+        problems.append(f"arms: expected an array of tables, one [[arms]] header per arm; received "
+                        f"{type(arms_raw).__name__} {arms_raw!r:.60}")
+        arms = [{}]
+    by_batch_size = {}
+    for k, v in table("by_batch_size").items():
+        if isinstance(v, dict):
+            by_batch_size[k] = dict(v)
+        else:
+            problems.append(f"by_batch_size.{k}: expected a table [by_batch_size.{k}] of \"B\" = value lines; received {v!r:.60}")
+    return base, grid, arms, by_batch_size, problems
 
 
 def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None = None) -> list[TrainConfig]:
     """The configurations of a parsed definition, checked; raises GridError with every problem."""
-    problems = [f"{k}: unknown top-level key; expected {sorted(_TOP_KEYS)}" for k in spec if k not in _TOP_KEYS]
-    base = dict(spec.get("base", {}))
-    grid = dict(spec.get("grid", {}))
-    arms = [dict(a) for a in spec.get("arms", [{}])] or [{}]
-    by_b = {k: dict(v) for k, v in spec.get("by_batch_size", {}).items()}
+    base, grid, arms, by_batch_size, problems = _tables(spec)
     for name, table in (("base", base), ("grid", grid), *((f"arms[{i}]", a) for i, a in enumerate(arms))):
         problems += [f"{name}.{k}: unknown field; known fields: {', '.join(FIELDS)}" for k in table if k not in FIELDS]
-    for k, table in by_b.items():
+    for k, table in by_batch_size.items():
         if k not in FIELDS:
             problems.append(f"by_batch_size.{k}: unknown field; known fields: {', '.join(FIELDS)}")
         for b in table:
@@ -190,7 +155,7 @@ def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None =
             continue
         for table in (base, grid, *arms):
             table.pop(key, None)
-        by_b.pop(key, None)
+        by_batch_size.pop(key, None)
         (grid if _is_axis(key, value) else base)[key] = value
     for name, table in (("grid", grid), *((f"arms[{i}]", a) for i, a in enumerate(arms))):
         for k, v in table.items():
@@ -199,26 +164,30 @@ def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None =
     if problems:
         raise GridError(source, problems)
 
-    configs, seen = [], set()
+    configs, seen, batch_sizes = [], set(), set()
     for arm in arms:
         axes = {**grid, **arm}
         keys = list(axes)
         for combo in itertools.product(*(_axis(k, axes[k]) for k in keys)):
             d = {**base, **dict(zip(keys, combo))}
             b = d.get("batch_size", FIELDS["batch_size"].default)
-            for field, table in by_b.items():
+            batch_sizes.add(str(b))
+            for field, table in by_batch_size.items():
                 if str(b) in table:
                     d[field] = table[str(b)]
-            bad = check_config(d)
+            bad = config.problems(d)
             if bad:
                 problems += bad
                 continue
-            d = {k: (tuple(v) if k == "hidden" else v) for k, v in d.items()}
-            d = {k: (float(v) if _HINTS[k] in (float, float | None) and v is not None else v) for k, v in d.items()}
             cfg = TrainConfig(**d)
             if cfg not in seen:
                 seen.add(cfg)
                 configs.append(cfg)
+    for field, table in by_batch_size.items():
+        unused = [b for b in table if b not in batch_sizes]
+        if unused:
+            problems.append(f"by_batch_size.{field}: key(s) {unused} match no batch size of the grid "
+                            f"({sorted(batch_sizes, key=int)}); fix or remove them")
     if problems:
         raise GridError(source, list(dict.fromkeys(problems)))  # one line per distinct problem
     if not configs:
@@ -251,16 +220,15 @@ def load(grid: str, overrides: list[str] | None = None) -> Sweep:
 
 
 def config_dict(cfg: TrainConfig, *, without: tuple[str, ...] = ()) -> dict[str, Any]:
-    d = dataclasses.asdict(cfg)
-    d["hidden"] = list(d["hidden"])
-    return {k: v for k, v in d.items() if k not in without}
+    """:meth:`mbstudy.config.TrainConfig.as_dict`."""
+    return cfg.as_dict(without=without)
 
 
 def config_hash(cfg: TrainConfig, *, without: tuple[str, ...] = ()) -> str:
-    """A stable hash of the configuration (16 hex digits); ``without`` drops fields (the seed)."""
-    blob = json.dumps(config_dict(cfg, without=without), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    """:meth:`mbstudy.config.TrainConfig.hash`: 16 hex digits; ``without`` drops fields (the seed)."""
+    return cfg.hash(without=without)
 
 
 def run_name(cfg: TrainConfig) -> str:
-    return f"{cfg.optimizer}-{cfg.reduction}-B{cfg.batch_size}-lr{cfg.learning_rate:.3g}-s{cfg.seed}"
+    """:meth:`mbstudy.config.TrainConfig.run_name`."""
+    return cfg.run_name()

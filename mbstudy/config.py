@@ -1,0 +1,279 @@
+"""One training run's configuration: its fields, their checks, and how each becomes an MLflow param.
+
+:class:`TrainConfig` is a frozen dataclass; every field carries its own
+documentation, its check and its role in the metadata of ``dataclasses.field``:
+
+- ``program``: decides the compiled training program or the data it runs on
+  (model shape, loss, reduction, optimizer kind, batch size, chunk lengths);
+  :meth:`TrainConfig.program_key` is exactly these fields, so runs that share
+  a key share one compiled program;
+- ``traced``: an argument of the compiled program (learning rate, momentum,
+  eps, the seed); a grid over it compiles once;
+- ``host``: read by the Python loop only (the target, when to stop).
+
+A configuration checks itself when it is made: every problem at once, each
+naming the field, the value received and what is expected
+(:class:`ConfigError`). The sweep's grid expansion runs the same check on a
+plain dict (:func:`problems`) so that a whole grid's problems are listed
+together, before anything runs.
+
+Adding a field is one ``_field(...)`` line below, with its check.
+
+>>> from mbstudy.config import TrainConfig
+>>> cfg = TrainConfig(optimizer="adam", learning_rate=1e-3, batch_size=32)
+>>> cfg.to_params()["hidden"], cfg.hash()
+('100,100', '14269d28466688f4')
+>>> TrainConfig(batch_size=5000)
+Traceback (most recent call last):
+...
+mbstudy.config.ConfigError: TrainConfig: 1 problem(s):
+  - batch_size: expected 1 <= batch_size <= 4000 (the mnist1d training set); received 5000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mbstudy.data import DATASETS, Dataset
+from mbstudy.losses import LOSSES, REDUCTIONS, loss_for_task
+from mbstudy.model import ACTIVATIONS, MLP
+from mbstudy.optimizers import OPTIMIZERS
+
+INT32_MAX = 2**31 - 1  # the compiled loop counts steps in int32; JAX's PRNG takes 32-bit seeds
+
+Check = Callable[[Any, Mapping[str, Any]], "str | None"]
+
+
+class ConfigError(ValueError):
+    """Every problem with a configuration, one per line; ``problems`` holds them as a list."""
+
+    def __init__(self, problems: list[str], source: str = "TrainConfig"):
+        self.problems = list(problems)
+        super().__init__(f"{source}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _field(default: Any, role: str, doc: str, check: Check | None = None) -> Any:
+    return dataclasses.field(default=default, metadata={"role": role, "doc": doc, "check": check})
+
+
+def _one_of(choices: Callable[[], list[str]]) -> Check:
+    def check(v, d):
+        return None if v in choices() else f"expected one of {choices()}; received {v!r}"
+    return check
+
+
+def _at_least(low: int, what: str = "") -> Check:
+    def check(v, d):
+        if low <= v <= INT32_MAX:
+            return None
+        if v > INT32_MAX:
+            return f"expected an int <= {INT32_MAX} (the compiled program holds it as int32); received {v!r}"
+        return f"expected {what or f'an int >= {low}'}; received {v!r}"
+    return check
+
+
+def _check_loss(v, d):
+    known = ["auto", *LOSSES]
+    if v not in known:
+        return f"expected one of {known}; received {v!r}"
+    source = DATASETS.get(d.get("dataset"))
+    if v != "auto" and source is not None and LOSSES[v].task != source.task:
+        want = loss_for_task(source.task)
+        return f"{d['dataset']!r} is a {source.task} data set and needs {want!r} (or 'auto'); received {v!r}"
+    return None
+
+
+def _check_batch_size(v, d):
+    source = DATASETS.get(d.get("dataset"))
+    if source is None or 1 <= v <= source.n_train:
+        return None
+    return f"expected 1 <= batch_size <= {source.n_train} (the {source.name} training set); received {v!r}"
+
+
+def _check_noise_batch(v, d):
+    source = DATASETS.get(d.get("dataset"))
+    if source is None or v == 0 or 2 <= v <= source.n_train:
+        return None
+    return f"expected 0 (the whole training set) or 2..{source.n_train}; received {v!r}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Every field is logged as an MLflow param (:meth:`to_params`).
+
+    ``loss="auto"`` picks cross-entropy for classification data and MSE for
+    regression. ``momentum`` is used by ``optimizer="momentum"`` only (heavy
+    ball, ``v <- g + momentum v``, ``theta <- theta - lr v``), ``eps`` by
+    ``adam`` only. ``target_loss`` (None: no target) is a training-loss level;
+    ``stop_at_target`` ends the run at the first evaluation that reaches it.
+    ``init_perturbation`` adds that much N(0, 1) noise to the initial weights:
+    the control of the reduction experiment. ``noise_batch`` is the size of
+    the fixed evaluation batch for gradient-noise statistics (the first
+    examples of the training set; 0 = all of it, which makes B_simple exact).
+    """
+
+    dataset: str = _field("mnist1d", "program", "a registered data set (mbstudy.data.DATASETS)",
+                          _one_of(lambda: list(DATASETS)))
+    data_seed: int = _field(0, "program", "the data set's seed", _at_least(0, "a non-negative int"))
+    hidden: tuple[int, ...] = _field((100, 100), "program", "hidden-layer widths of the MLP (checked by type)")
+    activation: str = _field("tanh", "program", "the MLP's activation", _one_of(lambda: sorted(ACTIVATIONS)))
+    loss: str = _field("auto", "program", "a registered loss, or auto (by the data set's task)", _check_loss)
+    reduction: str = _field("mean", "program", "mean or sum over the batch", _one_of(lambda: list(REDUCTIONS)))
+    optimizer: str = _field("sgd", "program", "a registered optimizer (mbstudy.optimizers.OPTIMIZERS)",
+                            _one_of(lambda: list(OPTIMIZERS)))
+    learning_rate: float = _field(0.1, "traced", "the step size",
+                                  lambda v, d: None if v > 0 else f"expected > 0; received {v!r}")
+    momentum: float = _field(0.9, "traced", "heavy-ball momentum (optimizer momentum)",
+                             lambda v, d: None if 0 <= v < 1 else f"expected 0 <= momentum < 1; received {v!r}")
+    eps: float = _field(1e-8, "traced", "Adam's epsilon", lambda v, d: None if v > 0 else f"expected > 0; received {v!r}")
+    batch_size: int = _field(64, "program", "examples per step, drawn without replacement", _check_batch_size)
+    seed: int = _field(0, "traced", "initial weights and data order", _at_least(0, "a non-negative int"))
+    steps: int = _field(2000, "program", "training steps", _at_least(1, "a positive int"))
+    eval_every: int = _field(100, "program", "steps between evaluations", _at_least(1, "a positive int"))
+    target_loss: float | None = _field(None, "host", "training-loss target (none: no target)",
+                                       lambda v, d: None if v is None or v > 0 else f"expected > 0 or none; received {v!r}")
+    stop_at_target: bool = _field(False, "host", "end the run when the target is reached")
+    diverge_factor: float = _field(10.0, "host", "diverged when the loss exceeds this times its initial value",
+                                   lambda v, d: None if v > 1 else f"expected > 1; received {v!r}")
+    init_perturbation: float = _field(0.0, "traced", "std of N(0, 1) noise added to the initial weights",
+                                      lambda v, d: None if v >= 0 else f"expected >= 0; received {v!r}")
+    noise_batch: int = _field(0, "program", "examples for the noise statistics (0: all)", _check_noise_batch)
+
+    def __post_init__(self) -> None:
+        for name, value in _coerced(dataclasses.asdict(self)).items():
+            object.__setattr__(self, name, value)
+        found = problems(dataclasses.asdict(self))
+        if found:
+            raise ConfigError(found)
+
+    # ----------------------------------------------------------------- uses
+
+    def model(self, data: Dataset) -> MLP:
+        return MLP((data.n_inputs, *self.hidden, data.n_outputs), self.activation)
+
+    def loss_name(self, data: Dataset) -> str:
+        return loss_for_task(data.task) if self.loss == "auto" else self.loss
+
+    def hyper(self) -> dict[str, float]:
+        """The values the optimizer reads (traced in the compiled program)."""
+        return {k: getattr(self, k) for k in OPTIMIZERS[self.optimizer].hyper}
+
+    def program_key(self) -> tuple[tuple[str, Any], ...]:
+        """``(field, value)`` of every ``program`` field: runs with the same key share one compiled program."""
+        return tuple((f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata["role"] == "program")
+
+    # ------------------------------------------------------------- identity
+
+    def as_dict(self, *, without: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The fields as JSON-able values (tuples as lists), ``without`` some."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items() if k not in without}
+
+    def hash(self, *, without: tuple[str, ...] = ()) -> str:
+        """A stable hash of the configuration (16 hex digits); ``without`` drops fields (the seed)."""
+        blob = json.dumps(self.as_dict(without=without), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def run_name(self) -> str:
+        return f"{self.optimizer}-{self.reduction}-B{self.batch_size}-lr{self.learning_rate:.3g}-s{self.seed}"
+
+    def to_params(self) -> dict[str, str]:
+        """Every field as an MLflow param: tuples as ``100,100``, None as ``None``."""
+        return {k: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def parse_param(cls, name: str, text: str) -> Any:
+        """One MLflow param back into its field's type (None for ``None``); unknown names stay strings."""
+        hint = HINTS.get(name)
+        if hint is None:
+            return text
+        if text == "None":
+            return None
+        if name in SEQUENCE_FIELDS:
+            return tuple(int(x) for x in text.split(",") if x)
+        base = _base_type(hint)
+        if base is bool:
+            return text == "True"
+        return base(text)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> TrainConfig:
+        """The configuration an MLflow run's params describe (inverse of :meth:`to_params`)."""
+        return cls(**{k: cls.parse_param(k, v) for k, v in params.items() if k in FIELDS})
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
+HINTS: dict[str, Any] = typing.get_type_hints(TrainConfig)
+SEQUENCE_FIELDS = frozenset(k for k, h in HINTS.items() if typing.get_origin(h) is tuple)
+
+
+def _base_type(hint: Any) -> type:
+    """``float`` for ``float | None``, else the hint itself."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def _coerced(d: Mapping[str, Any]) -> dict[str, Any]:
+    """Ints given for float fields become floats, lists for sequence fields tuples; nothing else changes."""
+    out = {}
+    for k, v in d.items():
+        base = _base_type(HINTS[k]) if k in HINTS else None
+        if base is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        elif k in SEQUENCE_FIELDS and isinstance(v, list):
+            v = tuple(v)
+        out[k] = v
+    return out
+
+
+def _type_problem(name: str, value: Any) -> str | None:
+    """None if ``value`` fits the field's type, else the message."""
+    hint = HINTS[name]
+    if name in SEQUENCE_FIELDS:
+        ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 < v <= INT32_MAX for v in value)
+        return None if ok else f"{name}: expected a non-empty list of positive ints such as [100, 100]; received {value!r}"
+    optional = type(None) in typing.get_args(hint)
+    if value is None:
+        return None if optional else f"{name}: expected a value, not none"
+    base = _base_type(hint)
+    if base is bool:
+        return None if isinstance(value, bool) else f"{name}: expected true or false; received {value!r}"
+    if base is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else f"{name}: expected an int; received {value!r}"
+    if base is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return f"{name}: expected a number; received {value!r}"
+        return None if math.isfinite(value) else f"{name}: expected a finite number; received {value!r}"
+    if base is str:
+        return None if isinstance(value, str) else f"{name}: expected a string; received {value!r}"
+    return None
+
+
+def problems(d: Mapping[str, Any]) -> list[str]:
+    """Every problem with a configuration given as a dict of fields (missing fields take their defaults).
+
+    Unknown fields, wrong types, then each field's own check (run only when the
+    fields it reads have the right type, so one mistake gives one message).
+    """
+    found = [f"{k}: unknown field; known fields: {', '.join(FIELDS)}" for k in d if k not in FIELDS]
+    full = {**{k: f.default for k, f in FIELDS.items()}, **{k: v for k, v in d.items() if k in FIELDS}}
+    typed = {k: p for k in FIELDS if (p := _type_problem(k, full[k]))}
+    found += typed.values()
+    for name, f in FIELDS.items():
+        check = f.metadata["check"]
+        # a check may read the data set: skip it when the data set's own value is wrong
+        if check is None or name in typed or (name != "dataset" and "dataset" in typed):
+            continue
+        msg = check(full[name], full)
+        if msg:
+            found.append(f"{name}: {msg}")
+    return found

@@ -1,0 +1,57 @@
+"""Evaluation: the metrics of the current parameters, in one compiled program.
+
+Full-set losses (training and test), each loss's extra test metrics
+(accuracy for cross-entropy), the gradient-noise statistics of the noise
+batch (:mod:`mbstudy.noise`) and the parameters' norm; the names are those of
+:mod:`mbstudy.metrics`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from mbstudy.losses import LOSSES
+from mbstudy.noise import _noise_stats
+from mbstudy.per_example import sq_norm
+
+
+class EvalData(NamedTuple):
+    """The arrays an evaluation reads, on the device.
+
+    ``x_noise, y_noise``: the fixed batch of the noise statistics (the first
+    ``noise_batch`` training examples); ``finite_population_correction``:
+    ``1/B_noise - 1/N``, zero when the noise batch is the whole training set.
+    """
+
+    x_train: jax.Array
+    y_train: jax.Array
+    x_test: jax.Array
+    y_test: jax.Array
+    x_noise: jax.Array
+    y_noise: jax.Array
+    finite_population_correction: jax.Array
+
+
+def evaluate(params, data: EvalData, *, model: Any, loss_name: str) -> dict[str, jax.Array]:
+    """Metrics of the current parameters (see the module docstring)."""
+    loss = LOSSES[loss_name]
+    out_test = model.apply(params, data.x_test)
+    metrics = {
+        "train/loss": jnp.mean(loss(model.apply(params, data.x_train), data.y_train)),
+        "test/loss": jnp.mean(loss(out_test, data.y_test)),
+    }
+    for name, metric in loss.metrics.items():
+        metrics[f"test/{name}"] = jnp.mean(metric(out_test, data.y_test))
+    stats = _noise_stats(params, data.x_noise, data.y_noise, data.finite_population_correction,
+                         model=model, loss_name=loss_name)
+    metrics["grad/g_norm_sq"] = stats.g_true_sq
+    metrics["grad/trace_cov"] = stats.trace_cov
+    metrics["grad/b_simple"] = stats.b_simple
+    metrics["param/norm"] = jnp.sqrt(sq_norm(params))
+    return metrics
+
+
+evaluate_jit = jax.jit(evaluate, static_argnames=("model", "loss_name"))

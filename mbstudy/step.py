@@ -1,0 +1,133 @@
+"""The compiled training loop: state, mini-batches, and one ``lax.scan`` of steps.
+
+What changes the compiled program is static (:class:`Program`: model, loss,
+reduction, optimizer kind, batch size; and the chunk length, through the
+shape of the batch indices); what does not (the optimizer's hyper-parameters,
+the random key) is an ordinary argument, so a learning-rate grid compiles
+once per shape. :meth:`mbstudy.config.TrainConfig.program_key` names the
+configuration fields behind a Program.
+
+Mini-batches: each epoch draws a fresh permutation of the N training examples
+(NumPy, seeded by ``(seed, epoch)``: :func:`batch_indices`) and cuts it into
+``N // B`` batches of exactly B examples, sampling without replacement. The
+last ``N mod B`` examples of each epoch's permutation are dropped (a different
+few each epoch), so every step sees exactly B examples and the sum
+reduction's scale is the same at every step.
+
+Divergence: if a step's batch loss is NaN or inf, that step's update and all
+later ones are skipped (parameters stay at the values that produced the
+first non-finite loss). Only the scalar loss is checked in the loop: a check
+of every parameter at every step was, on 2 CPU cores, as expensive as the
+rest of a small-batch step (``make bench`` reports the step against the
+leanest possible scan).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mbstudy import losses as _losses
+from mbstudy.optimizers import OPTIMIZERS
+
+DATA_ORDER = 0xDA7A  # a constant that keeps the data-order stream apart from other uses of a seed
+
+
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: Any
+    step: jax.Array  # int32: steps taken (counting skipped ones after divergence)
+    diverged: jax.Array  # bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """The static part of a configuration: what the compiled training step depends on."""
+
+    model: Any
+    loss_name: str
+    reduction: str
+    optimizer: str
+    batch_size: int
+
+
+def make_optimizer(kind: str, hyper: Mapping[str, Any]) -> optax.GradientTransformation:
+    """The registered optimizer ``kind`` (:data:`mbstudy.optimizers.OPTIMIZERS`) at these (possibly traced) values."""
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"optimizer: expected one of {list(OPTIMIZERS)}; received {kind!r}")
+    return OPTIMIZERS[kind].make(hyper)
+
+
+def traced_hyper(optimizer: str, values: Mapping[str, float]) -> dict[str, jax.Array]:
+    """The optimizer's hyper-parameters as float32 scalars: arguments, not constants, of the compiled loop."""
+    return {k: jnp.float32(values[k]) for k in OPTIMIZERS[optimizer].hyper}
+
+
+def batch_indices(seed: int, step0: int, n_steps: int, n: int, batch_size: int) -> np.ndarray:
+    """The example indices of steps ``step0 .. step0 + n_steps - 1``, shape ``(n_steps, B)``.
+
+    Step t uses slice ``t mod (N // B)`` of epoch ``t // (N // B)``'s permutation,
+    drawn by NumPy from ``SeedSequence([seed, DATA_ORDER, epoch])``: the same
+    indices however the steps are cut into chunks. They are made on the host
+    because a permutation in XLA on a CPU is a sort, many times slower than
+    NumPy's shuffle (``make bench`` prints both), and a large B needs one every
+    N // B steps.
+    """
+    per_epoch = n // batch_size
+    t = np.arange(step0, step0 + n_steps)
+    epoch, pos = t // per_epoch, t % per_epoch
+    out = np.empty((n_steps, batch_size), np.int32)
+    cols = np.arange(batch_size)
+    for e in np.unique(epoch):
+        perm = np.random.default_rng([seed, DATA_ORDER, int(e)]).permutation(n)
+        rows = np.nonzero(epoch == e)[0]
+        out[rows] = perm[pos[rows, None] * batch_size + cols]
+    return out
+
+
+def init_state(model: Any, optimizer: str, hyper: Mapping[str, Any], *, seed: int,
+               init_perturbation: float = 0.0) -> TrainState:
+    """Initial parameters (float32) and optimizer state from ``seed`` (the data order: :func:`batch_indices`)."""
+    # three keys: the middle one once drew the data order; kept so initial weights stay as logged
+    k_init, _, k_perturb = jax.random.split(jax.random.key(seed), 3)
+    params = model.init(k_init, dtype=jnp.float32)
+    if init_perturbation:
+        leaves, tree = jax.tree.flatten(params)
+        keys = jax.random.split(k_perturb, len(leaves))
+        leaves = [l + init_perturbation * jax.random.normal(k, l.shape, l.dtype) for l, k in zip(leaves, keys)]
+        params = jax.tree.unflatten(tree, leaves)
+    opt_state = make_optimizer(optimizer, hyper).init(params)
+    return TrainState(params, opt_state, jnp.int32(0), jnp.bool_(False))
+
+
+def run_chunk(state: TrainState, hyper, x, y, idx, *, program: Program):
+    """One training step per row of ``idx: (n_steps, B)``, in one ``lax.scan``.
+
+    Returns the new state and the batch losses.
+    """
+    opt = make_optimizer(program.optimizer, hyper)
+    loss_fn = _losses.LOSSES[program.loss_name]
+
+    def batch_loss(params, xb, yb):
+        return _losses.reduce(loss_fn(program.model.apply(params, xb), yb), program.reduction)
+
+    def step(s: TrainState, idx):
+        loss, g = jax.value_and_grad(batch_loss)(s.params, x[idx], y[idx])
+        updates, opt_state = opt.update(g, s.opt_state, s.params)
+        params = optax.apply_updates(s.params, updates)
+        diverged = s.diverged | ~jnp.isfinite(loss)
+        keep = lambda new, old: jnp.where(diverged, old, new)  # noqa: E731
+        params = jax.tree.map(keep, params, s.params)
+        opt_state = jax.tree.map(keep, opt_state, s.opt_state)
+        return TrainState(params, opt_state, s.step + 1, diverged), loss
+
+    return jax.lax.scan(step, state, idx)
+
+
+run_chunk_jit = jax.jit(run_chunk, static_argnames=("program",))
