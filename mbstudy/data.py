@@ -76,7 +76,7 @@ def _digest(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _finish(name, seed, task, x_tr, y_tr, x_te, y_te, n_outputs) -> Dataset:
+def from_arrays(name, seed, task, x_tr, y_tr, x_te, y_te, n_outputs) -> Dataset:
     arrays = [np.ascontiguousarray(a) for a in (x_tr, y_tr, x_te, y_te)]
     for a in arrays:
         a.setflags(write=False)
@@ -97,7 +97,7 @@ def _mnist1d(seed: int) -> Dataset:
         d = make_dataset(args)
     finally:
         np.random.set_state(state)
-    return _finish(
+    return from_arrays(
         "mnist1d", seed, "classification",
         d["x"].astype(np.float32), d["y"].astype(np.int32),
         d["x_test"].astype(np.float32), d["y_test"].astype(np.int32), 10,
@@ -115,7 +115,7 @@ def _digits(seed: int) -> Dataset:
     sd = x[tr].std(axis=0)
     sd[sd == 0] = 1.0  # constant border pixels
     x = (x - mu) / sd
-    return _finish(
+    return from_arrays(
         "digits", seed, "classification",
         x[tr].astype(np.float32), y[tr].astype(np.int32),
         x[te].astype(np.float32), y[te].astype(np.int32), 10,
@@ -131,7 +131,7 @@ def _teacher(seed: int, sizes=(128, 64, 10), name="teacher", n_train: int = 1000
     x = rng.normal(0, 1, (n_train + n_test, n_in))
     y = np.tanh(x @ w1 + b1) @ w2
     y = (y - y[:n_train].mean(axis=0)) / y[:n_train].std(axis=0)
-    return _finish(
+    return from_arrays(
         name, seed, "regression",
         x[:n_train].astype(np.float32), y[:n_train].astype(np.float32),
         x[n_train:].astype(np.float32), y[n_train:].astype(np.float32), n_out,

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from mbstudy.losses import LOSSES
-from mbstudy.noise import _noise_stats
-from mbstudy.per_example import sq_norm
+from mbstudy.noise import noise_stats_jit
+from mbstudy.trees import sq_norm
 
 
 class EvalData(NamedTuple):
@@ -45,7 +45,7 @@ def evaluate(params, data: EvalData, *, model: Any, loss_name: str) -> dict[str,
     }
     for name, metric in loss.metrics.items():
         metrics[f"test/{name}"] = jnp.mean(metric(out_test, data.y_test))
-    stats = _noise_stats(params, data.x_noise, data.y_noise, data.finite_population_correction,
+    stats = noise_stats_jit(params, data.x_noise, data.y_noise, data.finite_population_correction,
                          model=model, loss_name=loss_name)
     metrics["grad/g_norm_sq"] = stats.g_true_sq
     metrics["grad/trace_cov"] = stats.trace_cov

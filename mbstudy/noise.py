@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from mbstudy import _checks, per_example
 from mbstudy.model import Params
-from mbstudy.per_example import sq_norm
+from mbstudy.trees import sq_norm
 
 Model = Any  # a mbstudy.model.Network: the noise statistics need its layers' inputs and output gradients
 
@@ -52,7 +52,7 @@ def _check_population(population_size, b: int, name: str = "batch size") -> None
         )
 
 
-def _fpc(b, population_size):
+def sampling_factor(b, population_size):
     """``1/B - 1/N`` (``1/B`` when N is None)."""
     return 1.0 / b - (0.0 if population_size is None else 1.0 / population_size)
 
@@ -76,7 +76,7 @@ def noise_stats(params, x, y, finite_population_correction, *, model, loss_name)
     return NoiseStats(gbar_sq, trace_cov, g_true_sq, trace_cov / g_true_sq)
 
 
-_noise_stats = jax.jit(noise_stats, static_argnames=("model", "loss_name"))
+noise_stats_jit = jax.jit(noise_stats, static_argnames=("model", "loss_name"))
 
 
 def grad_noise_stats(
@@ -112,8 +112,8 @@ def grad_noise_stats(
     _check_population(population_size, B)
     per_example.rules_for(model)
     dtype = jnp.result_type(x.dtype, *(leaf.dtype for leaf in jax.tree.leaves(params)))
-    fpc = jnp.asarray(_fpc(B, population_size), dtype)
-    return _noise_stats(params, x, y, fpc, model=model, loss_name=loss_name)
+    factor = jnp.asarray(sampling_factor(B, population_size), dtype)
+    return noise_stats_jit(params, x, y, factor, model=model, loss_name=loss_name)
 
 
 def two_batch_noise(
@@ -140,7 +140,7 @@ def two_batch_noise(
     if b_small >= b_big:
         raise ValueError(f"b_small, b_big: expected b_small < b_big; received {b_small} and {b_big}")
     _check_population(population_size, b_big, "big batch size")
-    u_s, u_b = _fpc(b_small, population_size), _fpc(b_big, population_size)
+    u_s, u_b = sampling_factor(b_small, population_size), sampling_factor(b_big, population_size)
     s = jnp.asarray(g_small_sq)
     b = jnp.asarray(g_big_sq)
     trace_cov = (s - b) / (u_s - u_b)

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from mbstudy.layers import Dense
 from mbstudy.losses import LOSSES
+from mbstudy.trees import sq_norm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,11 +44,6 @@ def register_rule(layer_type: type, rule: PerExampleRule) -> PerExampleRule:
     """Use ``rule`` for every layer of ``layer_type``; returns it."""
     RULES[layer_type] = rule
     return rule
-
-
-def sq_norm(tree) -> jax.Array:
-    """``||tree||^2``, summed over every leaf."""
-    return sum(jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(tree))
 
 
 # Dense: g_i = (a_i outer delta_i, delta_i) (Goodfellow 2015, arXiv:1510.01799), and

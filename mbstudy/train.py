@@ -84,8 +84,8 @@ def eval_data(cfg: TrainConfig, data: Dataset, loss_name: str) -> EvalData:
     x_tr, y_tr = jnp.asarray(data.x_train, jnp.float32), jnp.asarray(data.y_train, ydt)
     x_te, y_te = jnp.asarray(data.x_test, jnp.float32), jnp.asarray(data.y_test, ydt)
     n_noise = data.n_train if cfg.noise_batch == 0 else cfg.noise_batch
-    fpc = jnp.float32(1.0 / n_noise - 1.0 / data.n_train)
-    return EvalData(x_tr, y_tr, x_te, y_te, x_tr[:n_noise], y_tr[:n_noise], fpc)
+    factor = jnp.float32(1.0 / n_noise - 1.0 / data.n_train)
+    return EvalData(x_tr, y_tr, x_te, y_te, x_tr[:n_noise], y_tr[:n_noise], factor)
 
 
 def _check_against(cfg: TrainConfig, data: Dataset) -> None:

@@ -18,22 +18,15 @@ import pytest
 
 import mbstudy as mb
 from mbstudy import grads as _grads
+from mbstudy import trees
 from tests import reference_numpy as ref
 
 F64_RTOL = 1e-12
 F32_RTOL = 2e-6
 
 
-def flat(tree, batch_axis=False):
-    leaves = jax.tree.leaves(tree)
-    if batch_axis:
-        return np.concatenate([np.asarray(l).reshape(l.shape[0], -1) for l in leaves], axis=1)
-    return np.concatenate([np.asarray(l).ravel() for l in leaves])
-
-
-def rel_err(a, b, batch_axis=False):
-    a, b = flat(a, batch_axis), flat(b, batch_axis)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+flat = trees.flatten
+rel_err = trees.relative_error
 
 
 # seed 000's net on teacher-like data (mse), and the MNIST-1D net (cross-entropy)
@@ -47,7 +40,7 @@ def problem(loss, activation="tanh", B=32, dtype=jnp.float64, seed=0, sizes=None
     """A model, params drawn like ``model.init`` does, and a random batch.
 
     NumPy draws the numbers, so that each new shape does not compile a JAX
-    random kernel (``model.init`` itself is tested in test_model.py).
+    random kernel (``model.init`` itself is tested in test_model_data.py).
     """
     model = mb.MLP(sizes or NETS[loss], activation=activation)
     rng = np.random.default_rng(seed)

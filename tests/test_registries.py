@@ -28,7 +28,7 @@ def _line_data(seed: int) -> data_mod.Dataset:
     rng = np.random.default_rng([seed, 7])
     x = rng.normal(size=(64, 3)).astype(np.float32)
     y = (x @ rng.normal(size=(3, 2)) + 0.1 * rng.normal(size=(64, 2))).astype(np.float32)
-    return data_mod._finish("line", seed, "regression", x[:48], y[:48], x[48:], y[48:], 2)
+    return data_mod.from_arrays("line", seed, "regression", x[:48], y[:48], x[48:], y[48:], 2)
 
 
 def _mae(out, y):
