@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from analysis import load, reduce
@@ -235,8 +234,3 @@ def collect(default: str = "default", science: str = "science", progress: bool =
     if "default" in found:
         found["noise"] = noise_facts(found["default"])
     return Facts(**found, missing=missing)
-
-
-def finite(x) -> bool:
-    """True for a number that is not NaN or infinite (None is not finite)."""
-    return x is not None and bool(np.isfinite(x))

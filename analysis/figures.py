@@ -28,7 +28,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from analysis import load, plots
-from analysis.facts import OPTIMIZERS, Facts, collect, present
+from analysis.facts import LOSS_LEVEL, OPTIMIZERS, SMALL_B_LR, Facts, collect, present
 
 plt = plots.plt
 OUT = load.tracking.ROOT / "report" / "figures"
@@ -78,7 +78,7 @@ def loss_curves(facts: Facts) -> Figure:
     final = mean_cur.sort_values("step").groupby(["optimizer", "batch_size"]).tail(1)
     f = final.groupby("batch_size")["mean"].min()
     ex = d.examples_to_loss_1
-    per_example = (f"\nexamples to reach loss 1: {ex.iloc[0]:.2g} at B={ex.index[0]} vs "
+    per_example = (f"\nexamples to reach loss {LOSS_LEVEL:g}: {ex.iloc[0]:.2g} at B={ex.index[0]} vs "
                    f"{ex.iloc[-1]:.2g} at B={ex.index[-1]}") if len(ex) >= 2 else ""
     fig.suptitle(f"Best lr per B, mean reduction. Final loss: {f.iloc[0]:.2g} at B={f.index[0]} vs "
                  f"{f.iloc[-1]:.2g} at B={f.index[-1]}{per_example}")
@@ -149,7 +149,7 @@ def best_lr(facts: Facts) -> Figure:
     s = facts.science
     fig, ax = plt.subplots(figsize=(4.2, 3.0))
     plots.plot_best_lr(ax, s.best_lr)
-    ax.set_title(f"Best lr per B (fewest steps to target); SGD slope {s.sgd_lr_slope:.2f} for B ≤ 64")
+    ax.set_title(f"Best lr per B (fewest steps to target); SGD slope {s.sgd_lr_slope:.2f} for B ≤ {SMALL_B_LR}")
     return fig
 
 

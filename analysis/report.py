@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import figures, load
-from analysis.facts import Facts, collect
+from analysis.facts import LOSS_LEVEL, SMALL_B_LR, SMALL_B_STEPS, Facts, collect
 
 REPORT_DIR = load.tracking.ROOT / "report"
 
@@ -201,13 +201,12 @@ def q5(facts: Facts, drawn: Collection[str]) -> str:
     if ex is not None and len(ex) >= 2:
         parts.append(
             "**Per step, bigger batches make more progress; per example seen, small batches are more "
-            f"efficient.** In the default sweep (best learning rate per B), reaching training loss 1 took "
+            f"efficient.** In the default sweep (best learning rate per B), reaching training loss {LOSS_LEVEL:g} took "
             f"{ex.iloc[0]:,.0f} examples at B = {ex.index[0]} against {ex.iloc[-1]:,.0f} at B = {ex.index[-1]}.\n")
     parts.append(_fig(drawn, "a_loss_curves", "Training loss against steps (top) and examples seen (bottom); best learning rate per B, mean and range over seeds."))
     sci = facts.science
     if sci is not None and sci.fits:
-        fits = sci.fits
-        rows = pd.DataFrame([{"optimizer": o, **f} for o, f in fits.items()])
+        rows = pd.DataFrame([{"optimizer": o, **f} for o, f in sci.fits.items()])
         good = rows[np.isfinite(rows["B_crit"])]
         if len(good):
             parts.append(
@@ -218,12 +217,12 @@ def q5(facts: Facts, drawn: Collection[str]) -> str:
                 "and the steps plateau at S_min.\n\n" + md_table(rows[["optimizer", "S_min", "E_min", "B_crit", "r2", "n"]], ".3g") + "\n")
         slopes = sci.small_b_steps_slopes
         if slopes:
-            parts.append("Log-log slope of steps against B for B ≤ 16: "
+            parts.append(f"Log-log slope of steps against B for B ≤ {SMALL_B_STEPS}: "
                          + ", ".join(f"{o} {s:.2f}" for o, s in slopes.items()) + " (−1 is perfect scaling).\n")
     parts.append(_fig(drawn, "c_steps_to_target", "Steps and examples to reach the target training loss, learning rate tuned per B; fitted hyperbola and B_crit."))
     s = sci.sgd_lr_slope if sci else None
     if s is not None and np.isfinite(s):
-        parts.append(f"The best SGD learning rate grows with B (log-log slope {s:.2f} for B ≤ 64), then saturates.\n")
+        parts.append(f"The best SGD learning rate grows with B (log-log slope {s:.2f} for B ≤ {SMALL_B_LR}), then saturates.\n")
     parts.append(_fig(drawn, "c2_best_lr", "Best learning rate (fewest steps to target) against batch size."))
     parts.append(_fig(drawn, "e_loss_vs_time", "Training loss against wall-clock training time on this CPU."))
     if not any(parts):
