@@ -108,7 +108,7 @@ class Facts:
 
     default: DefaultFacts | None = None
     science: ScienceFacts | None = None
-    noise: NoiseFacts | None = None
+    noise: NoiseFacts | None = None  # derived from default; None also when it logged no B_simple
     equivalence: EquivalenceFacts | None = None
     reduction: ReductionFacts | None = None
     bench: BenchFacts | None = None
