@@ -1,10 +1,13 @@
-"""The write-up: ``report/REPORT.md``, one section per question of STUDY.md, from the runs alone.
+"""The write-up: ``report/REPORT.md``, one section per question of the study (``QUESTIONS``), from the runs alone.
 
-``python -m analysis.report`` (``make report``) draws the figures (``analysis.figures``),
-reads the side experiments (``equivalence``, ``reduction``, ``benchmarks``) and
-writes the report with its figures linked relative to ``report/``. Every
-number in the text is computed here from MLflow; a section whose runs are
-missing says which command produces them.
+``python -m analysis.report`` (``make report``) collects the facts of every
+experiment once (``analysis.facts.collect``: the two sweeps and the side
+experiments ``equivalence``, ``reduction``, ``benchmarks``), draws the figures
+from them (``analysis.figures.render``) and writes the report with its figures
+linked relative to ``report/``. Every number in the text is computed from
+those facts; a section whose runs are missing says which command produces
+them. ``text()`` is pure: facts and the names of the drawn figures in,
+Markdown out.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from analysis import figures, load, reduce
+from analysis import figures, load
+from analysis.facts import LOSS_LEVEL, SMALL_B_LR, SMALL_B_STEPS, Facts, collect
 
 REPORT_DIR = load.tracking.ROOT / "report"
 
@@ -45,25 +50,24 @@ def md_table(df: pd.DataFrame, floatfmt: str = ".2e") -> str:
     return "\n".join([head, rule, *rows])
 
 
-def _fig(drawn: figures.Drawn, name: str, caption: str) -> str:
-    if name not in drawn.files:
+def _fig(drawn: Collection[str], name: str, caption: str) -> str:
+    """The Markdown that shows figure ``name`` with its caption, or "" when it was not drawn."""
+    if name not in drawn:
         return ""
     return f"![{caption}](figures/{name}.png)\n\n*{caption}* ([PDF](figures/{name}.pdf))\n"
 
 
-def _try(fn):
-    try:
-        return fn()
-    except load.MissingRuns as e:
-        return e
+def _not_measured(facts: Facts, name: str, fallback: str) -> str:
+    return f"Not measured yet: {facts.missing.get(name, fallback)}.\n"
 
 
 # ------------------------------------------------------------------ sections
 
 
-def q1(eq) -> str:
-    if isinstance(eq, Exception):
-        return f"Not measured yet: {eq}.\n"
+def q1(facts: Facts) -> str:
+    if facts.equivalence is None:
+        return _not_measured(facts, "equivalence", "run make equivalence")
+    eq = facts.equivalence.runs
     cols = ["per_sample_mean_vs_batch", "sum_vs_B_mean", "accumulated_equal", "accumulated_unequal",
             "accumulated_equal_weights_mistake", "sharded", "fast_vs_vmap", "norms_vs_vmap"]
     t = eq[["setting", "dtype", *[f"err/{c}" for c in cols if f"err/{c}" in eq]]].copy()
@@ -84,9 +88,10 @@ def q1(eq) -> str:
     )
 
 
-def q2(eq) -> str:
-    if isinstance(eq, Exception):
-        return f"Not measured yet: {eq}.\n"
+def q2(facts: Facts) -> str:
+    if facts.equivalence is None:
+        return _not_measured(facts, "equivalence", "run make equivalence")
+    eq = facts.equivalence.runs
     wrong = eq["err/single_output_vs_true"]
     fd = eq["err/true_vs_finite_difference"].dropna() if "err/true_vs_finite_difference" in eq else pd.Series(dtype=float)
     return (
@@ -99,10 +104,11 @@ def q2(eq) -> str:
     )
 
 
-def q3(bench, drawn: figures.Drawn) -> str:
-    if isinstance(bench, Exception):
-        return f"Not measured yet: {bench}.\n"
-    b = bench[bench["kind"] == "per_example"]
+def q3(facts: Facts, drawn: Collection[str]) -> str:
+    bench = facts.bench
+    if bench is None:
+        return _not_measured(facts, "bench", "run make bench")
+    b = bench.per_example
     if b.empty:
         return "The benchmark runs hold no per-example results; run `make bench`.\n"
     big = b[b["P"] == b["P"].max()].sort_values("B")
@@ -116,7 +122,7 @@ def q3(bench, drawn: figures.Drawn) -> str:
     vm, loop = big["ratio/vmap_to_batch"], big["ratio/loop_to_batch"]
     ff = big[big["B"] >= 32]["ratio/fast_to_floor"]
     nm = b["ratio/norms_to_batch"]
-    tr = bench[bench["kind"] == "train"].sort_values("B")
+    tr = bench.train.sort_values("B")
     train_txt = ""
     if len(tr) and "ratio/torch_to_compiled" in tr and tr["ratio/torch_to_compiled"].notna().any():
         small = tr[tr["B"] <= 64]
@@ -127,8 +133,8 @@ def q3(bench, drawn: figures.Drawn) -> str:
     return (
         "Back-propagating the scalar mean loss yields the averaged gradient from ONE backward pass. "
         "Materialising the B per-example gradients first costs what the extra B × P numbers cost to write. "
-        f"On the {P:,}-parameter MLP (`make bench`, {bench['mode'].iloc[0]} mode, one run, {bench['device'].iloc[0]}, "
-        f"{bench['cpu'].iloc[0]}), "
+        f"On the {P:,}-parameter MLP (`make bench`, {bench.runs['mode'].iloc[0]} mode, one run, "
+        f"{bench.runs['device'].iloc[0]}, {bench.runs['cpu'].iloc[0]}), "
         f"`vmap(grad)` with the per-example tensor kept costs **{vm.min():.0f}–{vm.max():.0f}×** the batch "
         f"gradient, and a Python loop of B single-example gradients (seed 004's method) **{loop.min():.0f}–{loop.max():.0f}×**. "
         f"The one-backward-pass recipe (outer products a_i ⊗ δ_i) runs at **{ff.min():.2f}–{ff.max():.2f}×** the "
@@ -142,11 +148,10 @@ def q3(bench, drawn: figures.Drawn) -> str:
     )
 
 
-def q4(drawn: figures.Drawn, red) -> str:
-    slopes = drawn.facts.get("slopes")
+def q4(facts: Facts, drawn: Collection[str]) -> str:
     parts = []
-    if slopes is not None and len(slopes):
-        sl = {r.optimizer: r.slope for r in slopes.itertuples()}
+    if facts.default is not None and len(facts.default.sum_mean_slopes):
+        sl = {r.optimizer: r.slope for r in facts.default.sum_mean_slopes.itertuples()}
         parts.append(
             "**For SGD and momentum, sum is mean with the learning rate multiplied by B; for Adam the reduction "
             "barely matters.** Across the default sweep, the best learning rate of `sum` divided by that of "
@@ -154,13 +159,13 @@ def q4(drawn: figures.Drawn, red) -> str:
             f"(momentum) and **{sl.get('adam', np.nan):.2f}** (Adam); the algebra predicts −1, −1 and 0 "
             "(the learning-rate grid is one decade apart, which limits the slope's resolution). At a fixed "
             "learning rate, sum reduction is the linear scaling rule built in. "
-            + _stable_band(drawn) + "\n")
+            + _stable_band(facts.default.largest_stable_sgd_lr) + "\n")
     parts.append(_fig(drawn, "b_heatmaps", "Final training loss over batch size × learning rate; × marks divergence."))
-    if isinstance(red, Exception):
-        parts.append(f"The side-by-side trajectories are not measured yet: {red}.\n")
+    if facts.reduction is None:
+        parts.append(f"The side-by-side trajectories are not measured yet: "
+                     f"{facts.missing.get('reduction', 'run make reduction')}.\n")
     else:
-        r = red.copy()
-        r["ratio"] = r["final/dist_pair"] / r["final/dist_control"]
+        r = facts.reduction.runs.assign(ratio=facts.reduction.final_ratio)
         t = r[["comparison", "batch_size", "final/dist_pair", "final/dist_control", "ratio"]].sort_values(
             ["comparison", "batch_size"], key=lambda s: s.astype(int) if s.name == "batch_size" else s)
         alg = r[r["comparison"] != "adam_same_eps"]
@@ -180,13 +185,8 @@ def q4(drawn: figures.Drawn, red) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def _stable_band(drawn: figures.Drawn) -> str:
+def _stable_band(ok: pd.Series) -> str:
     """The largest learning rate that did not diverge, per B, for SGD with sum and with mean."""
-    runs = drawn.facts.get("default_runs")
-    if runs is None:
-        return ""
-    sgd = runs[runs["optimizer"] == "sgd"]
-    ok = sgd[sgd["outcome"] == "completed"].groupby(["reduction", "batch_size"])["learning_rate"].max()
     parts = []
     for red in ("mean", "sum"):
         if red in ok.index.get_level_values(0):
@@ -195,18 +195,18 @@ def _stable_band(drawn: figures.Drawn) -> str:
     return ("The largest SGD learning rate that did not diverge went " + "; ".join(parts) + ".") if parts else ""
 
 
-def q5(drawn: figures.Drawn) -> str:
+def q5(facts: Facts, drawn: Collection[str]) -> str:
     parts = []
-    ex = drawn.facts.get("examples_to_1")
+    ex = facts.default.examples_to_loss_1 if facts.default else None
     if ex is not None and len(ex) >= 2:
         parts.append(
             "**Per step, bigger batches make more progress; per example seen, small batches are more "
-            f"efficient.** In the default sweep (best learning rate per B), reaching training loss 1 took "
+            f"efficient.** In the default sweep (best learning rate per B), reaching training loss {LOSS_LEVEL:g} took "
             f"{ex.iloc[0]:,.0f} examples at B = {ex.index[0]} against {ex.iloc[-1]:,.0f} at B = {ex.index[-1]}.\n")
     parts.append(_fig(drawn, "a_loss_curves", "Training loss against steps (top) and examples seen (bottom); best learning rate per B, mean and range over seeds."))
-    fits = drawn.facts.get("fits")
-    if fits:
-        rows = pd.DataFrame([{"optimizer": o, **f} for o, f in fits.items()])
+    sci = facts.science
+    if sci is not None and sci.fits:
+        rows = pd.DataFrame([{"optimizer": o, **f} for o, f in sci.fits.items()])
         good = rows[np.isfinite(rows["B_crit"])]
         if len(good):
             parts.append(
@@ -215,34 +215,31 @@ def q5(drawn: figures.Drawn) -> str:
                             for r in good.itertuples())
                 + ". Below B_crit, doubling B halves the steps (perfect scaling); above it, returns diminish "
                 "and the steps plateau at S_min.\n\n" + md_table(rows[["optimizer", "S_min", "E_min", "B_crit", "r2", "n"]], ".3g") + "\n")
-        sts = drawn.facts.get("steps_to_target", {})
-        slopes = {o: reduce.loglog_slope(st[st["batch_size"] <= 16]["batch_size"], st[st["batch_size"] <= 16]["steps"])
-                  for o, st in sts.items() if len(st)}
+        slopes = sci.small_b_steps_slopes
         if slopes:
-            parts.append("Log-log slope of steps against B for B ≤ 16: "
+            parts.append(f"Log-log slope of steps against B for B ≤ {SMALL_B_STEPS}: "
                          + ", ".join(f"{o} {s:.2f}" for o, s in slopes.items()) + " (−1 is perfect scaling).\n")
     parts.append(_fig(drawn, "c_steps_to_target", "Steps and examples to reach the target training loss, learning rate tuned per B; fitted hyperbola and B_crit."))
-    s = drawn.facts.get("sgd_lr_slope")
+    s = sci.sgd_lr_slope if sci else None
     if s is not None and np.isfinite(s):
-        parts.append(f"The best SGD learning rate grows with B (log-log slope {s:.2f} for B ≤ 64), then saturates.\n")
+        parts.append(f"The best SGD learning rate grows with B (log-log slope {s:.2f} for B ≤ {SMALL_B_LR}), then saturates.\n")
     parts.append(_fig(drawn, "c2_best_lr", "Best learning rate (fewest steps to target) against batch size."))
     parts.append(_fig(drawn, "e_loss_vs_time", "Training loss against wall-clock training time on this CPU."))
-    if len(parts) == 0 or not any(parts):
+    if not any(parts):
         return "Not measured yet: run `make sweep` and `make sweep GRID=science`.\n"
     return "\n".join(p for p in parts if p)
 
 
-def q6(bench, drawn: figures.Drawn) -> str:
-    if isinstance(bench, Exception):
-        return f"Not measured yet: {bench}.\n"
-    p2 = bench[bench["kind"] == "pow2"] if "kind" in bench else pd.DataFrame()
+def q6(facts: Facts, drawn: Collection[str]) -> str:
+    if facts.bench is None:
+        return _not_measured(facts, "bench", "run make bench")
+    p2 = facts.bench.pow2
     if p2.empty:
         return "The benchmark runs hold no powers-of-two results; run `make bench`.\n"
     t = p2[["device", "k", "us/pow2_minus_1", "us/pow2", "us/pow2_plus_1"]].copy()
     for c in ("us/pow2_minus_1", "us/pow2", "us/pow2_plus_1"):
         t[c] = t[c].astype(float)
-    for c in ("k",):
-        t[c] = t[c].astype(int)
+    t["k"] = t["k"].astype(int)
     t = t.sort_values(["device", "k"])
     r_minus = (t["us/pow2_minus_1"] / t["us/pow2"]).astype(float)
     r_plus = (t["us/pow2_plus_1"] / t["us/pow2"]).astype(float)
@@ -266,11 +263,12 @@ def q6(bench, drawn: figures.Drawn) -> str:
     )
 
 
-def _bcrit_in_range(fits: dict, init: float, drawn: figures.Drawn) -> str:
-    bs = drawn.facts.get("b_simple_curves")
+def _bcrit_in_range(fits: dict, b_simple: pd.DataFrame) -> str:
+    """Whether each fitted B_crit lies within the range B_simple spanned over training."""
     vals = {o: f["B_crit"] for o, f in fits.items() if np.isfinite(f.get("B_crit", np.nan))}
-    if bs is None or not vals:
+    if not vals:
         return ""
+    bs = b_simple
     lo, hi = float(bs["mean"].min()), float(bs["mean"].max())
     inside = [o for o, v in vals.items() if lo <= v <= hi]
     return (f" B_simple ranged over {lo:.0f}–{hi:.0f} in these runs; the fitted critical batch sizes "
@@ -278,13 +276,15 @@ def _bcrit_in_range(fits: dict, init: float, drawn: figures.Drawn) -> str:
             f"{len(inside)} of {len(vals)} optimizers.")
 
 
-def q7(drawn: figures.Drawn, eq) -> str:
-    init, end = drawn.facts.get("b_simple_init"), drawn.facts.get("b_simple_end_median")
-    if init is None:
+def q7(facts: Facts, drawn: Collection[str]) -> str:
+    noise = facts.noise
+    if noise is None:
         return "Not measured yet: run `make sweep`.\n"
-    fits = drawn.facts.get("fits", {})
+    init, end = noise.at_init, noise.end_median
+    fits = facts.science.fits if facts.science else {}
+    eq = facts.equivalence.runs if facts.equivalence else None
     eqs = ""
-    if not isinstance(eq, Exception) and "err/b_simple_vs_direct" in eq:
+    if eq is not None and "err/b_simple_vs_direct" in eq:
         eqs = (f" The estimate from per-example norms (no B × P tensor) matches the direct computation from "
                f"per-example gradients to {eq['err/b_simple_vs_direct'].max():.1e}.")
     return (
@@ -296,7 +296,7 @@ def q7(drawn: figures.Drawn, eq) -> str:
         f"about that size before the mean's signal outweighs the sampling noise. By the end of training the median is "
         f"**{end:.0f}** ({end / init:.0f}×): the mean gradient shrinks faster than the spread, so larger "
         "batches become useful later in training (McCandlish et al. 2018)."
-        + _bcrit_in_range(fits, init, drawn) + "\n\n"
+        + _bcrit_in_range(fits, noise.curves) + "\n\n"
         + _fig(drawn, "d_b_simple", "B_simple over training per batch size (best learning rate), against the fitted B_crit.")
     )
 
@@ -304,57 +304,62 @@ def q7(drawn: figures.Drawn, eq) -> str:
 # -------------------------------------------------------------------- driver
 
 
-def _provenance(drawn: figures.Drawn, default: str, science: str) -> str:
+def _provenance(facts: Facts) -> str:
+    """Which runs the report was drawn from, and which are missing."""
     lines = []
-    for key, name in (("default_runs", default),):
-        runs = drawn.facts.get(key)
-        if runs is not None:
-            commits = ", ".join(sorted(set(runs["git_commit"])))[:200]
-            lines.append(f"- sweep `{name}`: {len(runs)} finished runs; git commit(s) {commits}; "
-                         f"jax {runs['jax_version'].iloc[0]}, optax {runs['optax_version'].iloc[0]}, "
-                         f"mlflow {runs['mlflow_version'].iloc[0]}; device {runs['device'].iloc[0]}")
-    sci = drawn.facts.get("science_runs")
-    if sci is not None:
-        lines.append(f"- sweep `{science}`: {len(sci)} finished runs; git commit(s) "
+    if facts.default is not None:
+        runs = facts.default.runs
+        commits = ", ".join(sorted(set(runs["git_commit"])))[:200]
+        lines.append(f"- sweep `{facts.default.experiment}`: {len(runs)} finished runs; git commit(s) {commits}; "
+                     f"jax {runs['jax_version'].iloc[0]}, optax {runs['optax_version'].iloc[0]}, "
+                     f"mlflow {runs['mlflow_version'].iloc[0]}; device {runs['device'].iloc[0]}")
+    if facts.science is not None:
+        sci = facts.science.runs
+        lines.append(f"- sweep `{facts.science.experiment}`: {len(sci)} finished runs; git commit(s) "
                      f"{', '.join(sorted(set(sci['git_commit'])))[:200]}")
-    for name, key in (("equivalence", "equivalence"), ("reduction", "reduction"), ("benchmarks", "bench")):
-        df = drawn.facts.get(key)
-        if df is not None:
+    for name, found in (("equivalence", facts.equivalence), ("reduction", facts.reduction),
+                        ("benchmarks", facts.bench)):
+        if found is not None:
+            df = found.runs
             lines.append(f"- experiment `{name}`: {len(df)} runs; git commit(s) {', '.join(sorted(set(df['git_commit'])))[:200]}")
-    for name, msg in drawn.missing.items():
-        lines.append(f"- missing ({name}): {msg}")
+    # a missing equivalence experiment is told in Q1, Q2 and Q7, not here
+    for name, msg in facts.missing.items():
+        if name != "equivalence":
+            lines.append(f"- missing ({name}): {msg}")
     lines.append(f"- store: `{load.tracking.tracking_uri()}`")
     return "\n".join(lines)
 
 
-def build(default: str = "default", science: str = "science", out: Path = REPORT_DIR, progress: bool = True) -> Path:
-    t0 = time.perf_counter()
-    drawn = figures.draw_all(out / "figures", default, science, progress)
-    eq = _try(lambda: load.load_simple("equivalence", "equivalence", "make equivalence"))
-    if not isinstance(eq, Exception):
-        drawn.facts["equivalence"] = eq
-    red = _try(lambda: load.load_simple("reduction", "reduction", "make reduction"))
-    bench = drawn.facts["bench"] if "bench" in drawn.facts else load.MissingRuns(drawn.missing.get("bench", "run make bench"))
+def text(facts: Facts, drawn: Collection[str], generated: str) -> str:
+    """The report's Markdown from the facts, the names of the figures drawn and the generation time."""
     body = {
-        "Q1": q1(eq), "Q2": q2(eq), "Q3": q3(bench, drawn), "Q4": q4(drawn, red),
-        "Q5": q5(drawn), "Q6": q6(bench, drawn), "Q7": q7(drawn, eq),
+        "Q1": q1(facts), "Q2": q2(facts), "Q3": q3(facts, drawn), "Q4": q4(facts, drawn),
+        "Q5": q5(facts, drawn), "Q6": q6(facts, drawn), "Q7": q7(facts, drawn),
     }
-    text = [
+    lines = [
         "# What mini-batch backpropagation computes, and what it costs",
         "",
         "Generated by `make report` from the MLflow runs; every number below is computed from them "
-        f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
+        f"({generated}).",
         "",
         "Drawn from:",
         "",
-        _provenance(drawn, default, science),
+        _provenance(facts),
         "",
     ]
     for q, question in QUESTIONS.items():
-        text += [f"## {q}. {question}", "", body[q], ""]
+        lines += [f"## {q}. {question}", "", body[q], ""]
+    return "\n".join(lines)
+
+
+def build(default: str = "default", science: str = "science", out: Path = REPORT_DIR, progress: bool = True) -> Path:
+    """Collect the facts once, draw the figures into ``out/figures`` and write ``out/REPORT.md``."""
+    t0 = time.perf_counter()
+    facts = collect(default, science, progress)
+    drawn = figures.render(facts, out / "figures")
     out.mkdir(parents=True, exist_ok=True)
     path = out / "REPORT.md"
-    path.write_text("\n".join(text))
+    path.write_text(text(facts, drawn, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
     print(f"wrote {path} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return path
 

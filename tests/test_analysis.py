@@ -141,3 +141,72 @@ def test_figures_and_report_from_the_smoke_sweep(tmp_path, monkeypatch):
     parent = load.latest_parent("smoke")
     arts = {a.path for a in tracking.client().list_artifacts(parent, "figures")}
     assert "figures/b_heatmaps.png" in arts, "figures are logged on the sweep's parent run"
+
+
+# ------------------------------------------------- facts, figures and report
+
+
+def test_every_registered_figure_declares_the_facts_it_needs():
+    from analysis import figures
+    from analysis.facts import EXPERIMENTS, Facts
+
+    assert figures.FIGURES, "no figure registered"
+    for name, spec in figures.FIGURES.items():
+        assert spec.name == name and spec.needs, name
+        assert set(spec.needs) <= set(Facts.__dataclass_fields__) - {"missing"}, (name, spec.needs)
+        assert spec.needs[0] in EXPERIMENTS, f"{name}: its first need names the experiment it is logged on"
+    with pytest.raises(ValueError, match="needs must name Facts fields"):
+        figures.figure("z_nothing", needs=("no_such_experiment",))
+
+
+def test_collect_on_an_empty_store_records_every_experiment_as_missing(tmp_path, monkeypatch):
+    from analysis import facts as facts_mod
+    from analysis import figures, report
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setattr(load, "CACHE", tmp_path / "cache")
+    facts = facts_mod.collect(progress=False)
+    assert all(getattr(facts, name) is None for name in (*facts_mod.EXPERIMENTS, "noise"))
+    commands = {"default": "make sweep GRID=default", "science": "make sweep GRID=science",
+                "equivalence": "make equivalence", "reduction": "make reduction", "bench": "make bench"}
+    assert set(facts.missing) == set(facts_mod.EXPERIMENTS) == set(commands)
+    for name, command in commands.items():
+        assert command in facts.missing[name], (name, facts.missing[name])
+    assert figures.render(facts, tmp_path / "figures") == {} and not (tmp_path / "figures").exists()
+    assert set(figures.skipped(facts)) == {"default", "science", "reduction", "bench"}
+    text = report.text(facts, {}, "now")
+    for q in report.QUESTIONS:
+        assert f"## {q}." in text, q
+    for command in commands.values():
+        assert command in text, command
+
+
+def test_figures_and_report_are_built_from_one_collect(fixture_store, monkeypatch):
+    import re
+
+    from analysis import report
+
+    calls = {"collect": 0, "history": 0}
+    collect, load_history = report.collect, load.load_history
+
+    def counted_collect(*a, **k):
+        calls["collect"] += 1
+        return collect(*a, **k)
+
+    def counted_history(runs, name, keys=("train/loss",), **k):  # the fake sweep logs train/loss only
+        calls["history"] += 1
+        return load_history(runs, name, keys=keys, **k)
+
+    monkeypatch.setattr(report, "collect", counted_collect)
+    monkeypatch.setattr(load, "load_history", counted_history)
+    path = report.build("fake", "fake", fixture_store / "report", progress=False)
+    assert calls == {"collect": 1, "history": 1}
+    text = path.read_text()
+    figs = fixture_store / "report" / "figures"
+    for name in ("a_loss_curves", "b_heatmaps", "c_steps_to_target", "c2_best_lr"):
+        assert (figs / f"{name}.png").exists() and f"](figures/{name}.png)" in text, name
+    for name in ("d_b_simple", "e_loss_vs_time"):  # no B_simple and no time logged: nothing to draw
+        assert not (figs / f"{name}.png").exists() and f"figures/{name}" not in text, name
+    b_crit = float(re.search(r"sgd: B_crit ≈ (\d+)", text).group(1))
+    assert abs(b_crit / B_CRIT - 1) < 0.05, text
+    assert "make equivalence" in text and "make reduction" in text and "make bench" in text

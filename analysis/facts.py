@@ -1,0 +1,236 @@
+"""What the runs say, once: typed facts per experiment, from the pure reductions.
+
+``collect()`` is the one place that reads MLflow for the figures and the report
+(through ``analysis.load``) and reduces each experiment's runs with
+``analysis.reduce``. Everything downstream (``analysis.figures``,
+``analysis.report``) reads the frozen dataclasses returned here, by attribute,
+in any order. An experiment whose runs are missing is ``None`` in ``Facts``
+and its ``MissingRuns`` message (which names the command to run) is kept in
+``Facts.missing``. Nothing here draws or writes files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from analysis import load, reduce
+
+OPTIMIZERS = ("sgd", "momentum", "adam")  # the order of panels, table rows and listings
+LOSS_LEVEL = 1.0  # the training loss whose first crossing is counted in examples (Q5, figure a)
+SMALL_B_LR = 64  # the best SGD learning rate's slope is measured for B up to this
+SMALL_B_STEPS = 16  # the steps-to-target slope (perfect scaling is -1) is measured for B up to this
+
+
+def present(optimizers, seen) -> tuple[str, ...]:
+    """The optimizers of ``OPTIMIZERS`` that occur in ``seen``, in ``OPTIMIZERS`` order."""
+    seen = set(seen)
+    return tuple(o for o in optimizers if o in seen)
+
+
+@dataclass(frozen=True)
+class DefaultFacts:
+    """The main sweep (``make sweep``): every (optimizer, reduction, B, lr, seed)."""
+
+    experiment: str  # the MLflow experiment (``--default``)
+    runs: pd.DataFrame  # one row per finished run (``load.load_runs``)
+    optimizers: tuple[str, ...]  # those in the runs, in OPTIMIZERS order
+    best_lr: pd.DataFrame  # lowest final training loss per (optimizer, reduction, B): ``reduce.best_lr``
+    loss_curves: pd.DataFrame  # training loss over steps at each group's best lr: ``reduce.curves``
+    examples_to_loss_1: pd.Series  # per B: fewest examples (over optimizers) to reach loss 1, mean reduction
+    heatmap: pd.DataFrame  # median final loss and diverged fraction per (optimizer, reduction, B, lr)
+    sum_mean_slopes: pd.DataFrame  # per optimizer: slope in B of best lr(sum) / best lr(mean)
+    largest_stable_sgd_lr: pd.Series  # per (reduction, B): the largest SGD lr that did not diverge
+    b_simple_curves: pd.DataFrame  # B_simple over steps at each group's best lr (may be empty)
+
+    @property
+    def mean_loss_curves(self) -> pd.DataFrame:
+        return self.loss_curves[self.loss_curves["reduction"] == "mean"]
+
+
+@dataclass(frozen=True)
+class ScienceFacts:
+    """The science sweep (``make sweep GRID=science``): steps to a target loss against B."""
+
+    experiment: str  # the MLflow experiment (``--science``)
+    runs: pd.DataFrame
+    optimizers: tuple[str, ...]
+    steps_to_target: dict[str, pd.DataFrame]  # per optimizer: ``reduce.steps_to_target``
+    fits: dict[str, dict[str, float]]  # per optimizer: S(B) = S_min (1 + B_crit / B), ``reduce.fit_hyperbola``
+    small_b_steps_slopes: dict[str, float]  # per optimizer with a target reached: log-log slope for B <= 16
+    best_lr: pd.DataFrame  # fewest steps to target (or lowest final loss) per group
+    sgd_lr_slope: float  # log-log slope of SGD's best lr against B for B <= 64 (NaN: too few points)
+
+
+@dataclass(frozen=True)
+class NoiseFacts:
+    """The simple noise scale B_simple = tr(Σ)/‖G‖² over training, from the main sweep's best-lr runs."""
+
+    experiment: str  # the main sweep, where these curves were logged
+    curves: pd.DataFrame  # ``DefaultFacts.b_simple_curves``, never empty here
+    at_init: float  # median over groups at step 0
+    end_median: float  # median over groups of the last logged value
+
+
+@dataclass(frozen=True)
+class ReductionFacts:
+    """``make reduction``: sum and mean trained side by side, with a 1e-7 perturbation control."""
+
+    experiment: str
+    runs: pd.DataFrame  # one row per comparison and B, params as logged (strings)
+    distances: pd.DataFrame  # history of dist/pair and dist/control, with comparison and batch_size
+    final_ratio: pd.Series  # per run: final pair distance / final control distance
+
+
+@dataclass(frozen=True)
+class EquivalenceFacts:
+    """``make equivalence``: every gradient identity's relative error, float32 and float64."""
+
+    experiment: str
+    runs: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class BenchFacts:
+    """``make bench``: the rows of its newest session, numbers typed."""
+
+    experiment: str
+    runs: pd.DataFrame
+    per_example: pd.DataFrame  # kind == per_example: per-example gradient cost against B
+    pow2: pd.DataFrame  # kind == pow2: step time at 2^k - 1, 2^k, 2^k + 1
+    train: pd.DataFrame  # kind == train: compiled loop against PyTorch eager
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything the figures and the report read; ``None`` where the runs are missing."""
+
+    default: DefaultFacts | None = None
+    science: ScienceFacts | None = None
+    noise: NoiseFacts | None = None  # derived from default; None also when it logged no B_simple
+    equivalence: EquivalenceFacts | None = None
+    reduction: ReductionFacts | None = None
+    bench: BenchFacts | None = None
+    missing: dict[str, str] = field(default_factory=dict)  # field name -> MissingRuns message (names the command)
+
+
+EXPERIMENTS = ("default", "science", "equivalence", "reduction", "bench")  # noise is derived from default
+
+
+# ------------------------------------------------------------ one per experiment
+
+
+def default_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str) -> DefaultFacts:
+    best = reduce.best_lr(runs)
+    at_best = reduce.select(runs, best)
+    curves = reduce.curves(history, at_best)
+    mean_curves = curves[curves["reduction"] == "mean"]
+    crossing = reduce.first_crossing(mean_curves, "examples", LOSS_LEVEL)
+    sgd = runs[runs["optimizer"] == "sgd"]
+    return DefaultFacts(
+        experiment=experiment,
+        runs=runs,
+        optimizers=present(OPTIMIZERS, runs["optimizer"]),
+        best_lr=best,
+        loss_curves=curves,
+        examples_to_loss_1=crossing.groupby("batch_size")["examples"].min().dropna(),
+        heatmap=reduce.heatmap_table(runs),
+        sum_mean_slopes=reduce.sum_mean_best_lr_slopes(best),
+        largest_stable_sgd_lr=sgd[sgd["outcome"] == "completed"].groupby(["reduction", "batch_size"])["learning_rate"].max(),
+        b_simple_curves=reduce.curves(history, at_best, metric="grad/b_simple"),
+    )
+
+
+def science_facts(runs: pd.DataFrame, experiment: str) -> ScienceFacts:
+    optimizers = present(OPTIMIZERS, runs["optimizer"])
+    steps = {o: reduce.steps_to_target(runs[runs["optimizer"] == o]) for o in optimizers}
+    fits = {o: reduce.fit_hyperbola(st["batch_size"], st["steps"]) if len(st) else reduce.fit_hyperbola([], [])
+            for o, st in steps.items()}
+    small = {o: st[st["batch_size"] <= SMALL_B_STEPS] for o, st in steps.items() if len(st)}
+    best = reduce.best_lr(runs, metric="steps_to_target" if "steps_to_target" in runs else "final/train/loss")
+    sgd = best[(best["optimizer"] == "sgd") & best["stable"]].sort_values("batch_size")
+    sgd = sgd[sgd["batch_size"] <= SMALL_B_LR]
+    return ScienceFacts(
+        experiment=experiment,
+        runs=runs,
+        optimizers=optimizers,
+        steps_to_target=steps,
+        fits=fits,
+        small_b_steps_slopes={o: reduce.loglog_slope(s["batch_size"], s["steps"]) for o, s in small.items()},
+        best_lr=best,
+        sgd_lr_slope=reduce.loglog_slope(sgd["batch_size"], sgd["learning_rate"]),
+    )
+
+
+def noise_facts(default: DefaultFacts) -> NoiseFacts | None:
+    """None when the main sweep logged no B_simple."""
+    curves = default.b_simple_curves
+    if curves.empty:
+        return None
+    end = curves.sort_values("step").groupby(["optimizer", "reduction", "batch_size"]).tail(1)["mean"]
+    return NoiseFacts(experiment=default.experiment, curves=curves,
+                      at_init=curves[curves["step"] == 0]["mean"].median(), end_median=end.median())
+
+
+def reduction_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "reduction") -> ReductionFacts:
+    return ReductionFacts(
+        experiment=experiment,
+        runs=runs,
+        distances=history.merge(runs[["run_id", "comparison", "batch_size"]], on="run_id"),
+        final_ratio=runs["final/dist_pair"] / runs["final/dist_control"],
+    )
+
+
+def bench_facts(rows: pd.DataFrame, experiment: str = "benchmarks") -> BenchFacts:
+    """Keep the newest ``bench_session``'s rows and type B, P and k as numbers."""
+    newest = rows.groupby("bench_session")["end_time"].max().idxmax()
+    b = rows[rows["bench_session"] == newest].copy()
+    for col in ("B", "P", "k"):
+        if col in b:
+            b[col] = pd.to_numeric(b[col], errors="coerce")
+
+    def kind(k):
+        return b[b["kind"] == k] if "kind" in b else b.iloc[0:0]
+
+    return BenchFacts(experiment=experiment, runs=b, per_example=kind("per_example"), pow2=kind("pow2"),
+                      train=kind("train"))
+
+
+# ------------------------------------------------------------------ the reader
+
+
+def collect(default: str = "default", science: str = "science", progress: bool = True) -> Facts:
+    """Load and reduce every experiment of the study; record, not raise, those with no runs.
+
+    ``default`` and ``science`` name the two sweeps' MLflow experiments
+    (``--default`` / ``--science`` of the CLIs); the side experiments have
+    fixed names. ``progress`` shows a bar while histories are fetched.
+    """
+    found: dict[str, object] = {}
+    missing: dict[str, str] = {}
+
+    def attempt(name, read):
+        try:
+            found[name] = read()
+        except load.MissingRuns as e:
+            missing[name] = str(e)
+
+    def read_default():
+        runs = load.load_runs(default, hint=f"make sweep GRID={default}")
+        return default_facts(runs, load.load_history(runs, default, progress=progress), default)
+
+    def read_reduction():
+        runs = load.load_simple("reduction", "reduction", "make reduction")
+        hist = load.load_history(runs, "reduction", keys=("dist/pair", "dist/control"), progress=False)
+        return reduction_facts(runs, hist)
+
+    attempt("default", read_default)
+    attempt("science", lambda: science_facts(load.load_runs(science, hint=f"make sweep GRID={science}"), science))
+    attempt("equivalence", lambda: EquivalenceFacts(
+        "equivalence", load.load_simple("equivalence", "equivalence", "make equivalence")))
+    attempt("reduction", read_reduction)
+    attempt("bench", lambda: bench_facts(load.load_simple("benchmarks", "bench", "make bench")))
+    if "default" in found:
+        found["noise"] = noise_facts(found["default"])
+    return Facts(**found, missing=missing)

@@ -1,0 +1,180 @@
+"""How each quantity is drawn: pure "draw on the given axes" functions, one per kind of plot.
+
+Each ``plot_*(ax, table, ...)`` draws a table produced by ``analysis.reduce``
+(or held in ``analysis.facts``) onto a matplotlib ``Axes`` and sets its
+scales and labels; it neither creates figures nor saves them (that is
+``analysis.figures``). ``use_style()`` sets the house style once per process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+STYLE = Path(__file__).with_name("mbstudy.mplstyle")
+
+
+def use_style() -> None:
+    """The seaborn paper theme with ``mbstudy.mplstyle`` on top (changes matplotlib's global rcParams)."""
+    sns.set_theme(context="paper", style="whitegrid")
+    plt.style.use(STYLE)
+
+
+def b_palette(batch_sizes) -> dict:
+    """One viridis colour per batch size, small B dark."""
+    bs = sorted(set(int(b) for b in batch_sizes))
+    colors = sns.color_palette("viridis", len(bs))
+    return dict(zip(bs, colors))
+
+
+def legend_right(fig, ax) -> None:
+    """The legend of ``ax``, once, outside the figure on the right."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center")
+
+
+# ------------------------------------------------------ loss curves (a, e)
+
+
+def plot_curves(ax, cur: pd.DataFrame, x: str = "step", logx: bool = True) -> None:
+    """Loss against ``x`` (step, examples or time_s) per batch size: mean line, seed range band."""
+    pal = b_palette(cur["batch_size"])
+    for b, g in cur.groupby("batch_size"):
+        g = g[g[x] > 0] if logx else g
+        g = g.dropna(subset=[x])
+        ax.plot(g[x], g["mean"], color=pal[int(b)], label=f"B={int(b)}")
+        ax.fill_between(g[x], g["lo"], g["hi"], color=pal[int(b)], alpha=0.2, linewidth=0)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel({"step": "steps", "examples": "examples seen", "time_s": "training time (s)"}[x])
+    ax.set_ylabel("training loss (full set)")
+
+
+# ------------------------------------------------------------ heatmaps (b)
+
+
+def plot_heatmap(ax, table: pd.DataFrame, norm=None) -> None:
+    """Final training loss over (lr x B) for one optimizer and reduction; diverged cells marked x."""
+    p = table.pivot_table(index="learning_rate", columns="batch_size", values="value").sort_index(ascending=False)
+    d = table.pivot_table(index="learning_rate", columns="batch_size", values="diverged").reindex_like(p)
+    masked = p.where(d < 0.5)
+    sns.heatmap(masked, ax=ax, norm=norm, cmap="mako_r", cbar=False, linewidths=0.3, linecolor="white",
+                annot=masked.map(lambda v: f"{v:.2g}" if np.isfinite(v) else ""), fmt="", annot_kws={"fontsize": 5.5})
+    for i, lr in enumerate(p.index):
+        for j, b in enumerate(p.columns):
+            if d.loc[lr, b] >= 0.5:
+                ax.text(j + 0.5, i + 0.5, "×", ha="center", va="center", color="#c0392b", fontsize=9)
+    ax.set_yticklabels([f"{v:g}" for v in p.index], rotation=0)
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel("learning rate")
+
+
+# ----------------------------------------------- steps to target (c, c2)
+
+
+def plot_steps_to_target(ax, st: pd.DataFrame, fit: dict, y: str = "steps") -> None:
+    """Steps (or examples) to target against B, log-log, with the fitted hyperbola and B_crit."""
+    B = st["batch_size"].to_numpy(float)
+    ax.plot(B, st[y], "o", ms=4, label="measured (best lr)")
+    if y == "steps" and st["steps_max"].notna().any():
+        ax.vlines(B, st["steps_min"], st["steps_max"], alpha=0.4)
+    if np.isfinite(fit.get("B_crit", np.nan)):
+        grid = np.geomspace(B.min(), B.max(), 100)
+        s_fit = fit["S_min"] * (1 + fit["B_crit"] / grid)
+        ax.plot(grid, s_fit if y == "steps" else s_fit * grid, "-", alpha=0.7,
+                label=f"S_min(1+B_crit/B), R²={fit['r2']:.3f}")
+        ax.axvline(fit["B_crit"], ls="--", color="gray", lw=1)
+        ax.annotate(f" B_crit≈{fit['B_crit']:.0f}", (fit["B_crit"], 0.02), xycoords=("data", "axes fraction"),
+                    va="bottom", fontsize=7, color="gray")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel("steps to target" if y == "steps" else "examples to target")
+    ax.legend(loc="upper right" if y == "steps" else "upper left")
+
+
+def plot_best_lr(ax, best: pd.DataFrame) -> None:
+    """Best learning rate against B, one line per optimizer (and reduction)."""
+    for (opt, red), g in best[best["stable"]].groupby(["optimizer", "reduction"]):
+        g = g.sort_values("batch_size")
+        ax.plot(g["batch_size"], g["learning_rate"], "o-" if red == "mean" else "s--", ms=3.5, label=f"{opt}, {red}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel("best learning rate")
+    ax.legend(ncol=2)
+
+
+# ---------------------------------------------------------- noise scale (d)
+
+
+def plot_b_simple(ax, h: pd.DataFrame, b_crit: float | None) -> None:
+    """B_simple over training per batch size (best-lr runs), against the fitted B_crit."""
+    pal = b_palette(h["batch_size"])
+    for b, g in h.groupby("batch_size"):
+        g = g[g["mean"] > 0]
+        ax.plot(g["step"], g["mean"], color=pal[int(b)], label=f"B={int(b)}")
+    if b_crit is not None and np.isfinite(b_crit):
+        ax.axhline(b_crit, ls="--", color="gray", lw=1, label=f"B_crit (fit) ≈ {b_crit:.0f}")
+    ax.set_yscale("log")
+    ax.set_xlabel("steps")
+    ax.set_ylabel("B_simple = tr(Σ) / ‖G‖²")
+    ax.legend()
+
+
+# ------------------------------------------------ reduction distances (f)
+
+
+def plot_distance(ax, h: pd.DataFrame) -> None:
+    """Relative parameter distance of a sum/mean pair against its 1e-7 perturbation control."""
+    for (name, b), g in h.groupby(["comparison", "batch_size"]):
+        pair = g[g["metric"] == "dist/pair"].sort_values("step")
+        ax.plot(pair["step"].clip(lower=1), pair["value"].clip(lower=1e-12), label=f"{name}, B={b}")
+    ctrl = h[h["metric"] == "dist/control"].groupby("step")["value"].median().reset_index()
+    ax.plot(ctrl["step"].clip(lower=1), ctrl["value"], "k--", lw=2, label="control (median)")
+    ax.set_yscale("log")
+    ax.set_xscale("log")
+    ax.set_xlabel("steps")
+    ax.set_ylabel("‖θ_a − θ_b‖ / ‖θ_a‖  (0 drawn at 1e-12)")
+    ax.legend(ncol=2, fontsize=6)
+
+
+# ------------------------------------------------------- benchmarks (q3, q6)
+
+
+def plot_cost(ax, pe: pd.DataFrame) -> None:
+    """Per-example cost relative to the batch gradient against B, with the memory-write floor."""
+    pe = pe.sort_values("B")
+    styles = {"vmap": ("vmap(grad), B×P kept", "o-"), "fast": ("one backward + outer products", "s-"),
+              "norms": ("per-example norms only", "^-"), "loop": ("Python loop of B grads", "v:"),
+              "torch_vmap": ("torch.func vmap(grad)", "d--")}
+    for key, (label, st) in styles.items():
+        col = f"ratio/{key}_to_batch"
+        if col in pe and pe[col].notna().any():
+            ax.plot(pe["B"], pe[col], st, ms=4, label=label)
+    ax.plot(pe["B"], pe["ratio/floor_to_batch"], "k--", lw=2, label="floor: write B×P floats")
+    ax.axhline(1, color="gray", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel("time / batch-mean gradient")
+
+
+def plot_pow2(ax, p2: pd.DataFrame) -> None:
+    """Step time at 2^k - 1 and 2^k + 1 relative to 2^k."""
+    p2 = p2.sort_values("k")
+    for col, label, st in (("us/pow2_minus_1", "B = 2^k − 1", "v-"), ("us/pow2_plus_1", "B = 2^k + 1", "^-")):
+        ax.plot(2 ** p2["k"], p2[col] / p2["us/pow2"], st, label=label)
+    ax.axhline(1, color="gray", lw=1, label="B = 2^k")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("2^k")
+    ax.set_ylabel("step time / step time at 2^k")
+    ax.legend()
