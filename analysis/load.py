@@ -20,20 +20,16 @@ trains anything.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import dataclasses
 from pathlib import Path
 
 import pandas as pd
 
 from experiments.engine import tracking
-from mbstudy.train import TrainConfig
+from mbstudy.config import SEQUENCE_FIELDS, TrainConfig
+from mbstudy.metrics import history_metrics
 
 CACHE = tracking.ROOT / ".cache" / "analysis"
-HISTORY_KEYS = (
-    "train/loss", "train/batch_loss", "test/loss", "test/acc", "grad/b_simple", "grad/trace_cov",
-    "grad/g_norm_sq", "param/norm", "time/train_s",
-)
-_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+HISTORY_KEYS = tuple(history_metrics())  # every metric a run records (mbstudy/metrics.py)
 
 
 class MissingRuns(LookupError):
@@ -41,16 +37,11 @@ class MissingRuns(LookupError):
 
 
 def _typed(name: str, value: str):
-    t = str(_FIELD_TYPES.get(name, "str"))
-    if value == "None":
-        return float("nan")
-    if t == "int":
-        return int(value)
-    if t.startswith("float"):
-        return float(value)
-    if t == "bool":
-        return value == "True"
-    return value
+    """A param typed back by :meth:`TrainConfig.parse_param`; None as NaN, sequences (``hidden``) kept as text."""
+    if name in SEQUENCE_FIELDS:
+        return value
+    typed = TrainConfig.parse_param(name, value)
+    return float("nan") if typed is None else typed
 
 
 def experiment_id(name: str, hint: str | None = None) -> str:
