@@ -82,12 +82,13 @@ equivalence: setup ## log every gradient identity's error, float32 and float64 (
 reduction: setup ## train sum against mean side by side, with the 1e-7 perturbation control (Q4)
 	$(PY) -m experiments.reduction
 
-study: setup ## everything the write-up needs: the default, science and seeds sweeps and both experiments
+study: setup ## everything the report uses: the default, science and seeds sweeps, both experiments and the benchmark
 	$(PY) -m experiments.sweep default
 	$(PY) -m experiments.sweep science
 	$(PY) -m experiments.sweep seeds
 	$(PY) -m experiments.equivalence
 	$(PY) -m experiments.reduction
+	$(PY) -m experiments.bench
 
 setup-bench: $(STAMP) ## add the optional PyTorch peer of make bench (the same as make setup EXTRAS=bench)
 	$(call install-extras,bench)
