@@ -30,7 +30,7 @@ def test_smallest_bench_schema_and_mlflow(tmp_path, monkeypatch, capsys):
     md = files[0].with_suffix(".md").read_text()
     assert "| 40-100-100-10 | 15,210 | 8 |" in md
     exp = tracking.client().get_experiment_by_name("benchmarks")
-    runs = tracking._search_all(tracking.client(), exp.experiment_id, "tags.`mbstudy.kind` = 'bench'")
+    runs = tracking.search_all(tracking.client(), exp.experiment_id, "tags.`mbstudy.kind` = 'bench'")
     assert len(runs) == 2 and {r.data.params["B"] for r in runs} == {"8", "32"}
     assert all("ratio/fast_to_floor" in r.data.metrics and r.data.tags.get("cpu") for r in runs)
 
