@@ -65,7 +65,7 @@ def run_sweep(sweep: grids.Sweep, executor: Executor, *, progress: bool = True) 
     return status, counts, parent
 
 
-def _fmt(seconds: float) -> str:
+def _duration(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     return f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
 
@@ -84,8 +84,8 @@ def summary_text(sweep: grids.Sweep, counts: SweepCounts, parent: str, status: i
         f"sweep '{sweep.name}' ({sweep.source}): {len(sweep.configs)} configurations",
         f"  trained {counts.trained} · skipped {counts.skipped} (already finished) · diverged {counts.diverged}"
         f" · failed {counts.failed}" + (f" · stale runs marked KILLED {counts.stale}" if counts.stale else ""),
-        f"  wall {_fmt(t['wall_s'])} · summed over runs: compile {_fmt(t['compile_s'])}, train {_fmt(t['train_s'])},"
-        f" eval {_fmt(t['eval_s'])}, log {_fmt(t['log_s'])}",
+        f"  wall {_duration(t['wall_s'])} · summed over runs: compile {_duration(t['compile_s'])},"
+        f" train {_duration(t['train_s'])}, eval {_duration(t['eval_s'])}, log {_duration(t['log_s'])}",
         f"  store {tracking.tracking_uri()} · experiment '{sweep.name}'" + (f" · parent run {parent}" if parent else " · nothing to do"),
         f"  browse: {_browse_hint(tracking.tracking_uri())}",
     ]

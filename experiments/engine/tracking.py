@@ -32,6 +32,11 @@ leftovers KILLED and trains them again. Parent and child runs carry
 ``mbstudy.executor`` (``local`` or ``ray``) and the host and process id that
 wrote them (``mbstudy.host``, ``mbstudy.pid``), which is how a later sweep
 tells a dead sweep's leftovers from a live one's runs.
+
+Every MLflow run of the project (a sweep's runs, the equivalence and
+reduction experiments, the benchmark) is written through :func:`writing_run`
+or :func:`write_run`, which log in batches within MLflow's limits and end the
+run only when everything is logged.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C and stops the pool
 
 
-class InlineExecutor(cf.Executor):
+class InProcessPool(cf.Executor):
     """``--workers 1``: train in this process, when the result is asked for."""
 
     def submit(self, fn, /, *args, **kwargs):
@@ -35,11 +35,13 @@ class InlineExecutor(cf.Executor):
 def make_pool(workers: int) -> cf.Executor:
     """``workers`` spawned processes that ignore Ctrl-C, or this process for 1."""
     if workers == 1:
-        return InlineExecutor()
+        return InProcessPool()
     return cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
 
 
 class LocalExecutor(Executor):
+    """``--executor local``: a pool of ``workers`` processes (see the module's docstring)."""
+
     name = "local"
 
     def run(self, todo, ctx, *, bar, counts) -> int:

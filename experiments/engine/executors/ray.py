@@ -52,6 +52,8 @@ class RayUnavailable(ExecutorUnavailable):
 
 
 class RayExecutor(Executor):
+    """``--executor ray``: units of runs as Ray tasks (see the module's docstring)."""
+
     name = "ray"
 
     def preflight(self) -> None:
@@ -64,7 +66,7 @@ class RayExecutor(Executor):
 
     def run(self, todo, ctx, *, bar, counts) -> int:
         size = self.unit_size or default_unit_size(len(todo), self.workers)
-        return run(self.ray, todo, ctx, unit_size=size, max_retries=self.max_retries, bar=bar, counts=counts)
+        return run_units(self.ray, todo, ctx, unit_size=size, max_retries=self.max_retries, bar=bar, counts=counts)
 
 
 def units(configs, unit_size: int) -> list[list]:
@@ -172,7 +174,7 @@ def check_store_for_cluster() -> None:
             "(or your team's server), or unset RAY_ADDRESS to use a local Ray instance")
 
 
-def run(ray, todo, ctx: SweepContext, *, unit_size: int, max_retries: int, bar, counts) -> int:
+def run_units(ray, todo, ctx: SweepContext, *, unit_size: int, max_retries: int, bar, counts) -> int:
     """Train ``todo`` as Ray tasks on a connected ``ray``; updates ``counts`` and the bar; returns the exit status.
 
     Ray is shut down at the end (for a cluster: this driver disconnects).
