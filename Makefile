@@ -93,7 +93,7 @@ study: setup ## everything the report uses: the default, science and seeds sweep
 setup-bench: $(STAMP) ## add the optional PyTorch peer of make bench (the same as make setup EXTRAS=bench)
 	$(call install-extras,bench)
 
-bench: setup ## time per-example gradients and training steps (quick, ~3 min); PyTorch peers if installed
+bench: setup ## time per-example gradients and training steps (quick, ~5 min); PyTorch peers if installed
 	$(PY) -m experiments.bench
 
 bench-full: setup ## the same with longer timing budgets

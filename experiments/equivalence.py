@@ -112,24 +112,17 @@ def _finite_difference_error(model, loss, params, x, y, g_mean, n: int = 40, h: 
 
 
 def main() -> int:
-    from mlflow.entities import Metric, Param, RunTag
-
     exp = tracking.get_or_create_experiment("equivalence", __doc__.split("\n\n")[0])
     prov = tracking.provenance()
-    c = tracking.client()
     for name, (dataset, sizes, act, B) in SETTINGS.items():
         for dtype_name, dtype in (("float32", jnp.float32), ("float64", jnp.float64)):
             with jax.enable_x64(dtype == jnp.float64):
                 err = measure(dataset, sizes, act, B, dtype)
-            run = c.create_run(exp, run_name=f"{name}-{dtype_name}",
-                               tags={"mbstudy.kind": "equivalence", **prov})
-            rid = run.info.run_id
             params = {"setting": name, "dataset": dataset, "sizes": ",".join(map(str, sizes)),
                       "activation": act, "batch_size": B, "dtype": dtype_name, "n_devices": len(jax.devices())}
-            c.log_batch(rid, params=[Param(k, str(v)) for k, v in params.items()],
-                        metrics=[Metric(f"err/{k}", v, 0, 0) for k, v in err.items()],
-                        tags=[RunTag("mbstudy.setting", name)])
-            c.set_terminated(rid, "FINISHED")
+            tracking.write_run(exp, name=f"{name}-{dtype_name}", params=params, timestamp=0,
+                               tags={"mbstudy.kind": "equivalence", **prov, "mbstudy.setting": name},
+                               metrics={f"err/{k}": v for k, v in err.items()})
             print(f"{name:34s} {dtype_name}: " + ", ".join(f"{k}={v:.1e}" for k, v in err.items()), flush=True)
     print(f"logged to {tracking.tracking_uri()}, experiment 'equivalence'")
     return 0

@@ -35,7 +35,7 @@ def _histories(uri: str, experiment: str) -> dict[str, dict[str, list]]:
     exp = c.get_experiment_by_name(experiment)
     return {r.data.tags["cfg_hash"]: {k: [(m.step, m.value) for m in c.get_metric_history(r.info.run_id, k)]
                                       for k in r.data.metrics if not k.startswith("time/")}
-            for r in tracking._search_all(c, exp.experiment_id, "tags.`mbstudy.kind` = 'run' and attributes.status = 'FINISHED'")}
+            for r in tracking.search_all(c, exp.experiment_id, "tags.`mbstudy.kind` = 'run' and attributes.status = 'FINISHED'")}
 
 
 def main(argv: list[str] | None = None) -> int:

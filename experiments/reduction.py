@@ -74,32 +74,23 @@ def compare(a_cfg: TrainConfig, b_cfg: TrainConfig, data) -> dict[str, np.ndarra
 
 
 def main() -> int:
-    from mlflow.entities import Metric, Param, RunTag
-
     exp = tracking.get_or_create_experiment("reduction", __doc__.split("\n\n")[0])
     prov = tracking.provenance()
-    c = tracking.client()
     data = load_dataset("mnist1d")
     print(f"{'comparison':16s} {'B':>4s} {'final dist/pair':>16s} {'final dist/control':>19s}")
     for B in BATCH_SIZES:
         for name, (a, b) in comparisons(B).items():
             h = compare(a, b, data)
-            metrics = [Metric(k, float(v), 0, int(s)) for k in h if k != "step"
-                       for s, v in zip(h["step"], h[k]) if np.isfinite(v)]
             final = {"final/dist_pair": h["dist/pair"][-1], "final/dist_control": h["dist/control"][-1],
                      "max/dist_pair": h["dist/pair"].max(), "max/dist_control": h["dist/control"].max()}
-            metrics += [Metric(k, float(v), 0, int(h["step"][-1])) for k, v in final.items()]
             params = {"comparison": name, "batch_size": B, "optimizer": a.optimizer,
                       "lr_a": a.learning_rate, "lr_b": b.learning_rate, "eps_a": a.eps, "eps_b": b.eps,
                       "reduction_a": a.reduction, "reduction_b": b.reduction, "perturbation": PERTURBATION,
                       "steps": a.steps, "dataset": a.dataset}
-            run = c.create_run(exp, run_name=f"{name}-B{B}", tags={"mbstudy.kind": "reduction", **prov})
-            rid = run.info.run_id
-            c.log_batch(rid, params=[Param(k, str(v)) for k, v in params.items()],
-                        tags=[RunTag("comparison", name)])
-            for i in range(0, len(metrics), tracking.BATCH):
-                c.log_batch(rid, metrics=metrics[i : i + tracking.BATCH])
-            c.set_terminated(rid, "FINISHED")
+            tracking.write_run(exp, name=f"{name}-B{B}", params=params, timestamp=0,
+                               tags={"mbstudy.kind": "reduction", **prov, "comparison": name},
+                               histories={k: (h["step"], h[k]) for k in h if k != "step"},
+                               metrics=final, step=int(h["step"][-1]))
             print(f"{name:16s} {B:>4d} {final['final/dist_pair']:>16.2e} {final['final/dist_control']:>19.2e}", flush=True)
     print(f"logged to {tracking.tracking_uri()}, experiment 'reduction'")
     return 0

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from experiments import bench
+from experiments.bench import cli, output, per_example
 from experiments.engine import tracking
 from mbstudy import grads as G
 
@@ -12,7 +12,7 @@ from mbstudy import grads as G
 @pytest.mark.slow
 def test_smallest_bench_schema_and_mlflow(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert bench.main(["--smallest", "--out", str(tmp_path / "results")]) == 0
+    assert cli.main(["--smallest", "--out", str(tmp_path / "results")]) == 0
     files = list((tmp_path / "results").glob("bench-*.json"))
     assert len(files) == 1 and files[0].with_suffix(".md").exists()
     out = json.loads(files[0].read_text())
@@ -30,7 +30,7 @@ def test_smallest_bench_schema_and_mlflow(tmp_path, monkeypatch, capsys):
     md = files[0].with_suffix(".md").read_text()
     assert "| 40-100-100-10 | 15,210 | 8 |" in md
     exp = tracking.client().get_experiment_by_name("benchmarks")
-    runs = tracking._search_all(tracking.client(), exp.experiment_id, "tags.`mbstudy.kind` = 'bench'")
+    runs = tracking.search_all(tracking.client(), exp.experiment_id, "tags.`mbstudy.kind` = 'bench'")
     assert len(runs) == 2 and {r.data.params["B"] for r in runs} == {"8", "32"}
     assert all("ratio/fast_to_floor" in r.data.metrics and r.data.tags.get("cpu") for r in runs)
 
@@ -47,7 +47,7 @@ def test_bench_times_the_library_functions(monkeypatch):
 
         spy.lower = original.lower  # memory analysis lowers the same jitted function
         monkeypatch.setattr(G, name, spy)
-    row = bench.bench_per_example("tiny", (5, 7, 3), 4, budget=0.0)
+    row = per_example.bench_per_example("tiny", (5, 7, 3), 4, budget=0.0)
     assert called == {"_batch_grad", "_per_sample_grads", "_per_sample_grads_fast", "_per_sample_grad_norms"}
     assert row["P"] == 5 * 7 + 7 + 7 * 3 + 3
 
@@ -59,7 +59,7 @@ def test_targets_are_read_off_the_numbers():
         {"kind": "train", "B": 8, "ratio/torch_to_compiled": 6.0},
         {"kind": "train", "B": 64, "ratio/torch_to_compiled": 3.0},
     ]
-    t = bench.check_targets(rows)
+    t = output.check_targets(rows)
     assert t[0].startswith("MISSED") and "worst 1.50" in t[0]
     assert t[1].startswith("MISSED") and "B=128" in t[1]
     assert t[2].startswith("MISSED") and "worst 3.0x" in t[2]

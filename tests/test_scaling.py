@@ -82,7 +82,7 @@ def snapshot(uri: str, experiment: str) -> dict[str, tuple]:
     c = MlflowClient(uri)
     exp = c.get_experiment_by_name(experiment)
     out = {}
-    for r in tracking._search_all(c, exp.experiment_id, "tags.`mbstudy.kind` = 'run'"):
+    for r in tracking.search_all(c, exp.experiment_id, "tags.`mbstudy.kind` = 'run'"):
         hist = {k: [(m.step, m.value) for m in c.get_metric_history(r.info.run_id, k)]
                 for k in r.data.metrics if not k.startswith("time/")}
         tags = {k: r.data.tags.get(k) for k in ("outcome", "data_digest", "model_params", "group_hash", "sweep")}
@@ -173,8 +173,8 @@ def test_ray_into_postgres_server_gives_the_same_runs_as_local_on_sqlite(smoke_l
 
     c = MlflowClient(smoke_on_server)
     exp = c.get_experiment_by_name("smoke").experiment_id
-    assert {r.data.tags["mbstudy.executor"] for r in tracking._search_all(c, exp, "tags.`mbstudy.kind` = 'run'")} == {"ray"}
-    parents = tracking._search_all(c, exp, "tags.`mbstudy.kind` = 'parent'")
+    assert {r.data.tags["mbstudy.executor"] for r in tracking.search_all(c, exp, "tags.`mbstudy.kind` = 'run'")} == {"ray"}
+    parents = tracking.search_all(c, exp, "tags.`mbstudy.kind` = 'parent'")
     assert [(p.data.tags["mbstudy.executor"], p.info.status) for p in parents] == [("ray", "FINISHED")]
 
 
@@ -188,13 +188,13 @@ def test_resume_holds_across_executors(smoke_local, tmp_path):
     uri = f"sqlite:///{db}"
     c = MlflowClient(uri)
     exp = c.get_experiment_by_name("smoke").experiment_id
-    runs = tracking._search_all(c, exp, "tags.`mbstudy.kind` = 'run'")
+    runs = tracking.search_all(c, exp, "tags.`mbstudy.kind` = 'run'")
     for r in runs[:3]:  # as if the local sweep had been killed during these three
         c.set_terminated(r.info.run_id, "KILLED")
     p = sweep(["smoke", "--executor", "ray", "--workers", "2"], env_for(uri))
     assert p.returncode == 0, p.stdout + p.stderr
     assert "trained 3 · skipped 10" in p.stdout
-    after = tracking._search_all(c, exp, "tags.`mbstudy.kind` = 'run'")
+    after = tracking.search_all(c, exp, "tags.`mbstudy.kind` = 'run'")
     finished = sorted(r.data.tags["cfg_hash"] for r in after if r.info.status == "FINISHED")
     assert finished == sorted(grids.config_hash(cfg) for cfg in grids.load("smoke").configs)
     assert len(after) == 16
@@ -285,7 +285,7 @@ def test_a_worker_killed_mid_task_is_retried_and_leaves_one_finished_run_per_con
     assert killed, "no run was caught in the middle of training"
     assert proc.returncode == 0, out + err
     exp = c.get_experiment_by_name("killed_worker").experiment_id
-    runs = tracking._search_all(c, exp, "tags.`mbstudy.kind` = 'run'")
+    runs = tracking.search_all(c, exp, "tags.`mbstudy.kind` = 'run'")
     finished = sorted(r.data.tags["cfg_hash"] for r in runs if r.info.status == "FINISHED")
     assert finished == sorted(grids.config_hash(cfg) for cfg in configs), "exactly one FINISHED run per configuration"
     dead = c.get_run(killed)

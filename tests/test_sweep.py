@@ -13,7 +13,8 @@ import pytest
 
 from experiments.engine import grid as grids
 from experiments import sweep as sweep_mod
-from experiments.engine import tracking
+from experiments.engine import lifecycle, tracking
+from experiments.engine.executors.local import make_pool
 from mbstudy.config import TrainConfig
 from mbstudy.train import train
 
@@ -32,7 +33,7 @@ def all_runs(kind="run"):
     exp = tracking.client().get_experiment_by_name("smoke")
     if exp is None:
         return []
-    return tracking._search_all(tracking.client(), exp.experiment_id, f"tags.`mbstudy.kind` = '{kind}'")
+    return tracking.search_all(tracking.client(), exp.experiment_id, f"tags.`mbstudy.kind` = '{kind}'")
 
 
 def history(run_id, key):
@@ -196,8 +197,8 @@ def test_config_hash_is_stable_and_seed_free_group():
 @pytest.mark.slow
 def test_worker_processes_give_the_same_numbers_as_training_alone():
     cfgs = list(SMOKE.configs[:3])
-    with sweep_mod.make_executor(2) as ex:
-        parallel = list(ex.map(sweep_mod.train_config, cfgs))
+    with make_pool(2) as ex:
+        parallel = list(ex.map(lifecycle.train_config, cfgs))
     for cfg, got in zip(cfgs, parallel):
         alone = train(cfg)
         for key, values in alone.history.items():

@@ -32,10 +32,16 @@ leftovers KILLED and trains them again. Parent and child runs carry
 ``mbstudy.executor`` (``local`` or ``ray``) and the host and process id that
 wrote them (``mbstudy.host``, ``mbstudy.pid``), which is how a later sweep
 tells a dead sweep's leftovers from a live one's runs.
+
+Every MLflow run of the project (a sweep's runs, the equivalence and
+reduction experiments, the benchmark) is written through :func:`writing_run`
+or :func:`write_run`, which log in batches within MLflow's limits and end the
+run only when everything is logged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -48,6 +54,7 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[2]  # the project root
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
+PARAMS_BATCH = 100  # and of params, and of tags
 
 
 def tracking_uri() -> str:
@@ -169,7 +176,8 @@ def provenance() -> dict[str, str]:
     }
 
 
-def _search_all(c, experiment_id: str, filter_string: str) -> list:
+def search_all(c, experiment_id: str, filter_string: str) -> list:
+    """Every run of an experiment that matches ``filter_string``, across result pages."""
     runs, token = [], None
     while True:
         page = c.search_runs([experiment_id], filter_string=filter_string, max_results=1000, page_token=token)
@@ -179,14 +187,17 @@ def _search_all(c, experiment_id: str, filter_string: str) -> list:
             return runs
 
 
+_search_all = search_all  # the old private name, until analysis/load.py uses search_all
+
+
 def runs_of_config(experiment_id: str, cfg_hash: str) -> list:
     """Every child run of one configuration, whatever its status."""
-    return _search_all(client(), experiment_id, f"tags.`mbstudy.kind` = 'run' and tags.cfg_hash = '{cfg_hash}'")
+    return search_all(client(), experiment_id, f"tags.`mbstudy.kind` = 'run' and tags.cfg_hash = '{cfg_hash}'")
 
 
 def finished_hashes(experiment_id: str) -> set[str]:
     """cfg_hash of every FINISHED child run."""
-    runs = _search_all(client(), experiment_id, "tags.`mbstudy.kind` = 'run' and attributes.status = 'FINISHED'")
+    runs = search_all(client(), experiment_id, "tags.`mbstudy.kind` = 'run' and attributes.status = 'FINISHED'")
     return {r.data.tags.get("cfg_hash") for r in runs}
 
 
@@ -216,7 +227,7 @@ def mark_stale_runs_killed(experiment_id: str) -> int:
     """
     c = client()
     host = socket.gethostname()
-    running = {r.info.run_id: r for r in _search_all(c, experiment_id, "attributes.status = 'RUNNING'")}
+    running = {r.info.run_id: r for r in search_all(c, experiment_id, "attributes.status = 'RUNNING'")}
     stale = {i for i, r in running.items() if r.data.tags.get("mbstudy.kind") == "parent" and _dead_here(r.data.tags, host)}
     for i, r in running.items():
         parent = r.data.tags.get("mlflow.parentRunId")
@@ -253,46 +264,97 @@ def _param_value(v: Any) -> str:
     return str(v)
 
 
+# ------------------------------------------------------------ writing runs
+
+
+class RunWriter:
+    """Writes one run: params, tags and metrics in ``log_batch`` calls within MLflow's limits.
+
+    Use :func:`writing_run` (or :func:`write_run` for a run written in one go):
+    the run is set FINISHED (or ``status``) only after everything is logged. An
+    exception leaves it RUNNING, which resuming treats as incomplete.
+    """
+
+    def __init__(self, run_id: str, timestamp: int | None = None):
+        self.run_id = run_id
+        self.timestamp = int(time.time() * 1000) if timestamp is None else timestamp
+
+    def log(self, *, params: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
+            metrics: dict[str, float] | None = None, step: int = 0,
+            histories: dict[str, tuple[Any, Any]] | None = None) -> None:
+        """Log ``params`` (lists joined by commas), ``tags``, ``metrics`` (one value each, at ``step``)
+        and ``histories`` (metric -> (steps, values); non-finite values are left out)."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        c = client()
+        p = [Param(k, _param_value(v)) for k, v in (params or {}).items()]
+        t = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        for i in range(0, max(len(p), len(t)), PARAMS_BATCH):
+            c.log_batch(self.run_id, params=p[i : i + PARAMS_BATCH], tags=t[i : i + PARAMS_BATCH])
+        ms = []
+        for key, (steps, values) in (histories or {}).items():
+            ms += [Metric(key, float(v), self.timestamp, int(s)) for s, v in zip(steps, values) if math.isfinite(v)]
+        ms += [Metric(k, float(v), self.timestamp, int(step)) for k, v in (metrics or {}).items()]
+        for i in range(0, len(ms), BATCH):
+            c.log_batch(self.run_id, metrics=ms[i : i + BATCH])
+
+    def log_dataset(self, name: str, digest: str, source: str, context: str = "train") -> None:
+        """The data set as an MLflow input (``source_type`` code: ``source`` is the call that loads it)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        ds = Dataset(name=name, digest=digest, source_type="code", source=source)
+        client().log_inputs(self.run_id, [DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])])
+
+
+@contextlib.contextmanager
+def writing_run(experiment_id: str | None = None, *, run_id: str | None = None, name: str | None = None,
+                tags: dict[str, str] | None = None, status: str = "FINISHED", timestamp: int | None = None):
+    """Write a run (a new one in ``experiment_id``, or the existing ``run_id``), then end it with ``status``.
+
+    ``with writing_run(exp, name=..., tags=...) as run: run.log(params=..., histories=...)``
+    """
+    if run_id is None:
+        run_id = client().create_run(experiment_id, tags=tags, run_name=name).info.run_id
+    elif tags:
+        RunWriter(run_id).log(tags=tags)
+    writer = RunWriter(run_id, timestamp)
+    yield writer
+    client().set_terminated(run_id, status)
+
+
+def write_run(experiment_id: str, *, name: str | None = None, params: dict[str, Any] | None = None,
+              tags: dict[str, str] | None = None, metrics: dict[str, float] | None = None, step: int = 0,
+              histories: dict[str, tuple[Any, Any]] | None = None, status: str = "FINISHED",
+              timestamp: int | None = None) -> str:
+    """Create a run, log everything in batches (see :meth:`RunWriter.log`), end it with ``status``; its id."""
+    with writing_run(experiment_id, name=name, tags=tags, status=status, timestamp=timestamp) as run:
+        run.log(params=params, metrics=metrics, step=step, histories=histories)
+    return run.run_id
+
+
 def log_result(run_id: str, result, params: dict[str, Any], prov: dict[str, str]) -> float:
     """Log one finished training result into its RUNNING child run, then mark it FINISHED.
 
     Returns the seconds spent logging (also logged, as ``time/log_s``).
     """
-    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
-
     t0 = time.perf_counter()
-    c = client()
-    now = int(time.time() * 1000)
     tags = {
         **prov,
         "outcome": result.outcome,
         "model_params": str(result.model_params),
         "data_digest": result.data_digest,
     }
-    c.log_batch(
-        run_id,
-        params=[Param(k, _param_value(v)) for k, v in params.items()],
-        tags=[RunTag(k, v) for k, v in tags.items()],
-    )
-    metrics = []
     steps = result.history["step"]
-    for key, values in result.history.items():
-        if key == "step":
-            continue
-        metrics += [Metric(key, float(v), now, int(s)) for s, v in zip(steps, values) if math.isfinite(v)]
     last = int(steps[-1]) if len(steps) else 0
-    metrics += [Metric(k, v, now, last) for k, v in result.summary().items() if math.isfinite(v)]
-    for i in range(0, len(metrics), BATCH):
-        c.log_batch(run_id, metrics=metrics[i : i + BATCH])
-    cfg = result.config
-    ds = Dataset(
-        name=cfg.dataset, digest=result.data_digest[:32], source_type="code",
-        source=f"mbstudy.load_dataset({cfg.dataset!r}, seed={cfg.data_seed})",
-    )
-    c.log_inputs(run_id, [DatasetInput(ds, tags=[InputTag("mlflow.data.context", "train")])])
-    log_s = time.perf_counter() - t0
-    c.log_batch(run_id, metrics=[Metric("time/log_s", log_s, now, last)])
-    c.set_terminated(run_id, "FINISHED")
+    with writing_run(run_id=run_id) as run:
+        run.log(params=params, tags=tags)
+        run.log(histories={k: (steps, v) for k, v in result.history.items() if k != "step"},
+                metrics={k: v for k, v in result.summary().items() if math.isfinite(v)}, step=last)
+        cfg = result.config
+        run.log_dataset(cfg.dataset, result.data_digest[:32],
+                        f"mbstudy.load_dataset({cfg.dataset!r}, seed={cfg.data_seed})")
+        log_s = time.perf_counter() - t0
+        run.log(metrics={"time/log_s": log_s}, step=last)
     return log_s
 
 

@@ -4,13 +4,13 @@
 machine, or a real one); without it, a local Ray instance with ``--workers``
 CPUs starts for the sweep and stops with it.
 
-The driver (:func:`experiments.sweep.run_sweep`) creates the experiment and
+The driver (:func:`experiments.engine.driver.run_sweep`) creates the experiment and
 the parent run before any task starts; here it only hands out work and
-collects tallies. Each **unit** of work is one Ray task: up to ``unit_size``
+collects the counts. Each **unit** of work is one Ray task: up to ``unit_size``
 configurations that share one compiled program (the runs the local executor
 trains one after another, :func:`units`). A task trains its configurations in
-turn and logs each run itself to the tracking store the driver names, in the
-schema of ``experiments/engine/tracking.py``.
+turn and logs each run itself to the tracking store the driver names, through
+the same lifecycle as the local executor (``experiments/engine/lifecycle.py``).
 
 A task is idempotent, so Ray may retry it after its worker dies
 (``max_retries``): before each configuration it skips one that already has a
@@ -27,38 +27,46 @@ The project's code travels to the workers as the task's ``working_dir``
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 import os
 import sys
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from experiments.engine import grid as grids
-from experiments.engine import tracking
+from experiments.engine import lifecycle, tracking
+from experiments.engine.executors.base import Executor, ExecutorUnavailable
+from experiments.engine.lifecycle import RunRecord, SweepContext
 
-# What the compiled training program does not depend on (traced or host-side values).
-_NOT_COMPILED = ("learning_rate", "momentum", "eps", "seed", "init_perturbation", "target_loss",
-                 "stop_at_target", "diverge_factor")
 # Paths that never go to the workers, on top of what .gitignore already leaves out.
 # (Ray itself leaves out .git and .venv.)
 _EXCLUDES = [".mlflow-server", "mlflow.db", "mlartifacts", "results", ".cache", "report"]
+_MISSING = ("--executor ray needs Ray, an optional dependency: `make setup EXTRAS=ray` "
+            "(or `make sweep EXECUTOR=ray`, which installs it)")
 
 
-class RayUnavailable(RuntimeError):
+class RayUnavailable(ExecutorUnavailable):
     """Ray is not installed, or the cluster named by ``RAY_ADDRESS`` does not answer."""
 
 
-@dataclass(frozen=True)
-class UnitContext:
-    """What every task needs besides its configurations: where to log and under which parent."""
+class RayExecutor(Executor):
+    """``--executor ray``: units of runs as Ray tasks (see the module's docstring)."""
 
-    tracking_uri: str
-    experiment_id: str
-    parent_id: str
-    sweep: str
-    provenance: dict[str, str]
+    name = "ray"
+
+    def preflight(self) -> None:
+        check_store_for_cluster()
+        if importlib.util.find_spec("ray") is None:
+            raise RayUnavailable(_MISSING)
+
+    def connect(self) -> None:
+        self.ray = connect(self.workers)
+
+    def run(self, todo, ctx, *, bar, counts) -> int:
+        size = self.unit_size or default_unit_size(len(todo), self.workers)
+        return run_units(self.ray, todo, ctx, unit_size=size, max_retries=self.max_retries, bar=bar, counts=counts)
 
 
 def units(configs, unit_size: int) -> list[list]:
@@ -74,46 +82,30 @@ def units(configs, unit_size: int) -> list[list]:
     if unit_size < 1:
         raise ValueError(f"unit_size: expected a positive int; received {unit_size!r}")
 
-    def program(c) -> tuple:
-        return tuple(getattr(c, f.name) for f in fields(c) if f.name not in _NOT_COMPILED)
-
     out = []
-    for _, group in itertools.groupby(sorted(configs, key=program), key=program):  # sorted() is stable
+    key = lifecycle.program_key
+    for _, group in itertools.groupby(sorted(configs, key=key), key=key):  # sorted() is stable
         group = list(group)
         out += [group[i : i + unit_size] for i in range(0, len(group), unit_size)]
     return out
 
 
-def train_unit(configs, ctx: UnitContext) -> list[dict[str, Any]]:
+def train_unit(configs, ctx: SweepContext) -> list[RunRecord]:
     """Train and log each configuration of a unit; one record per configuration.
 
-    Runs in a Ray worker (or anywhere: it only needs the store). Records hold
-    ``cfg_hash``, ``status`` (``trained``, ``skipped`` or ``failed``), ``outcome``
-    and the run's timings.
+    Runs in a Ray worker (or anywhere: it only needs the store).
     """
-    from experiments.sweep import train_config
-
     os.environ["MLFLOW_TRACKING_URI"] = ctx.tracking_uri
     records = []
     for cfg in configs:
         h = grids.config_hash(cfg)
         earlier = tracking.runs_of_config(ctx.experiment_id, h)
         if any(r.info.status == "FINISHED" for r in earlier):
-            records.append({"cfg_hash": h, "status": "skipped"})
+            records.append(RunRecord(h, "skipped"))
             continue
         # a RUNNING run of this sweep is a dead attempt of this task: Ray retried it
         _end_running(ctx, earlier, "KILLED", "the worker died during this run; Ray retried the task")
-        run_id = tracking.start_child(ctx.experiment_id, ctx.parent_id, grids.run_name(cfg), h,
-                                      grids.config_hash(cfg, without=("seed",)), ctx.sweep, executor="ray")
-        try:
-            result = train_config(cfg)
-        except Exception as e:  # noqa: BLE001 - one bad run must not stop the unit
-            tracking.fail_child(run_id, f"{type(e).__name__}: {e}")
-            records.append({"cfg_hash": h, "status": "failed"})
-            continue
-        log_s = tracking.log_result(run_id, result, grids.config_dict(cfg), ctx.provenance)
-        records.append({"cfg_hash": h, "status": "trained", "outcome": result.outcome,
-                        "timings": {**result.timings, "log_s": log_s}})
+        records.append(lifecycle.run_one(ctx, cfg))
     return records
 
 
@@ -137,8 +129,7 @@ def connect(workers: int):
     try:
         import ray
     except ImportError:
-        raise RayUnavailable("--executor ray needs Ray, an optional dependency: `make setup EXTRAS=ray` "
-                             "(or `make sweep EXECUTOR=ray`, which installs it)") from None
+        raise RayUnavailable(_MISSING) from None
     runtime_env = {
         "working_dir": str(tracking.ROOT),
         "excludes": _EXCLUDES,
@@ -183,8 +174,8 @@ def check_store_for_cluster() -> None:
             "(or your team's server), or unset RAY_ADDRESS to use a local Ray instance")
 
 
-def run(ray, todo, ctx: UnitContext, *, unit_size: int, max_retries: int, bar, tally) -> int:
-    """Train ``todo`` as Ray tasks on a connected ``ray``; updates ``tally`` and the bar; returns the exit status.
+def run_units(ray, todo, ctx: SweepContext, *, unit_size: int, max_retries: int, bar, counts) -> int:
+    """Train ``todo`` as Ray tasks on a connected ``ray``; updates ``counts`` and the bar; returns the exit status.
 
     Ray is shut down at the end (for a cluster: this driver disconnects).
     """
@@ -205,19 +196,12 @@ def run(ray, todo, ctx: UnitContext, *, unit_size: int, max_retries: int, bar, t
                 print(f"\na Ray task failed after {max_retries} retries ({cause}); its {len(unit)} run(s) are marked "
                       "FAILED; rerun the command to retry them", file=sys.stderr)
                 _end_unfinished(ctx, unit, "FAILED", f"the Ray task failed: {cause}")
-                records = [{"status": "failed"} for _ in unit]
+                records = [RunRecord(grids.config_hash(cfg), "failed") for cfg in unit]
             for rec in records:
-                if rec["status"] == "trained":
-                    tally.trained += 1
-                    tally.diverged += rec["outcome"] == "diverged"
-                    tally.times.update(rec["timings"])
-                elif rec["status"] == "skipped":
-                    tally.skipped += 1
-                else:
-                    tally.failed += 1
-                    status = 1
+                counts.add(rec)
+                status = max(status, int(rec.status == "failed"))
             bar.update(len(unit))
-            bar.set_postfix(diverged=tally.diverged, failed=tally.failed, refresh=False)
+            bar.set_postfix(diverged=counts.diverged, failed=counts.failed, refresh=False)
     except KeyboardInterrupt:
         for ref in refs:
             try:
@@ -232,14 +216,14 @@ def run(ray, todo, ctx: UnitContext, *, unit_size: int, max_retries: int, bar, t
     return status
 
 
-def _end_running(ctx: UnitContext, runs, status: str, error: str) -> None:
+def _end_running(ctx: SweepContext, runs, status: str, error: str) -> None:
     """End, with ``status`` and ``error``, those of ``runs`` that this sweep left RUNNING."""
     for r in runs:
         if r.info.status == "RUNNING" and r.data.tags.get("mlflow.parentRunId") == ctx.parent_id:
             tracking.fail_child(r.info.run_id, error, status)
 
 
-def _end_unfinished(ctx: UnitContext, unit, status: str, error: str) -> None:
+def _end_unfinished(ctx: SweepContext, unit, status: str, error: str) -> None:
     """End the unit's runs of this sweep that are still RUNNING (a task can no longer end them)."""
     for cfg in unit:
         _end_running(ctx, tracking.runs_of_config(ctx.experiment_id, grids.config_hash(cfg)), status, error)

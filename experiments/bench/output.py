@@ -1,0 +1,92 @@
+"""The benchmark's output: the Markdown tables, the targets read off the numbers, one MLflow run per row."""
+
+from __future__ import annotations
+
+import time
+
+from experiments.engine import tracking
+
+
+def markdown(rows: list[dict], info: dict) -> str:
+    out = [f"Machine: {info['cpu']}, {info['cores']} cores, {info['device']}; jax {info['jax_version']}, "
+           f"torch {info['torch_version']}. Medians; ratios within this run.", ""]
+    pe = [r for r in rows if r["kind"] == "per_example"]
+    if pe:
+        out += ["**Per-example gradients**, time relative to the batch-mean gradient "
+                "(floor: writing B × P float32):", "",
+                "| net | P | B | batch µs | vmap | fast | norms | floor | fast/floor | outer products/floor | Python loop | torch.func vmap | mean(vmap) fused | peak MB vmap / fast / norms |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in pe:
+            tv = f"{r['ratio/torch_vmap_to_batch']:.1f}" if "ratio/torch_vmap_to_batch" in r else "–"
+            out.append(
+                f"| {r['net']} | {r['P']:,} | {r['B']} | {r['s/batch'] * 1e6:.0f} | {r['ratio/vmap_to_batch']:.1f} | "
+                f"{r['ratio/fast_to_batch']:.1f} | {r['ratio/norms_to_batch']:.2f} | {r['ratio/floor_to_batch']:.1f} | "
+                f"{r['ratio/fast_to_floor']:.2f} | {r['ratio/outer_to_floor']:.2f} | {r['ratio/loop_to_batch']:.0f} | {tv} | {r['ratio/fused_mean_vmap_to_batch']:.2f} | "
+                f"{r['bytes/vmap'] / 1e6:.1f} / {r['bytes/fast'] / 1e6:.1f} / {r['bytes/norms'] / 1e6:.2f} |")
+        out.append("")
+    tr = [r for r in rows if r["kind"] == "train"]
+    if tr:
+        out += ["**Training step** (MNIST-1D MLP 40-100-100-10, SGD + momentum), µs per step:", "",
+                "| B | mbstudy compiled loop | leanest scan | Python loop over jitted step | PyTorch eager | torch / compiled |",
+                "|---|---|---|---|---|---|"]
+        for r in tr:
+            t = f"{r['s/torch_eager'] * 1e6:.1f}" if "s/torch_eager" in r else "–"
+            rt = f"{r['ratio/torch_to_compiled']:.1f}×" if "ratio/torch_to_compiled" in r else "–"
+            out.append(f"| {r['B']} | {r['s/compiled'] * 1e6:.1f} | {r['s/lean_scan'] * 1e6:.1f} | "
+                       f"{r['s/python_loop'] * 1e6:.1f} | {t} | {rt} |")
+        out.append("")
+    p2 = [r for r in rows if r["kind"] == "pow2"]
+    if p2:
+        out += ["**Powers of two** (compiled loop), µs per step:", "", "| k | 2^k − 1 | 2^k | 2^k + 1 |", "|---|---|---|---|"]
+        out += [f"| {r['k']} | {r['us/pow2_minus_1']:.1f} | {r['us/pow2']:.1f} | {r['us/pow2_plus_1']:.1f} |" for r in p2]
+        out.append("")
+    pm = [r for r in rows if r["kind"] == "permutation"]
+    if pm:
+        r = pm[0]
+        out.append(f"**Permutation of {r['n']} indices**: jax.random.permutation {r['s/jax_permutation'] * 1e6:.0f} µs, "
+                   f"NumPy {r['s/numpy_permutation'] * 1e6:.0f} µs ({r['ratio/jax_to_numpy']:.0f}×).\n")
+    lg = [r for r in rows if r["kind"] == "logging"]
+    if lg:
+        r = lg[0]
+        out.append(f"**MLflow logging** of one default-sweep run: {r['s/log_per_run'] * 1e3:.0f} ms, "
+                   f"{r['ratio/log_to_train_eval']:.1%} of its training and evaluation time.")
+    return "\n".join(out) + "\n"
+
+
+def check_targets(rows: list[dict]) -> list[str]:
+    """The issue's targets, read off this run's numbers: one line each, met or missed and by how much."""
+    lines = []
+    big = [r for r in rows if r["kind"] == "per_example" and r["net"] == "784-512-512-10" and r["B"] >= 32]
+    if big:
+        worst = max(r["ratio/fast_to_floor"] for r in big)
+        lines.append(f"{'MET ' if worst <= 1.3 else 'MISSED'} fast <= 1.3 x floor (670k net, B >= 32): worst {worst:.2f}")
+    pe = [r for r in rows if r["kind"] == "per_example"]
+    if pe:
+        worst = max(r["ratio/norms_to_batch"] for r in pe)
+        w = max(pe, key=lambda r: r["ratio/norms_to_batch"])
+        lines.append(f"{'MET ' if worst <= 1.2 else 'MISSED'} norms <= 1.2 x batch gradient (every B): worst {worst:.2f} "
+                     f"({w['net']}, B={w['B']})")
+    tr = [r for r in rows if r["kind"] == "train" and r["B"] <= 64 and "ratio/torch_to_compiled" in r]
+    if tr:
+        worst = min(r["ratio/torch_to_compiled"] for r in tr)
+        lines.append(f"{'MET ' if worst >= 4 else 'MISSED'} compiled loop >= 4 x faster than PyTorch eager (B <= 64): "
+                     f"worst {worst:.1f}x")
+    elif any(r["kind"] == "train" for r in rows):
+        lines.append("SKIPPED compiled vs PyTorch: torch is not installed (make setup-bench)")
+    return lines
+
+
+def log_to_mlflow(rows: list[dict], info: dict, mode: str) -> str:
+    """A session run, and under it one run per row (params: its strings and sizes; metrics: its numbers)."""
+    exp = tracking.get_or_create_experiment("benchmarks", "make bench: cost of per-example gradients and training steps")
+    prov = tracking.provenance()
+    with tracking.writing_run(exp, name=f"bench-{mode}-{time.strftime('%Y%m%d-%H%M%S')}",
+                              tags={"mbstudy.kind": "bench_session", **prov, **info}) as session:
+        for r in rows:
+            params = {k: v for k, v in r.items() if isinstance(v, str) or k in ("P", "B", "k")}
+            params["device"] = info["device"]
+            tracking.write_run(exp, params=params, timestamp=0,
+                               tags={"mbstudy.kind": "bench", "mlflow.parentRunId": session.run_id,
+                                     "bench_session": session.run_id, **prov, **info, "mode": mode},
+                               metrics={k: v for k, v in r.items() if k not in params and isinstance(v, (int, float))})
+    return session.run_id

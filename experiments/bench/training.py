@@ -1,0 +1,128 @@
+"""3, 4: training-step throughput (mbstudy's compiled loop, the leanest scan, a Python loop, PyTorch), a
+permutation in XLA against NumPy, and step time around powers of two.
+
+Every call into mbstudy's training internals (``Spec``, ``Hyper``, ``init_state``,
+``run_chunk``, ``LOSSES``) is in the first four functions here.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from experiments.bench.timing import timeit, timeit_interleaved
+from experiments.bench.torch_peer import torch_step_time
+from mbstudy.losses import LOSSES
+from mbstudy.train import Hyper, Spec, TrainConfig, batch_indices, init_state, run_chunk
+
+TRAIN_BATCHES = (1, 8, 32, 64, 128, 512)
+
+
+def _train_setup(B: int, data):
+    cfg = TrainConfig(optimizer="momentum", learning_rate=0.01, batch_size=B)
+    model, loss = cfg.model(data), cfg.loss_name(data)
+    spec = Spec(model, loss, cfg.reduction, cfg.optimizer, B)
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    hyper = Hyper(*(jnp.float32(v) for v in (cfg.learning_rate, cfg.momentum, cfg.eps)))
+    state = init_state(cfg, model, hyper)
+    return cfg, model, loss, spec, x, y, hyper, state
+
+
+def compiled_step_time(B: int, data, budget: float, n_steps: int = 200) -> float:
+    """Seconds per step of mbstudy's compiled loop (a chunk of n_steps in one lax.scan)."""
+    cfg, *_, spec, x, y, hyper, state = _train_setup(B, data)
+    chunk = jax.jit(lambda s, idx: run_chunk(s, hyper, x, y, idx, spec=spec))
+
+    def run():  # what train() does per chunk: host-side batch indices, then the compiled scan
+        idx = batch_indices(cfg.seed, 0, n_steps, data.n_train, B)
+        jax.block_until_ready(chunk(state, idx))
+
+    return timeit(run, budget=budget) / n_steps
+
+
+def lean_scan_step_time(B: int, data, budget: float, n_steps: int = 200) -> float:
+    """Seconds per step of the leanest scan: gradient and optax update only, indices given."""
+    cfg, model, loss, _, x, y, hyper, state = _train_setup(B, data)
+    opt = optax.sgd(cfg.learning_rate, momentum=cfg.momentum)
+    loss_fn = LOSSES[loss]
+    idx = jnp.asarray(batch_indices(cfg.seed, 0, n_steps, data.n_train, B))
+
+    def step(carry, i):
+        p, o = carry
+        g = jax.grad(lambda q: jnp.mean(loss_fn(model.apply(q, x[i]), y[i])))(p)
+        u, o = opt.update(g, o, p)
+        return (optax.apply_updates(p, u), o), None
+
+    f = jax.jit(lambda p, o: jax.lax.scan(step, (p, o), idx)[0])
+    p0, o0 = state.params, opt.init(state.params)
+    return timeit(lambda: jax.block_until_ready(f(p0, o0)), budget=budget) / n_steps
+
+
+def python_loop_step_time(B: int, data, budget: float, n_steps: int = 200) -> float:
+    """Seconds per step of a Python loop over one jitted step (batches pre-sliced)."""
+    cfg, model, loss, _, x, y, hyper, state = _train_setup(B, data)
+    opt = optax.sgd(cfg.learning_rate, momentum=cfg.momentum)
+    loss_fn = LOSSES[loss]
+
+    @jax.jit
+    def step(params, opt_state, xb, yb):
+        g = jax.grad(lambda p: jnp.mean(loss_fn(model.apply(p, xb), yb)))(params)
+        updates, opt_state = opt.update(g, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    batches = [(x[i], y[i]) for i in batch_indices(cfg.seed, 0, n_steps, data.n_train, B)]
+    params, opt_state = state.params, opt.init(state.params)
+
+    def run():
+        p, o = params, opt_state
+        for xb, yb in batches:
+            p, o = step(p, o, xb, yb)
+        jax.block_until_ready(p)
+
+    return timeit(run, budget=budget) / n_steps
+
+
+def bench_training(data, budget: float) -> list[dict]:
+    rows = []
+    for B in TRAIN_BATCHES:
+        row = {"kind": "train", "B": B, "s/compiled": compiled_step_time(B, data, budget),
+               "s/lean_scan": lean_scan_step_time(B, data, budget),
+               "s/python_loop": python_loop_step_time(B, data, budget)}
+        row["ratio/compiled_to_lean_scan"] = row["s/compiled"] / row["s/lean_scan"]
+        t = torch_step_time(B, data, budget)
+        if t is not None:
+            row["s/torch_eager"] = t
+            row["ratio/torch_to_compiled"] = t / row["s/compiled"]
+        row["ratio/python_loop_to_compiled"] = row["s/python_loop"] / row["s/compiled"]
+        rows.append(row)
+        print(f"  train B={B:4d}: compiled {row['s/compiled'] * 1e6:7.1f} µs/step (leanest scan "
+              f"{row['s/lean_scan'] * 1e6:.1f}), python loop "
+              f"{row['s/python_loop'] * 1e6:7.1f}, torch eager {row.get('s/torch_eager', float('nan')) * 1e6:7.1f}",
+              flush=True)
+    return rows
+
+
+def bench_pow2(data, budget: float, ks) -> list[dict]:
+    rows = []
+    for k in ks:
+        row = {"kind": "pow2", "k": k}
+        for name, B in (("pow2_minus_1", 2**k - 1), ("pow2", 2**k), ("pow2_plus_1", 2**k + 1)):
+            row[f"us/{name}"] = compiled_step_time(B, data, budget) * 1e6
+        row["ratio/minus_to_pow2"] = row["us/pow2_minus_1"] / row["us/pow2"]
+        row["ratio/plus_to_pow2"] = row["us/pow2_plus_1"] / row["us/pow2"]
+        rows.append(row)
+        print(f"  pow2 k={k}: {row['us/pow2_minus_1']:.1f} / {row['us/pow2']:.1f} / {row['us/pow2_plus_1']:.1f} µs/step", flush=True)
+    return rows
+
+
+def bench_permutation(budget: float, n: int = 4000) -> dict:
+    """A permutation of n indices: XLA on this device against NumPy on the host (why batch_indices uses NumPy)."""
+    key = jax.random.key(0)
+    perm = jax.jit(lambda k: jax.random.permutation(k, n))
+    rng = np.random.default_rng(0)
+    t = timeit_interleaved({"jax": lambda: jax.block_until_ready(perm(key)), "numpy": lambda: rng.permutation(n)},
+                           budget=budget)
+    return {"kind": "permutation", "n": n, "s/jax_permutation": t["jax"], "s/numpy_permutation": t["numpy"],
+            "ratio/jax_to_numpy": t["jax"] / t["numpy"]}

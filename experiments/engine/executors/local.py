@@ -1,0 +1,107 @@
+"""The local executor (default): worker processes on this machine train, this process logs.
+
+``--workers`` processes (default: the number of cores; 1 trains in this
+process). Each run is created RUNNING when it is handed to a worker, logged by
+this process when its result comes back, and only then set FINISHED. At most
+``2 x workers`` runs are in flight.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import signal
+
+from experiments.engine import lifecycle, tracking
+from experiments.engine.executors.base import Executor, SweepAborted
+
+
+def _worker_init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C and stops the pool
+
+
+class InProcessPool(cf.Executor):
+    """``--workers 1``: train in this process, when the result is asked for."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        f: cf.Future = cf.Future()
+        try:
+            f.set_result(fn(*args, **kwargs))
+        except Exception as e:  # noqa: BLE001 - reported as a failed run
+            f.set_exception(e)
+        return f
+
+
+def make_pool(workers: int) -> cf.Executor:
+    """``workers`` spawned processes that ignore Ctrl-C, or this process for 1."""
+    if workers == 1:
+        return InProcessPool()
+    return cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
+
+
+class LocalExecutor(Executor):
+    """``--executor local``: a pool of ``workers`` processes (see the module's docstring)."""
+
+    name = "local"
+
+    def run(self, todo, ctx, *, bar, counts) -> int:
+        in_flight: dict[str, object] = {}  # run id -> config, from creation until FINISHED
+        futures: dict[cf.Future, str] = {}
+        pending = iter(todo)
+        pool = make_pool(self.workers)
+        status = 0
+
+        def submit_next() -> bool:
+            cfg = next(pending, None)
+            if cfg is None:
+                return False
+            run_id = lifecycle.start_run(ctx, cfg)
+            in_flight[run_id] = cfg
+            futures[pool.submit(lifecycle.train_config, cfg)] = run_id
+            return True
+
+        try:
+            for _ in range(2 * self.workers):
+                if not submit_next():
+                    break
+            while futures:
+                finished, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
+                for fut in finished:
+                    run_id = futures.pop(fut)
+                    cfg = in_flight[run_id]
+                    try:
+                        result = fut.result()
+                    except cf.process.BrokenProcessPool:
+                        raise
+                    except Exception as e:  # noqa: BLE001 - one bad run must not stop the sweep
+                        record = lifecycle.finish_run(ctx, run_id, cfg, error=e)
+                    else:
+                        record = lifecycle.finish_run(ctx, run_id, cfg, result)
+                    counts.add(record)
+                    status = max(status, int(record.status == "failed"))
+                    del in_flight[run_id]
+                    bar.update(1)
+                    bar.set_postfix(diverged=counts.diverged, failed=counts.failed, refresh=False)
+                    submit_next()
+        except (KeyboardInterrupt, cf.process.BrokenProcessPool) as e:
+            _shutdown(pool)
+            for run_id in in_flight:
+                _kill_if_running(run_id)
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            raise SweepAborted("a worker process died") from e
+        _shutdown(pool)
+        return status
+
+
+def _shutdown(pool: cf.Executor) -> None:
+    if isinstance(pool, cf.ProcessPoolExecutor):
+        for p in list(getattr(pool, "_processes", {}).values()):
+            p.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _kill_if_running(run_id: str) -> None:
+    c = tracking.client()
+    if c.get_run(run_id).info.status == "RUNNING":
+        c.set_terminated(run_id, "KILLED")

@@ -1,0 +1,129 @@
+"""One run's lifecycle, the same under every executor, and the order runs are handed out in.
+
+A run goes: named and hashed, created RUNNING (:func:`start_run`), trained
+(:func:`train_config`, in a worker), then logged and set FINISHED, or marked
+FAILED with its error (:func:`finish_run`), and counted
+(:meth:`SweepCounts.add`). The local executor starts a run when it hands the
+configuration to a worker and finishes it when the result comes back; a Ray
+task does both itself (:func:`run_one`). The schema is ``tracking.py``'s.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from dataclasses import dataclass, field, fields
+
+from experiments.engine import grid as grids
+from experiments.engine import tracking
+
+# What the compiled training program does not depend on (traced or host-side values).
+_NOT_COMPILED = ("learning_rate", "momentum", "eps", "seed", "init_perturbation", "target_loss",
+                 "stop_at_target", "diverge_factor")
+
+
+def program_key(cfg) -> tuple:
+    """What the compiled training program depends on: runs with equal keys share one program."""
+    # TODO(program_key): return cfg.program_key() once mbstudy/config.py has it; then drop _NOT_COMPILED.
+    return tuple(getattr(cfg, f.name) for f in fields(cfg) if f.name not in _NOT_COMPILED)
+
+
+def dispatch_order(configs) -> list:
+    """Runs of one compiled program next to each other (a worker compiles each once), then by rate and seed.
+
+    >>> from mbstudy.train import TrainConfig
+    >>> cs = [TrainConfig(batch_size=b, learning_rate=lr) for lr in (0.2, 0.1) for b in (8, 4)]
+    >>> [(c.batch_size, c.learning_rate) for c in dispatch_order(cs)]
+    [(4, 0.1), (4, 0.2), (8, 0.1), (8, 0.2)]
+    """
+    return sorted(configs, key=lambda c: (program_key(c), c.learning_rate, c.seed))
+
+
+# ------------------------------------------------------------------ training
+
+
+@functools.cache
+def _dataset(name: str, seed: int):
+    from mbstudy import load_dataset
+
+    return load_dataset(name, seed=seed)
+
+
+def train_config(cfg):
+    """Train one configuration (in a worker process, a Ray task, or this process)."""
+    from mbstudy.train import train
+
+    return train(cfg, _dataset(cfg.dataset, cfg.data_seed))
+
+
+# ----------------------------------------------------------------- lifecycle
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """What every run of a sweep shares: where it is logged, under which parent, by which executor."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_id: str
+    sweep: str
+    provenance: dict[str, str]
+    executor: str = "local"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What became of one configuration: ``status`` is ``trained``, ``skipped`` or ``failed``."""
+
+    cfg_hash: str
+    status: str
+    outcome: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SweepCounts:
+    """Runs trained, skipped (already FINISHED), diverged and failed in one sweep, and their summed timings."""
+
+    trained: int = 0
+    skipped: int = 0
+    diverged: int = 0
+    failed: int = 0
+    stale: int = 0  # RUNNING runs of a dead sweep, marked KILLED before this one started
+    times: Counter = field(default_factory=Counter)
+
+    def add(self, record: RunRecord) -> None:
+        if record.status == "trained":
+            self.trained += 1
+            self.diverged += record.outcome == "diverged"
+            self.times.update(record.timings)
+        elif record.status == "skipped":
+            self.skipped += 1
+        else:
+            self.failed += 1
+
+
+def start_run(ctx: SweepContext, cfg) -> str:
+    """Create the configuration's child run, RUNNING, under the sweep's parent; returns its id."""
+    return tracking.start_child(ctx.experiment_id, ctx.parent_id, grids.run_name(cfg), grids.config_hash(cfg),
+                                grids.config_hash(cfg, without=("seed",)), ctx.sweep, executor=ctx.executor)
+
+
+def finish_run(ctx: SweepContext, run_id: str, cfg, result=None, error: BaseException | None = None) -> RunRecord:
+    """Log ``result`` into the run and set it FINISHED, or, given ``error``, mark it FAILED with the error."""
+    h = grids.config_hash(cfg)
+    if error is not None:
+        tracking.fail_child(run_id, f"{type(error).__name__}: {error}")
+        return RunRecord(h, "failed")
+    log_s = tracking.log_result(run_id, result, grids.config_dict(cfg), ctx.provenance)
+    return RunRecord(h, "trained", result.outcome, {**result.timings, "log_s": log_s})
+
+
+def run_one(ctx: SweepContext, cfg) -> RunRecord:
+    """The whole lifecycle in this process: start, train, finish (an exception in training fails the run only)."""
+    run_id = start_run(ctx, cfg)
+    try:
+        result = train_config(cfg)
+    except Exception as e:  # noqa: BLE001 - one bad run must not stop the others
+        return finish_run(ctx, run_id, cfg, error=e)
+    return finish_run(ctx, run_id, cfg, result)

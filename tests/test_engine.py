@@ -1,0 +1,171 @@
+"""The sweep engine's structure: one run lifecycle for every executor, one run writer, no import cycles."""
+
+import ast
+import dataclasses
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from experiments.engine import driver, lifecycle, tracking
+from experiments.engine import grid as grids
+from experiments.engine.executors import EXECUTORS
+from experiments.engine.executors import ray as ray_mod
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return tmp_path
+
+
+# ------------------------------------------------------------------- imports
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    """Every module of experiments/ -> the experiments modules it imports, anywhere in its code."""
+    paths = sorted((ROOT / "experiments").rglob("*.py"))
+    modules = {_module_name(p) for p in paths}
+    graph = {}
+    for p in paths:
+        edges = set()
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                for a in node.names:  # `from pkg import mod` imports pkg.mod when it is a module
+                    edges.add(f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module)
+        graph[_module_name(p)] = {e for e in edges if e in modules}
+    return graph
+
+
+def test_the_driver_knows_executors_only_through_the_table():
+    graph = _imports()
+    executor_modules = {m for m in graph if m.startswith("experiments.engine.executors.") and not m.endswith(".base")}
+    assert executor_modules >= {"experiments.engine.executors.local", "experiments.engine.executors.ray"}
+    assert not graph["experiments.engine.driver"] & executor_modules
+    assert set(EXECUTORS) == {"local", "ray"}
+
+
+def test_no_import_cycle_in_experiments():
+    graph = _imports()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(m, path):
+        state[m] = 1
+        for n in sorted(graph[m]):
+            assert state.get(n) != 1, "import cycle: " + " -> ".join([*path, m, n])
+            if n not in state:
+                visit(n, [*path, m])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [])
+
+
+# ----------------------------------------------------------------- the writer
+
+
+def test_write_run_logs_over_1000_metrics_in_batches_and_ends_finished(store, monkeypatch):
+    from mlflow import MlflowClient
+
+    calls = []
+    original = MlflowClient.log_batch
+
+    def spy(self, run_id, metrics=(), params=(), tags=(), **kw):
+        calls.append((len(metrics), len(params), len(tags)))
+        return original(self, run_id, metrics=metrics, params=params, tags=tags, **kw)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", spy)
+    exp = tracking.get_or_create_experiment("writer")
+    steps = np.arange(1200)
+    run_id = tracking.write_run(
+        exp, name="many", params={"hidden": (3, 4), "lr": 0.1}, tags={"mbstudy.kind": "test"},
+        histories={"a": (steps, steps * 0.5), "b": (steps, np.where(steps == 3, np.nan, 1.0))},
+        metrics={"final/a": 2.0}, step=1199)
+    metric_calls = [m for m, _, _ in calls if m]
+    assert len(metric_calls) == 3 and max(metric_calls) <= tracking.BATCH and sum(metric_calls) == 1200 + 1199 + 1
+    run = tracking.client().get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "many"
+    assert run.data.params == {"hidden": "3,4", "lr": "0.1"} and run.data.tags["mbstudy.kind"] == "test"
+    assert len(tracking.client().get_metric_history(run_id, "a")) == 1200
+    assert len(tracking.client().get_metric_history(run_id, "b")) == 1199, "non-finite points are left out"
+    assert run.data.metrics["final/a"] == 2.0
+
+
+# -------------------------------------------------------------- the lifecycle
+
+
+class _Ref:
+    def __init__(self, value):
+        self.value = value
+
+
+class _FakeRay:
+    """Enough of Ray's API to run the Ray executor's tasks in this process."""
+
+    def remote(self, **_):
+        return lambda fn: SimpleNamespace(remote=lambda *a: _Ref(fn(*a)))
+
+    def wait(self, refs, num_returns):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        return ref.value
+
+    def shutdown(self):
+        pass
+
+
+def _fake_train(cfg):
+    steps = np.array([0, 10])
+    return SimpleNamespace(config=cfg, outcome="completed", model_params=7, data_digest="0" * 64,
+                           history={"step": steps, "train/loss": np.array([1.0, 0.5])},
+                           timings={"compile_s": 0.1, "train_s": 0.2, "eval_s": 0.3},
+                           summary=lambda: {"final/train/loss": 0.5})
+
+
+@pytest.mark.parametrize("name", ["local", "ray"])
+def test_every_executor_takes_each_run_through_the_one_lifecycle(store, monkeypatch, name):
+    calls = {"start_run": 0, "finish_run": 0}
+    for fn in calls:
+        original = getattr(lifecycle, fn)
+
+        def counted(*a, _orig=original, _fn=fn, **k):
+            calls[_fn] += 1
+            return _orig(*a, **k)
+
+        monkeypatch.setattr(lifecycle, fn, counted)
+    monkeypatch.setattr(lifecycle, "train_config", _fake_train)
+    monkeypatch.setattr(ray_mod, "connect", lambda workers: _FakeRay())
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    sweep = dataclasses.replace(grids.load("smoke"), name=f"lifecycle-{name}")
+    sweep = dataclasses.replace(sweep, configs=sweep.configs[:3])
+
+    status, counts, parent = driver.run_sweep(sweep, EXECUTORS[name](workers=1, unit_size=2), progress=False)
+    assert status == 0 and counts.trained == 3 and calls == {"start_run": 3, "finish_run": 3}
+    exp = tracking.client().get_experiment_by_name(sweep.name).experiment_id
+    runs = tracking.search_all(tracking.client(), exp, "tags.`mbstudy.kind` = 'run'")
+    assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == 3
+    assert {r.data.tags["mbstudy.executor"] for r in runs} == {name}
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent}
+    assert tracking.client().get_run(parent).info.status == "FINISHED"
+
+
+def test_runs_of_one_program_are_adjacent_and_ray_units_follow_that_order():
+    configs = grids.load("default").configs
+    order = lifecycle.dispatch_order(configs)
+    keys = [lifecycle.program_key(c) for c in order]
+    assert sorted(order, key=lambda c: (lifecycle.program_key(c), c.learning_rate, c.seed)) == order
+    assert len(set(keys)) == len([k for i, k in enumerate(keys) if i == 0 or k != keys[i - 1]]), "one block each"
+    units = ray_mod.units(order, 8)
+    assert [c for u in units for c in u] == order and all(len({lifecycle.program_key(c) for c in u}) == 1 for u in units)
