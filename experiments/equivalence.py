@@ -30,6 +30,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import mbstudy as mb  # noqa: E402
+from mbstudy.trees import flatten, relative_error  # noqa: E402
 from experiments.engine import tracking  # noqa: E402
 
 SETTINGS = {
@@ -37,18 +38,6 @@ SETTINGS = {
     "seed001_teacher_5-16-16-3_mse": ("teacher_5x3", (5, 16, 16, 3), "tanh", 32),
     "mnist1d_40-100-100-10_ce": ("mnist1d", (40, 100, 100, 10), "tanh", 37),
 }
-
-
-def _flat(tree, batch: bool = False) -> np.ndarray:
-    leaves = [np.asarray(l, np.float64) for l in jax.tree.leaves(tree)]
-    if batch:
-        return np.concatenate([l.reshape(l.shape[0], -1) for l in leaves], axis=1)
-    return np.concatenate([l.ravel() for l in leaves])
-
-
-def _rel(a, b, batch: bool = False) -> float:
-    a, b = _flat(a, batch), _flat(b, batch)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def measure(dataset: str, sizes, activation: str, B: int, dtype) -> dict[str, float]:
@@ -65,22 +54,22 @@ def measure(dataset: str, sizes, activation: str, B: int, dtype) -> dict[str, fl
     g_sum = mb.batch_grad(*args, "sum")
     per = mb.per_sample_grads(*args)
     err = {
-        "per_sample_mean_vs_batch": _rel(jax.tree.map(lambda t: t.mean(0), per), g_mean),
-        "sum_vs_B_mean": _rel(g_sum, jax.tree.map(lambda t: B * t, g_mean)),
-        "accumulated_equal": _rel(mb.accumulated_grad(*args, micro_batch_size=max(B // 4, 1)), g_mean)
+        "per_sample_mean_vs_batch": relative_error(jax.tree.map(lambda t: t.mean(0), per), g_mean),
+        "sum_vs_B_mean": relative_error(g_sum, jax.tree.map(lambda t: B * t, g_mean)),
+        "accumulated_equal": relative_error(mb.accumulated_grad(*args, micro_batch_size=max(B // 4, 1)), g_mean)
         if B % 4 == 0 else np.nan,
-        "accumulated_unequal": _rel(mb.accumulated_grad(*args, micro_batch_size=7), g_mean),
-        "accumulated_unequal_sum": _rel(mb.accumulated_grad(*args, micro_batch_size=7, reduction="sum"), g_sum),
-        "accumulated_equal_weights_mistake": _rel(
+        "accumulated_unequal": relative_error(mb.accumulated_grad(*args, micro_batch_size=7), g_mean),
+        "accumulated_unequal_sum": relative_error(mb.accumulated_grad(*args, micro_batch_size=7, reduction="sum"), g_sum),
+        "accumulated_equal_weights_mistake": relative_error(
             mb.accumulated_grad(*args, micro_batch_size=B - 1, equal_weights=True), g_mean),
-        "sharded": _rel(mb.sharded_grad(*args[:3], x[: B - 1], y[: B - 1]), mb.batch_grad(*args[:3], x[: B - 1], y[: B - 1])),
-        "fast_vs_vmap": _rel(mb.per_sample_grads_fast(*args), per, batch=True),
+        "sharded": relative_error(mb.sharded_grad(*args[:3], x[: B - 1], y[: B - 1]), mb.batch_grad(*args[:3], x[: B - 1], y[: B - 1])),
+        "fast_vs_vmap": relative_error(mb.per_sample_grads_fast(*args), per, batch_axis=True),
         "norms_vs_vmap": float(np.max(np.abs(np.asarray(mb.per_sample_grad_norms(*args), np.float64)
-                                             - np.linalg.norm(_flat(per, True), axis=1))
-                                      / np.linalg.norm(_flat(per, True), axis=1))),
-        "single_output_vs_true": _rel(mb.single_output_grad(*args), g_mean),
+                                             - np.linalg.norm(flatten(per, True), axis=1))
+                                      / np.linalg.norm(flatten(per, True), axis=1))),
+        "single_output_vs_true": relative_error(mb.single_output_grad(*args), g_mean),
     }
-    P = _flat(per, True)
+    P = flatten(per, True)
     gbar = P.mean(0)
     tr = np.sum((P - gbar) ** 2) / (B - 1)
     direct = tr / (gbar @ gbar - tr / B)

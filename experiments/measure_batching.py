@@ -31,34 +31,34 @@ def _data():
 def _setup(batch_size: int, steps: int):
     import jax.numpy as jnp
 
-    from mbstudy.train import Spec, TrainConfig, _device_data, batch_indices
+    from mbstudy.config import TrainConfig
+    from mbstudy.step import Program, batch_indices
+    from mbstudy.train import eval_data
 
     data = _data()
     cfg = TrainConfig(batch_size=batch_size, steps=steps)
     model, loss = cfg.model(data), cfg.loss_name(data)
-    spec = Spec(model, loss, cfg.reduction, cfg.optimizer, batch_size)
-    x, y = _device_data(cfg, data, loss)[:2]
+    spec = Program(model, loss, cfg.reduction, cfg.optimizer, batch_size)
+    x, y = eval_data(cfg, data, loss)[:2]
     idx = jnp.asarray(batch_indices(0, 0, steps, data.n_train, batch_size))
     return cfg, model, spec, x, y, idx
 
 
 def _hyper(lr):
-    import jax.numpy as jnp
+    from mbstudy.step import traced_hyper
 
-    from mbstudy.train import Hyper
-
-    return Hyper(jnp.float32(lr), jnp.float32(0.9), jnp.float32(1e-8))
+    return traced_hyper("sgd", {"learning_rate": lr})
 
 
 def _sequential(batch_size: int, lrs: list[float], steps: int) -> float:
     """The same compiled chunk as train() runs, one run after another (no evaluation)."""
     import jax
 
-    from mbstudy.train import init_state, run_chunk
+    from mbstudy.step import init_state, run_chunk
 
     cfg, model, spec, x, y, idx = _setup(batch_size, steps)
-    f = jax.jit(lambda s, h: run_chunk(s, h, x, y, idx, spec=spec))
-    runs = [(init_state(cfg, model, _hyper(lr)), _hyper(lr)) for lr in lrs]
+    f = jax.jit(lambda s, h: run_chunk(s, h, x, y, idx, program=spec))
+    runs = [(init_state(model, cfg.optimizer, _hyper(lr), seed=cfg.seed), _hyper(lr)) for lr in lrs]
     jax.block_until_ready(f(*runs[0]))  # compile outside the timing
     t0 = time.perf_counter()
     for s, h in runs:
@@ -71,13 +71,13 @@ def _vmapped(batch_size: int, lrs: list[float], steps: int) -> float:
     import jax
     import jax.numpy as jnp
 
-    from mbstudy.train import init_state, run_chunk
+    from mbstudy.step import init_state, run_chunk
 
     cfg, model, spec, x, y, idx = _setup(batch_size, steps)
     hypers = [_hyper(lr) for lr in lrs]
-    state = jax.tree.map(lambda *a: jnp.stack(a), *[init_state(cfg, model, h) for h in hypers])
+    state = jax.tree.map(lambda *a: jnp.stack(a), *[init_state(model, cfg.optimizer, h, seed=cfg.seed) for h in hypers])
     hyper = jax.tree.map(lambda *a: jnp.stack(a), *hypers)
-    f = jax.jit(jax.vmap(lambda s, h: run_chunk(s, h, x, y, idx, spec=spec)))
+    f = jax.jit(jax.vmap(lambda s, h: run_chunk(s, h, x, y, idx, program=spec)))
     jax.block_until_ready(f(state, hyper))
     t0 = time.perf_counter()
     jax.block_until_ready(f(state, hyper))

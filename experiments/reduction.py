@@ -24,12 +24,13 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-import jax
 import numpy as np
 
 from experiments.engine import tracking
 from mbstudy import load_dataset
-from mbstudy.train import TrainConfig, train
+from mbstudy.config import TrainConfig
+from mbstudy.trees import flatten
+from mbstudy.train import train
 
 BATCH_SIZES = (16, 100, 256)  # 100 is not a power of two: rounding, not algebra, differs
 BASE = TrainConfig(dataset="mnist1d", hidden=(100, 100), steps=2000, eval_every=100)
@@ -48,13 +49,9 @@ def comparisons(B: int) -> dict[str, tuple[TrainConfig, TrainConfig]]:
     }
 
 
-def _flat(params) -> np.ndarray:
-    return np.concatenate([np.asarray(l, np.float64).ravel() for l in jax.tree.leaves(params)])
-
-
 def trajectory(cfg: TrainConfig, data):
     snaps = []
-    result = train(cfg, data, on_eval=lambda step, p: snaps.append(_flat(p)))
+    result = train(cfg, data, on_eval=lambda step, p: snaps.append(flatten(p)))
     return result, snaps
 
 

@@ -8,7 +8,7 @@ import tempfile
 import time
 
 from experiments.engine import tracking
-from mbstudy.train import TrainConfig
+from mbstudy.config import TrainConfig
 
 
 def bench_logging(data) -> dict:
@@ -30,7 +30,7 @@ def bench_logging(data) -> dict:
             for i in range(5):
                 t0 = time.perf_counter()
                 rid = tracking.start_child(exp, "", f"r{i}", grids.config_hash(cfg), "g", "bench")
-                tracking.log_result(rid, result, grids.config_dict(cfg), prov)
+                tracking.log_result(rid, result, cfg.to_params(), prov)
                 times.append(time.perf_counter() - t0)
         finally:
             if old is None:

@@ -14,6 +14,7 @@ from experiments.bench.timing import peak_bytes, timeit, timeit_interleaved
 from experiments.bench.torch_peer import torch_per_example
 from mbstudy import MLP
 from mbstudy import grads as G
+from mbstudy import per_example
 
 
 def bench_per_example(name: str, sizes, B: int, budget: float) -> dict:
@@ -31,7 +32,7 @@ def bench_per_example(name: str, sizes, B: int, budget: float) -> dict:
 
     fill = jax.jit(lambda s: jnp.full((B, P), s, jnp.float32))
     # the outer products of per_sample_grads_fast alone, given the layer inputs and deltas
-    inputs, deltas = jax.jit(G._inputs_and_deltas, static_argnums=(0, 1))(model, "cross_entropy", params, x, y)
+    inputs, deltas = jax.jit(per_example.layer_inputs_and_deltas, static_argnums=(0, 1))(model, "cross_entropy", params, x, y)
     outer = jax.jit(lambda a_s, d_s: [{"w": jnp.einsum("bi,bo->bio", a, d), "b": d} for a, d in zip(a_s, d_s)])
     fused = jax.jit(lambda p, xx, yy: jax.tree.map(lambda t: t.mean(0), G._per_sample_grads(p, xx, yy, **kw)))
     fns = {

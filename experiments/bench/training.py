@@ -1,7 +1,7 @@
 """3, 4: training-step throughput (mbstudy's compiled loop, the leanest scan, a Python loop, PyTorch), a
 permutation in XLA against NumPy, and step time around powers of two.
 
-Every call into mbstudy's training internals (``Spec``, ``Hyper``, ``init_state``,
+Every call into mbstudy's training internals (``Program``, ``traced_hyper``, ``init_state``,
 ``run_chunk``, ``LOSSES``) is in the first four functions here.
 """
 
@@ -15,7 +15,8 @@ import optax
 from experiments.bench.timing import timeit, timeit_interleaved
 from experiments.bench.torch_peer import torch_step_time
 from mbstudy.losses import LOSSES
-from mbstudy.train import Hyper, Spec, TrainConfig, batch_indices, init_state, run_chunk
+from mbstudy.config import TrainConfig
+from mbstudy.step import Program, batch_indices, init_state, run_chunk, traced_hyper
 
 TRAIN_BATCHES = (1, 8, 32, 64, 128, 512)
 
@@ -23,17 +24,17 @@ TRAIN_BATCHES = (1, 8, 32, 64, 128, 512)
 def _train_setup(B: int, data):
     cfg = TrainConfig(optimizer="momentum", learning_rate=0.01, batch_size=B)
     model, loss = cfg.model(data), cfg.loss_name(data)
-    spec = Spec(model, loss, cfg.reduction, cfg.optimizer, B)
+    spec = Program(model, loss, cfg.reduction, cfg.optimizer, B)
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    hyper = Hyper(*(jnp.float32(v) for v in (cfg.learning_rate, cfg.momentum, cfg.eps)))
-    state = init_state(cfg, model, hyper)
+    hyper = traced_hyper(cfg.optimizer, cfg.hyper())
+    state = init_state(model, cfg.optimizer, hyper, seed=cfg.seed)
     return cfg, model, loss, spec, x, y, hyper, state
 
 
 def compiled_step_time(B: int, data, budget: float, n_steps: int = 200) -> float:
     """Seconds per step of mbstudy's compiled loop (a chunk of n_steps in one lax.scan)."""
     cfg, *_, spec, x, y, hyper, state = _train_setup(B, data)
-    chunk = jax.jit(lambda s, idx: run_chunk(s, hyper, x, y, idx, spec=spec))
+    chunk = jax.jit(lambda s, idx: run_chunk(s, hyper, x, y, idx, program=spec))
 
     def run():  # what train() does per chunk: host-side batch indices, then the compiled scan
         idx = batch_indices(cfg.seed, 0, n_steps, data.n_train, B)

@@ -12,26 +12,20 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from experiments.engine import grid as grids
 from experiments.engine import tracking
 
-# What the compiled training program does not depend on (traced or host-side values).
-_NOT_COMPILED = ("learning_rate", "momentum", "eps", "seed", "init_perturbation", "target_loss",
-                 "stop_at_target", "diverge_factor")
-
-
 def program_key(cfg) -> tuple:
-    """What the compiled training program depends on: runs with equal keys share one program."""
-    # TODO(program_key): return cfg.program_key() once mbstudy/config.py has it; then drop _NOT_COMPILED.
-    return tuple(getattr(cfg, f.name) for f in fields(cfg) if f.name not in _NOT_COMPILED)
+    """What the compiled training program depends on (:meth:`mbstudy.config.TrainConfig.program_key`)."""
+    return cfg.program_key()
 
 
 def dispatch_order(configs) -> list:
     """Runs of one compiled program next to each other (a worker compiles each once), then by rate and seed.
 
-    >>> from mbstudy.train import TrainConfig
+    >>> from mbstudy.config import TrainConfig
     >>> cs = [TrainConfig(batch_size=b, learning_rate=lr) for lr in (0.2, 0.1) for b in (8, 4)]
     >>> [(c.batch_size, c.learning_rate) for c in dispatch_order(cs)]
     [(4, 0.1), (4, 0.2), (8, 0.1), (8, 0.2)]
@@ -115,7 +109,7 @@ def finish_run(ctx: SweepContext, run_id: str, cfg, result=None, error: BaseExce
     if error is not None:
         tracking.fail_child(run_id, f"{type(error).__name__}: {error}")
         return RunRecord(h, "failed")
-    log_s = tracking.log_result(run_id, result, grids.config_dict(cfg), ctx.provenance)
+    log_s = tracking.log_result(run_id, result, cfg.to_params(), ctx.provenance)
     return RunRecord(h, "trained", result.outcome, {**result.timings, "log_s": log_s})
 
 

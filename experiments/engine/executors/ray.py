@@ -74,7 +74,7 @@ def units(configs, unit_size: int) -> list[list]:
 
     Within a program the configurations keep their given order (the sweep passes the local executor's order).
 
-    >>> from mbstudy.train import TrainConfig
+    >>> from mbstudy.config import TrainConfig
     >>> cs = [TrainConfig(batch_size=b, learning_rate=lr) for b in (4, 8) for lr in (0.1, 0.2, 0.3)]
     >>> [[(c.batch_size, c.learning_rate) for c in u] for u in units(cs, 2)]
     [[(4, 0.1), (4, 0.2)], [(4, 0.3)], [(8, 0.1), (8, 0.2)], [(8, 0.3)]]
