@@ -8,6 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 GRID     ?= default
+DRY_RUN  ?=
 SET      ?=
 WORKERS  ?=
 EXECUTOR ?= local
@@ -57,9 +58,9 @@ test: $(STAMP) ## run every test: unit, doctests, the slow end-to-end ones, Ray,
 test-fast: setup ## the tests without the slow end-to-end ones
 	$(PY) -m pytest -m "not slow"
 
-sweep: $(STAMP) ## train a sweep into MLflow: GRID=default|science|seeds|smoke|path.toml, SET="key=value ...", WORKERS=n, EXECUTOR=local|ray
+sweep: $(STAMP) ## train a sweep into MLflow: GRID=default|science|seeds|smoke|path.toml, SET="key=value ...", WORKERS=n, EXECUTOR=local|ray, DRY_RUN=1 (check, count, estimate; writes nothing)
 	$(call install-extras,$(EXTRAS) $(if $(filter ray,$(EXECUTOR)),ray))
-	$(PY) -m experiments.sweep $(GRID) --executor $(EXECUTOR) $(foreach s,$(SET),--set $(s)) $(if $(WORKERS),--workers $(WORKERS))
+	$(PY) -m experiments.sweep $(GRID) --executor $(EXECUTOR) $(foreach s,$(SET),--set $(s)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(DRY_RUN),--dry-run)
 
 server: $(STAMP) ## MLflow tracking server on 127.0.0.1:5000 (PORT=n) backed by PostgreSQL (local cluster, or BACKEND_STORE_URI=postgresql://...)
 	$(call install-extras,server $(EXTRAS))

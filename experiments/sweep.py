@@ -30,10 +30,15 @@ What happens, in order:
      ``--unit-size`` runs that share one compiled program and logging them
      itself; ``RAY_ADDRESS`` selects a cluster. See ``experiments/engine/executors/ray.py``.
 
-Ctrl-C marks the runs in flight KILLED and exits with 130; rerunning the same
-command, with either executor, resumes. Exit status: 0 done, 1 some runs
-failed, 2 bad definition or option, 3 the store is unreachable or the
-executor cannot run.
+Ctrl-C marks the runs in flight and the parent run KILLED and exits with 130;
+SIGTERM (what ``timeout``, Slurm and Kubernetes send) does the same and exits
+with 143. Rerunning the same command, with either executor, resumes. Exit
+status: 0 done, 1 some runs failed, 2 bad definition or option, 3 the store
+is unreachable or the executor cannot run, 130/143 stopped by Ctrl-C/SIGTERM.
+
+``--dry-run`` stops after step 1: it lists the configurations, says how many
+the store already holds (reading it only if it exists) and estimates the wall
+time from the store's past runs of the sweep; it writes nothing.
 
 This file is the command line. The order above is ``experiments/engine/driver.py``;
 the steps of one run, shared by both executors, are ``experiments/engine/lifecycle.py``.
@@ -48,7 +53,8 @@ import sys
 
 from experiments.engine import grid as grids
 from experiments.engine import tracking
-from experiments.engine.driver import preflight, run_sweep, summary_text
+from experiments.engine.driver import (dry_run_text, interrupted_status, preflight, run_sweep, sigterm_as_interrupt,
+                                      summary_text)
 from experiments.engine.executors import EXECUTORS, ExecutorUnavailable
 
 
@@ -65,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="ray: runs per task, sharing one compiled program (default: 0, chosen from the sweep's size)")
     ap.add_argument("--max-retries", type=int, default=3, metavar="N",
                     help="ray: how often Ray retries a task whose worker died (default: 3)")
-    ap.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="check and list the configurations, say how many the store holds and estimate the time; "
+                         "writes nothing")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     try:
@@ -81,18 +89,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
-        for c in sweep.configs:
-            print(grids.config_hash(c), grids.run_name(c))
-        print(f"{len(sweep.configs)} configurations")
+        try:
+            print(dry_run_text(sweep, args.workers))
+        except tracking.StoreUnreachable as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 3
         return 0
     executor = EXECUTORS[args.executor](workers=args.workers, unit_size=args.unit_size, max_retries=args.max_retries)
     try:
-        preflight(executor)
-        status, counts, parent = run_sweep(sweep, executor, progress=not args.no_progress)
+        with sigterm_as_interrupt():
+            preflight(executor)
+            status, counts, parent = run_sweep(sweep, executor, progress=not args.no_progress)
     except (tracking.StoreUnreachable, ExecutorUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    if status != 130:
+    except KeyboardInterrupt as e:  # before the sweep's runs started: nothing to end
+        print("\nstopped before any run started; rerun the same command to start again", file=sys.stderr)
+        return interrupted_status(e)
+    if status not in (130, 143):
         print(summary_text(sweep, counts, parent, status))
     return status
 

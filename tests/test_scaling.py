@@ -27,6 +27,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests import processes
+
 from experiments.engine import grid as grids
 from experiments.engine import server as server_mod
 from experiments.engine import tracking
@@ -146,13 +148,15 @@ def ray_cluster():
     need_module("ray", "ray")
     port = free_port()
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    mark = processes.new_mark()  # `ray stop` would stop every Ray on the machine; stop only this cluster's processes
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", mark[0]: mark[1]}
     p = subprocess.run([ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
                         "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats"],
                        env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
     yield f"127.0.0.1:{port}"
-    subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    processes.stop_marked(mark)
+    assert not processes.marked_pids(mark), "the cluster's processes are gone"
 
 
 # --------------------------------------------------------------------- tests

@@ -9,13 +9,53 @@ takes every run through ``experiments/engine/lifecycle.py``.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import time
 
 from experiments.engine import grid as grids
 from experiments.engine import tracking
 from experiments.engine.executors import Executor, SweepAborted
-from experiments.engine.lifecycle import SweepContext, SweepCounts, dispatch_order
+from experiments.engine.lifecycle import STOP, SweepContext, SweepCounts, Terminated, dispatch_order, raise_if_stopped
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While inside, SIGTERM raises :class:`~experiments.engine.lifecycle.Terminated` in the main thread, as
+    Ctrl-C raises KeyboardInterrupt, and sets ``lifecycle.STOP``, which the executors check between runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        STOP.set()
+        raise Terminated()
+
+    STOP.clear()
+    previous = signal.signal(signal.SIGTERM, handler)
+    _SIGTERM_HANDLER[:] = [handler]
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _SIGTERM_HANDLER.clear()
+        STOP.clear()
+
+
+_SIGTERM_HANDLER: list = []  # the handler of the active sigterm_as_interrupt, if any
+
+
+def _reclaim_sigterm() -> None:
+    """Install our SIGTERM handler again: Ray's ``init`` replaces it with one that aborts the driver."""
+    if _SIGTERM_HANDLER and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _SIGTERM_HANDLER[0])
+
+
+def interrupted_status(e: BaseException) -> int:
+    """128 + the signal's number: 143 for SIGTERM, 130 for Ctrl-C (SIGINT)."""
+    return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
 
 
 def preflight(executor: Executor) -> None:
@@ -39,21 +79,24 @@ def run_sweep(sweep: grids.Sweep, executor: Executor, *, progress: bool = True) 
         return 0, counts, ""
     prov = tracking.provenance()
     executor.connect()  # before the parent run exists, so a cluster that does not answer leaves nothing
+    _reclaim_sigterm()
     parent = tracking.start_parent(exp_id, sweep.name, sweep.source, len(sweep.configs), prov, executor.name)
     ctx = SweepContext(tracking.tracking_uri(), exp_id, parent, sweep.name, prov, executor.name)
     bar = tqdm(total=len(todo), desc=f"sweep {sweep.name} ({executor.name})", unit="run", disable=not progress,
                dynamic_ncols=True)
-    # The one place where a sweep stops early. A signal handler (SIGTERM) belongs here too: have it raise a
-    # KeyboardInterrupt subclass, which every executor already answers by ending its runs in flight.
+    # The one place where a sweep stops early: Ctrl-C, SIGTERM (Terminated, see sigterm_as_interrupt) or a
+    # dead worker. Every executor answers KeyboardInterrupt by ending its runs in flight.
     try:
         status = executor.run(todo, ctx, bar=bar, counts=counts)
+        raise_if_stopped()  # a SIGTERM whose exception a library swallowed during the last runs
     except (KeyboardInterrupt, SweepAborted) as e:
         bar.close()
         tracking.end_run(parent, "KILLED")
-        interrupted = isinstance(e, KeyboardInterrupt)
-        print(f"\n{'interrupted' if interrupted else e}: the runs in flight are marked KILLED; "
+        reason = ("terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+                  if isinstance(e, KeyboardInterrupt) else str(e))
+        print(f"\n{reason}: the runs in flight are marked KILLED; "
               f"rerun the same command to resume ({counts.trained} finished this time).", file=sys.stderr)
-        return (130 if interrupted else 1), counts, parent
+        return (interrupted_status(e) if isinstance(e, KeyboardInterrupt) else 1), counts, parent
     bar.close()
     counts.times["wall_s"] = time.perf_counter() - t_start
     summary = {
@@ -92,3 +135,47 @@ def summary_text(sweep: grids.Sweep, counts: SweepCounts, parent: str, status: i
     if status:
         lines.append("  some runs failed: their error is the run's 'error' tag; rerun the command to retry them")
     return "\n".join(lines)
+
+
+def dry_run_text(sweep: grids.Sweep, workers: int) -> str:
+    """What ``--dry-run`` prints: every configuration, how many the store already holds (read only if the
+    store exists: this writes nothing), and a wall-time estimate from the store's past runs of this sweep."""
+    lines = [f"{c.hash()} {c.run_name()}" for c in sweep.configs]
+    lines.append(f"{len(sweep.configs)} configurations in sweep '{sweep.name}' ({sweep.source})")
+    if not tracking.store_exists():
+        lines.append(f"store {tracking.tracking_uri()}: not created yet, so all {len(sweep.configs)} would train; "
+                     "no past runs to estimate the time from")
+        return "\n".join(lines)
+    tracking.check_reachable()
+    exp = tracking.client().get_experiment_by_name(sweep.name)
+    past = [] if exp is None else tracking.search_all(
+        tracking.client(), exp.experiment_id, "tags.`mbstudy.kind` = 'run' and attributes.status = 'FINISHED'")
+    done = {r.data.tags.get("cfg_hash") for r in past}
+    todo = [c for c in sweep.configs if c.hash() not in done]
+    lines.append(f"store {tracking.tracking_uri()}: holds {len(sweep.configs) - len(todo)} of them FINISHED; "
+                 f"{len(todo)} would train")
+    lines.append(_estimate(todo, past, workers))
+    return "\n".join(lines)
+
+
+def _estimate(todo: list, past: list, workers: int) -> str:
+    """Seconds per run measured in the store's past runs (compile + train + evaluation + logging), by
+    (optimizer, batch size) where the store has that group, else overall; summed over ``todo`` / workers."""
+    import numpy as np
+
+    parts = ("time/compile_s", "time/train_s", "time/eval_s", "time/log_s")
+    seconds: dict[tuple, list[float]] = {}
+    for r in past:
+        m = r.data.metrics
+        if all(p in m for p in parts):
+            key = (r.data.params.get("optimizer"), r.data.params.get("batch_size"))
+            seconds.setdefault(key, []).append(sum(m[p] for p in parts))
+    if not todo:
+        return "estimate: nothing to train"
+    if not seconds:
+        return "estimate: none (the store holds no finished runs of this sweep with timings)"
+    overall = float(np.median([s for v in seconds.values() for s in v]))
+    total = sum(float(np.median(seconds.get((c.optimizer, str(c.batch_size)), [overall]))) for c in todo)
+    n = sum(len(v) for v in seconds.values())
+    return (f"estimate: about {_duration(total / workers)} with {workers} worker(s) "
+            f"(median seconds per run of {n} past runs, by optimizer and batch size)")

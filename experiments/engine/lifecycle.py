@@ -11,11 +11,26 @@ task does both itself (:func:`run_one`). The schema is ``tracking.py``'s.
 from __future__ import annotations
 
 import functools
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
 from experiments.engine import grid as grids
 from experiments.engine import tracking
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what ``timeout``, Slurm and Kubernetes send): handled exactly like Ctrl-C, exit status 143."""
+
+
+STOP = threading.Event()  # set by the driver's SIGTERM handler
+
+
+def raise_if_stopped() -> None:
+    """Raise :class:`Terminated` if SIGTERM arrived. Executors call this between runs: the handler raises too,
+    but an exception raised inside a finalizer or a library callback is swallowed, and this one must not be."""
+    if STOP.is_set():
+        raise Terminated()
+
 
 def program_key(cfg) -> tuple:
     """What the compiled training program depends on (:meth:`mbstudy.config.TrainConfig.program_key`)."""

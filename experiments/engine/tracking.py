@@ -61,6 +61,20 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlflow.db'}"
 
 
+def store_exists(uri: str | None = None) -> bool:
+    """Whether the store is there already: a SQLite or file store's path exists; a server or database is assumed to.
+
+    Reading a SQLite store creates it, so a command that must write nothing (``--dry-run``) asks this first.
+    """
+    uri = uri or tracking_uri()
+    parts = urlsplit(uri)
+    if parts.scheme == "sqlite":  # sqlite:///relative/path or sqlite:////absolute/path
+        return ":///" in uri and Path(uri.split(":///", 1)[1]).exists()
+    if parts.scheme in ("", "file"):
+        return Path(parts.path or uri).exists()
+    return True
+
+
 def artifact_root() -> str | None:
     """Where new experiments keep artifacts: beside the default SQLite store, else the server's choice."""
     return None if os.environ.get("MLFLOW_TRACKING_URI") else (ROOT / "mlartifacts").as_uri()

@@ -9,6 +9,7 @@ this process when its result comes back, and only then set FINISHED. At most
 from __future__ import annotations
 
 import concurrent.futures as cf
+from concurrent.futures.process import BrokenProcessPool
 import multiprocessing as mp
 import signal
 
@@ -17,7 +18,10 @@ from experiments.engine.executors.base import Executor, SweepAborted
 
 
 def _worker_init() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C and stops the pool
+    # The driver handles Ctrl-C and SIGTERM (a batch system may send it to every process of the job) and
+    # stops the pool itself, with SIGKILL; a worker that died first would look like a crash.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class InProcessPool(cf.Executor):
@@ -33,7 +37,7 @@ class InProcessPool(cf.Executor):
 
 
 def make_pool(workers: int) -> cf.Executor:
-    """``workers`` spawned processes that ignore Ctrl-C, or this process for 1."""
+    """``workers`` spawned processes that ignore Ctrl-C and SIGTERM, or this process for 1."""
     if workers == 1:
         return InProcessPool()
     return cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
@@ -71,7 +75,7 @@ class LocalExecutor(Executor):
                     cfg = in_flight[run_id]
                     try:
                         result = fut.result()
-                    except cf.process.BrokenProcessPool:
+                    except BrokenProcessPool:
                         raise
                     except Exception as e:  # noqa: BLE001 - one bad run must not stop the sweep
                         record = lifecycle.finish_run(ctx, run_id, cfg, error=e)
@@ -82,8 +86,9 @@ class LocalExecutor(Executor):
                     del in_flight[run_id]
                     bar.update(1)
                     bar.set_postfix(diverged=counts.diverged, failed=counts.failed, refresh=False)
+                    lifecycle.raise_if_stopped()
                     submit_next()
-        except (KeyboardInterrupt, cf.process.BrokenProcessPool) as e:
+        except (KeyboardInterrupt, BrokenProcessPool) as e:
             _shutdown(pool)
             for run_id in in_flight:
                 _kill_if_running(run_id)
@@ -97,7 +102,7 @@ class LocalExecutor(Executor):
 def _shutdown(pool: cf.Executor) -> None:
     if isinstance(pool, cf.ProcessPoolExecutor):
         for p in list(getattr(pool, "_processes", {}).values()):
-            p.terminate()
+            p.kill()  # the workers ignore SIGTERM
     pool.shutdown(wait=False, cancel_futures=True)
 
 

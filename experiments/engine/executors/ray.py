@@ -202,6 +202,7 @@ def run_units(ray, todo, ctx: SweepContext, *, unit_size: int, max_retries: int,
                 status = max(status, int(rec.status == "failed"))
             bar.update(len(unit))
             bar.set_postfix(diverged=counts.diverged, failed=counts.failed, refresh=False)
+            lifecycle.raise_if_stopped()
     except KeyboardInterrupt:
         for ref in refs:
             try:
