@@ -2,6 +2,7 @@
 
 import ast
 import dataclasses
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -169,3 +170,22 @@ def test_runs_of_one_program_are_adjacent_and_ray_units_follow_that_order():
     assert len(set(keys)) == len([k for i, k in enumerate(keys) if i == 0 or k != keys[i - 1]]), "one block each"
     units = ray_mod.units(order, 8)
     assert [c for u in units for c in u] == order and all(len({lifecycle.program_key(c) for c in u}) == 1 for u in units)
+
+
+@pytest.mark.slow
+def test_a_second_process_loads_compiled_programs_from_the_cache(tmp_path):
+    """The persistent compilation cache: a rerun in a fresh process compiles nothing new (no new cache entry),
+    and its numbers equal the first run's."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from experiments.engine import lifecycle; from mbstudy import TrainConfig;"
+            "r = lifecycle.train_config(TrainConfig(dataset='teacher_5x3', hidden=(8,), steps=20, eval_every=10));"
+            "print(repr(r.history['train/loss'].tolist()))")
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax")}
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT, check=True)
+    entries = sorted(p.name for p in (tmp_path / "jax").iterdir())
+    assert entries, "the first process wrote its compiled programs"
+    second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT, check=True)
+    assert sorted(p.name for p in (tmp_path / "jax").iterdir()) == entries, "the second compiled nothing new"
+    assert first.stdout == second.stdout

@@ -135,7 +135,10 @@ def connect(workers: int):
         "excludes": _EXCLUDES,
         # the workers log where the driver does, with its credentials (MLFLOW_TRACKING_USERNAME, ...)
         "env_vars": {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
-                    | {"MLFLOW_TRACKING_URI": tracking.tracking_uri()},
+                    | {"MLFLOW_TRACKING_URI": tracking.tracking_uri()}
+                    # on this machine the workers share the project's compilation cache (lifecycle.use_compilation_cache)
+                    | ({"JAX_COMPILATION_CACHE_DIR": os.environ.get("JAX_COMPILATION_CACHE_DIR")
+                        or str(tracking.ROOT / ".cache" / "jax")} if address is None or is_loopback(address) else {}),
     }
     kwargs = dict(runtime_env=runtime_env, include_dashboard=False, log_to_driver=False,
                   logging_level=logging.WARNING, configure_logging=True)
