@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,7 +28,7 @@ import pandas as pd
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from analysis import load, plots
+from analysis import load, overlap, plots
 from analysis.facts import LOSS_LEVEL, OPTIMIZERS, SMALL_B_LR, Facts, collect, present
 
 plt = plots.plt
@@ -183,7 +184,7 @@ def reduction_distance(facts: Facts) -> Figure:
     h = r.distances
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     plots.plot_distance(axes[0], h[h["comparison"] != "adam_same_eps"])
-    axes[0].set_title("equal by algebra: sum at lr/B (SGD) or eps·B (Adam)")
+    axes[0].set_title("equal by algebra:\nsum at lr/B (SGD) or eps·B (Adam)")  # one line ran into the right panel
     plots.plot_distance(axes[1], h[h["comparison"] == "adam_same_eps"])
     axes[1].set_title("Adam, sum vs mean at the same eps")
     worst = r.final_ratio[r.runs["comparison"] != "adam_same_eps"].max()
@@ -202,7 +203,7 @@ def per_example_cost(facts: Facts) -> Figure | None:
     fig, axes = plt.subplots(1, len(nets), figsize=(3.3 * len(nets), 3.0), squeeze=False, sharey=True)
     for j, net in enumerate(nets):
         plots.plot_cost(axes[0, j], pe[pe["net"] == net])
-        axes[0, j].set_title(f"MLP {net} (P = {int(pe[pe['net'] == net]['P'].iloc[0]):,})")
+        axes[0, j].set_title(f"MLP {net}\n(P = {int(pe[pe['net'] == net]['P'].iloc[0]):,})")  # one line overlaps
     plots.legend_right(fig, axes[0, 0])
     big = pe[pe["P"] == pe["P"].max()]
     ff = big[big["B"] >= 32]["ratio/fast_to_floor"]
@@ -246,7 +247,9 @@ def skipped(facts: Facts) -> dict[str, str]:
 def render(facts: Facts, out: Path = OUT) -> dict[str, list[Path]]:
     """Draw every registered figure that its facts allow; save each as PNG and PDF into ``out``
     and log those files on the newest parent run of the figure's experiment (artifact path
-    ``figures``). Returns the files per figure drawn, in registry order.
+    ``figures``). Returns the files per figure drawn, in registry order. A figure whose text
+    overlaps at the saved dpi (``analysis.overlap.find``) is saved all the same, with an
+    ``OverlappingText`` warning that names the colliding pairs.
     """
     plots.use_style()
     files: dict[str, list[Path]] = {}
@@ -255,6 +258,10 @@ def render(facts: Facts, out: Path = OUT) -> dict[str, list[Path]]:
         fig = draw(spec, facts)
         if fig is None:
             continue
+        pairs = overlap.find(fig)  # at the saved dpi; a warning, not an error: the figure is still saved
+        if pairs:
+            warnings.warn(f"{spec.name}: overlapping text at {plt.rcParams['savefig.dpi']} dpi:\n"
+                          + overlap.describe(pairs), overlap.OverlappingText, stacklevel=2)
         out.mkdir(parents=True, exist_ok=True)
         paths = [out / f"{spec.name}.png", out / f"{spec.name}.pdf"]
         for p in paths:
