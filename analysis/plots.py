@@ -44,8 +44,12 @@ def legend_right(fig, ax) -> None:
 
 
 def plot_curves(ax, cur: pd.DataFrame, x: str = "step", logx: bool = True) -> None:
-    """Loss against ``x`` (step, examples or time_s) per batch size: mean line, seed range band."""
+    """Loss against ``x`` (step, examples or time_s) per batch size: mean line, seed range band.
+    ``x`` is drawn on a log scale when ``logx`` and its positive values span at least a decade."""
     pal = b_palette(cur["batch_size"])
+    pos = cur.loc[cur[x] > 0, x]
+    if logx and len(pos) and pos.max() < 10 * pos.min():
+        logx = False  # less than a decade: log ticks would be crowded minor labels (a short sweep's time axis)
     for b, g in cur.groupby("batch_size"):
         g = g[g[x] > 0] if logx else g
         g = g.dropna(subset=[x])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -85,6 +86,7 @@ def synthetic_side_experiments() -> dict:
     return {"reduction": reduction, "bench": bench, "equivalence": facts_mod.EquivalenceFacts("equivalence", eq)}
 
 
+@functools.cache
 def study_facts() -> facts_mod.Facts:
     """Every experiment of the study, synthetic, at the study's grid sizes."""
     runs, hist = synthetic_runs()
