@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -57,6 +58,8 @@ def plot_curves(ax, cur: pd.DataFrame, x: str = "step", logx: bool = True) -> No
         ax.fill_between(g[x], g["lo"], g["hi"], color=pal[int(b)], alpha=0.2, linewidth=0)
     if logx:
         ax.set_xscale("log")
+        # minor labels (2×10^1, 3×10^1 ...) appear when the view spans about a decade, and collide
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_yscale("log")
     ax.set_xlabel({"step": "steps", "examples": "examples seen", "time_s": "training time (s)"}[x])
     ax.set_ylabel("training loss (full set)")

@@ -144,3 +144,149 @@ def test_render_warns_about_overlapping_text(tmp_path, monkeypatch):
     with pytest.warns(overlap.OverlappingText, match="z: overlapping text"):
         files = figures.render(facts_mod.Facts(**synthetic_side_experiments()), tmp_path)
     assert (tmp_path / "z.png").exists() and set(files) == {"z"}, "the figure is still saved"
+
+
+# ------------------------------------------------------------ any sweep, synthetic
+
+
+def sweep_facts(**kw) -> facts_mod.Facts:
+    """Facts as ``collect_sweep`` builds them, from a synthetic sweep (``synthetic_runs`` options)."""
+    runs, hist = synthetic_runs(**kw)
+    default = facts_mod.default_facts(runs, hist, "mine")
+    science = None
+    if "steps_to_target" in runs and runs["steps_to_target"].notna().any():
+        science = facts_mod.science_facts(runs[runs["reduction"] == default.curve_reduction], "mine")
+    missing = {} if science else {"science": "no run reached a target loss (no steps_to_target)"}
+    return facts_mod.Facts(default=default, science=science, noise=facts_mod.noise_facts(default), missing=missing)
+
+
+def draw_all(facts) -> tuple[dict, dict]:
+    """Every sweep figure: (name -> overlapping pairs) for those drawn, (name -> reason) for the others."""
+    plots.use_style()
+    drawn, reasons = {}, {}
+    for name in figures.sweep_figures():
+        fig = figures.attempt(figures.FIGURES[name], facts)
+        if isinstance(fig, str):
+            reasons[name] = fig
+        else:
+            drawn[name] = overlap.find(fig)
+            plots.plt.close(fig)
+    return drawn, reasons
+
+
+def test_sweep_figures_are_the_sweep_ones():
+    assert set(figures.sweep_figures()) == {"a_loss_curves", "b_heatmaps", "e_loss_vs_time", "c_steps_to_target",
+                                            "c2_best_lr", "d_b_simple"}
+
+
+def test_a_sweep_that_lacks_what_a_figure_needs_skips_it_with_its_reason():
+    facts = sweep_facts(optimizers=("sgd",), reductions=("sum",), batches=[8], lrs=[0.1], seeds=(0, 1),
+                        steps=200, every=20, target=False, b_simple=False, time=False)
+    drawn, reasons = draw_all(facts)
+    assert set(drawn) == {"a_loss_curves"} and not drawn["a_loss_curves"], overlap.describe(drawn["a_loss_curves"])
+    assert "one batch size and one learning rate" in reasons["b_heatmaps"]
+    assert "no time/train_s" in reasons["e_loss_vs_time"]
+    assert "no grad/b_simple" in reasons["d_b_simple"]
+    assert "steps_to_target" in reasons["c_steps_to_target"] and "steps_to_target" in reasons["c2_best_lr"]
+    assert all("\n" not in why for why in reasons.values()), "one line each"
+
+
+@pytest.mark.parametrize("kw", [
+    dict(optimizers=("sgd",), reductions=("mean",), batches=[16], lrs=[0.01]),  # seeds only
+    dict(optimizers=("adam",), reductions=("sum",), batches=[16], lrs=LRS, seeds=(0,)),  # lr only, sum only
+    dict(optimizers=("momentum",), reductions=("mean",), batches=BATCHES, lrs=[0.01], seeds=(0,)),  # B only
+    dict(optimizers=("sgd", "adam", "lion"), reductions=("mean",), batches=[4, 64], lrs=[0.01, 0.1], seeds=(0,)),
+    dict(optimizers=("sgd",), reductions=("mean", "sum"), batches=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048],
+         lrs=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0], seeds=(0,)),  # a wider grid than the study's
+], ids=["seeds", "lr-sum", "batch", "optimizers-unknown", "wide"])
+def test_figures_of_any_subset_of_the_sweep_dimensions(kw):
+    drawn, reasons = draw_all(sweep_facts(steps=400, every=40, **kw))
+    assert "a_loss_curves" in drawn, reasons
+    for name, pairs in drawn.items():
+        assert not pairs, f"{name}:\n{overlap.describe(pairs)}"
+    assert not any(why.startswith("failed") for why in reasons.values()), reasons
+    if len(kw["batches"]) > 1 or len(kw["lrs"]) > 1:
+        assert "b_heatmaps" in drawn, reasons
+
+
+# ------------------------------------------------------------ any sweep, on a smoke store
+
+
+@pytest.fixture(scope="module")
+def smoke_store(tmp_path_factory):
+    from experiments import sweep as sweep_mod
+
+    root = tmp_path_factory.mktemp("smoke")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.setattr(load, "CACHE", root / "cache")
+        assert sweep_mod.main(["smoke", "--workers", "1", "--no-progress"]) == 0
+        yield root
+
+
+@pytest.fixture
+def report_dirs(smoke_store, tmp_path, monkeypatch):
+    """The store, and figures.OUT / figures.SWEEPS moved under tmp_path/report; the real report/figures watched."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{smoke_store / 'mlflow.db'}")
+    monkeypatch.setattr(load, "CACHE", smoke_store / "cache")
+    monkeypatch.setattr(figures, "OUT", tmp_path / "report" / "figures")
+    monkeypatch.setattr(figures, "SWEEPS", tmp_path / "report" / "sweeps")
+    real = load.tracking.ROOT / "report" / "figures"
+    before = {p.name: p.stat().st_mtime_ns for p in real.glob("*")}
+    yield tmp_path / "report"
+    assert {p.name: p.stat().st_mtime_ns for p in real.glob("*")} == before, "report/figures/ was touched"
+
+
+SMOKE_DRAWN = {"a_loss_curves", "b_heatmaps", "e_loss_vs_time", "c_steps_to_target", "d_b_simple"}
+
+
+def check_sweep_folder(report, label, out, err):
+    figs = report / "sweeps" / label / "figures"
+    for name in SMOKE_DRAWN:
+        for ext in ("png", "pdf"):
+            assert (figs / f"{name}.{ext}").stat().st_size > 5000, (name, ext)
+        assert f"drew {name}:" in out
+    assert not (figs / "c2_best_lr.png").exists()
+    assert "skipped c2_best_lr: one learning rate per (optimizer, reduction, B)" in err, err
+    assert not (report / "figures").exists(), "nothing goes into report/figures/"
+
+
+@pytest.mark.slow
+def test_figures_of_the_smoke_sweep_by_name_go_to_its_own_folder(report_dirs, capsys):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", overlap.OverlappingText)
+        assert figures.main(["--sweep", "smoke"]) == 0
+    out, err = capsys.readouterr()
+    check_sweep_folder(report_dirs, "smoke", out, err)
+    assert "sweep 'smoke': 13 finished runs; varies optimizer (3), reduction (2), batch_size (2)" in err
+
+
+@pytest.mark.slow
+def test_figures_and_report_of_one_parent_run(report_dirs, capsys):
+    from analysis import report
+
+    parent = load.latest_parent("smoke")
+    assert figures.main(["--sweep", parent]) == 0
+    out, err = capsys.readouterr()
+    check_sweep_folder(report_dirs, f"smoke-{parent[:8]}", out, err)
+    assert f"parent run {parent}: 13 finished runs" in err
+    assert report.main(["--sweep", parent]) == 0
+    md = (report_dirs / "sweeps" / f"smoke-{parent[:8]}" / "REPORT.md").read_text()
+    for name in SMOKE_DRAWN:
+        assert f"](figures/{name}.png)" in md, name
+    assert "`c2_best_lr`: one learning rate per" in md and "## Steps to target" in md
+    assert not (report_dirs / "REPORT.md").exists() and not (report_dirs / "figures").exists()
+    arts = {a.path for a in load.tracking.client().list_artifacts(parent, "figures")}
+    assert "figures/a_loss_curves.png" in arts, "logged on that parent run"
+
+
+@pytest.mark.slow
+def test_a_name_that_is_no_sweep_is_refused_with_what_the_store_holds(report_dirs, capsys):
+    assert figures.main(["--sweep", "mine"]) == 2
+    assert "experiments there: smoke" in capsys.readouterr().err
+    child = load.load_runs("smoke")["run_id"].iloc[0]
+    assert figures.main(["--sweep", child]) == 2
+    assert "is not a sweep's parent run" in capsys.readouterr().err
+    assert not (report_dirs / "sweeps").exists()
