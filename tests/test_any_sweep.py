@@ -290,3 +290,34 @@ def test_a_name_that_is_no_sweep_is_refused_with_what_the_store_holds(report_dir
     assert figures.main(["--sweep", child]) == 2
     assert "is not a sweep's parent run" in capsys.readouterr().err
     assert not (report_dirs / "sweeps").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("varied", range(32), ids=lambda m: "+".join(
+    d for i, d in enumerate(facts_mod.SWEEP_DIMENSIONS) if m >> i & 1) or "nothing")
+def test_every_subset_of_the_sweep_dimensions_draws_or_skips_cleanly(varied):
+    """Each of the 32 subsets of (optimizer, reduction, B, lr, seed) varied (two values), the rest fixed."""
+    two = {"optimizer": ("sgd", "adam"), "reduction": ("mean", "sum"), "batch_size": [4, 64],
+           "learning_rate": [0.01, 0.1], "seed": (0, 1)}
+    kw = {d: (v if varied >> i & 1 else v[:1]) for i, (d, v) in enumerate(two.items())}
+    facts = sweep_facts(optimizers=kw["optimizer"], reductions=kw["reduction"], batches=kw["batch_size"],
+                        lrs=kw["learning_rate"], seeds=kw["seed"], steps=200, every=20)
+    drawn, reasons = draw_all(facts)
+    assert "a_loss_curves" in drawn and "e_loss_vs_time" in drawn and "d_b_simple" in drawn, reasons
+    assert not any(why.startswith("failed") for why in reasons.values()), reasons
+    for name, pairs in drawn.items():
+        assert not pairs, f"{name}:\n{overlap.describe(pairs)}"
+
+
+def test_runs_that_differ_beyond_the_sweep_dimensions_are_named():
+    runs, _ = synthetic_runs(optimizers=("sgd",), reductions=("mean",), batches=[4], lrs=[0.1], seeds=(0,),
+                             steps=40, every=20)
+    assert facts_mod._pooled(runs) == ()
+    runs = pd.concat([runs.assign(hidden="8"), runs.assign(hidden="16,16")], ignore_index=True)
+    assert facts_mod._pooled(runs) == ("hidden",)
+    source = facts_mod.SweepSource("mine", "mine", None, len(runs), {"optimizer": ("sgd",), "seed": (0, 1)},
+                                   ("hidden",))
+    text = figures.describe_source(source)
+    assert "varies seed (2); fixed optimizer=sgd" in text and "differ in hidden" in text
+    assert source.label == "mine"
+    assert facts_mod.SweepSource("p" * 32, "mine", "p" * 32, 1, {}, ()).label == "mine-pppppppp"
