@@ -100,11 +100,11 @@ bench: setup ## time per-example gradients and training steps (quick, ~5 min); P
 bench-full: setup ## the same with longer timing budgets
 	$(PY) -m experiments.bench --full
 
-figures: setup ## draw report/figures/*.png|pdf from whatever runs the store holds
-	$(PY) -m analysis.figures
+figures: setup ## draw report/figures/*.png|pdf from whatever runs the store holds; SWEEP=name|parent-run-id: one sweep's, into report/sweeps/name/figures/
+	$(PY) -m analysis.figures $(if $(SWEEP),--sweep "$(SWEEP)")
 
-report: setup ## write report/REPORT.md (and its figures) from the runs alone
-	$(PY) -m analysis.report
+report: setup ## write report/REPORT.md (and its figures) from the runs alone; SWEEP=name|parent-run-id: report/sweeps/name/REPORT.md
+	$(PY) -m analysis.report $(if $(SWEEP),--sweep "$(SWEEP)")
 
 ui: setup ## the MLflow UI on http://127.0.0.1:5000 (PORT=n) against the same store
 	@echo "MLflow UI for $(URI) on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"

@@ -24,9 +24,10 @@ SMALL_B_STEPS = 16  # the steps-to-target slope (perfect scaling is -1) is measu
 
 
 def present(optimizers, seen) -> tuple[str, ...]:
-    """The optimizers of ``OPTIMIZERS`` that occur in ``seen``, in ``OPTIMIZERS`` order."""
+    """The optimizers of ``optimizers`` that occur in ``seen``, in that order, then any others
+    of ``seen`` (an optimizer registered outside the study) sorted by name."""
     seen = set(seen)
-    return tuple(o for o in optimizers if o in seen)
+    return tuple(o for o in optimizers if o in seen) + tuple(sorted(str(o) for o in seen - set(optimizers)))
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,15 @@ class DefaultFacts:
     b_simple_curves: pd.DataFrame  # B_simple over steps at each group's best lr (may be empty)
 
     @property
+    def curve_reduction(self) -> str:
+        """The reduction the loss-curve figures show: ``mean``, or the first one the runs have."""
+        reds = set(self.runs["reduction"])
+        return "mean" if "mean" in reds or not reds else sorted(reds)[0]
+
+    @property
     def mean_loss_curves(self) -> pd.DataFrame:
-        return self.loss_curves[self.loss_curves["reduction"] == "mean"]
+        """The loss curves of ``curve_reduction`` (``mean`` in the study)."""
+        return self.loss_curves[self.loss_curves["reduction"] == self.curve_reduction]
 
 
 @dataclass(frozen=True)
@@ -125,7 +133,8 @@ def default_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str) ->
     best = reduce.best_lr(runs)
     at_best = reduce.select(runs, best)
     curves = reduce.curves(history, at_best)
-    mean_curves = curves[curves["reduction"] == "mean"]
+    reds = set(runs["reduction"])
+    mean_curves = curves[curves["reduction"] == ("mean" if "mean" in reds or not reds else sorted(reds)[0])]
     crossing = reduce.first_crossing(mean_curves, "examples", LOSS_LEVEL)
     sgd = runs[runs["optimizer"] == "sgd"]
     return DefaultFacts(
@@ -234,3 +243,82 @@ def collect(default: str = "default", science: str = "science", progress: bool =
     if "default" in found:
         found["noise"] = noise_facts(found["default"])
     return Facts(**found, missing=missing)
+
+
+# ------------------------------------------------------------- any one sweep
+
+SWEEP_DIMENSIONS = ("optimizer", "reduction", "batch_size", "learning_rate", "seed")  # what the figures tell apart
+
+
+@dataclass(frozen=True)
+class SweepSource:
+    """Which runs ``--sweep NAME`` reads, and what varies among them."""
+
+    name: str  # as given: an experiment name or a parent run id
+    experiment: str  # the sweep's MLflow experiment (named after its grid file)
+    parent: str | None  # the parent run when NAME was one: only that invocation's child runs
+    runs: int  # finished child runs read
+    varies: dict[str, tuple]  # each of SWEEP_DIMENSIONS: its values in these runs
+    pooled: tuple[str, ...]  # other TrainConfig fields that differ between runs: pooled like seeds
+
+    @property
+    def label(self) -> str:
+        """The folder name of this sweep's figures and report (``report/sweeps/<label>/``)."""
+        return self.experiment if self.parent is None else f"{self.experiment}-{self.parent[:8]}"
+
+
+def resolve_sweep(name: str) -> tuple[str, str | None]:
+    """``(experiment, parent run id or None)`` for NAME, an experiment name or a parent run's id."""
+    c = load.tracking.client()
+    if c.get_experiment_by_name(name) is not None:
+        return name, None
+    run = None
+    if len(name) == 32 and all(ch in "0123456789abcdef" for ch in name):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = c.get_run(name)
+        except MlflowException:
+            run = None
+    if run is None:
+        known = sorted(e.name for e in c.search_experiments() if e.name != "Default")
+        raise load.MissingRuns(f"no sweep experiment and no run {name!r} in {load.tracking.tracking_uri()} "
+                               f"(experiments there: {', '.join(known) or 'none'}); run make sweep GRID={name} first")
+    kind = run.data.tags.get("mbstudy.kind", "")
+    if kind != "parent":
+        raise load.MissingRuns(f"run {name} is not a sweep's parent run (its mbstudy.kind is {kind or 'unset'!r}); "
+                               f"give a parent run's id (tag mbstudy.kind=parent) or the sweep's experiment name")
+    return c.get_experiment(run.info.experiment_id).name, name
+
+
+def _pooled(runs: pd.DataFrame) -> tuple[str, ...]:
+    from mbstudy.config import TrainConfig
+
+    fields = [f for f in TrainConfig.__dataclass_fields__ if f in runs and f not in SWEEP_DIMENSIONS]
+    return tuple(f for f in fields if runs[f].astype(str).nunique() > 1)
+
+
+def collect_sweep(name: str, progress: bool = True) -> tuple[Facts, SweepSource]:
+    """The facts of one sweep (``--sweep NAME``): its runs as ``default`` (loss curves, heatmaps,
+    B_simple, time) and, when some run reached its target loss, as ``science`` (steps to target,
+    at the reduction the loss curves show). Raises ``load.MissingRuns`` when NAME has no runs."""
+    experiment, parent = resolve_sweep(name)
+    runs = load.load_runs(experiment, hint=f"make sweep GRID={experiment}")
+    if parent is not None:
+        runs = runs[runs["parent_run_id"] == parent].reset_index(drop=True)
+        if runs.empty:
+            raise load.MissingRuns(f"parent run {parent} of sweep {experiment!r} has no finished child runs "
+                                   f"(a resumed sweep trains only what its earlier invocations left undone); "
+                                   f"give the experiment name {experiment!r} to read all of them")
+    default = default_facts(runs, load.load_history(runs, experiment, progress=progress), experiment)
+    missing: dict[str, str] = {}
+    science = None
+    if "steps_to_target" in runs and runs["steps_to_target"].notna().any():
+        science = science_facts(runs[runs["reduction"] == default.curve_reduction], experiment)
+    else:
+        missing["science"] = ("no run reached a target loss (no steps_to_target): give the grid a target_loss "
+                              "the runs can reach")
+    source = SweepSource(name=name, experiment=experiment, parent=parent, runs=len(runs),
+                         varies={d: tuple(sorted(set(runs[d]))) if d in runs else () for d in SWEEP_DIMENSIONS},
+                         pooled=_pooled(runs))
+    return Facts(default=default, science=science, noise=noise_facts(default), missing=missing), source

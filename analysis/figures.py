@@ -7,17 +7,28 @@ artifact on its sweep's newest parent run, and names the command to run for
 each figure it could not draw. Titles state the measured takeaway; every
 number in them is computed from the runs.
 
-To add a figure, decorate a function ``Facts -> Figure | None`` with
+``python -m analysis.figures --sweep NAME`` (``make figures SWEEP=NAME``)
+draws the figures of one sweep instead: NAME is a sweep's experiment (its
+grid's name) or the run id of one of its parent runs (then only that
+invocation's child runs). Every figure of the sweeps (loss curves, heatmaps,
+B_simple, loss against time, steps to target and best lr when some run
+reached its target) is drawn from that sweep's runs into
+``report/sweeps/<NAME>/figures/`` (``<experiment>-<first 8 of the run id>``
+for a parent run), never into ``report/figures/``; each figure the runs
+cannot support is skipped with its reason.
+
+To add a figure, decorate a function ``Facts -> Figure`` with
 ``@figure(name, needs=(...))``: ``needs`` names the ``Facts`` fields it
 reads; it is drawn only when they all exist, and ``render`` saves and logs it.
-Return ``None`` when the facts hold nothing to draw. Draw panels with the
-``analysis.plots`` functions.
+Raise ``Skip("reason")`` when the facts hold nothing it can draw (one batch
+size, no time logged...). Draw panels with the ``analysis.plots`` functions.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,11 +38,17 @@ import pandas as pd
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from analysis import load, plots
+from analysis import load, overlap, plots
 from analysis.facts import LOSS_LEVEL, OPTIMIZERS, SMALL_B_LR, Facts, collect, present
 
 plt = plots.plt
 OUT = load.tracking.ROOT / "report" / "figures"
+SWEEPS = load.tracking.ROOT / "report" / "sweeps"  # --sweep NAME: SWEEPS / label / "figures"
+SWEEP_FACTS = frozenset({"default", "science", "noise"})  # the facts collect_sweep fills
+
+
+class Skip(Exception):
+    """Raised by a figure function when the facts hold nothing it can draw; the message says why, in one line."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +86,8 @@ def loss_curves(facts: Facts) -> Figure:
     """Loss against steps (top) and examples (bottom), mean reduction, best lr per B."""
     d = facts.default
     opts, mean_cur = d.optimizers, d.mean_loss_curves
+    if mean_cur.empty:
+        raise Skip("the runs logged no train/loss history")
     fig, axes = plt.subplots(2, len(opts), figsize=(3.2 * len(opts), 5.4), squeeze=False)
     for j, opt in enumerate(opts):
         for i, x in enumerate(["step", "examples"]):
@@ -80,8 +99,9 @@ def loss_curves(facts: Facts) -> Figure:
     ex = d.examples_to_loss_1
     per_example = (f"\nexamples to reach loss {LOSS_LEVEL:g}: {ex.iloc[0]:.2g} at B={ex.index[0]} vs "
                    f"{ex.iloc[-1]:.2g} at B={ex.index[-1]}") if len(ex) >= 2 else ""
-    fig.suptitle(f"Best lr per B, mean reduction. Final loss: {f.iloc[0]:.2g} at B={f.index[0]} vs "
-                 f"{f.iloc[-1]:.2g} at B={f.index[-1]}{per_example}")
+    last = f" vs {f.iloc[-1]:.2g} at B={f.index[-1]}" if len(f) >= 2 else ""
+    fig.suptitle(f"Best lr per B, {d.curve_reduction} reduction. Final loss: {f.iloc[0]:.2g} at B={f.index[0]}"
+                 f"{last}{per_example}")
     return fig
 
 
@@ -90,35 +110,43 @@ def heatmaps(facts: Facts) -> Figure:
     """Final training loss over (lr × B), one panel per reduction × optimizer, one colour scale."""
     d = facts.default
     table, opts = d.heatmap, d.optimizers
+    n_b, n_lr = table["batch_size"].nunique(), table["learning_rate"].nunique()
+    if n_b < 2 and n_lr < 2:
+        raise Skip("one batch size and one learning rate: each heatmap would be a single cell")
     vals = table.loc[table["diverged"] < 0.5, "value"]
-    norm = LogNorm(vals[vals > 0].min(), vals.max()) if len(vals) else None
-    reds = [r for r in ("mean", "sum") if r in set(d.runs["reduction"])]
-    fig, axes = plt.subplots(len(reds), len(opts), figsize=(3.3 * len(opts), 2.9 * len(reds)), squeeze=False)
+    vals = vals[vals > 0]
+    norm = LogNorm(vals.min(), vals.max()) if len(vals) else None
+    reds = present(("mean", "sum"), d.runs["reduction"])
+    width = 3.3 + 0.45 * max(0, n_b - 6)  # the study's 6 batch sizes fit 3.3 in; more need room for the numbers
+    height = 2.9 + 0.3 * max(0, n_lr - 7)
+    fig, axes = plt.subplots(len(reds), len(opts), figsize=(width * len(opts), height * len(reds)), squeeze=False)
     for i, red in enumerate(reds):
         for j, opt in enumerate(opts):
             t = table[(table["reduction"] == red) & (table["optimizer"] == opt)]
             plots.plot_heatmap(axes[i, j], t, norm)
             axes[i, j].set_title(f"{opt}, {red}")
     sl = {r.optimizer: r.slope for r in d.sum_mean_slopes.itertuples()}
-    fig.suptitle("Final training loss (× = diverged)\nbest lr of sum / best lr of mean scales as B^s: "
-                 + ", ".join(f"{o} s={sl[o]:.2f}" for o in opts if o in sl))
+    slopes = ", ".join(f"{o} s={sl[o]:.2f}" for o in opts if o in sl)
+    fig.suptitle("Final training loss (× = diverged)"
+                 + (f"\nbest lr of sum / best lr of mean scales as B^s: {slopes}" if slopes else ""))
     return fig
 
 
 @figure("e_loss_vs_time", needs=("default",))
-def loss_vs_time(facts: Facts) -> Figure | None:
-    """Loss against wall-clock training time; None when the runs logged no time."""
+def loss_vs_time(facts: Facts) -> Figure:
+    """Loss against wall-clock training time (skipped when the runs logged no time)."""
     d = facts.default
     mean_cur, opts = d.mean_loss_curves, d.optimizers
-    if "time_s" not in mean_cur:
-        return None
+    if "time_s" not in mean_cur or mean_cur["time_s"].isna().all():
+        raise Skip("the runs logged no time/train_s history")
     fig, axes = plt.subplots(1, len(opts), figsize=(3.2 * len(opts), 2.8), squeeze=False)
     for j, opt in enumerate(opts):
         plots.plot_curves(axes[0, j], mean_cur[mean_cur["optimizer"] == opt], x="time_s")
         axes[0, j].set_title(opt)
     plots.legend_right(fig, axes[0, -1])
     tt = mean_cur.sort_values("step").groupby("batch_size")["time_s"].last()
-    fig.suptitle(f"Against training time (2000 steps: {tt.min():.2g} s at B={tt.idxmin()} "
+    steps = int(d.runs["steps"].max()) if "steps" in d.runs else int(mean_cur["step"].max())
+    fig.suptitle(f"Against training time ({steps} steps: {tt.min():.2g} s at B={tt.idxmin()} "
                  f"to {tt.max():.2g} s at B={tt.idxmax()})")
     return fig
 
@@ -131,6 +159,8 @@ def steps_to_target(facts: Facts) -> Figure:
     """Steps (top) and examples (bottom) to the target loss against B, with the fitted hyperbola."""
     s = facts.science
     opts = s.optimizers
+    if not any(len(st) for st in s.steps_to_target.values()):
+        raise Skip("no learning rate reached the target loss in more than half of its seeds")
     fig, axes = plt.subplots(2, len(opts), figsize=(3.3 * len(opts), 5.6), squeeze=False)
     for j, opt in enumerate(opts):
         st, fit = s.steps_to_target[opt], s.fits[opt]
@@ -138,8 +168,9 @@ def steps_to_target(facts: Facts) -> Figure:
             plots.plot_steps_to_target(axes[0, j], st, fit, "steps")
             plots.plot_steps_to_target(axes[1, j], st, fit, "examples")
         axes[0, j].set_title(opt)
-    fig.suptitle("Steps to target: perfect scaling, then diminishing returns\nfitted B_crit: "
-                 + ", ".join(f"{o} {s.fits[o]['B_crit']:.0f}" for o in opts if np.isfinite(s.fits[o]["B_crit"])))
+    crit = ", ".join(f"{o} {s.fits[o]['B_crit']:.0f}" for o in opts if np.isfinite(s.fits[o]["B_crit"]))
+    fig.suptitle("Steps to target: perfect scaling, then diminishing returns\nfitted B_crit: " + crit if crit else
+                 "Steps to target against B\nno hyperbola fit: it needs 3 batch sizes that reach the target")
     return fig
 
 
@@ -147,9 +178,14 @@ def steps_to_target(facts: Facts) -> Figure:
 def best_lr(facts: Facts) -> Figure:
     """The best learning rate (fewest steps to target) against B per optimizer."""
     s = facts.science
+    if s.runs.groupby(["optimizer", "reduction", "batch_size"])["learning_rate"].nunique().max() < 2:
+        raise Skip("one learning rate per (optimizer, reduction, B): there is no best one to choose")
+    if s.best_lr.loc[s.best_lr["stable"], "batch_size"].nunique() < 2:
+        raise Skip("fewer than 2 batch sizes with a learning rate that did not diverge: no line against B")
     fig, ax = plt.subplots(figsize=(4.2, 3.0))
     plots.plot_best_lr(ax, s.best_lr)
-    ax.set_title(f"Best lr per B (fewest steps to target); SGD slope {s.sgd_lr_slope:.2f} for B ≤ {SMALL_B_LR}")
+    slope = f"; SGD slope {s.sgd_lr_slope:.2f} for B ≤ {SMALL_B_LR}" if np.isfinite(s.sgd_lr_slope) else ""
+    ax.set_title(f"Best lr per B (fewest steps to target){slope}")
     return fig
 
 
@@ -158,17 +194,19 @@ def b_simple(facts: Facts) -> Figure | None:
     """B_simple over training per B, against science's fitted B_crit when that sweep exists."""
     n = facts.noise
     if n is None:
-        return None
+        raise Skip("the runs logged no grad/b_simple history")
     fits = facts.science.fits if facts.science else {}
     opts = present(OPTIMIZERS, n.curves["optimizer"])
     fig, axes = plt.subplots(1, len(opts), figsize=(3.2 * len(opts), 2.9), squeeze=False)
     for j, opt in enumerate(opts):
-        g = n.curves[(n.curves["optimizer"] == opt) & (n.curves["reduction"] == "mean")]
+        g = n.curves[(n.curves["optimizer"] == opt) & (n.curves["reduction"] == facts.default.curve_reduction)]
         plots.plot_b_simple(axes[0, j], g, fits.get(opt, {}).get("B_crit"))
         axes[0, j].set_title(opt)
-        axes[0, j].get_legend().remove()
+        if axes[0, j].get_legend() is not None:
+            axes[0, j].get_legend().remove()
     plots.legend_right(fig, axes[0, 0])
-    fig.suptitle(f"B_simple grows during training: {n.at_init:.0f} at initialisation, "
+    trend = "shrinks" if n.end_median < n.at_init else "grows"
+    fig.suptitle(f"B_simple {trend} during training: {n.at_init:.0f} at initialisation, "
                  f"median {n.end_median:.0f} at the end ({n.end_median / n.at_init:.0f}×)")
     return fig
 
@@ -183,7 +221,7 @@ def reduction_distance(facts: Facts) -> Figure:
     h = r.distances
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     plots.plot_distance(axes[0], h[h["comparison"] != "adam_same_eps"])
-    axes[0].set_title("equal by algebra: sum at lr/B (SGD) or eps·B (Adam)")
+    axes[0].set_title("equal by algebra:\nsum at lr/B (SGD) or eps·B (Adam)")  # one line ran into the right panel
     plots.plot_distance(axes[1], h[h["comparison"] == "adam_same_eps"])
     axes[1].set_title("Adam, sum vs mean at the same eps")
     worst = r.final_ratio[r.runs["comparison"] != "adam_same_eps"].max()
@@ -197,12 +235,12 @@ def per_example_cost(facts: Facts) -> Figure | None:
     b = facts.bench
     pe = b.per_example
     if pe.empty:
-        return None
+        raise Skip("the benchmark session holds no per-example rows")
     nets = sorted(set(pe["net"]), key=lambda n: int(pe[pe["net"] == n]["P"].iloc[0]))
     fig, axes = plt.subplots(1, len(nets), figsize=(3.3 * len(nets), 3.0), squeeze=False, sharey=True)
     for j, net in enumerate(nets):
         plots.plot_cost(axes[0, j], pe[pe["net"] == net])
-        axes[0, j].set_title(f"MLP {net} (P = {int(pe[pe['net'] == net]['P'].iloc[0]):,})")
+        axes[0, j].set_title(f"MLP {net}\n(P = {int(pe[pe['net'] == net]['P'].iloc[0]):,})")  # one line overlaps
     plots.legend_right(fig, axes[0, 0])
     big = pe[pe["P"] == pe["P"].max()]
     ff = big[big["B"] >= 32]["ratio/fast_to_floor"]
@@ -219,7 +257,7 @@ def powers_of_two(facts: Facts) -> Figure | None:
     b = facts.bench
     p2 = b.pow2
     if p2.empty:
-        return None
+        raise Skip("the benchmark session holds no powers-of-two rows")
     fig, ax = plt.subplots(figsize=(4.2, 3.0))
     plots.plot_pow2(ax, p2)
     r = pd.concat([p2["us/pow2_minus_1"] / p2["us/pow2"], p2["us/pow2_plus_1"] / p2["us/pow2"]])
@@ -230,11 +268,22 @@ def powers_of_two(facts: Facts) -> Figure | None:
 # ------------------------------------------------------------ drawing, saving
 
 
+def attempt(spec: FigureSpec, facts: Facts) -> Figure | str:
+    """The figure, or one line saying why it cannot be drawn from these facts. No files, no MLflow."""
+    absent = [n for n in spec.needs if getattr(facts, n) is None]
+    if absent:
+        return facts.missing.get(absent[0], f"no {absent[0]} facts")
+    try:
+        fig = spec.draw(facts)
+    except Skip as e:
+        return str(e)
+    return "nothing to draw" if fig is None else fig
+
+
 def draw(spec: FigureSpec, facts: Facts) -> Figure | None:
     """The figure, or None when a fact it needs is missing or holds nothing to draw. No files, no MLflow."""
-    if any(getattr(facts, n) is None for n in spec.needs):
-        return None
-    return spec.draw(facts)
+    fig = attempt(spec, facts)
+    return None if isinstance(fig, str) else fig
 
 
 def skipped(facts: Facts) -> dict[str, str]:
@@ -243,18 +292,45 @@ def skipped(facts: Facts) -> dict[str, str]:
     return {name: msg for name, msg in facts.missing.items() if name in needed}
 
 
-def render(facts: Facts, out: Path = OUT) -> dict[str, list[Path]]:
+def sweep_figures() -> list[str]:
+    """The figures drawn from one sweep's runs alone (``--sweep``): those that need only sweep facts."""
+    return [name for name, spec in FIGURES.items() if set(spec.needs) <= SWEEP_FACTS]
+
+
+def render(facts: Facts, out: Path = OUT, *, only=None, parent: str | None = None,
+           reasons: dict[str, str] | None = None, strict: bool = True) -> dict[str, list[Path]]:
     """Draw every registered figure that its facts allow; save each as PNG and PDF into ``out``
     and log those files on the newest parent run of the figure's experiment (artifact path
-    ``figures``). Returns the files per figure drawn, in registry order.
+    ``figures``). Returns the files per figure drawn, in registry order. A figure whose text
+    overlaps at the saved dpi (``analysis.overlap.find``) is saved all the same, with an
+    ``OverlappingText`` warning that names the colliding pairs.
+
+    ``only`` limits the figures to those names; ``parent`` logs every figure on that run
+    instead; ``reasons``, when given, receives one line per figure of ``only`` (or of the
+    registry) that was not drawn. With ``strict=False`` a figure that raises is reported in
+    ``reasons`` (with its error) instead of stopping the others.
     """
     plots.use_style()
     files: dict[str, list[Path]] = {}
     parents: dict[str, str | None] = {}
     for spec in FIGURES.values():
-        fig = draw(spec, facts)
-        if fig is None:
+        if only is not None and spec.name not in only:
             continue
+        try:
+            fig = attempt(spec, facts)
+        except Exception as e:  # noqa: BLE001 - only with strict=False
+            if strict:
+                raise
+            plt.close("all")
+            fig = f"failed: {type(e).__name__}: {e}".splitlines()[0]
+        if isinstance(fig, str):
+            if reasons is not None:
+                reasons[spec.name] = fig
+            continue
+        pairs = overlap.find(fig)  # at the saved dpi; a warning, not an error: the figure is still saved
+        if pairs:
+            warnings.warn(f"{spec.name}: overlapping text at {plt.rcParams['savefig.dpi']} dpi:\n"
+                          + overlap.describe(pairs), overlap.OverlappingText, stacklevel=2)
         out.mkdir(parents=True, exist_ok=True)
         paths = [out / f"{spec.name}.png", out / f"{spec.name}.pdf"]
         for p in paths:
@@ -264,21 +340,59 @@ def render(facts: Facts, out: Path = OUT) -> dict[str, list[Path]]:
         if spec.log_artifact:
             experiment = getattr(facts, spec.needs[0]).experiment
             if experiment not in parents:
-                parents[experiment] = load.latest_parent(experiment)
+                parents[experiment] = parent or load.latest_parent(experiment)
             if parents[experiment]:
                 for p in paths:
                     load.tracking.client().log_artifact(parents[experiment], str(p), artifact_path="figures")
     return files
 
 
+def describe_source(source) -> str:
+    """One line per fact about the runs a ``--sweep`` read (for the CLI and the sweep's report)."""
+    varied = ", ".join(f"{d} ({len(v)})" for d, v in source.varies.items() if len(v) > 1) or "nothing"
+    fixed = ", ".join(f"{d}={v[0]}" for d, v in source.varies.items() if len(v) == 1)
+    lines = [f"sweep {source.experiment!r}" + (f", parent run {source.parent}" if source.parent else "")
+             + f": {source.runs} finished runs; varies {varied}" + (f"; fixed {fixed}" if fixed else "")]
+    if source.pooled:
+        lines.append(f"note: the runs also differ in {', '.join(source.pooled)}, which the figures do not tell "
+                     "apart: runs that differ only there are pooled like seeds")
+    return "\n".join(lines)
+
+
+def sweep_out(source, out: Path | None = None) -> Path:
+    """Where ``--sweep`` writes figures: ``out``, else ``SWEEPS / label / figures``."""
+    return out if out is not None else SWEEPS / source.label / "figures"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis.figures", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sweep", metavar="NAME",
+                    help="draw the figures of this one sweep (experiment name, or a parent run id) into "
+                         "report/sweeps/NAME/figures/ instead of the study's")
     ap.add_argument("--default", default="default", help="the sweep for figures a, b, d, e (default: default)")
     ap.add_argument("--science", default="science", help="the sweep for figure c (default: science)")
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--out", type=Path, default=None,
+                    help=f"the folder for the files (default: {OUT}, or with --sweep report/sweeps/NAME/figures)")
     a = ap.parse_args(argv)
+    if a.sweep is not None:
+        from analysis.facts import collect_sweep
+
+        try:
+            facts, source = collect_sweep(a.sweep)
+        except load.MissingRuns as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(describe_source(source), file=sys.stderr)
+        reasons: dict[str, str] = {}
+        drawn = render(facts, sweep_out(source, a.out), only=sweep_figures(), parent=source.parent,
+                       reasons=reasons, strict=False)
+        for name, paths in drawn.items():
+            print(f"drew {name}: {', '.join(str(p) for p in paths)}")
+        for name, why in reasons.items():
+            print(f"skipped {name}: {why}", file=sys.stderr)
+        return 0
     facts = collect(a.default, a.science)
-    for name, paths in render(facts, a.out).items():
+    for name, paths in render(facts, a.out or OUT).items():
         print(f"drew {name}: {', '.join(str(p) for p in paths)}")
     for name, msg in skipped(facts).items():
         print(f"skipped {name}: {msg}", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -44,8 +45,12 @@ def legend_right(fig, ax) -> None:
 
 
 def plot_curves(ax, cur: pd.DataFrame, x: str = "step", logx: bool = True) -> None:
-    """Loss against ``x`` (step, examples or time_s) per batch size: mean line, seed range band."""
+    """Loss against ``x`` (step, examples or time_s) per batch size: mean line, seed range band.
+    ``x`` is drawn on a log scale when ``logx`` and its positive values span at least a decade."""
     pal = b_palette(cur["batch_size"])
+    pos = cur.loc[cur[x] > 0, x]
+    if logx and len(pos) and pos.max() < 10 * pos.min():
+        logx = False  # less than a decade: log ticks would be crowded minor labels (a short sweep's time axis)
     for b, g in cur.groupby("batch_size"):
         g = g[g[x] > 0] if logx else g
         g = g.dropna(subset=[x])
@@ -53,6 +58,8 @@ def plot_curves(ax, cur: pd.DataFrame, x: str = "step", logx: bool = True) -> No
         ax.fill_between(g[x], g["lo"], g["hi"], color=pal[int(b)], alpha=0.2, linewidth=0)
     if logx:
         ax.set_xscale("log")
+        # minor labels (2×10^1, 3×10^1 ...) appear when the view spans about a decade, and collide
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_yscale("log")
     ax.set_xlabel({"step": "steps", "examples": "examples seen", "time_s": "training time (s)"}[x])
     ax.set_ylabel("training loss (full set)")
