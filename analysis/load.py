@@ -56,7 +56,7 @@ def experiment_id(name: str, hint: str | None = None) -> str:
 
 def search(name: str, kind: str = "run", hint: str | None = None) -> list:
     exp = experiment_id(name, hint)
-    runs = tracking._search_all(
+    runs = tracking.search_all(
         tracking.client(), exp, f"tags.`mbstudy.kind` = '{kind}' and attributes.status = 'FINISHED'"
     )
     if not runs:

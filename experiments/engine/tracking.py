@@ -201,7 +201,6 @@ def search_all(c, experiment_id: str, filter_string: str) -> list:
             return runs
 
 
-_search_all = search_all  # the old private name, until analysis/load.py uses search_all
 
 
 def runs_of_config(experiment_id: str, cfg_hash: str) -> list:
