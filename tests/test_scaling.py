@@ -157,6 +157,9 @@ def ray_cluster():
     yield f"127.0.0.1:{port}"
     processes.stop_marked(mark)
     assert not processes.marked_pids(mark), "the cluster's processes are gone"
+    current = Path("/tmp/ray/ray_current_cluster")  # `ray stop` would remove it; ours names our cluster only
+    if current.exists() and current.read_text().strip() == f"127.0.0.1:{port}":
+        current.unlink()
 
 
 # --------------------------------------------------------------------- tests

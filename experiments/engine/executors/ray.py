@@ -148,8 +148,8 @@ def connect(workers: int):
             warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
             if address:
                 ray.init(address=address, **kwargs)
-            else:
-                ray.init(num_cpus=workers, **kwargs)
+            else:  # "local": always a new instance, never a cluster some other command left on this machine
+                ray.init(address="local", num_cpus=workers, **kwargs)
     except (ConnectionError, TimeoutError, RuntimeError) as e:
         raise RayUnavailable(f"RAY_ADDRESS={address}: could not connect to a Ray cluster ({str(e).strip()[:300]}); "
                              "start one (`make ray-start` for one on this machine), or unset RAY_ADDRESS to start a "
