@@ -110,6 +110,27 @@ class BenchFacts:
     train: pd.DataFrame  # kind == train: compiled loop against PyTorch eager
 
 
+# Greydanus 2020 (arXiv:2011.14439), the MNIST-1D paper's table of test accuracies
+PUBLISHED_ACCURACY = {"mlp": 0.68, "cnn": 0.94}
+
+
+@dataclass(frozen=True)
+class PublishedFacts:
+    """The ``published`` sweep: the MNIST-1D paper's recipe, test accuracy per model against the paper's."""
+
+    experiment: str
+    runs: pd.DataFrame
+    accuracy: pd.DataFrame  # per model: mean, min and max over seeds of the final test accuracy, seeds, the paper's
+
+
+def published_facts(runs: pd.DataFrame, experiment: str = "published") -> PublishedFacts:
+    r = runs.assign(model=runs["model"] if "model" in runs else "mlp")
+    acc = (r.groupby("model")["final/test/acc"].agg(mean="mean", low="min", high="max", seeds="size")
+           .reset_index())
+    acc["paper"] = acc["model"].map(PUBLISHED_ACCURACY)
+    return PublishedFacts(experiment=experiment, runs=runs, accuracy=acc)
+
+
 @dataclass(frozen=True)
 class Facts:
     """Everything the figures and the report read; ``None`` where the runs are missing."""
@@ -120,10 +141,11 @@ class Facts:
     equivalence: EquivalenceFacts | None = None
     reduction: ReductionFacts | None = None
     bench: BenchFacts | None = None
+    published: PublishedFacts | None = None
     missing: dict[str, str] = field(default_factory=dict)  # field name -> MissingRuns message (names the command)
 
 
-EXPERIMENTS = ("default", "science", "equivalence", "reduction", "bench")  # noise is derived from default
+EXPERIMENTS = ("default", "science", "equivalence", "reduction", "bench", "published")  # noise: derived from default
 
 
 # ------------------------------------------------------------ one per experiment
@@ -240,6 +262,7 @@ def collect(default: str = "default", science: str = "science", progress: bool =
         "equivalence", load.load_simple("equivalence", "equivalence", "make equivalence")))
     attempt("reduction", read_reduction)
     attempt("bench", lambda: bench_facts(load.load_simple("benchmarks", "bench", "make bench")))
+    attempt("published", lambda: published_facts(load.load_runs("published", hint="make sweep GRID=published")))
     if "default" in found:
         found["noise"] = noise_facts(found["default"])
     return Facts(**found, missing=missing)

@@ -168,7 +168,8 @@ def test_collect_on_an_empty_store_records_every_experiment_as_missing(tmp_path,
     facts = facts_mod.collect(progress=False)
     assert all(getattr(facts, name) is None for name in (*facts_mod.EXPERIMENTS, "noise"))
     commands = {"default": "make sweep GRID=default", "science": "make sweep GRID=science",
-                "equivalence": "make equivalence", "reduction": "make reduction", "bench": "make bench"}
+                "equivalence": "make equivalence", "reduction": "make reduction", "bench": "make bench",
+                "published": "make sweep GRID=published"}
     assert set(facts.missing) == set(facts_mod.EXPERIMENTS) == set(commands)
     for name, command in commands.items():
         assert command in facts.missing[name], (name, facts.missing[name])
