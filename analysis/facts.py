@@ -108,6 +108,7 @@ class BenchFacts:
     per_example: pd.DataFrame  # kind == per_example: per-example gradient cost against B
     pow2: pd.DataFrame  # kind == pow2: step time at 2^k - 1, 2^k, 2^k + 1
     train: pd.DataFrame  # kind == train: compiled loop against PyTorch eager
+    train_cnn: pd.DataFrame = field(default_factory=pd.DataFrame)  # kind == train_cnn: the CNN step, FLOP rates
 
 
 # Greydanus 2020 (arXiv:2011.14439), the MNIST-1D paper's table of test accuracies
@@ -225,7 +226,7 @@ def bench_facts(rows: pd.DataFrame, experiment: str = "benchmarks") -> BenchFact
         return b[b["kind"] == k] if "kind" in b else b.iloc[0:0]
 
     return BenchFacts(experiment=experiment, runs=b, per_example=kind("per_example"), pow2=kind("pow2"),
-                      train=kind("train"))
+                      train=kind("train"), train_cnn=kind("train_cnn"))
 
 
 # ------------------------------------------------------------------ the reader

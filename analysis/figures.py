@@ -240,7 +240,8 @@ def per_example_cost(facts: Facts) -> Figure | None:
     fig, axes = plt.subplots(1, len(nets), figsize=(3.3 * len(nets), 3.0), squeeze=False, sharey=True)
     for j, net in enumerate(nets):
         plots.plot_cost(axes[0, j], pe[pe["net"] == net])
-        axes[0, j].set_title(f"MLP {net}\n(P = {int(pe[pe['net'] == net]['P'].iloc[0]):,})")  # one line overlaps
+        kind = "MNIST-1D CNN" if net.startswith("cnn") else f"MLP {net}"
+        axes[0, j].set_title(f"{kind}\n(P = {int(pe[pe['net'] == net]['P'].iloc[0]):,})")  # one line overlaps
     plots.legend_right(fig, axes[0, 0])
     big = pe[pe["P"] == pe["P"].max()]
     ff = big[big["B"] >= 32]["ratio/fast_to_floor"]

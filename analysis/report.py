@@ -129,6 +129,9 @@ def q3(facts: Facts, drawn: Collection[str]) -> str:
     P = int(big["P"].iloc[0])
     vm, loop = big["ratio/vmap_to_batch"], big["ratio/loop_to_batch"]
     ff = big[big["B"] >= 32]["ratio/fast_to_floor"]
+    cnn = b[b["net"].astype(str).str.startswith("cnn")]
+    b = b[~b["net"].astype(str).str.startswith("cnn")]
+    big = b[b["P"] == b["P"].max()].sort_values("B")
     nm = b["ratio/norms_to_batch"]
     tr = bench.train.sort_values("B")
     train_txt = ""
@@ -152,8 +155,41 @@ def q3(facts: Facts, drawn: Collection[str]) -> str:
         "tensor returned: XLA need not materialise what is reduced at once, so a benchmark of per-example "
         f"gradients must return them.{train_txt}\n\n"
         f"Time relative to the batch-mean gradient, P = {P:,}:\n\n{md_table(t, '.2f')}\n\n"
+        + _cnn_cost(cnn, bench.train_cnn)
         + _fig(drawn, "q3_cost", "Per-example gradient cost relative to the batch gradient, against the memory-write floor.")
     )
+
+
+def _cnn_cost(cnn: pd.DataFrame, train: pd.DataFrame) -> str:
+    """The same for the MNIST-1D CNN, whose weights are shared across positions."""
+    if cnn.empty:
+        return ""
+    cnn = cnn.sort_values("B")
+    P = int(cnn["P"].iloc[0])
+    ff = cnn[cnn["B"] >= 32]["ratio/fast_to_floor"]
+    vf = cnn["ratio/fast_to_batch"] / cnn["ratio/vmap_to_batch"]
+    out = (f"**The MNIST-1D CNN** (P = {P:,}; a convolution shares its weights across positions, so example i's "
+           "gradient is a sum over positions of input patch ⊗ delta, one einsum after the batched backward pass): "
+           f"`vmap(grad)` costs {cnn['ratio/vmap_to_batch'].min():.1f}–{cnn['ratio/vmap_to_batch'].max():.1f}× the batch "
+           f"gradient, the one-pass recipe {cnn['ratio/fast_to_batch'].min():.1f}–{cnn['ratio/fast_to_batch'].max():.1f}× "
+           f"({vf.min():.2f}–{vf.max():.2f}× vmap's time"
+           + (f"; {ff.min():.2f}–{ff.max():.2f}× the write floor at B ≥ 32" if len(ff) else "")
+           + f"), and per-example norms {cnn['ratio/norms_to_batch'].min():.2f}–{cnn['ratio/norms_to_batch'].max():.2f}× "
+           "(for a convolution, the norm comes from the patches and deltas' Gram matrices or from the per-example "
+           "gradient of that layer, whichever is smaller).")
+    if len(train):
+        train = train.sort_values("B")
+        big = train[train["B"] >= 16]
+        out += (f" A CNN training step takes {train['s/compiled'].min() * 1e6:.0f}–{train['s/compiled'].max() * 1e6:.0f} µs "
+                f"(B = {int(train['B'].min())}–{int(train['B'].max())}), {train['ratio/compiled_to_lean_scan'].min():.2f}–"
+                f"{train['ratio/compiled_to_lean_scan'].max():.2f}× the leanest scan of the same step"
+                + (f", at {big['ratio/cnn_to_mlp_flop_rate'].min():.0%}–{big['ratio/cnn_to_mlp_flop_rate'].max():.0%} of "
+                   "the MLP step's FLOP rate for B ≥ 16" if len(big) else "") + ".")
+    cols = {"B": "B", "ratio/vmap_to_batch": "vmap(grad)", "ratio/fast_to_batch": "fast",
+            "ratio/norms_to_batch": "norms", "ratio/floor_to_batch": "write floor", "ratio/fast_to_floor": "fast / floor"}
+    t = cnn[list(cols)].rename(columns=cols)
+    t["B"] = t["B"].astype(int)
+    return out + f"\n\n{md_table(t, '.2f')}\n\n"
 
 
 def q4(facts: Facts, drawn: Collection[str]) -> str:

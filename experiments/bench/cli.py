@@ -12,9 +12,9 @@ from experiments.bench.mlflow_cost import bench_logging
 from experiments.bench.output import check_targets, log_to_mlflow, markdown
 from experiments.bench.per_example import bench_per_example
 from experiments.bench.timing import machine
-from experiments.bench.training import bench_permutation, bench_pow2, bench_training
+from experiments.bench.training import bench_cnn_training, bench_permutation, bench_pow2, bench_training
 from experiments.engine import tracking
-from mbstudy import load_dataset
+from mbstudy import load_dataset, mnist1d_cnn
 
 NETS = {"128-64-10": (128, 64, 10), "40-100-100-10": (40, 100, 100, 10), "784-512-512-10": (784, 512, 512, 10)}
 BATCHES = (1, 8, 32, 128, 512)
@@ -37,11 +37,11 @@ def main(argv=None) -> int:
     data = load_dataset("mnist1d")
     rows: list[dict] = []
     t0 = time.perf_counter()
-    nets = {"40-100-100-10": NETS["40-100-100-10"]} if a.smallest else NETS
+    nets = {"40-100-100-10": NETS["40-100-100-10"]} if a.smallest else {**NETS, "cnn-mnist1d": mnist1d_cnn()}
     batches = (8, 32) if a.smallest else BATCHES
-    for name, sizes in nets.items():
+    for name, net in nets.items():
         for B in batches:
-            r = bench_per_example(name, sizes, B, budget)
+            r = bench_per_example(name, net, B, budget)
             rows.append(r)
             print(f"  {name:15s} B={B:4d}: vmap {r['ratio/vmap_to_batch']:6.1f}x, fast {r['ratio/fast_to_batch']:6.1f}x,"
                   f" norms {r['ratio/norms_to_batch']:5.2f}x, floor {r['ratio/floor_to_batch']:6.1f}x of the batch gradient;"
@@ -51,6 +51,7 @@ def main(argv=None) -> int:
         print(f"  permutation of 4000: jax {rows[-1]['s/jax_permutation'] * 1e6:.0f} µs, "
               f"numpy {rows[-1]['s/numpy_permutation'] * 1e6:.0f} µs", flush=True)
         rows += bench_training(data, budget)
+        rows += bench_cnn_training(data, budget)
         rows += bench_pow2(data, budget, range(4, 10) if a.full else (4, 5, 6, 7, 8, 9))
         rows.append(bench_logging(data))
     targets = check_targets(rows)

@@ -17,13 +17,15 @@ from mbstudy import grads as G
 from mbstudy import per_example
 
 
-def bench_per_example(name: str, sizes, B: int, budget: float) -> dict:
-    model = MLP(sizes)
+def bench_per_example(name: str, model, B: int, budget: float) -> dict:
+    """One model at one B: every recipe's time and peak memory, round-robin; ``model`` an MLP's sizes or any model."""
+    sizes = tuple(model) if isinstance(model, (tuple, list)) else None
+    model = MLP(sizes) if sizes is not None else model
     P = model.num_params
     rng = np.random.default_rng(0)
     params = model.init(jax.random.key(0), dtype=jnp.float32)
-    x = jnp.asarray(rng.normal(size=(B, sizes[0])), jnp.float32)
-    y = jnp.asarray(rng.integers(0, sizes[-1], B), jnp.int32)
+    x = jnp.asarray(rng.normal(size=(B, *model.input_shape)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, model.n_outputs, B), jnp.int32)
     kw = {"model": model, "loss_name": "cross_entropy"}
     row: dict = {"kind": "per_example", "net": name, "P": P, "B": B}
 
@@ -31,9 +33,10 @@ def bench_per_example(name: str, sizes, B: int, budget: float) -> dict:
         return lambda: jax.block_until_ready(f(*a, **k))
 
     fill = jax.jit(lambda s: jnp.full((B, P), s, jnp.float32))
-    # the outer products of per_sample_grads_fast alone, given the layer inputs and deltas
+    # the per-layer products of per_sample_grads_fast alone (dense: outer products), given the inputs and deltas
     inputs, deltas = jax.jit(per_example.layer_inputs_and_deltas, static_argnums=(0, 1))(model, "cross_entropy", params, x, y)
-    outer = jax.jit(lambda a_s, d_s: [{"w": jnp.einsum("bi,bo->bio", a, d), "b": d} for a, d in zip(a_s, d_s)])
+    rules = per_example.rules_for(model)
+    outer = jax.jit(lambda a_s, d_s: [rule.grads(a, d) for rule, a, d in zip(rules, a_s, d_s)])
     fused = jax.jit(lambda p, xx, yy: jax.tree.map(lambda t: t.mean(0), G._per_sample_grads(p, xx, yy, **kw)))
     fns = {
         "batch": run(G._batch_grad, params, x, y, reduction="mean", **kw),
@@ -64,7 +67,7 @@ def bench_per_example(name: str, sizes, B: int, budget: float) -> dict:
     row["bytes/norms"] = peak_bytes(G._per_sample_grad_norms, params, x, y, squared=False, **kw)
     row["bytes/floor"] = B * P * 4
 
-    torch_s = torch_per_example(sizes, np.asarray(x), np.asarray(y), budget)
+    torch_s = torch_per_example(sizes, np.asarray(x), np.asarray(y), budget) if sizes is not None else None
     if torch_s is not None:
         row["s/torch_vmap"] = torch_s
     for k in ("vmap", "fast", "norms", "floor", "loop", "fused_mean_vmap", "torch_vmap"):

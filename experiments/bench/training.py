@@ -19,10 +19,11 @@ from mbstudy.config import TrainConfig
 from mbstudy.step import Program, batch_indices, init_state, run_chunk, traced_hyper
 
 TRAIN_BATCHES = (1, 8, 32, 64, 128, 512)
+CNN_BATCHES = (1, 16, 64, 256)
 
 
-def _train_setup(B: int, data):
-    cfg = TrainConfig(optimizer="momentum", learning_rate=0.01, batch_size=B)
+def _train_setup(B: int, data, model: str = "mlp"):
+    cfg = TrainConfig(optimizer="momentum", learning_rate=0.01, batch_size=B, model=model)
     model, loss = cfg.model(data), cfg.loss_name(data)
     spec = Program(model, loss, cfg.reduction, cfg.optimizer, B)
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
@@ -31,9 +32,9 @@ def _train_setup(B: int, data):
     return cfg, model, loss, spec, x, y, hyper, state
 
 
-def compiled_step_time(B: int, data, budget: float, n_steps: int = 200) -> float:
+def compiled_step_time(B: int, data, budget: float, n_steps: int = 200, model: str = "mlp") -> float:
     """Seconds per step of mbstudy's compiled loop (a chunk of n_steps in one lax.scan)."""
-    cfg, *_, spec, x, y, hyper, state = _train_setup(B, data)
+    cfg, *_, spec, x, y, hyper, state = _train_setup(B, data, model)
     chunk = jax.jit(lambda s, idx: run_chunk(s, hyper, x, y, idx, program=spec))
 
     def run():  # what train() does per chunk: host-side batch indices, then the compiled scan
@@ -43,9 +44,9 @@ def compiled_step_time(B: int, data, budget: float, n_steps: int = 200) -> float
     return timeit(run, budget=budget) / n_steps
 
 
-def lean_scan_step_time(B: int, data, budget: float, n_steps: int = 200) -> float:
+def lean_scan_step_time(B: int, data, budget: float, n_steps: int = 200, model: str = "mlp") -> float:
     """Seconds per step of the leanest scan: gradient and optax update only, indices given."""
-    cfg, model, loss, _, x, y, hyper, state = _train_setup(B, data)
+    cfg, model, loss, _, x, y, hyper, state = _train_setup(B, data, model)
     opt = optax.sgd(cfg.learning_rate, momentum=cfg.momentum)
     loss_fn = LOSSES[loss]
     idx = jnp.asarray(batch_indices(cfg.seed, 0, n_steps, data.n_train, B))
@@ -102,6 +103,43 @@ def bench_training(data, budget: float) -> list[dict]:
               f"{row['s/lean_scan'] * 1e6:.1f}), python loop "
               f"{row['s/python_loop'] * 1e6:7.1f}, torch eager {row.get('s/torch_eager', float('nan')) * 1e6:7.1f}",
               flush=True)
+    return rows
+
+
+def step_flops(B: int, data, model: str = "mlp") -> float:
+    """XLA's count of floating-point operations in one training step (gradient and update) at batch B."""
+    cfg, net, loss, _, x, y, hyper, state = _train_setup(B, data, model)
+    opt = optax.sgd(cfg.learning_rate, momentum=cfg.momentum)
+    loss_fn = LOSSES[loss]
+
+    def step(p, o, xb, yb):
+        g = jax.grad(lambda q: jnp.mean(loss_fn(net.apply(q, xb), yb)))(p)
+        u, o = opt.update(g, o, p)
+        return optax.apply_updates(p, u), o
+
+    cost = jax.jit(step).lower(state.params, opt.init(state.params), x[:B], y[:B]).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", float("nan")))
+
+
+def bench_cnn_training(data, budget: float) -> list[dict]:
+    """The MNIST-1D CNN's training step: mbstudy's compiled loop against the leanest scan, and its FLOP rate
+    against the MLP's at the same B (both measured here, in this run)."""
+    rows = []
+    for B in CNN_BATCHES:
+        row = {"kind": "train_cnn", "B": B,
+               "s/compiled": compiled_step_time(B, data, budget, model="cnn"),
+               "s/lean_scan": lean_scan_step_time(B, data, budget, model="cnn"),
+               "s/mlp_compiled": compiled_step_time(B, data, budget),
+               "flops/step": step_flops(B, data, "cnn"), "flops/mlp_step": step_flops(B, data)}
+        row["ratio/compiled_to_lean_scan"] = row["s/compiled"] / row["s/lean_scan"]
+        row["gflops/cnn"] = row["flops/step"] / row["s/compiled"] / 1e9
+        row["gflops/mlp"] = row["flops/mlp_step"] / row["s/mlp_compiled"] / 1e9
+        row["ratio/cnn_to_mlp_flop_rate"] = row["gflops/cnn"] / row["gflops/mlp"]
+        rows.append(row)
+        print(f"  train CNN B={B:4d}: compiled {row['s/compiled'] * 1e6:7.1f} µs/step (leanest scan "
+              f"{row['s/lean_scan'] * 1e6:.1f}), {row['gflops/cnn']:.1f} GFLOP/s against the MLP's "
+              f"{row['gflops/mlp']:.1f}", flush=True)
     return rows
 
 
