@@ -212,3 +212,42 @@ class Reshape:
 
     def num_params(self) -> int:
         return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Residual:
+    """``y = x + f(x)``, ``f`` the inner ``layers`` applied in order; ``f`` must keep the shape of ``x``.
+
+    Chain rule: ``dL/dx = delta + J_f(x)^T delta`` (the skip passes ``delta``
+    through unchanged); each inner layer's parameter gradient is its own rule's,
+    with ``delta`` entering ``f`` at its output. A :class:`~mbstudy.model.Network`
+    walks into the wrapper: the inner parametrised layers are entries of its
+    params list and of ``param_layers``, in order, so the per-example rules
+    apply to them unchanged. ``apply(params, x)`` takes their params as a list.
+    """
+
+    layers: tuple[Any, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+
+    def init(self, key: jax.Array, dtype: Any) -> list[Any]:
+        inner = [layer for layer in self.layers if hasattr(layer, "check_params")]
+        return [layer.init(k, dtype) for k, layer in zip(jax.random.split(key, len(inner)), inner)]
+
+    def apply(self, params: list[Any], x: jax.Array) -> jax.Array:
+        a, it = x, iter(params)
+        for layer in self.layers:
+            a = layer.apply(next(it) if hasattr(layer, "check_params") else None, a)
+        return x + a
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = tuple(input_shape)
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+        if shape != tuple(input_shape):
+            raise ValueError(f"Residual: the inner layers map {tuple(input_shape)} to {shape}; y = x + f(x) needs the same shape")
+        return shape
+
+    def num_params(self) -> int:
+        return sum(layer.num_params() for layer in self.layers)

@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from mbstudy.layers import ACTIVATIONS, Activation, Conv1D, Dense, Flatten, Reshape
+from mbstudy.layers import ACTIVATIONS, Activation, Conv1D, Dense, Flatten, Reshape, Residual
 
 Params = list[dict[str, jax.Array]]
 
@@ -38,7 +38,8 @@ class Network:
     """A model composed of layers: subclasses define ``layers`` (a tuple) and ``input_shape``.
 
     Layers with parameters (``check_params``) get one entry of the params list
-    each; the others (activations) get none.
+    each; the others (activations) get none. A :class:`~mbstudy.layers.Residual`
+    wrapper is walked into: its inner parametrised layers get entries, in order.
     """
 
     layers: tuple[Any, ...]
@@ -46,7 +47,13 @@ class Network:
 
     @property
     def param_layers(self) -> tuple[Any, ...]:
-        return tuple(layer for layer in self.layers if hasattr(layer, "check_params"))
+        def walk(layers):
+            for layer in layers:
+                if isinstance(layer, Residual):
+                    yield from walk(layer.layers)
+                elif hasattr(layer, "check_params"):
+                    yield layer
+        return tuple(walk(self.layers))
 
     @property
     def num_params(self) -> int:
@@ -86,27 +93,39 @@ class Network:
         is ``delta_l = dL/dz_l``, the quantity that :mod:`mbstudy.per_example`
         needs from one backward pass.
         """
-        inputs = []
-        a = x
-        index = 0
-        for layer in self.layers:
-            if hasattr(layer, "check_params"):
-                inputs.append(a)
-                a = layer.apply(params[index], a)
-                if perturb is not None:
-                    a = a + perturb[index]
-                index += 1
-            else:
-                a = layer.apply(None, a)
-        return a, inputs
+        inputs: list[jax.Array] = []
+
+        def run(layers, a, index):
+            for layer in layers:
+                if isinstance(layer, Residual):
+                    out, index = run(layer.layers, a, index)
+                    a = a + out
+                elif hasattr(layer, "check_params"):
+                    inputs.append(a)
+                    a = layer.apply(params[index], a)
+                    if perturb is not None:
+                        a = a + perturb[index]
+                    index += 1
+                else:
+                    a = layer.apply(None, a)
+            return a, index
+
+        return run(self.layers, x, 0)[0], inputs
 
     def output_shapes(self, x_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
         """The shape of every parametrised layer's output ``z_l`` for an input of ``x_shape``."""
-        shapes, shape = [], tuple(x_shape)
-        for layer in self.layers:
-            shape = layer.output_shape(shape)
-            if hasattr(layer, "check_params"):
-                shapes.append(shape)
+        shapes: list[tuple[int, ...]] = []
+
+        def walk(layers, shape):
+            for layer in layers:
+                if isinstance(layer, Residual):
+                    walk(layer.layers, shape)
+                if hasattr(layer, "check_params"):
+                    shapes.append(layer.output_shape(shape))
+                shape = layer.output_shape(shape)
+            return shape
+
+        walk(self.layers, tuple(x_shape))
         return shapes
 
 
@@ -233,7 +252,7 @@ class CNN(Network):
         if L < 1:
             raise ValueError(
                 f"CNN: an input of length {self.input_length} is too short for three stride-2 convolutions "
-                f"(kernels 5, 3, 3, padding 1); expected input_length >= 8")
+                f"(kernels 5, 3, 3, padding 1); expected input_length >= 3")
 
     def _convs(self) -> tuple[Conv1D, Conv1D, Conv1D]:
         c = self.channels
