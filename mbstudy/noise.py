@@ -71,17 +71,20 @@ def noise_stats(params, x, y, finite_population_correction, *, model, loss_name,
     inputs, deltas = per_example.layer_inputs_and_deltas(model, loss_name, params, x, y)
     rules = per_example.rules_for(model)
     B = x.shape[0]
-    sq_l = [rule.sq_norms(a, d) for rule, a, d in zip(rules, inputs, deltas)]
-    gbar_sq_l = [rule.mean_grad_sq_norm(a, d) for rule, a, d in zip(rules, inputs, deltas)]
-    sq = sum(sq_l)
-    gbar_sq = sum(gbar_sq_l)
+    sq = sum(rule.sq_norms(a, d) for rule, a, d in zip(rules, inputs, deltas))
+    gbar_sq = sum(rule.mean_grad_sq_norm(a, d) for rule, a, d in zip(rules, inputs, deltas))
     trace_cov = (jnp.sum(sq) - B * gbar_sq) / (B - 1)
     g_true_sq = gbar_sq - trace_cov * finite_population_correction
     totals = NoiseStats(gbar_sq, trace_cov, g_true_sq, trace_cov / g_true_sq)
     if not per_layer:
         return totals
-    gbar_l = jnp.stack(gbar_sq_l)
-    trace_l = (jnp.stack([jnp.sum(s) for s in sq_l]) - B * gbar_l) / (B - 1)
+    # The per-layer terms are recomputed from the same layer inputs and deltas behind an optimization
+    # barrier: shared with the totals' terms, they changed how XLA fused the totals and moved their last
+    # float32 bits (tests/test_fingerprint.py). The rules are cheap next to the forward and backward pass.
+    inputs, deltas = jax.lax.optimization_barrier((inputs, deltas))
+    gbar_l = jnp.stack([rule.mean_grad_sq_norm(a, d) for rule, a, d in zip(rules, inputs, deltas)])
+    sum_sq_l = jnp.stack([jnp.sum(rule.sq_norms(a, d)) for rule, a, d in zip(rules, inputs, deltas)])
+    trace_l = (sum_sq_l - B * gbar_l) / (B - 1)
     g_true_l = gbar_l - trace_l * finite_population_correction
     return totals, NoiseStats(gbar_l, trace_l, g_true_l, trace_l / g_true_l)
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from mbstudy.config import ConfigError, TrainConfig
 from mbstudy.data import Dataset, load_dataset
-from mbstudy.evaluate import EvalData, evaluate_jit, evaluate_layers_jit
+from mbstudy.evaluate import EvalData, evaluate_jit
 from mbstudy.losses import LOSSES
 from mbstudy.metrics import metric_for
 from mbstudy.step import Program, batch_indices, init_state, run_chunk_jit, traced_hyper
@@ -132,15 +132,13 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None) -> Run
     timings = {"compile_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
     evaluate, dt = _compiled(evaluate_jit, (state.params, evd), {"model": model, "loss_name": loss_name})
     timings["compile_s"] += dt
-    evaluate_layers, dt = _compiled(evaluate_layers_jit, (state.params, evd), {"model": model, "loss_name": loss_name})
-    timings["compile_s"] += dt
 
     history: dict[str, list[float]] = {"step": []}
     outcome, steps_to_target, initial_loss = "completed", None, None
     step, batch_loss = 0, float("nan")
     while True:
         t0 = time.perf_counter()
-        metrics = jax.device_get({**evaluate(state.params, evd), **evaluate_layers(state.params, evd)})
+        metrics = jax.device_get(evaluate(state.params, evd))
         timings["eval_s"] += time.perf_counter() - t0
         history["step"].append(step)
         if on_eval is not None:
