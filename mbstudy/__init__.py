@@ -11,13 +11,14 @@ from mbstudy.grads import (
     single_output_grad,
 )
 from mbstudy.losses import LOSSES, REDUCTIONS, Loss
-from mbstudy.model import MLP, Network
+from mbstudy.model import CNN, MLP, Network, mnist1d_cnn
 from mbstudy.noise import NoiseStats, grad_noise_stats, two_batch_noise
 from mbstudy.optimizers import OPTIMIZERS, Optimizer
 from mbstudy.parallel import sharded_grad
 from mbstudy.train import RunResult, train
 
 __all__ = [
+    "CNN",
     "ConfigError",
     "DATASETS",
     "DataSource",
@@ -36,6 +37,7 @@ __all__ = [
     "batch_grad",
     "grad_noise_stats",
     "load_dataset",
+    "mnist1d_cnn",
     "per_sample_grad_norms",
     "per_sample_grads",
     "per_sample_grads_fast",

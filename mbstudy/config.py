@@ -43,8 +43,9 @@ from typing import Any
 
 from mbstudy.data import DATASETS, Dataset
 from mbstudy.losses import LOSSES, REDUCTIONS, loss_for_task
-from mbstudy.model import ACTIVATIONS, MLP
+from mbstudy.model import ACTIVATIONS
 from mbstudy.optimizers import OPTIMIZERS
+from mbstudy.workloads import MODELS, build
 
 INT32_MAX = 2**31 - 1  # the compiled loop counts steps in int32; JAX's PRNG takes 32-bit seeds
 
@@ -59,8 +60,10 @@ class ConfigError(ValueError):
         super().__init__(f"{source}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def _field(default: Any, role: str, doc: str, check: Check | None = None) -> Any:
-    return dataclasses.field(default=default, metadata={"role": role, "doc": doc, "check": check})
+def _field(default: Any, role: str, doc: str, check: Check | None = None, since: int = 1) -> Any:
+    """A field; ``since`` > 1 marks one added after runs were stored: :meth:`TrainConfig.as_dict` (and so
+    the hash) leaves it out while it has its default, so the configurations stored before keep their hash."""
+    return dataclasses.field(default=default, metadata={"role": role, "doc": doc, "check": check, "since": since})
 
 
 def _one_of(choices: Callable[[], list[str]]) -> Check:
@@ -117,13 +120,21 @@ class TrainConfig:
     the control of the reduction experiment. ``noise_batch`` is the size of
     the fixed evaluation batch for gradient-noise statistics (the first
     examples of the training set; 0 = all of it, which makes B_simple exact).
+    ``model`` picks the network (:mod:`mbstudy.workloads`): ``"mlp"`` reads
+    ``hidden`` and ``activation``; ``"cnn"`` (the MNIST-1D paper's ReLU CNN,
+    :class:`mbstudy.model.CNN`) reads ``channels`` and takes its input length
+    from the data set.
     """
 
     dataset: str = _field("mnist1d", "program", "a registered data set (mbstudy.data.DATASETS)",
                           _one_of(lambda: list(DATASETS)))
     data_seed: int = _field(0, "program", "the data set's seed", _at_least(0, "a non-negative int"))
+    model: str = _field("mlp", "program", "a registered model (mbstudy.workloads.MODELS): mlp or cnn",
+                        _one_of(lambda: list(MODELS)), since=2)
     hidden: tuple[int, ...] = _field((100, 100), "program", "hidden-layer widths of the MLP (checked by type)")
     activation: str = _field("tanh", "program", "the MLP's activation", _one_of(lambda: sorted(ACTIVATIONS)))
+    channels: int = _field(25, "program", "channels of each of the CNN's convolutions (model cnn)",
+                           _at_least(1, "a positive int"), since=2)
     loss: str = _field("auto", "program", "a registered loss, or auto (by the data set's task)", _check_loss)
     reduction: str = _field("mean", "program", "mean or sum over the batch", _one_of(lambda: list(REDUCTIONS)))
     optimizer: str = _field("sgd", "program", "a registered optimizer (mbstudy.optimizers.OPTIMIZERS)",
@@ -155,8 +166,9 @@ class TrainConfig:
 
     # ----------------------------------------------------------------- uses
 
-    def model(self, data: Dataset) -> MLP:
-        return MLP((data.n_inputs, *self.hidden, data.n_outputs), self.activation)
+    def build_model(self, data: Dataset) -> Any:
+        """The model of field ``model`` for ``data`` (:func:`mbstudy.workloads.build`)."""
+        return build(self, data)
 
     def loss_name(self, data: Dataset) -> str:
         return loss_for_task(data.task) if self.loss == "auto" else self.loss
@@ -172,8 +184,13 @@ class TrainConfig:
     # ------------------------------------------------------------- identity
 
     def as_dict(self, *, without: tuple[str, ...] = ()) -> dict[str, Any]:
-        """The fields as JSON-able values (tuples as lists), ``without`` some."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items() if k not in without}
+        """The fields as JSON-able values (tuples as lists), ``without`` some.
+
+        A field added later (``since`` > 1 in its metadata: ``model``, ``channels``) is left out
+        while it has its default, so a configuration stored before it existed keeps its hash.
+        """
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+                if k not in without and not (FIELDS[k].metadata["since"] > 1 and v == FIELDS[k].default)}
 
     def hash(self, *, without: tuple[str, ...] = ()) -> str:
         """A stable hash of the configuration (16 hex digits); ``without`` drops fields (the seed)."""

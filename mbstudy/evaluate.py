@@ -2,8 +2,9 @@
 
 Full-set losses (training and test), each loss's extra test metrics
 (accuracy for cross-entropy), the gradient-noise statistics of the noise
-batch (:mod:`mbstudy.noise`) and the parameters' norm; the names are those of
-:mod:`mbstudy.metrics`.
+batch (:mod:`mbstudy.noise`), in total and per parametrised layer
+(``grad/layer{i}/...``, from the same pass), and the parameters' norm; the
+names are those of :mod:`mbstudy.metrics`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from mbstudy.losses import LOSSES
+from mbstudy.metrics import layer_metric_name
 from mbstudy.noise import noise_stats_jit
 from mbstudy.trees import sq_norm
 
@@ -45,11 +47,15 @@ def evaluate(params, data: EvalData, *, model: Any, loss_name: str) -> dict[str,
     }
     for name, metric in loss.metrics.items():
         metrics[f"test/{name}"] = jnp.mean(metric(out_test, data.y_test))
-    stats = noise_stats_jit(params, data.x_noise, data.y_noise, data.finite_population_correction,
-                         model=model, loss_name=loss_name)
+    stats, layers = noise_stats_jit(params, data.x_noise, data.y_noise, data.finite_population_correction,
+                                    model=model, loss_name=loss_name, per_layer=True)
     metrics["grad/g_norm_sq"] = stats.g_true_sq
     metrics["grad/trace_cov"] = stats.trace_cov
     metrics["grad/b_simple"] = stats.b_simple
+    for i in range(layers.g_true_sq.shape[0]):  # parametrised layer i's own statistics
+        metrics[layer_metric_name(i, "g_norm_sq")] = layers.g_true_sq[i]
+        metrics[layer_metric_name(i, "trace_cov")] = layers.trace_cov[i]
+        metrics[layer_metric_name(i, "b_simple")] = layers.b_simple[i]
     metrics["param/norm"] = jnp.sqrt(sq_norm(params))
     return metrics
 

@@ -108,7 +108,9 @@ def per_sample_grads_fast(model: Model, loss_name: str, params: Params, x, y) ->
     """Every ``g_i`` from ONE batched backward pass plus per-layer outer products.
 
     ``dL_i/dW_l = a_{l,i} (outer) delta_{l,i}`` and ``dL_i/db_l = delta_{l,i}``
-    (Goodfellow 2015, arXiv:1510.01799). The outer products cost the same FLOPs
+    (Goodfellow 2015, arXiv:1510.01799); for a 1-D convolution, with the patches
+    ``P_t`` of its input (im2col), ``dL_i/dW = sum_t P_{i,t} (outer) delta_{i,t}`` and
+    ``dL_i/db = sum_t delta_{i,t}`` (:mod:`mbstudy.per_example`). The outer products cost the same FLOPs
     as the batch weight gradient; what is extra is writing B x P floats, which
     is the floor that ``make bench`` measures this against.
 
@@ -138,7 +140,9 @@ def per_sample_grad_norms(model: Model, loss_name: str, params: Params, x, y, *,
 
     For a dense layer ``||a (outer) delta||_F^2 = ||a||^2 ||delta||^2``, and the
     bias adds ``||delta||^2``; so ``||g_i||^2 = sum_l (||a_{l,i}||^2 + 1) ||delta_{l,i}||^2``
-    (every layer type's formula: :mod:`mbstudy.per_example`).
+    over dense layers. A 1-D convolution uses the ghost norm
+    ``sum_{t,s} (P_t . P_s)(delta_t . delta_s)`` or its per-example weight gradient,
+    whichever intermediate is smaller (every layer type's formula: :mod:`mbstudy.per_example`).
     ``squared=True`` returns ``||g_i||^2``.
 
     >>> import jax, jax.numpy as jnp

@@ -6,6 +6,11 @@ Each entry says what the metric is and which summary it gets: ``final/<name>``
 loss's extra metrics (:class:`mbstudy.losses.Loss`, e.g. cross-entropy's
 accuracy) are recorded on the test set as ``test/<name>`` with ``best="max"``.
 
+Per-layer metrics, one set per parametrised layer whatever their number, are
+named ``grad/layer{i}/<name>`` (i = 0, 1, ... in the order of the model's
+params) and follow :data:`LAYER_METRICS`; :func:`metric_for` resolves any
+recorded key, fixed or per-layer, to its entry.
+
 Adding a metric is one entry here and one line where it is computed
 (:func:`mbstudy.evaluate.evaluate` or the training loop).
 """
@@ -13,6 +18,7 @@ Adding a metric is one entry here and one line where it is computed
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from mbstudy.losses import LOSSES
 
@@ -42,3 +48,26 @@ def history_metrics() -> dict[str, Metric]:
     extra = {f"test/{name}": Metric(f"test/{name}", f"{name} on the test set ({loss.name} losses)", best="max")
              for loss in LOSSES.values() for name in loss.metrics}
     return {**METRICS, **extra}
+
+
+# Per-layer noise statistics (Gray et al. 2024, arXiv:2411.00999), recorded as grad/layer{i}/<name>.
+LAYER_METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("g_norm_sq", "||G_l||^2 of parametrised layer i's parameters (unbiased estimate)"),
+    Metric("trace_cov", "tr(Sigma_l), the per-example gradient covariance's trace over layer i's parameters"),
+    Metric("b_simple", "layer i's simple noise scale tr(Sigma_l) / ||G_l||^2"),
+)}
+_LAYER_KEY = re.compile(r"grad/layer(\d+)/(.+)")
+
+
+def layer_metric_name(index: int, name: str) -> str:
+    """``grad/layer{index}/{name}``: where a per-layer metric of :data:`LAYER_METRICS` is recorded."""
+    return f"grad/layer{index}/{name}"
+
+
+def metric_for(key: str) -> Metric | None:
+    """The registry entry of a recorded key: a fixed metric, a loss's ``test/<name>``, or a per-layer
+    ``grad/layer{i}/<name>`` (its entry renamed to the key); None for an unknown key."""
+    found = history_metrics().get(key)
+    if found is None and (m := _LAYER_KEY.fullmatch(key)) and m.group(2) in LAYER_METRICS:
+        found = dataclasses.replace(LAYER_METRICS[m.group(2)], name=key)
+    return found

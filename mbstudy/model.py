@@ -15,7 +15,8 @@ the gradient ``delta`` of its output. A :class:`Network` (a model composed of
 layers) provides it through :meth:`Network.forward`; :class:`MLP` is one.
 
 The parameters are a plain pytree: a list with one entry per parametrised
-layer, in order (for a dense layer ``{"w": (n_in, n_out), "b": (n_out,)}``).
+layer, in order (for a dense layer ``{"w": (n_in, n_out), "b": (n_out,)}``, for a
+1-D convolution ``{"w": (kernel, c_in, c_out), "b": (c_out,)}``).
 """
 
 from __future__ import annotations
@@ -26,18 +27,19 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from mbstudy.layers import ACTIVATIONS, Activation, Dense
+from mbstudy.layers import ACTIVATIONS, Activation, Conv1D, Dense, Flatten, Reshape, Residual
 
 Params = list[dict[str, jax.Array]]
 
-__all__ = ["ACTIVATIONS", "MLP", "Network", "Params"]
+__all__ = ["ACTIVATIONS", "CNN", "MLP", "Network", "Params", "mnist1d_cnn"]
 
 
 class Network:
     """A model composed of layers: subclasses define ``layers`` (a tuple) and ``input_shape``.
 
     Layers with parameters (``check_params``) get one entry of the params list
-    each; the others (activations) get none.
+    each; the others (activations) get none. A :class:`~mbstudy.layers.Residual`
+    wrapper is walked into: its inner parametrised layers get entries, in order.
     """
 
     layers: tuple[Any, ...]
@@ -45,7 +47,13 @@ class Network:
 
     @property
     def param_layers(self) -> tuple[Any, ...]:
-        return tuple(layer for layer in self.layers if hasattr(layer, "check_params"))
+        def walk(layers):
+            for layer in layers:
+                if isinstance(layer, Residual):
+                    yield from walk(layer.layers)
+                elif hasattr(layer, "check_params"):
+                    yield layer
+        return tuple(walk(self.layers))
 
     @property
     def num_params(self) -> int:
@@ -85,27 +93,39 @@ class Network:
         is ``delta_l = dL/dz_l``, the quantity that :mod:`mbstudy.per_example`
         needs from one backward pass.
         """
-        inputs = []
-        a = x
-        index = 0
-        for layer in self.layers:
-            if hasattr(layer, "check_params"):
-                inputs.append(a)
-                a = layer.apply(params[index], a)
-                if perturb is not None:
-                    a = a + perturb[index]
-                index += 1
-            else:
-                a = layer.apply(None, a)
-        return a, inputs
+        inputs: list[jax.Array] = []
+
+        def run(layers, a, index):
+            for layer in layers:
+                if isinstance(layer, Residual):
+                    out, index = run(layer.layers, a, index)
+                    a = a + out
+                elif hasattr(layer, "check_params"):
+                    inputs.append(a)
+                    a = layer.apply(params[index], a)
+                    if perturb is not None:
+                        a = a + perturb[index]
+                    index += 1
+                else:
+                    a = layer.apply(None, a)
+            return a, index
+
+        return run(self.layers, x, 0)[0], inputs
 
     def output_shapes(self, x_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
         """The shape of every parametrised layer's output ``z_l`` for an input of ``x_shape``."""
-        shapes, shape = [], tuple(x_shape)
-        for layer in self.layers:
-            shape = layer.output_shape(shape)
-            if hasattr(layer, "check_params"):
-                shapes.append(shape)
+        shapes: list[tuple[int, ...]] = []
+
+        def walk(layers, shape):
+            for layer in layers:
+                if isinstance(layer, Residual):
+                    walk(layer.layers, shape)
+                if hasattr(layer, "check_params"):
+                    shapes.append(layer.output_shape(shape))
+                shape = layer.output_shape(shape)
+            return shape
+
+        walk(self.layers, tuple(x_shape))
         return shapes
 
 
@@ -187,3 +207,71 @@ class MLP(Network):
     @property
     def n_outputs(self) -> int:
         return self.sizes[-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class CNN(Network):
+    """The MNIST-1D paper's convolutional network (Greydanus 2020, arXiv:2011.14439), for one example ``(input_length,)``.
+
+    The example is reshaped to one channel ``(L, 1)``; then three convolutions
+    with ReLU after each: ``1 -> channels`` (kernel 5, stride 2, padding 1),
+    ``channels -> channels`` (kernel 3, stride 2, padding 1) twice; then the
+    ``(L3, channels)`` activations are flattened row-major (position major,
+    channel minor; PyTorch's channels-first model flattens channel major) and
+    a dense layer gives ``n_classes`` logits. With the defaults the lengths are
+    40 -> 19 -> 10 -> 5 and the dense layer is 125 -> 10 (5,210 parameters).
+
+    Initialisation: convolutions He, N(0, 2 / (k * c_in)) (a ReLU follows each);
+    the last dense layer LeCun, N(0, 1 / n_in); biases zero. (PyTorch's default
+    uniform initialisation of the paper's code is not copied.)
+
+    >>> import jax
+    >>> from mbstudy import mnist1d_cnn
+    >>> net = mnist1d_cnn()
+    >>> [s[-2:] for s in net.output_shapes((8, 40))][:3], net.num_params, net.n_outputs
+    ([(19, 25), (10, 25), (5, 25)], 5210, 10)
+    >>> params = net.init(jax.random.key(0))
+    >>> [p["w"].shape for p in params]
+    [(5, 1, 25), (3, 25, 25), (3, 25, 25), (125, 10)]
+    >>> net.apply(params, jax.numpy.ones((8, 40))).shape, net.apply(params, jax.numpy.ones(40)).shape
+    ((8, 10), (10,))
+    """
+
+    input_length: int = 40
+    channels: int = 25
+    n_classes: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("input_length", "channels", "n_classes"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"CNN: {name} must be a positive int; received {v!r}")
+        L = self.input_length
+        for conv in self._convs():
+            L = conv.out_length(L)
+        if L < 1:
+            raise ValueError(
+                f"CNN: an input of length {self.input_length} is too short for three stride-2 convolutions "
+                f"(kernels 5, 3, 3, padding 1); expected input_length >= 3")
+
+    def _convs(self) -> tuple[Conv1D, Conv1D, Conv1D]:
+        c = self.channels
+        return (Conv1D(1, c, 5, 2, 1), Conv1D(c, c, 3, 2, 1), Conv1D(c, c, 3, 2, 1))
+
+    @property
+    def layers(self) -> tuple[Any, ...]:
+        out: list[Any] = [Reshape((self.input_length,), (self.input_length, 1))]
+        L = self.input_length
+        for conv in self._convs():
+            out += [conv, Activation("relu")]
+            L = conv.out_length(L)
+        return (*out, Flatten(), Dense(L * self.channels, self.n_classes, 1.0))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.input_length,)
+
+
+def mnist1d_cnn(input_length: int = 40, channels: int = 25, n_classes: int = 10) -> CNN:
+    """The MNIST-1D paper's CNN (:class:`CNN`); the defaults are the paper's."""
+    return CNN(input_length, channels, n_classes)

@@ -57,7 +57,7 @@ def sampling_factor(b, population_size):
     return 1.0 / b - (0.0 if population_size is None else 1.0 / population_size)
 
 
-def noise_stats(params, x, y, finite_population_correction, *, model, loss_name) -> NoiseStats:
+def noise_stats(params, x, y, finite_population_correction, *, model, loss_name, per_layer=False):
     """Noise statistics from ONE batched forward and backward pass (traceable; the public
     :func:`grad_noise_stats` checks its inputs and calls the compiled version).
 
@@ -65,6 +65,8 @@ def noise_stats(params, x, y, finite_population_correction, *, model, loss_name)
     gradient's squared norm, through each layer's rule (:mod:`mbstudy.per_example`;
     for a dense layer ``(||a_i||^2 + 1) ||delta_i||^2`` and ``a^T delta / B``, ``mean(delta)``).
     ``finite_population_correction`` is ``1/B - 1/N`` (``1/B`` with replacement).
+    ``per_layer=True`` returns ``(totals, layers)``, ``layers`` a :class:`NoiseStats`
+    of arrays of shape ``(n_layers,)`` from the same per-layer terms (see :func:`grad_noise_stats`).
     """
     inputs, deltas = per_example.layer_inputs_and_deltas(model, loss_name, params, x, y)
     rules = per_example.rules_for(model)
@@ -73,15 +75,27 @@ def noise_stats(params, x, y, finite_population_correction, *, model, loss_name)
     gbar_sq = sum(rule.mean_grad_sq_norm(a, d) for rule, a, d in zip(rules, inputs, deltas))
     trace_cov = (jnp.sum(sq) - B * gbar_sq) / (B - 1)
     g_true_sq = gbar_sq - trace_cov * finite_population_correction
-    return NoiseStats(gbar_sq, trace_cov, g_true_sq, trace_cov / g_true_sq)
+    totals = NoiseStats(gbar_sq, trace_cov, g_true_sq, trace_cov / g_true_sq)
+    if not per_layer:
+        return totals
+    # The per-layer terms are recomputed from the same layer inputs and deltas behind an optimization
+    # barrier: shared with the totals' terms, they changed how XLA fused the totals and moved their last
+    # float32 bits (tests/test_fingerprint.py). The rules are cheap next to the forward and backward pass.
+    inputs, deltas = jax.lax.optimization_barrier((inputs, deltas))
+    gbar_l = jnp.stack([rule.mean_grad_sq_norm(a, d) for rule, a, d in zip(rules, inputs, deltas)])
+    sum_sq_l = jnp.stack([jnp.sum(rule.sq_norms(a, d)) for rule, a, d in zip(rules, inputs, deltas)])
+    trace_l = (sum_sq_l - B * gbar_l) / (B - 1)
+    g_true_l = gbar_l - trace_l * finite_population_correction
+    return totals, NoiseStats(gbar_l, trace_l, g_true_l, trace_l / g_true_l)
 
 
-noise_stats_jit = jax.jit(noise_stats, static_argnames=("model", "loss_name"))
+noise_stats_jit = jax.jit(noise_stats, static_argnames=("model", "loss_name", "per_layer"))
 
 
 def grad_noise_stats(
-    model: Model, loss_name: str, params: Params, x, y, *, population_size: int | None = None
-) -> NoiseStats:
+    model: Model, loss_name: str, params: Params, x, y, *, population_size: int | None = None,
+    per_layer: bool = False,
+) -> NoiseStats | tuple[NoiseStats, NoiseStats]:
     """Noise statistics from ONE batch of B >= 2 examples, exactly, with no B x P tensor.
 
     With ``gbar`` the batch-mean gradient and ``||g_i||^2`` from
@@ -97,6 +111,14 @@ def grad_noise_stats(
     and ``b_simple`` is exact. ``g_true_sq`` can be negative on a small,
     noisy batch; ``b_simple`` is then meaningless (negative).
 
+    ``per_layer=True`` returns ``(totals, layers)``: ``totals`` as above, and
+    ``layers`` a :class:`NoiseStats` whose every field has shape ``(n_layers,)``,
+    entry l the same statistics for parametrised layer l's parameters alone
+    (per-layer noise scales, Gray et al. 2024, arXiv:2411.00999), from the same
+    single pass. ``g_norm_sq``, ``trace_cov`` and ``g_true_sq`` sum over the
+    layers to the totals (the squared norms and the trace are sums over
+    parameters); ``b_simple`` does not (it is a ratio).
+
     >>> import jax, jax.numpy as jnp
     >>> from mbstudy import MLP, grad_noise_stats
     >>> net = MLP((4, 8, 3)); params = net.init(jax.random.key(0))
@@ -104,16 +126,21 @@ def grad_noise_stats(
     >>> s = grad_noise_stats(net, "cross_entropy", params, x, y, population_size=64)
     >>> bool(s.b_simple > 0), bool(jnp.allclose(s.g_true_sq, s.g_norm_sq))
     (True, True)
+    >>> s, layers = grad_noise_stats(net, "cross_entropy", params, x, y, per_layer=True)
+    >>> layers.trace_cov.shape, bool(jnp.allclose(layers.trace_cov.sum(), s.trace_cov))
+    ((2,), True)
     """
     x, y = _checks.check_all(model, loss_name, params, x, y)
     B = x.shape[0]
     if B < 2:
         raise ValueError(f"x: grad_noise_stats needs B >= 2 examples to estimate a variance; received B={B}")
     _check_population(population_size, B)
+    if not isinstance(per_layer, bool):
+        raise TypeError(f"per_layer: expected True or False; received {per_layer!r}")
     per_example.rules_for(model)
     dtype = jnp.result_type(x.dtype, *(leaf.dtype for leaf in jax.tree.leaves(params)))
     factor = jnp.asarray(sampling_factor(B, population_size), dtype)
-    return noise_stats_jit(params, x, y, factor, model=model, loss_name=loss_name)
+    return noise_stats_jit(params, x, y, factor, model=model, loss_name=loss_name, per_layer=per_layer)
 
 
 def two_batch_noise(

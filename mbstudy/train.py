@@ -25,7 +25,7 @@ from mbstudy.config import ConfigError, TrainConfig
 from mbstudy.data import Dataset, load_dataset
 from mbstudy.evaluate import EvalData, evaluate_jit
 from mbstudy.losses import LOSSES
-from mbstudy.metrics import history_metrics
+from mbstudy.metrics import metric_for
 from mbstudy.step import Program, batch_indices, init_state, run_chunk_jit, traced_hyper
 
 __all__ = ["RunResult", "TrainConfig", "eval_data", "train"]
@@ -59,10 +59,9 @@ class RunResult:
     def summary(self) -> dict[str, float]:
         """``final/<metric>`` and ``best/<metric>`` as :mod:`mbstudy.metrics` says, ignoring NaN/inf;
         ``steps_to_target`` and ``examples_to_target`` when reached; the timings as ``time/<name>``."""
-        rules = history_metrics()
         out: dict[str, float] = {}
         for key, values in self.history.items():
-            rule = rules.get(key)
+            rule = metric_for(key)
             if rule is None or not rule.summary:
                 continue
             finite = values[np.isfinite(values)]
@@ -96,6 +95,10 @@ def _check_against(cfg: TrainConfig, data: Dataset) -> None:
                      f"received {cfg.batch_size}")
     if cfg.noise_batch > data.n_train:
         found.append(f"noise_batch: expected 0 (the whole training set) or 2..{data.n_train}; received {cfg.noise_batch}")
+    try:
+        cfg.build_model(data)
+    except ValueError as e:
+        found.append(f"model: {cfg.model!r} cannot take the {data.name} data ({data.n_inputs} inputs): {e}")
     if found:
         raise ConfigError(found)
 
@@ -119,7 +122,7 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None) -> Run
         raise TypeError(f"cfg: expected an mbstudy.config.TrainConfig; received {type(cfg).__name__}")
     data = data if data is not None else load_dataset(cfg.dataset, seed=cfg.data_seed)
     _check_against(cfg, data)
-    model = cfg.model(data)
+    model = cfg.build_model(data)
     loss_name = cfg.loss_name(data)
     program = Program(model, loss_name, cfg.reduction, cfg.optimizer, cfg.batch_size)
     evd = eval_data(cfg, data, loss_name)

@@ -60,7 +60,7 @@ def test_updates_stop_at_the_first_non_finite_loss():
     from mbstudy.train import eval_data
 
     cfg = dataclasses.replace(BASE, learning_rate=1e30)
-    model, loss = cfg.model(DATA), cfg.loss_name(DATA)
+    model, loss = cfg.build_model(DATA), cfg.loss_name(DATA)
     spec = Program(model, loss, cfg.reduction, cfg.optimizer, cfg.batch_size)
     x, y = eval_data(cfg, DATA, loss)[:2]
     hyper = traced_hyper(cfg.optimizer, cfg.hyper())

@@ -1,0 +1,42 @@
+"""Workloads: the models a configuration can name (``TrainConfig.model``), one builder each.
+
+A builder takes the configuration and the loaded data set and returns a model
+of :mod:`mbstudy.model`'s protocol; the data fix the input and output sizes.
+Adding a model is one :func:`register_model` call.
+
+>>> from mbstudy import load_dataset
+>>> from mbstudy.config import TrainConfig
+>>> from mbstudy.workloads import build
+>>> build(TrainConfig(model="cnn"), load_dataset("mnist1d"))
+CNN(input_length=40, channels=25, n_classes=10)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mbstudy.model import CNN, MLP
+
+Builder = Callable[[Any, Any], Any]  # (TrainConfig, Dataset) -> model
+
+MODELS: dict[str, Builder] = {}
+
+
+def register_model(name: str, builder: Builder) -> Builder:
+    """Make ``TrainConfig(model=name)`` build its model with ``builder(cfg, data)``; returns the builder."""
+    MODELS[name] = builder
+    return builder
+
+
+# the MLP: data.n_inputs -> *hidden -> data.n_outputs, with cfg.activation
+register_model("mlp", lambda cfg, data: MLP((data.n_inputs, *cfg.hidden, data.n_outputs), cfg.activation))
+# the MNIST-1D paper's CNN (ReLU; cfg.hidden and cfg.activation are not read); its input length is the data's
+register_model("cnn", lambda cfg, data: CNN(data.n_inputs, cfg.channels, data.n_outputs))
+
+
+def build(cfg: Any, data: Any) -> Any:
+    """The model ``cfg.model`` names, for the data set ``data``."""
+    if cfg.model not in MODELS:
+        raise ValueError(f"model: expected one of {list(MODELS)}; received {cfg.model!r}")
+    return MODELS[cfg.model](cfg, data)
