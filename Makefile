@@ -87,6 +87,7 @@ study: setup ## everything the report uses: the default, science and seeds sweep
 	$(PY) -m experiments.sweep default
 	$(PY) -m experiments.sweep science
 	$(PY) -m experiments.sweep seeds
+	$(PY) -m experiments.sweep published
 	$(PY) -m experiments.equivalence
 	$(PY) -m experiments.reduction
 	$(PY) -m experiments.bench

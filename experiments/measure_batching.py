@@ -37,7 +37,7 @@ def _setup(batch_size: int, steps: int):
 
     data = _data()
     cfg = TrainConfig(batch_size=batch_size, steps=steps)
-    model, loss = cfg.model(data), cfg.loss_name(data)
+    model, loss = cfg.build_model(data), cfg.loss_name(data)
     spec = Program(model, loss, cfg.reduction, cfg.optimizer, batch_size)
     x, y = eval_data(cfg, data, loss)[:2]
     idx = jnp.asarray(batch_indices(0, 0, steps, data.n_train, batch_size))

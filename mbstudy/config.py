@@ -198,7 +198,8 @@ class TrainConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def run_name(self) -> str:
-        return f"{self.optimizer}-{self.reduction}-B{self.batch_size}-lr{self.learning_rate:.3g}-s{self.seed}"
+        prefix = "" if self.model == "mlp" else f"{self.model}-"  # MLP runs keep the names they always had
+        return f"{prefix}{self.optimizer}-{self.reduction}-B{self.batch_size}-lr{self.learning_rate:.3g}-s{self.seed}"
 
     def to_params(self) -> dict[str, str]:
         """Every field as an MLflow param: tuples as ``100,100``, None as ``None``."""

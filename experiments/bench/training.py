@@ -24,7 +24,7 @@ CNN_BATCHES = (1, 16, 64, 256)
 
 def _train_setup(B: int, data, model: str = "mlp"):
     cfg = TrainConfig(optimizer="momentum", learning_rate=0.01, batch_size=B, model=model)
-    model, loss = cfg.model(data), cfg.loss_name(data)
+    model, loss = cfg.build_model(data), cfg.loss_name(data)
     spec = Program(model, loss, cfg.reduction, cfg.optimizer, B)
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     hyper = traced_hyper(cfg.optimizer, cfg.hyper())

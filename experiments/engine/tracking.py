@@ -21,7 +21,7 @@ The schema (``analysis/`` reads exactly this):
   - tags: ``cfg_hash``, ``group_hash`` (the hash without the seed), ``outcome``
     (``completed``/``diverged``/``failed``), ``sweep``, ``git_commit``,
     ``git_dirty``, ``jax_version``, ``optax_version``, ``mlflow_version``,
-    ``device``, ``model_params``, ``data_digest``;
+    ``device``, ``model`` (the architecture: ``mlp`` or ``cnn``), ``model_params``, ``data_digest``;
   - the data set as an MLflow input (name, digest, source).
 
 A child run is written in order: created RUNNING when its configuration is
@@ -376,6 +376,7 @@ def log_result(run_id: str, result, params: dict[str, Any], prov: dict[str, str]
     tags = {
         **prov,
         "outcome": result.outcome,
+        "model": result.config.model,
         "model_params": str(result.model_params),
         "data_digest": result.data_digest,
     }
