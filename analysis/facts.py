@@ -128,6 +128,8 @@ def published_facts(runs: pd.DataFrame, experiment: str = "published") -> Publis
     r = runs.assign(model=runs["model"] if "model" in runs else "mlp")
     acc = (r.groupby("model")["final/test/acc"].agg(mean="mean", low="min", high="max", seeds="size")
            .reset_index())
+    best = r.groupby("model")["best/test/acc"].mean() if "best/test/acc" in r else None
+    acc["best_mean"] = acc["model"].map(best) if best is not None else float("nan")
     acc["paper"] = acc["model"].map(PUBLISHED_ACCURACY)
     return PublishedFacts(experiment=experiment, runs=runs, accuracy=acc)
 
