@@ -100,6 +100,13 @@ def _check_batch_size(v, d):
     return f"expected 1 <= batch_size <= {source.n_train} (the {source.name} training set); received {v!r}"
 
 
+def _check_stats_every(v, d):
+    every = d.get("eval_every")
+    if v == 0 or (isinstance(every, int) and every > 0 and v % every == 0):
+        return None
+    return f"expected 0 (every evaluation) or a positive multiple of eval_every ({every}); received {v!r}"
+
+
 def _check_noise_batch(v, d):
     source = DATASETS.get(d.get("dataset"))
     if source is None or v == 0 or 2 <= v <= source.n_train:
@@ -120,6 +127,10 @@ class TrainConfig:
     the control of the reduction experiment. ``noise_batch`` is the size of
     the fixed evaluation batch for gradient-noise statistics (the first
     examples of the training set; 0 = all of it, which makes B_simple exact).
+    ``stats_every`` (a multiple of ``eval_every``; 0: every evaluation) spaces
+    out the full statistics: at the evaluations between, only the training
+    loss (what targets and divergence read) is computed, exactly as it is at
+    the others; the first and last evaluations are always full.
     ``model`` picks the network (:mod:`mbstudy.workloads`): ``"mlp"`` reads
     ``hidden`` and ``activation``; ``"cnn"`` (the MNIST-1D paper's ReLU CNN,
     :class:`mbstudy.model.CNN`) reads ``channels`` and takes its input length
@@ -156,6 +167,8 @@ class TrainConfig:
     init_perturbation: float = _field(0.0, "traced", "std of N(0, 1) noise added to the initial weights",
                                       lambda v, d: None if v >= 0 else f"expected >= 0; received {v!r}")
     noise_batch: int = _field(0, "program", "examples for the noise statistics (0: all)", _check_noise_batch)
+    stats_every: int = _field(0, "host", "steps between the full statistics (0: at every evaluation)",
+                              _check_stats_every, since=2)
 
     def __post_init__(self) -> None:
         for name, value in _coerced(dataclasses.asdict(self)).items():

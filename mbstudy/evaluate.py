@@ -37,6 +37,11 @@ class EvalData(NamedTuple):
     finite_population_correction: jax.Array
 
 
+def training_loss(params, data: EvalData, *, model: Any, loss_name: str) -> dict[str, jax.Array]:
+    """The loss on the full training set alone: what targets and divergence read, between full evaluations."""
+    return {"train/loss": jnp.mean(LOSSES[loss_name](model.apply(params, data.x_train), data.y_train))}
+
+
 def evaluate(params, data: EvalData, *, model: Any, loss_name: str) -> dict[str, jax.Array]:
     """Metrics of the current parameters (see the module docstring)."""
     loss = LOSSES[loss_name]
@@ -61,3 +66,4 @@ def evaluate(params, data: EvalData, *, model: Any, loss_name: str) -> dict[str,
 
 
 evaluate_jit = jax.jit(evaluate, static_argnames=("model", "loss_name"))
+training_loss_jit = jax.jit(training_loss, static_argnames=("model", "loss_name"))

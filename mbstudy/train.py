@@ -23,7 +23,7 @@ import numpy as np
 
 from mbstudy.config import ConfigError, TrainConfig
 from mbstudy.data import Dataset, load_dataset
-from mbstudy.evaluate import EvalData, evaluate_jit
+from mbstudy.evaluate import EvalData, evaluate_jit, training_loss_jit
 from mbstudy.losses import LOSSES
 from mbstudy.metrics import metric_for
 from mbstudy.step import Program, batch_indices, init_state, run_chunk_jit, traced_hyper
@@ -130,31 +130,46 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None) -> Run
     state = init_state(model, cfg.optimizer, hyper, seed=cfg.seed, init_perturbation=cfg.init_perturbation)
 
     timings = {"compile_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
-    evaluate, dt = _compiled(evaluate_jit, (state.params, evd), {"model": model, "loss_name": loss_name})
+    static = {"model": model, "loss_name": loss_name}
+    evaluate, dt = _compiled(evaluate_jit, (state.params, evd), static)
     timings["compile_s"] += dt
+    if cfg.stats_every:
+        loss_only, dt = _compiled(training_loss_jit, (state.params, evd), static)
+        timings["compile_s"] += dt
+
+    def measure(program):
+        t0 = time.perf_counter()
+        out = jax.device_get(program(state.params, evd))
+        timings["eval_s"] += time.perf_counter() - t0
+        return out
 
     history: dict[str, list[float]] = {"step": []}
     outcome, steps_to_target, initial_loss = "completed", None, None
     step, batch_loss = 0, float("nan")
     while True:
-        t0 = time.perf_counter()
-        metrics = jax.device_get(evaluate(state.params, evd))
-        timings["eval_s"] += time.perf_counter() - t0
-        history["step"].append(step)
-        if on_eval is not None:
-            on_eval(step, state.params)
-        for k, v in metrics.items():
-            history.setdefault(k, []).append(float(v))
-        history.setdefault("train/batch_loss", []).append(batch_loss)
-        history.setdefault("time/train_s", []).append(timings["train_s"])
+        full = not cfg.stats_every or step % cfg.stats_every == 0
+        metrics = measure(evaluate if full else loss_only)
         loss = float(metrics["train/loss"])
         initial_loss = loss if initial_loss is None else initial_loss
         if cfg.target_loss is not None and steps_to_target is None and loss <= cfg.target_loss:
             steps_to_target = step
-        if bool(state.diverged) or not np.isfinite(loss) or loss > cfg.diverge_factor * initial_loss:
+        diverged = bool(state.diverged) or not np.isfinite(loss) or loss > cfg.diverge_factor * initial_loss
+        last = diverged or step >= cfg.steps or (cfg.stop_at_target and steps_to_target is not None)
+        if last and not full:  # the last evaluation is always full; its training loss is the same number
+            metrics = measure(evaluate)
+        history["step"].append(step)
+        if on_eval is not None:
+            on_eval(step, state.params)
+        for k in history.keys() - {"step", "train/batch_loss", "time/train_s"} - metrics.keys():
+            history[k].append(float("nan"))  # not measured at this evaluation (stats_every)
+        for k, v in metrics.items():
+            history.setdefault(k, []).append(float(v))
+        history.setdefault("train/batch_loss", []).append(batch_loss)
+        history.setdefault("time/train_s", []).append(timings["train_s"])
+        if diverged:
             outcome = "diverged"
             break
-        if step >= cfg.steps or (cfg.stop_at_target and steps_to_target is not None):
+        if last:
             break
         n = min(cfg.eval_every, cfg.steps - step)
         idx = batch_indices(cfg.seed, step, n, data.n_train, cfg.batch_size)

@@ -137,3 +137,33 @@ def test_batches_are_epoch_permutations_however_the_steps_are_chunked(B, chunks)
         epoch = got[e * per_epoch : (e + 1) * per_epoch].ravel()
         assert len(set(epoch)) == len(epoch) == per_epoch * B, "without replacement within an epoch"
     assert not np.array_equal(got[:per_epoch], batch_indices(4, 0, per_epoch, n, B)), "the seed matters"
+
+
+@pytest.mark.parametrize("dataset,hidden", [("teacher_5x3", (8,)), ("mnist1d", (100, 100))])
+def test_stats_every_keeps_the_training_loss_and_the_target_bit_for_bit(dataset, hidden):
+    """The full statistics every 3rd evaluation: the training loss (so targets and divergence), the steps to
+    target and every final metric are the same numbers as with statistics at every evaluation."""
+    data = load_dataset(dataset)
+    base = TrainConfig(dataset=dataset, hidden=hidden, optimizer="adam", learning_rate=0.01, batch_size=32,
+                       steps=300, eval_every=20, target_loss=0.5 if dataset == "teacher_5x3" else 2.0)
+    every = train(base, data)
+    sparse = train(dataclasses.replace(base, stats_every=60), data)
+    np.testing.assert_array_equal(sparse.history["step"], every.history["step"])
+    np.testing.assert_array_equal(sparse.history["train/loss"], every.history["train/loss"])
+    assert sparse.steps_to_target == every.steps_to_target is not None
+    full = (every.history["step"] % 60 == 0) | (every.history["step"] == every.history["step"][-1])
+    for key in ("grad/b_simple", "test/loss", "param/norm"):
+        np.testing.assert_array_equal(sparse.history[key][full], every.history[key][full], err_msg=key)
+        assert np.isnan(sparse.history[key][~full]).all(), f"{key} is not measured between the full evaluations"
+    # final values and the training loss's best are the same; a test metric's best is over fewer points
+    keep = lambda s: {k: v for k, v in s.items() if k.startswith(("final/", "best/train/", "steps_", "examples_"))}  # noqa: E731
+    assert keep(sparse.summary()) == keep(every.summary())
+    assert every.config.hash() == base.hash() and sparse.config.hash() != base.hash()
+
+
+def test_stats_every_must_be_a_multiple_of_eval_every():
+    from mbstudy.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"stats_every: expected 0 \(every evaluation\) or a positive multiple of "
+                                          r"eval_every \(20\); received 30"):
+        TrainConfig(eval_every=20, stats_every=30)
