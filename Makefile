@@ -58,7 +58,7 @@ test: $(STAMP) ## run every test: unit, doctests, the slow end-to-end ones, Ray,
 test-fast: setup ## the tests without the slow end-to-end ones
 	$(PY) -m pytest -m "not slow"
 
-sweep: $(STAMP) ## train a sweep into MLflow: GRID=default|science|seeds|smoke|path.toml, SET="key=value ...", WORKERS=n, EXECUTOR=local|ray, DRY_RUN=1 (check, count, estimate; writes nothing)
+sweep: $(STAMP) ## train a sweep into MLflow: GRID=default|science|seeds|published|smoke|path.toml, SET="key=value ...", WORKERS=n, EXECUTOR=local|ray, DRY_RUN=1 (check, count, estimate; writes nothing)
 	$(call install-extras,$(EXTRAS) $(if $(filter ray,$(EXECUTOR)),ray))
 	$(PY) -m experiments.sweep $(GRID) --executor $(EXECUTOR) $(foreach s,$(SET),--set $(s)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(DRY_RUN),--dry-run)
 
@@ -83,7 +83,7 @@ equivalence: setup ## log every gradient identity's error, float32 and float64 (
 reduction: setup ## train sum against mean side by side, with the 1e-7 perturbation control (Q4)
 	$(PY) -m experiments.reduction
 
-study: setup ## everything the report uses: the default, science and seeds sweeps, both experiments and the benchmark
+study: setup ## everything the report uses: the default, science, seeds and published sweeps, both experiments and the benchmark
 	$(PY) -m experiments.sweep default
 	$(PY) -m experiments.sweep science
 	$(PY) -m experiments.sweep seeds

@@ -1,7 +1,7 @@
 """Run a sweep: ``python -m experiments.sweep GRID [--set key=value ...]``.
 
-GRID is a definition's name (``smoke``, ``default``, ``science``, ``seeds``: the
-files in ``experiments/grids/``) or a path to a TOML file; see
+GRID is a definition's name (``smoke``, ``default``, ``science``, ``seeds``,
+``published``: the files in ``experiments/grids/``) or a path to a TOML file; see
 ``experiments/engine/grid.py`` for the format. ``--set`` replaces a field everywhere
 (``--set steps=500``, ``--set "seed=[0,1]"``); unknown or ill-typed keys are
 errors.
@@ -37,8 +37,10 @@ status: 0 done, 1 some runs failed, 2 bad definition or option, 3 the store
 is unreachable or the executor cannot run, 130/143 stopped by Ctrl-C/SIGTERM.
 
 ``--dry-run`` stops after step 1: it lists the configurations, says how many
-the store already holds (reading it only if it exists) and estimates the wall
-time from the store's past runs of the sweep; it writes nothing.
+the store already holds (reading it, if it exists, through a read-only
+connection) and estimates the wall time from the store's past runs of the
+sweep; it creates and changes nothing (a SQLite reader may leave the empty
+``-wal``/``-shm`` side files that any reader of a WAL database leaves).
 
 This file is the command line. The order above is ``experiments/engine/driver.py``;
 the steps of one run, shared by both executors, are ``experiments/engine/lifecycle.py``.
@@ -103,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except (tracking.StoreUnreachable, ExecutorUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt as e:  # before the sweep's runs started: nothing to end
-        print("\nstopped before any run started; rerun the same command to start again", file=sys.stderr)
+    except KeyboardInterrupt as e:  # outside the executor's run (before it, or while ending the sweep)
+        print("\nstopped; runs left RUNNING are marked KILLED when the same command is run again, which resumes",
+              file=sys.stderr)
         return interrupted_status(e)
     if status not in (130, 143):
         print(summary_text(sweep, counts, parent, status))

@@ -100,6 +100,14 @@ def _check_batch_size(v, d):
     return f"expected 1 <= batch_size <= {source.n_train} (the {source.name} training set); received {v!r}"
 
 
+def _check_hyper_fields(name: str) -> str | None:
+    missing = [k for k in OPTIMIZERS[name].hyper if k not in TrainConfig.__dataclass_fields__]
+    if missing:
+        return (f"{name!r} reads {missing}, which are not TrainConfig fields; add them to mbstudy/config.py "
+                "(see CONTRIBUTING.md, 'An optimizer')")
+    return None
+
+
 def _check_stats_every(v, d):
     every = d.get("eval_every")
     if v == 0 or (isinstance(every, int) and every > 0 and v % every == 0):
@@ -149,7 +157,7 @@ class TrainConfig:
     loss: str = _field("auto", "program", "a registered loss, or auto (by the data set's task)", _check_loss)
     reduction: str = _field("mean", "program", "mean or sum over the batch", _one_of(lambda: list(REDUCTIONS)))
     optimizer: str = _field("sgd", "program", "a registered optimizer (mbstudy.optimizers.OPTIMIZERS)",
-                            _one_of(lambda: list(OPTIMIZERS)))
+                            lambda v, d: _one_of(lambda: list(OPTIMIZERS))(v, d) or _check_hyper_fields(v))
     learning_rate: float = _field(0.1, "traced", "the step size",
                                   lambda v, d: None if v > 0 else f"expected > 0; received {v!r}")
     momentum: float = _field(0.9, "traced", "heavy-ball momentum (optimizer momentum)",

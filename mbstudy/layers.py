@@ -223,7 +223,9 @@ class Residual:
     with ``delta`` entering ``f`` at its output. A :class:`~mbstudy.model.Network`
     walks into the wrapper: the inner parametrised layers are entries of its
     params list and of ``param_layers``, in order, so the per-example rules
-    apply to them unchanged. ``apply(params, x)`` takes their params as a list.
+    apply to them unchanged. On its own, ``init`` and ``apply`` take the inner
+    parametrised layers' params as a flat list in the same order (nested
+    residuals included).
     """
 
     layers: tuple[Any, ...]
@@ -231,14 +233,34 @@ class Residual:
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
 
+    def n_param_layers(self) -> int:
+        """How many entries of a params list the inner layers take (nested residuals counted through)."""
+        return sum(layer.n_param_layers() if isinstance(layer, Residual) else int(hasattr(layer, "check_params"))
+                   for layer in self.layers)
+
     def init(self, key: jax.Array, dtype: Any) -> list[Any]:
-        inner = [layer for layer in self.layers if hasattr(layer, "check_params")]
-        return [layer.init(k, dtype) for k, layer in zip(jax.random.split(key, len(inner)), inner)]
+        keys = iter(jax.random.split(key, len(self.layers)))
+        out: list[Any] = []
+        for layer in self.layers:
+            k = next(keys)
+            if isinstance(layer, Residual):
+                out += layer.init(k, dtype)
+            elif hasattr(layer, "check_params"):
+                out.append(layer.init(k, dtype))
+        return out
 
     def apply(self, params: list[Any], x: jax.Array) -> jax.Array:
-        a, it = x, iter(params)
+        a, i = x, 0
         for layer in self.layers:
-            a = layer.apply(next(it) if hasattr(layer, "check_params") else None, a)
+            if isinstance(layer, Residual):
+                n = layer.n_param_layers()
+                a = layer.apply(params[i : i + n], a)
+                i += n
+            elif hasattr(layer, "check_params"):
+                a = layer.apply(params[i], a)
+                i += 1
+            else:
+                a = layer.apply(None, a)
         return x + a
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:

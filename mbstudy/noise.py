@@ -13,7 +13,6 @@ variance that makes the identity above exact.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -21,7 +20,6 @@ import jax.numpy as jnp
 
 from mbstudy import _checks, per_example
 from mbstudy.model import Params
-from mbstudy.trees import sq_norm
 
 Model = Any  # a mbstudy.model.Network: the noise statistics need its layers' inputs and output gradients
 
@@ -68,8 +66,8 @@ def noise_stats(params, x, y, finite_population_correction, *, model, loss_name,
     ``per_layer=True`` returns ``(totals, layers)``, ``layers`` a :class:`NoiseStats`
     of arrays of shape ``(n_layers,)`` from the same per-layer terms (see :func:`grad_noise_stats`).
     """
+    rules = per_example.rules_for(model)  # first: a model without layers gets its clear message
     inputs, deltas = per_example.layer_inputs_and_deltas(model, loss_name, params, x, y)
-    rules = per_example.rules_for(model)
     B = x.shape[0]
     sq = sum(rule.sq_norms(a, d) for rule, a, d in zip(rules, inputs, deltas))
     gbar_sq = sum(rule.mean_grad_sq_norm(a, d) for rule, a, d in zip(rules, inputs, deltas))

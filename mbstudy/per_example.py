@@ -53,6 +53,8 @@ RULES: dict[type, PerExampleRule] = {}
 
 def register_rule(layer_type: type, rule: PerExampleRule) -> PerExampleRule:
     """Use ``rule`` for every layer of ``layer_type``; returns it."""
+    if layer_type in RULES:  # replacing a rule would change the numbers of every model with such a layer
+        raise ValueError(f"register_rule: {layer_type.__name__} has a rule already")
     RULES[layer_type] = rule
     return rule
 

@@ -25,6 +25,8 @@ MODELS: dict[str, Builder] = {}
 
 def register_model(name: str, builder: Builder) -> Builder:
     """Make ``TrainConfig(model=name)`` build its model with ``builder(cfg, data)``; returns the builder."""
+    if name in MODELS:  # re-registering would change what a stored cfg_hash trains
+        raise ValueError(f"register_model: {name!r} is taken; choose another name")
     MODELS[name] = builder
     return builder
 

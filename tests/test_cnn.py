@@ -471,3 +471,15 @@ def test_residual_block():
     np.testing.assert_allclose(float(layers.trace_cov.sum()), float(totals.trace_cov), rtol=F64_RTOL)
     with pytest.raises(ValueError, match="same shape"):
         Residual((Conv1D(4, 5, 3, 1, 1),)).output_shape((15, 4))
+
+
+def test_a_nested_residual_applies_on_its_own_as_a_network_walks_it():
+    from mbstudy.layers import Activation, Dense
+
+    outer = Residual((Dense(4, 4), Residual((Dense(4, 4), Activation("tanh"))), Dense(4, 4)))
+    params = outer.init(jax.random.key(0), jnp.float64)
+    assert len(params) == outer.n_param_layers() == 3
+    x = jnp.ones((2, 4))
+    h = x @ params[0]["w"] + params[0]["b"]
+    h = h + jnp.tanh(h @ params[1]["w"] + params[1]["b"])
+    np.testing.assert_allclose(outer.apply(params, x), x + h @ params[2]["w"] + params[2]["b"], rtol=1e-14)

@@ -113,7 +113,9 @@ def test_dry_run_counts_what_the_store_holds_and_estimates_the_time(store, capsy
     assert sweep_mod.main(["smoke", "--workers", "2", "--no-progress"]) == 0
     capsys.readouterr()
     n_runs = len(runs())
+    before = (store / "mlflow.db").read_bytes()
     assert sweep_mod.main(["smoke", "--dry-run", "--set", "seed=[0, 1]", "--workers", "2"]) == 0
+    assert (store / "mlflow.db").read_bytes() == before, "a dry run reads the store through a read-only connection"
     out = capsys.readouterr().out
     assert "26 configurations" in out and "holds 13 of them FINISHED; 13 would train" in out
     assert "estimate: about" in out and "with 2 worker(s)" in out

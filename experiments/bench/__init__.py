@@ -27,14 +27,14 @@ which dominates the smallest problems.
 Results go to ``results/bench-<device>.json`` and ``.md``, to the MLflow
 experiment ``benchmarks`` (one run per row, machine details as tags), from
 which ``make figures`` draws the benchmark's figures. The implementations
-timed are the library's own (``mbstudy.grads``, ``mbstudy.train``), not copies.
+timed are the library's own (``mbstudy.grads``, ``mbstudy.step``), not copies.
 
 The package: ``timing.py`` (how a call is timed, the machine),
 ``per_example.py`` (1, 2), ``training.py`` (3, 4), ``torch_peer.py`` (the
 PyTorch peers), ``mlflow_cost.py`` (5), ``output.py`` (the tables, the
 targets, the MLflow runs) and ``cli.py`` (the command, ``__main__.py``).
 The calls into mbstudy's internals are in ``per_example.py`` (``G._...``)
-and at the top of ``training.py`` (``Spec``, ``Hyper``, ``run_chunk``, ``LOSSES``).
+and at the top of ``training.py`` (``Program``, ``traced_hyper``, ``run_chunk``, ``LOSSES``).
 
 Usage: ``python -m experiments.bench [--full]``. Quick mode: about 5 minutes (5.5 measured on 2
 shared cores, without the PyTorch peers); ``--full``: longer.

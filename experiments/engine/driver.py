@@ -18,28 +18,39 @@ import time
 from experiments.engine import grid as grids
 from experiments.engine import tracking
 from experiments.engine.executors import Executor, SweepAborted
-from experiments.engine.lifecycle import STOP, SweepContext, SweepCounts, Terminated, dispatch_order, raise_if_stopped
+from experiments.engine.lifecycle import (STOP, SweepContext, SweepCounts, Terminated, defer_interrupt, dispatch_order,
+                                          raise_if_stopped, store_write)
 
 
 @contextlib.contextmanager
 def sigterm_as_interrupt():
     """While inside, SIGTERM raises :class:`~experiments.engine.lifecycle.Terminated` in the main thread, as
-    Ctrl-C raises KeyboardInterrupt, and sets ``lifecycle.STOP``, which the executors check between runs."""
+    Ctrl-C raises KeyboardInterrupt, and sets ``lifecycle.STOP``, which the executors check between runs. Either
+    arriving inside a store write (``lifecycle.store_write``) is raised when the write ends, not in the middle of
+    a SQLite transaction."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def handler(signum, frame):
+    def on_sigterm(signum, frame):
+        if STOP.is_set():  # a repeated SIGTERM (Slurm, Kubernetes) must not interrupt the cleanup of the first
+            return
         STOP.set()
-        raise Terminated()
+        if not defer_interrupt(Terminated):  # inside a store write it is raised when the write ends
+            raise Terminated()
+
+    def on_sigint(signum, frame):
+        if not defer_interrupt(KeyboardInterrupt):
+            raise KeyboardInterrupt()
 
     STOP.clear()
-    previous = signal.signal(signal.SIGTERM, handler)
-    _SIGTERM_HANDLER[:] = [handler]
+    previous = signal.signal(signal.SIGTERM, on_sigterm), signal.signal(signal.SIGINT, on_sigint)
+    _SIGTERM_HANDLER[:] = [on_sigterm]
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
         _SIGTERM_HANDLER.clear()
         STOP.clear()
 
@@ -80,30 +91,41 @@ def run_sweep(sweep: grids.Sweep, executor: Executor, *, progress: bool = True) 
     prov = tracking.provenance()
     executor.connect()  # before the parent run exists, so a cluster that does not answer leaves nothing
     _reclaim_sigterm()
-    parent = tracking.start_parent(exp_id, sweep.name, sweep.source, len(sweep.configs), prov, executor.name)
-    ctx = SweepContext(tracking.tracking_uri(), exp_id, parent, sweep.name, prov, executor.name)
+    parent = ""
     bar = tqdm(total=len(todo), desc=f"sweep {sweep.name} ({executor.name})", unit="run", disable=not progress,
                dynamic_ncols=True)
     # The one place where a sweep stops early: Ctrl-C, SIGTERM (Terminated, see sigterm_as_interrupt) or a
     # dead worker. Every executor answers KeyboardInterrupt by ending its runs in flight.
     try:
+        with store_write():  # an interrupt here is raised once the parent exists, so it is ended below
+            parent = tracking.start_parent(exp_id, sweep.name, sweep.source, len(sweep.configs), prov, executor.name)
+        ctx = SweepContext(tracking.tracking_uri(), exp_id, parent, sweep.name, prov, executor.name)
         status = executor.run(todo, ctx, bar=bar, counts=counts)
         raise_if_stopped()  # a SIGTERM whose exception a library swallowed during the last runs
     except (KeyboardInterrupt, SweepAborted) as e:
         bar.close()
-        tracking.end_run(parent, "KILLED")
+        if parent:
+            tracking.end_run(parent, "KILLED")
         reason = ("terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
                   if isinstance(e, KeyboardInterrupt) else str(e))
         print(f"\n{reason}: the runs in flight are marked KILLED; "
               f"rerun the same command to resume ({counts.trained} finished this time).", file=sys.stderr)
         return (interrupted_status(e) if isinstance(e, KeyboardInterrupt) else 1), counts, parent
+    except Exception:  # the store or the executor failed: the parent ends FAILED, the error is shown as it is
+        bar.close()
+        try:
+            if parent:
+                tracking.end_run(parent, "FAILED")
+        except Exception:  # noqa: BLE001 - the store itself may be what failed
+            pass
+        raise
     bar.close()
     counts.times["wall_s"] = time.perf_counter() - t_start
     summary = {
         "runs/trained": counts.trained, "runs/skipped": counts.skipped, "runs/diverged": counts.diverged,
         "runs/failed": counts.failed, **{f"time/{k}": v for k, v in counts.times.items()},
     }
-    with tracking.writing_run(run_id=parent, status="FINISHED" if status == 0 else "FAILED") as run:
+    with store_write(), tracking.writing_run(run_id=parent, status="FINISHED" if status == 0 else "FAILED") as run:
         run.log(metrics=summary)
     return status, counts, parent
 
@@ -147,9 +169,10 @@ def dry_run_text(sweep: grids.Sweep, workers: int) -> str:
                      "no past runs to estimate the time from")
         return "\n".join(lines)
     tracking.check_reachable()
-    exp = tracking.client().get_experiment_by_name(sweep.name)
+    store = tracking.reader()
+    exp = store.get_experiment_by_name(sweep.name)
     past = [] if exp is None else tracking.search_all(
-        tracking.client(), exp.experiment_id, "tags.`mbstudy.kind` = 'run' and attributes.status = 'FINISHED'")
+        store, exp.experiment_id, "tags.`mbstudy.kind` = 'run' and attributes.status = 'FINISHED'")
     done = {r.data.tags.get("cfg_hash") for r in past}
     todo = [c for c in sweep.configs if c.hash() not in done]
     lines.append(f"store {tracking.tracking_uri()}: holds {len(sweep.configs) - len(todo)} of them FINISHED; "

@@ -87,14 +87,6 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key, raw
 
 
-# ------------------------------------------------------------------ checking
-
-
-def check_config(d: dict[str, Any]) -> list[str]:
-    """Problems with one configuration given as a dict of TrainConfig fields (:func:`mbstudy.config.problems`)."""
-    return config.problems(d)
-
-
 def _is_axis(field: str, v: Any) -> bool:
     """Whether a value lists alternatives: any list, except a sequence field's own list (``hidden = [100, 100]``)."""
     if field in SEQUENCE_FIELDS:
@@ -184,6 +176,8 @@ def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None =
                 seen.add(cfg)
                 configs.append(cfg)
     for field, table in by_batch_size.items():
+        if "batch_size" in (overrides or {}):  # `--set batch_size=64` picks some of the file's budgets: fine
+            break
         unused = [b for b in table if b not in batch_sizes]
         if unused:
             problems.append(f"by_batch_size.{field}: key(s) {unused} match no batch size of the grid "

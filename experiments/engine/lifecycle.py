@@ -10,6 +10,7 @@ task does both itself (:func:`run_one`). The schema is ``tracking.py``'s.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
@@ -24,6 +25,41 @@ class Terminated(KeyboardInterrupt):
 
 
 STOP = threading.Event()  # set by the driver's SIGTERM handler
+
+
+class _StoreWrites(threading.local):
+    depth = 0  # how many store_write blocks this thread is in
+    pending: type[BaseException] | None = None  # an interrupt that arrived inside one
+
+
+_WRITES = _StoreWrites()
+
+
+@contextlib.contextmanager
+def store_write():
+    """A block of store writes that Ctrl-C and SIGTERM do not cut in half.
+
+    An exception raised in the middle of a SQLite transaction leaves the store
+    locked for the cleanup that follows; the driver's signal handlers therefore
+    only note an interrupt that arrives in here (:func:`defer_interrupt`), and it
+    is raised when the block ends.
+    """
+    _WRITES.depth += 1
+    try:
+        yield
+    finally:
+        _WRITES.depth -= 1
+    if _WRITES.depth == 0 and _WRITES.pending is not None:
+        pending, _WRITES.pending = _WRITES.pending, None
+        raise pending()
+
+
+def defer_interrupt(exc: type[BaseException]) -> bool:
+    """Called by a signal handler: True (and ``exc`` kept for later) when inside :func:`store_write`."""
+    if _WRITES.depth > 0:
+        _WRITES.pending = _WRITES.pending or exc
+        return True
+    return False
 
 
 def raise_if_stopped() -> None:
@@ -134,17 +170,19 @@ class SweepCounts:
 
 def start_run(ctx: SweepContext, cfg) -> str:
     """Create the configuration's child run, RUNNING, under the sweep's parent; returns its id."""
-    return tracking.start_child(ctx.experiment_id, ctx.parent_id, grids.run_name(cfg), grids.config_hash(cfg),
-                                grids.config_hash(cfg, without=("seed",)), ctx.sweep, executor=ctx.executor)
+    with store_write():
+        return tracking.start_child(ctx.experiment_id, ctx.parent_id, cfg.run_name(), cfg.hash(),
+                                    cfg.hash(without=("seed",)), ctx.sweep, executor=ctx.executor)
 
 
 def finish_run(ctx: SweepContext, run_id: str, cfg, result=None, error: BaseException | None = None) -> RunRecord:
     """Log ``result`` into the run and set it FINISHED, or, given ``error``, mark it FAILED with the error."""
-    h = grids.config_hash(cfg)
-    if error is not None:
-        tracking.fail_child(run_id, f"{type(error).__name__}: {error}")
-        return RunRecord(h, "failed")
-    log_s = tracking.log_result(run_id, result, cfg.to_params(), ctx.provenance)
+    h = cfg.hash()
+    with store_write():
+        if error is not None:
+            tracking.fail_child(run_id, f"{type(error).__name__}: {error}")
+            return RunRecord(h, "failed")
+        log_s = tracking.log_result(run_id, result, cfg.to_params(), ctx.provenance)
     return RunRecord(h, "trained", result.outcome, {**result.timings, "log_s": log_s})
 
 

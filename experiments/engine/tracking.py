@@ -14,7 +14,10 @@ The schema (``analysis/`` reads exactly this):
     ``train/batch_loss`` (mean batch loss since the last evaluation),
     ``test/loss``, ``test/acc`` (classification), ``grad/g_norm_sq``
     (``||G||^2``), ``grad/trace_cov`` (``tr Sigma``), ``grad/b_simple``,
-    ``param/norm``, ``time/train_s`` (cumulative training seconds);
+    ``param/norm``, ``time/train_s`` (cumulative training seconds), and per
+    parametrised layer i ``grad/layer{i}/g_norm_sq|trace_cov|b_simple``
+    (every name and its summaries: ``mbstudy/metrics.py``; with ``stats_every``
+    the statistics are logged at fewer steps than ``train/loss``);
   - summary metrics: ``final/<metric>``, ``best/<metric>`` (losses: min,
     accuracy: max), ``steps_to_target`` and ``examples_to_target`` when
     reached, ``time/compile_s``, ``time/train_s``, ``time/eval_s``, ``time/log_s``;
@@ -146,6 +149,19 @@ def check_reachable(uri: str | None = None, timeout: float = 10.0) -> None:
 def client():
     """One MlflowClient per tracking URI, reused across calls (several per logged run)."""
     return _client(tracking_uri())
+
+
+def reader():
+    """A client that cannot write: for a SQLite store, a read-only connection (``mode=ro``) with no WAL switch.
+
+    ``--dry-run`` reads through this, so that it leaves the store's file exactly as it was.
+    """
+    uri = tracking_uri()
+    if uri.startswith("sqlite:") and ":///" in uri:
+        from mlflow import MlflowClient
+
+        return MlflowClient(f"sqlite:///file:{uri.split(':///', 1)[1]}?mode=ro&uri=true")
+    return client()
 
 
 @functools.cache

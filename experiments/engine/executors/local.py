@@ -59,8 +59,9 @@ class LocalExecutor(Executor):
             cfg = next(pending, None)
             if cfg is None:
                 return False
-            run_id = lifecycle.start_run(ctx, cfg)
-            in_flight[run_id] = cfg
+            with lifecycle.store_write():  # an interrupt is raised after the run is known to be in flight
+                run_id = lifecycle.start_run(ctx, cfg)
+                in_flight[run_id] = cfg
             futures[pool.submit(lifecycle.train_config, cfg)] = run_id
             return True
 
@@ -88,13 +89,13 @@ class LocalExecutor(Executor):
                     bar.set_postfix(diverged=counts.diverged, failed=counts.failed, refresh=False)
                     lifecycle.raise_if_stopped()
                     submit_next()
-        except (KeyboardInterrupt, BrokenProcessPool) as e:
+        except BaseException as e:  # Ctrl-C, SIGTERM, a dead worker, or the store failing: end what is in flight
             _shutdown(pool)
             for run_id in in_flight:
                 _kill_if_running(run_id)
-            if isinstance(e, KeyboardInterrupt):
-                raise
-            raise SweepAborted("a worker process died") from e
+            if isinstance(e, BrokenProcessPool):
+                raise SweepAborted("a worker process died") from e
+            raise
         _shutdown(pool)
         return status
 
@@ -107,6 +108,9 @@ def _shutdown(pool: cf.Executor) -> None:
 
 
 def _kill_if_running(run_id: str) -> None:
-    c = tracking.client()
-    if c.get_run(run_id).info.status == "RUNNING":
-        c.set_terminated(run_id, "KILLED")
+    try:
+        c = tracking.client()
+        if c.get_run(run_id).info.status == "RUNNING":
+            c.set_terminated(run_id, "KILLED")
+    except Exception:  # noqa: BLE001 - the store may be what failed; resuming marks such runs KILLED
+        pass
