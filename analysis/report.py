@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import figures, load
-from analysis.facts import LOSS_LEVEL, SMALL_B_LR, SMALL_B_STEPS, Facts, SweepSource, collect, collect_sweep
+from analysis.facts import LOSS_LEVEL, SMALL_B_LR, SMALL_B_STEPS, Facts, collect
 
 REPORT_DIR = load.tracking.ROOT / "report"
 
@@ -58,7 +58,7 @@ def md_table(df: pd.DataFrame, floatfmt: str = ".2e") -> str:
     return "\n".join([head, rule, *rows])
 
 
-def _fig(drawn: Collection[str], name: str, caption: str) -> str:
+def figure_markdown(drawn: Collection[str], name: str, caption: str) -> str:
     """The Markdown that shows figure ``name`` with its caption, or "" when it was not drawn."""
     if name not in drawn:
         return ""
@@ -156,7 +156,7 @@ def q3(facts: Facts, drawn: Collection[str]) -> str:
         f"gradients must return them.{train_txt}\n\n"
         f"Time relative to the batch-mean gradient, P = {P:,}:\n\n{md_table(t, '.2f')}\n\n"
         + _cnn_cost(cnn, bench.train_cnn)
-        + _fig(drawn, "q3_cost", "Per-example gradient cost relative to the batch gradient, against the memory-write floor.")
+        + figure_markdown(drawn, "q3_cost", "Per-example gradient cost relative to the batch gradient, against the memory-write floor.")
     )
 
 
@@ -204,7 +204,7 @@ def q4(facts: Facts, drawn: Collection[str]) -> str:
             "(the learning-rate grid is one decade apart, which limits the slope's resolution). At a fixed "
             "learning rate, sum reduction is the linear scaling rule built in. "
             + _stable_band(facts.default.largest_stable_sgd_lr) + "\n")
-    parts.append(_fig(drawn, "b_heatmaps", "Final training loss over batch size × learning rate; × marks divergence."))
+    parts.append(figure_markdown(drawn, "b_heatmaps", "Final training loss over batch size × learning rate; × marks divergence."))
     if facts.reduction is None:
         parts.append(f"The side-by-side trajectories are not measured yet: "
                      f"{facts.missing.get('reduction', 'run make reduction')}.\n")
@@ -225,7 +225,7 @@ def q4(facts: Facts, drawn: Collection[str]) -> str:
             + ("; with eps = 1e-8 ≪ √v that stays within 10× of the control here, i.e. near rounding level."
                if same["ratio"].max() < 10 else "; that difference is well above the control.") + "\n\n"
             f"{md_table(t, '.2e')}\n")
-        parts.append(_fig(drawn, "f_reduction_distance", "Parameter distance between sum and mean runs against the perturbation control."))
+        parts.append(figure_markdown(drawn, "f_reduction_distance", "Parameter distance between sum and mean runs against the perturbation control."))
     return "\n".join(p for p in parts if p)
 
 
@@ -247,7 +247,7 @@ def q5(facts: Facts, drawn: Collection[str]) -> str:
             "**Per step, bigger batches make more progress; per example seen, small batches are more "
             f"efficient.** In the default sweep (best learning rate per B), reaching training loss {LOSS_LEVEL:g} took "
             f"{ex.iloc[0]:,.0f} examples at B = {ex.index[0]} against {ex.iloc[-1]:,.0f} at B = {ex.index[-1]}.\n")
-    parts.append(_fig(drawn, "a_loss_curves", "Training loss against steps (top) and examples seen (bottom); best learning rate per B, mean and range over seeds."))
+    parts.append(figure_markdown(drawn, "a_loss_curves", "Training loss against steps (top) and examples seen (bottom); best learning rate per B, mean and range over seeds."))
     sci = facts.science
     if sci is not None and sci.fits:
         rows = pd.DataFrame([{"optimizer": o, **f} for o, f in sci.fits.items()])
@@ -263,12 +263,12 @@ def q5(facts: Facts, drawn: Collection[str]) -> str:
         if slopes:
             parts.append(f"Log-log slope of steps against B for B ≤ {SMALL_B_STEPS}: "
                          + ", ".join(f"{o} {s:.2f}" for o, s in slopes.items()) + " (−1 is perfect scaling).\n")
-    parts.append(_fig(drawn, "c_steps_to_target", "Steps and examples to reach the target training loss, learning rate tuned per B; fitted hyperbola and B_crit."))
+    parts.append(figure_markdown(drawn, "c_steps_to_target", "Steps and examples to reach the target training loss, learning rate tuned per B; fitted hyperbola and B_crit."))
     s = sci.sgd_lr_slope if sci else None
     if s is not None and np.isfinite(s):
         parts.append(f"The best SGD learning rate grows with B (log-log slope {s:.2f} for B ≤ {SMALL_B_LR}), then saturates.\n")
-    parts.append(_fig(drawn, "c2_best_lr", "Best learning rate (fewest steps to target) against batch size."))
-    parts.append(_fig(drawn, "e_loss_vs_time", "Training loss against wall-clock training time on this CPU."))
+    parts.append(figure_markdown(drawn, "c2_best_lr", "Best learning rate (fewest steps to target) against batch size."))
+    parts.append(figure_markdown(drawn, "e_loss_vs_time", "Training loss against wall-clock training time on this CPU."))
     if not any(parts):
         return "Not measured yet: run `make sweep` and `make sweep GRID=science`.\n"
     return "\n".join(p for p in parts if p)
@@ -303,7 +303,7 @@ def q6(facts: Facts, drawn: Collection[str]) -> str:
         f"{r_minus.max():.2f}× (per training step, `make bench`). Powers of two matter where hardware tiles "
         "work in fixed-size blocks (GPU warps of 32, tensor-core tiles, vector registers).\n\n"
         f"Training-step time (µs), MNIST-1D MLP, SGD with momentum:\n\n{md_table(t, '.1f')}\n\n"
-        + _fig(drawn, "q6_powers_of_two", "Training-step time at B = 2^k ± 1 relative to 2^k.")
+        + figure_markdown(drawn, "q6_powers_of_two", "Training-step time at B = 2^k ± 1 relative to 2^k.")
     )
 
 
@@ -341,7 +341,7 @@ def q7(facts: Facts, drawn: Collection[str]) -> str:
         f"**{end:.0f}** ({end / init:.0f}×): the mean gradient shrinks faster than the spread, so larger "
         "batches become useful later in training (McCandlish et al. 2018)."
         + _bcrit_in_range(fits, noise.curves) + "\n\n"
-        + _fig(drawn, "d_b_simple", "B_simple over training per batch size (best learning rate), against the fitted B_crit.")
+        + figure_markdown(drawn, "d_b_simple", "B_simple over training per batch size (best learning rate), against the fitted B_crit.")
     )
 
 
@@ -433,73 +433,6 @@ def build(default: str = "default", science: str = "science", out: Path = REPORT
     return path
 
 
-# ------------------------------------------------------------- one sweep
-
-SWEEP_CAPTIONS = {
-    "a_loss_curves": "Training loss against steps (top) and examples seen (bottom); best learning rate per B, "
-                     "mean and range over seeds.",
-    "b_heatmaps": "Final training loss over batch size × learning rate; × marks divergence.",
-    "e_loss_vs_time": "Training loss against wall-clock training time.",
-    "c_steps_to_target": "Steps and examples to reach the target training loss, learning rate tuned per B; "
-                         "fitted hyperbola and B_crit where 3 or more batch sizes reached it.",
-    "c2_best_lr": "Best learning rate (fewest steps to target) against batch size.",
-    "d_b_simple": "B_simple over training per batch size (best learning rate).",
-}
-
-
-def sweep_text(facts: Facts, source: SweepSource, drawn: Collection[str], reasons: dict[str, str],
-               generated: str) -> str:
-    """The Markdown of one sweep's report: its runs, best learning rates, fit, figures and skipped figures."""
-    d = facts.default
-    name = source.experiment + (f", parent run {source.parent}" if source.parent else "")
-    commits = ", ".join(sorted(set(d.runs["git_commit"]))) if "git_commit" in d.runs else "unknown"
-    lines = [f"# Sweep {name}", "",
-             f"Generated by `make report SWEEP={source.name}` from the MLflow runs; every number below is "
-             f"computed from them ({generated}).", "",
-             *[f"- {line}" for line in figures.describe_source(source).splitlines()],
-             f"- git commit(s): {commits[:200]}",
-             f"- store: `{load.tracking.tracking_uri()}`", ""]
-    best = d.best_lr.rename(columns={"score": "final train loss (median)", "n_seeds": "seeds"})
-    lines += ["## Best learning rate per group", "",
-              "Lowest median final training loss over seeds; `stable` is false where every learning rate diverged.",
-              "", md_table(best, ".3g"), ""]
-    if facts.science is not None:
-        s = facts.science
-        fits = pd.DataFrame([{"optimizer": o, **f} for o, f in s.fits.items()])
-        steps = pd.concat([st for st in s.steps_to_target.values() if len(st)], ignore_index=True) \
-            if any(len(st) for st in s.steps_to_target.values()) else pd.DataFrame()
-        lines += ["## Steps to target", "",
-                  f"Reduction `{d.curve_reduction}`; the fewest steps (median over seeds, a learning rate must reach "
-                  "the target in more than half of them) per optimizer and B:", ""]
-        lines += [md_table(steps, ".3g") if len(steps) else "No learning rate reached the target.", ""]
-        if len(fits):
-            lines += ["S(B) = S_min (1 + B_crit / B) fitted per optimizer (NaN: fewer than 3 batch sizes):", "",
-                      md_table(fits[["optimizer", "S_min", "E_min", "B_crit", "r2", "n"]], ".3g"), ""]
-    lines += ["## Figures", ""]
-    for fig_name in figures.sweep_figures():
-        if fig_name in drawn:
-            lines.append(_fig(drawn, fig_name, SWEEP_CAPTIONS.get(fig_name, fig_name)))
-    if reasons:
-        lines += ["Not drawn:", ""] + [f"- `{n}`: {why}" for n, why in reasons.items()] + [""]
-    return "\n".join(lines)
-
-
-def build_sweep(name: str, out: Path | None = None, progress: bool = True) -> Path:
-    """One sweep's report: its figures into ``out/figures`` and ``out/REPORT.md``
-    (``out`` defaults to ``report/sweeps/<label>/``)."""
-    t0 = time.perf_counter()
-    facts, source = collect_sweep(name, progress)
-    out = out if out is not None else figures.SWEEPS / source.label
-    reasons: dict[str, str] = {}
-    drawn = figures.render(facts, out / "figures", only=figures.sweep_figures(), parent=source.parent,
-                           reasons=reasons, strict=False)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "REPORT.md"
-    path.write_text(sweep_text(facts, source, drawn, reasons, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
-    print(f"wrote {path} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    return path
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
     ap.add_argument("--sweep", metavar="NAME",
@@ -511,6 +444,8 @@ def main(argv=None) -> int:
                     help=f"the report folder (default: {REPORT_DIR}, or with --sweep report/sweeps/NAME)")
     a = ap.parse_args(argv)
     if a.sweep is not None:
+        from analysis.sweep_report import build_sweep
+
         try:
             print(build_sweep(a.sweep, a.out))
         except load.MissingRuns as e:
