@@ -49,7 +49,9 @@ def finished_in(db: Path) -> int:
 
 def start_then_signal(store, args, sig, min_finished=2, timeout=240):
     """Start ``python -m experiments.sweep smoke ARGS``, send ``sig`` to it once some runs are FINISHED."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}
+    # a cold compilation cache, so that the sweep lasts long enough to be signalled in the middle
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
+           "JAX_COMPILATION_CACHE_DIR": str(store / "jax-cache")}
     proc = subprocess.Popen([sys.executable, "-m", "experiments.sweep", "smoke", *args, "--no-progress"],
                             cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -86,7 +86,9 @@ def test_smoke_sweep_end_to_end_then_rerun_is_a_no_op(store, capsys):
 
 @pytest.mark.slow
 def test_kill_9_then_resume_leaves_exactly_one_finished_run_per_config(store):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}
+    # a cold compilation cache: with a warm one the smoke sweep can end before the test sees 3 runs finished
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
+           "JAX_COMPILATION_CACHE_DIR": str(store / "jax-cache")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "experiments.sweep", "smoke", "--workers", "1", "--no-progress"],
         cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
