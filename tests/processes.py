@@ -1,4 +1,5 @@
-"""Stop exactly the processes a test started, never by a name pattern (a user's own Ray or server may run)."""
+"""Tests that start processes: stop exactly what a test started, never by a name pattern (a user's own Ray or
+server may run), and watch a sweep's progress without racing it."""
 
 from __future__ import annotations
 
@@ -42,3 +43,16 @@ def stop_marked(mark: tuple[str, str], grace: float = 5.0) -> None:
         deadline = time.monotonic() + grace
         while pids and time.monotonic() < deadline and marked_pids(mark):
             time.sleep(0.2)
+
+
+def finished_in(db: Path) -> int:
+    """FINISHED child runs, read straight from the SQLite file (read-only: no client, no schema migration racing
+    the sweep that is creating the store)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            return con.execute("SELECT count(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                               "WHERE r.status = 'FINISHED' AND t.key = 'mbstudy.kind' AND t.value = 'run'").fetchone()[0]
+    except sqlite3.Error:  # not created yet, or mid-migration
+        return 0

@@ -16,6 +16,7 @@ import pytest
 from experiments import sweep as sweep_mod
 from experiments.engine import grid as grids
 from experiments.engine import tracking
+from tests import processes
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = grids.load("smoke")
@@ -34,19 +35,6 @@ def runs(kind="run"):
     return tracking.search_all(tracking.client(), exp.experiment_id, f"tags.`mbstudy.kind` = '{kind}'")
 
 
-def finished_in(db: Path) -> int:
-    """FINISHED child runs, read straight from the SQLite file (read-only: no client, no schema migration racing
-    the sweep that is creating the store)."""
-    import sqlite3
-
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
-            return con.execute("SELECT count(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-                               "WHERE r.status = 'FINISHED' AND t.key = 'mbstudy.kind' AND t.value = 'run'").fetchone()[0]
-    except sqlite3.Error:  # not created yet, or mid-migration
-        return 0
-
-
 def start_then_signal(store, args, sig, min_finished=2, timeout=240):
     """Start ``python -m experiments.sweep smoke ARGS``, send ``sig`` to it once some runs are FINISHED."""
     # a cold compilation cache, so that the sweep lasts long enough to be signalled in the middle
@@ -59,7 +47,7 @@ def start_then_signal(store, args, sig, min_finished=2, timeout=240):
     try:
         while time.time() < deadline:
             time.sleep(0.2)
-            if finished_in(store / "mlflow.db") >= min_finished or proc.poll() is not None:
+            if processes.finished_in(store / "mlflow.db") >= min_finished or proc.poll() is not None:
                 break
         assert proc.poll() is None, f"the sweep ended before it could be signalled:\n{proc.stderr.read()}"
         os.kill(proc.pid, sig)  # the driver alone, as `timeout` does
