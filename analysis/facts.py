@@ -171,7 +171,7 @@ def default_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str) ->
         examples_to_loss_1=crossing.groupby("batch_size")["examples"].min().dropna(),
         heatmap=reduce.heatmap_table(runs),
         sum_mean_slopes=reduce.sum_mean_best_lr_slopes(best),
-        largest_stable_sgd_lr=sgd[sgd["outcome"] == "completed"].groupby(["reduction", "batch_size"])["learning_rate"].max(),
+        largest_stable_sgd_lr=sgd[sgd["outcome"].isin(["completed", "pruned"])].groupby(["reduction", "batch_size"])["learning_rate"].max(),
         b_simple_curves=reduce.curves(history, at_best, metric="grad/b_simple"),
     )
 

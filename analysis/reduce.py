@@ -13,7 +13,7 @@ GROUP = ("optimizer", "reduction", "batch_size")
 
 
 def _score(runs: pd.DataFrame, metric: str) -> pd.Series:
-    """The metric, with diverged or failed runs counted as +inf (never the best)."""
+    """The metric, with diverged, failed or pruned runs counted as +inf (never the best)."""
     s = runs[metric].astype(float).where(runs["outcome"] == "completed", np.inf)
     return s.fillna(np.inf)
 
@@ -40,25 +40,37 @@ def select(runs: pd.DataFrame, best: pd.DataFrame, by=GROUP) -> pd.DataFrame:
 
 
 def steps_to_target(runs: pd.DataFrame, by=("optimizer", "batch_size")) -> pd.DataFrame:
-    """Shallue et al.'s steps-to-result: the first evaluation that reaches the target,
-    minimised over learning rates, per group.
+    """Shallue et al.'s steps-to-result: the first evaluation that reaches the target, minimised over learning
+    rates for each seed, then the median over seeds, per group.
 
-    For each learning rate the median over seeds is taken (a seed that never
-    reached the target counts as never, so a learning rate must reach it in
-    more than half of its seeds). Returns the group keys, ``learning_rate``
-    (the best), ``steps`` (median), ``steps_min``, ``steps_max`` (range over
-    seeds at that learning rate) and ``examples = steps * batch_size``.
-    Groups where no learning rate reached the target are left out.
+    A run that did not reach the target (it diverged, ran out of budget, or
+    was pruned: given up at a step where another rate of its seed had already
+    reached it) counts as never, so it is never the minimum; a group needs
+    more than half of its seeds to reach the target. Because the minimum is
+    taken per seed, pruning (which compares runs of one seed) changes nothing
+    here. Returns the group keys, ``learning_rate`` (the rate that is best for
+    the most seeds; ties: the smallest), ``steps`` (median over seeds),
+    ``steps_min``, ``steps_max`` (range over seeds), ``n_seeds`` and
+    ``examples = steps * batch_size``. Groups that do not reach the target are
+    left out.
     """
     df = runs.copy()
     col = df["steps_to_target"] if "steps_to_target" in df else pd.Series(np.nan, index=df.index)
     df["s"] = col.where(df["outcome"] == "completed", np.nan).astype(float).fillna(np.inf)
-    per_lr = df.groupby([*by, "learning_rate"], as_index=False).agg(
-        steps=("s", "median"), steps_min=("s", "min"), steps_max=("s", "max"))
-    per_lr = per_lr[np.isfinite(per_lr["steps"])]
-    if per_lr.empty:
-        return per_lr.assign(examples=[])
-    best = per_lr.loc[per_lr.groupby(list(by))["steps"].idxmin()].reset_index(drop=True)
+    df = df.sort_values("learning_rate", kind="stable")
+    keys = [*by, "seed"] if "seed" in df else list(by)
+    per_seed = df.loc[df.groupby(keys)["s"].idxmin(), [*keys, "learning_rate", "s"]]
+
+    def mode_rate(rates: pd.Series) -> float:
+        counts = rates.value_counts()
+        return float(min(counts.index[counts == counts.max()]))
+
+    best = per_seed.groupby(list(by), as_index=False).agg(
+        learning_rate=("learning_rate", mode_rate), steps=("s", "median"), steps_min=("s", "min"),
+        steps_max=("s", "max"), n_seeds=("s", "size"))
+    best = best[np.isfinite(best["steps"])]
+    if best.empty:
+        return best.assign(examples=[])
     best["steps_max"] = best["steps_max"].replace(np.inf, np.nan)
     best["examples"] = best["steps"] * best["batch_size"]
     return best.sort_values(list(by)).reset_index(drop=True)
@@ -129,8 +141,9 @@ def curves(history: pd.DataFrame, runs: pd.DataFrame, metric: str = "train/loss"
 
 def heatmap_table(runs: pd.DataFrame, metric: str = "final/train/loss") -> pd.DataFrame:
     """Median over seeds of ``metric`` per (optimizer, reduction, B, lr), with ``diverged``:
-    the fraction of seeds that diverged."""
-    df = runs.assign(v=runs[metric].astype(float), div=(runs["outcome"] != "completed").astype(float))
+    the fraction of seeds that diverged (or failed; a pruned run did neither)."""
+    ok = runs["outcome"].isin(["completed", "pruned"])
+    df = runs.assign(v=runs[metric].astype(float), div=(~ok).astype(float))
     return df.groupby([*GROUP, "learning_rate"], as_index=False).agg(value=("v", "median"), diverged=("div", "mean"))
 
 

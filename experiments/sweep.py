@@ -24,11 +24,21 @@ What happens, in order:
    - ``--executor local`` (default): ``--workers`` processes (default: the
      number of cores; 1 trains in this process). Each run is created RUNNING
      when it is handed to a worker, logged by this process when its result
-     comes back, and only then set FINISHED. At most ``2 x workers`` runs are
-     in flight. See ``experiments/engine/executors/local.py``.
+     comes back, and only then set FINISHED. At most ``workers + 1`` runs
+     are in flight. See ``experiments/engine/executors/local.py``.
    - ``--executor ray``: Ray tasks, each training a unit of up to
      ``--unit-size`` runs that share one compiled program and logging them
      itself; ``RAY_ADDRESS`` selects a cluster. See ``experiments/engine/executors/ray.py``.
+6. in a grid whose runs stop at a target, a run that has not reached it by
+   the step at which another learning rate of its group (same configuration
+   but the rate) did is given up there: outcome ``pruned``, with ``pruned_at``.
+   Steps-to-target is a minimum over rates, so it, and the B_crit fitted to it,
+   are the same as without pruning; runs are handed out likely best rate first
+   (nearest the previous batch size's best) so that the rest stop early. The
+   local executor's workers see a better result the moment it comes back; a
+   Ray task reads its group's best from the store when a run starts. The
+   store's finished runs count too, so a resumed sweep prunes the same way.
+   ``--no-prune`` trains every run to its target or its budget.
 
 Ctrl-C marks the runs in flight and the parent run KILLED and exits with 130;
 SIGTERM (what ``timeout``, Slurm and Kubernetes send) does the same and exits
@@ -76,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true",
                     help="check and list the configurations, say how many the store holds and estimate the time; "
                          "writes nothing")
+    ap.add_argument("--no-prune", action="store_true",
+                    help="train every run of a grid that stops at a target to the end, instead of giving up a run "
+                         "once another learning rate of its group has reached the target in fewer steps (exact: "
+                         "steps-to-target and B_crit are the same either way)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     try:
@@ -101,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sigterm_as_interrupt():
             preflight(executor)
-            status, counts, parent = run_sweep(sweep, executor, progress=not args.no_progress)
+            status, counts, parent = run_sweep(sweep, executor, progress=not args.no_progress, prune=not args.no_prune)
     except (tracking.StoreUnreachable, ExecutorUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 3

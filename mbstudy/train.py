@@ -9,6 +9,13 @@ A run is reported as diverged at the first evaluation where a step's batch
 loss was NaN or inf (the updates stop there, :mod:`mbstudy.step`), the full
 training loss is NaN or inf, or it exceeds ``diverge_factor`` times its
 initial value.
+
+A run that stops at its target can be given up early (``give_up``, what a
+sweep's pruning passes): at the first evaluation at or after step
+``give_up()`` that has not reached the target it stops with outcome
+``pruned``. Its steps-to-target, had it gone on, would be larger than that
+step, so a minimum over runs that some other run reached by then is the
+same with or without it.
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ class RunResult:
 
     config: TrainConfig
     history: dict[str, np.ndarray]
-    outcome: str  # "completed" or "diverged"
+    outcome: str  # "completed", "diverged" or "pruned" (given up: see ``train``'s ``give_up``)
     steps_to_target: int | None
     timings: dict[str, float]
     data_digest: str
@@ -70,6 +77,8 @@ class RunResult:
             out[f"final/{key}"] = float(finite[-1])
             if rule.best:
                 out[f"best/{key}"] = float(finite.max() if rule.best == "max" else finite.min())
+        if self.outcome == "pruned":  # where it stopped: its steps-to-target, had it gone on, is larger
+            out["pruned_at"] = float(self.history["step"][-1])
         if self.steps_to_target is not None:
             out["steps_to_target"] = float(self.steps_to_target)
             out["examples_to_target"] = float(self.steps_to_target * self.config.batch_size)
@@ -103,12 +112,15 @@ def _check_against(cfg: TrainConfig, data: Dataset) -> None:
         raise ConfigError(found)
 
 
-def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None) -> RunResult:
+def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_up=None) -> RunResult:
     """Train one configuration and return its metric history.
 
     ``data`` defaults to ``load_dataset(cfg.dataset, seed=cfg.data_seed)``;
     pass it to reuse one loaded data set across runs. ``on_eval(step, params)``
     is called at every evaluation (for example to keep parameter snapshots).
+    ``give_up`` (only with ``cfg.stop_at_target``): a step count, or a function
+    returning one (or None), read at every evaluation; at the first evaluation
+    at or after it that has not reached the target the run stops, ``pruned``.
     A configuration checks itself when it is made (:class:`mbstudy.config.ConfigError`),
     and here against the data it is given.
 
@@ -122,6 +134,10 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None) -> Run
         raise TypeError(f"cfg: expected an mbstudy.config.TrainConfig; received {type(cfg).__name__}")
     data = data if data is not None else load_dataset(cfg.dataset, seed=cfg.data_seed)
     _check_against(cfg, data)
+    if give_up is not None and not (cfg.stop_at_target and cfg.target_loss is not None):
+        raise ValueError("give_up: only a run that stops at its target (stop_at_target and target_loss) can be "
+                         "given up; its later history would be lost otherwise")
+    limit = give_up if callable(give_up) else (lambda: give_up)
     model = cfg.build_model(data)
     loss_name = cfg.loss_name(data)
     program = Program(model, loss_name, cfg.reduction, cfg.optimizer, cfg.batch_size)
@@ -154,7 +170,9 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None) -> Run
         if cfg.target_loss is not None and steps_to_target is None and loss <= cfg.target_loss:
             steps_to_target = step
         diverged = bool(state.diverged) or not np.isfinite(loss) or loss > cfg.diverge_factor * initial_loss
-        last = diverged or step >= cfg.steps or (cfg.stop_at_target and steps_to_target is not None)
+        stop_at = limit() if steps_to_target is None else None
+        pruned = not diverged and stop_at is not None and step >= stop_at and step < cfg.steps
+        last = diverged or pruned or step >= cfg.steps or (cfg.stop_at_target and steps_to_target is not None)
         if last and not full:  # the last evaluation is always full; its training loss is the same number
             metrics = measure(evaluate)
         history["step"].append(step)
@@ -166,8 +184,8 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None) -> Run
             history.setdefault(k, []).append(float(v))
         history.setdefault("train/batch_loss", []).append(batch_loss)
         history.setdefault("time/train_s", []).append(timings["train_s"])
-        if diverged:
-            outcome = "diverged"
+        if diverged or pruned:
+            outcome = "diverged" if diverged else "pruned"
             break
         if last:
             break

@@ -18,8 +18,8 @@ import time
 from experiments.engine import grid as grids
 from experiments.engine import tracking
 from experiments.engine.executors import Executor, SweepAborted
-from experiments.engine.lifecycle import (STOP, SweepContext, SweepCounts, Terminated, defer_interrupt, dispatch_order,
-                                          raise_if_stopped, store_write)
+from experiments.engine.lifecycle import (STOP, PruneBoard, SweepContext, SweepCounts, Terminated, defer_interrupt,
+                                          dispatch_order, raise_if_stopped, store_write)
 
 
 @contextlib.contextmanager
@@ -75,14 +75,19 @@ def preflight(executor: Executor) -> None:
     executor.preflight()
 
 
-def run_sweep(sweep: grids.Sweep, executor: Executor, *, progress: bool = True) -> tuple[int, SweepCounts, str]:
-    """Train every configuration not yet FINISHED; returns (exit status, counts, parent run id)."""
+def run_sweep(sweep: grids.Sweep, executor: Executor, *, progress: bool = True,
+              prune: bool = True) -> tuple[int, SweepCounts, str]:
+    """Train every configuration not yet FINISHED; returns (exit status, counts, parent run id).
+
+    ``prune``: give up runs that can no longer lower their group's steps-to-target (``lifecycle``'s pruning).
+    """
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
     exp_id = tracking.get_or_create_experiment(sweep.name, sweep.description)
     counts = SweepCounts(stale=tracking.mark_stale_runs_killed(exp_id))
-    done = tracking.finished_hashes(exp_id)
+    finished = tracking.finished_runs(exp_id)
+    done = {r.data.tags.get("cfg_hash") for r in finished}
     todo = dispatch_order(c for c in sweep.configs if grids.config_hash(c) not in done)
     counts.skipped = len(sweep.configs) - len(todo)
     if not todo:  # a rerun of a complete sweep writes nothing
@@ -99,8 +104,9 @@ def run_sweep(sweep: grids.Sweep, executor: Executor, *, progress: bool = True) 
     try:
         with store_write():  # an interrupt here is raised once the parent exists, so it is ended below
             parent = tracking.start_parent(exp_id, sweep.name, sweep.source, len(sweep.configs), prov, executor.name)
-        ctx = SweepContext(tracking.tracking_uri(), exp_id, parent, sweep.name, prov, executor.name)
-        status = executor.run(todo, ctx, bar=bar, counts=counts)
+        ctx = SweepContext(tracking.tracking_uri(), exp_id, parent, sweep.name, prov, executor.name, prune)
+        board = PruneBoard(todo, finished) if prune else None
+        status = executor.run(todo, ctx, bar=bar, counts=counts, board=board)
         raise_if_stopped()  # a SIGTERM whose exception a library swallowed during the last runs
     except (KeyboardInterrupt, SweepAborted) as e:
         bar.close()
@@ -123,7 +129,7 @@ def run_sweep(sweep: grids.Sweep, executor: Executor, *, progress: bool = True) 
     counts.times["wall_s"] = time.perf_counter() - t_start
     summary = {
         "runs/trained": counts.trained, "runs/skipped": counts.skipped, "runs/diverged": counts.diverged,
-        "runs/failed": counts.failed, **{f"time/{k}": v for k, v in counts.times.items()},
+        "runs/pruned": counts.pruned, "runs/failed": counts.failed, **{f"time/{k}": v for k, v in counts.times.items()},
     }
     with store_write(), tracking.writing_run(run_id=parent, status="FINISHED" if status == 0 else "FAILED") as run:
         run.log(metrics=summary)
@@ -148,7 +154,8 @@ def summary_text(sweep: grids.Sweep, counts: SweepCounts, parent: str, status: i
     lines = [
         f"sweep '{sweep.name}' ({sweep.source}): {len(sweep.configs)} configurations",
         f"  trained {counts.trained} · skipped {counts.skipped} (already finished) · diverged {counts.diverged}"
-        f" · failed {counts.failed}" + (f" · stale runs marked KILLED {counts.stale}" if counts.stale else ""),
+        + (f" · pruned {counts.pruned} (could no longer reach the target first)" if counts.pruned else "")
+        + f" · failed {counts.failed}" + (f" · stale runs marked KILLED {counts.stale}" if counts.stale else ""),
         f"  wall {_duration(t['wall_s'])} · summed over runs: compile {_duration(t['compile_s'])},"
         f" train {_duration(t['train_s'])}, eval {_duration(t['eval_s'])}, log {_duration(t['log_s'])}",
         f"  store {tracking.tracking_uri()} · experiment '{sweep.name}'" + (f" · parent run {parent}" if parent else " · nothing to do"),

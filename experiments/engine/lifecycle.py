@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
+import math
+import multiprocessing as mp
 import os
 import threading
 from collections import Counter
@@ -85,6 +88,134 @@ def dispatch_order(configs) -> list:
     return sorted(configs, key=lambda c: (program_key(c), c.learning_rate, c.seed))
 
 
+# ------------------------------------------------------------------- pruning
+#
+# Steps-to-target (Shallue et al.) is, per seed, a minimum over learning rates.
+# A run that has not reached the target by the step where another run of its
+# group already did cannot change that minimum, so the sweep gives it up there
+# (outcome ``pruned``, ``mbstudy.train.train``'s ``give_up``): exact, not a
+# heuristic. The analysis reads a pruned run as "not reached by step S".
+
+
+def prune_group(cfg) -> str | None:
+    """The runs a steps-to-target minimum is taken over: the configuration without its learning rate.
+
+    None for a run that does not stop at a target: its later history is wanted, so it is never given up.
+
+    >>> from mbstudy.config import TrainConfig
+    >>> a, b = (TrainConfig(learning_rate=lr, target_loss=0.7, stop_at_target=True) for lr in (0.1, 0.2))
+    >>> prune_group(a) == prune_group(b), prune_group(TrainConfig(target_loss=0.7))
+    (True, None)
+    """
+    if not (cfg.stop_at_target and cfg.target_loss is not None):
+        return None
+    return cfg.hash(without=("learning_rate",))
+
+
+def _family(cfg) -> tuple:
+    """The arm a group belongs to across batch sizes: where the previous batch size's best rate is a guess."""
+    return (cfg.dataset, cfg.model, cfg.optimizer, cfg.reduction, cfg.seed)
+
+
+class PruneBoard:
+    """The best steps-to-target so far of every prune group of a sweep, in memory shared with the workers.
+
+    ``steps`` is an array of int64 (-1: none yet) in shared memory, one slot per
+    group, that the local executor's worker processes read at every evaluation
+    (so a run in flight is given up as soon as another run of its group finishes
+    earlier). The driver alone writes it (:meth:`record`). It starts from the
+    store's finished runs, so pruning holds across a resume.
+    """
+
+    def __init__(self, configs, finished_runs=()):
+        from mbstudy.config import TrainConfig
+
+        groups = sorted({g for c in configs if (g := prune_group(c)) is not None})
+        self.slots = {g: i for i, g in enumerate(groups)}
+        self.steps = mp.get_context("spawn").Array("q", [-1] * max(1, len(groups)), lock=False)
+        self.best_lr: dict[str, float] = {}
+        self.latest_lr: dict[tuple, float] = {}
+        for r in finished_runs:
+            steps = r.data.metrics.get("steps_to_target")
+            if steps is None or r.data.tags.get("outcome") != "completed":
+                continue
+            tag = r.data.tags.get("prune_group")  # older runs have none: their group is computed from the params
+            if tag is not None and tag not in self.slots:
+                continue
+            try:
+                cfg = TrainConfig.from_params(r.data.params)
+            except Exception:  # noqa: BLE001 - a run this version cannot read does not prune anything
+                continue
+            self.record(cfg, int(steps))
+
+    def slot(self, cfg) -> int | None:
+        g = prune_group(cfg)
+        return None if g is None else self.slots.get(g)
+
+    def limit(self, cfg) -> int | None:
+        i = self.slot(cfg)
+        return None if i is None or self.steps[i] < 0 else int(self.steps[i])
+
+    def record(self, cfg, steps_to_target: int | None) -> None:
+        """A completed run of ``cfg`` reached its target at ``steps_to_target`` (None: it did not)."""
+        i = self.slot(cfg)
+        if i is None or steps_to_target is None:
+            return
+        if self.steps[i] < 0 or steps_to_target < self.steps[i]:
+            self.steps[i] = steps_to_target
+            self.best_lr[prune_group(cfg)] = cfg.learning_rate
+        self.latest_lr[_family(cfg)] = self.best_lr[prune_group(cfg)]
+
+    def record_result(self, cfg, result) -> None:
+        if result is not None and result.outcome == "completed":
+            self.record(cfg, result.steps_to_target)
+
+    def guess(self, cfg, rates) -> float:
+        """The likely best rate of ``cfg``'s group: its best so far, else the best of the arm's latest group
+        (the previous batch size, in dispatch order), else the middle of ``rates`` (in log)."""
+        g = prune_group(cfg)
+        if g in self.best_lr:
+            return self.best_lr[g]
+        if _family(cfg) in self.latest_lr:
+            return self.latest_lr[_family(cfg)]
+        logs = sorted(math.log(r) for r in rates if r > 0)
+        return math.exp(logs[(len(logs) - 1) // 2]) if logs else 1.0
+
+
+class Dispatcher:
+    """Hands out a sweep's configurations: one compiled program's runs together (:func:`dispatch_order`), and,
+    with a :class:`PruneBoard`, within each the rate nearest its group's likely best first, so that the
+    runs after it are given up early."""
+
+    def __init__(self, todo, board: PruneBoard | None = None):
+        self.blocks = [list(b) for _, b in itertools.groupby(dispatch_order(todo), key=program_key)]
+        self.board = board
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        while self.blocks and not self.blocks[0]:
+            self.blocks.pop(0)
+        if not self.blocks:
+            raise StopIteration
+        block = self.blocks[0]
+        if self.board is None or all(prune_group(c) is None for c in block):
+            return block.pop(0)
+        rates: dict[str | None, list[float]] = {}
+        for c in block:
+            rates.setdefault(prune_group(c), []).append(c.learning_rate)
+
+        def distance(i: int) -> tuple:
+            c = block[i]
+            if prune_group(c) is None or c.learning_rate <= 0:
+                return (math.inf, i)
+            guess = self.board.guess(c, rates[prune_group(c)])
+            return (abs(math.log(c.learning_rate) - math.log(guess)), i)
+
+        return block.pop(min(range(len(block)), key=distance))
+
+
 # ------------------------------------------------------------------ training
 
 
@@ -113,12 +244,34 @@ def use_compilation_cache() -> str:
     return path
 
 
-def train_config(cfg):
-    """Train one configuration (in a worker process, a Ray task, or this process), with the compilation cache."""
+_BOARD_STEPS = None  # this process's view of the PruneBoard's shared steps (set_board_steps)
+
+
+def set_board_steps(steps) -> None:
+    """The local executor's worker initializer (and, with one worker, the driver) keep the board's array here."""
+    global _BOARD_STEPS
+    _BOARD_STEPS = steps
+
+
+def train_config(cfg, slot: int | None = None, give_up_after: int | None = None):
+    """Train one configuration (in a worker process, a Ray task, or this process), with the compilation cache.
+
+    ``slot``: its group's slot of the shared :class:`PruneBoard` (read at every evaluation);
+    ``give_up_after``: a fixed step to give up at (a Ray task's, read from the store).
+    """
     from mbstudy.train import train
 
     use_compilation_cache()
-    return train(cfg, _dataset(cfg.dataset, cfg.data_seed))
+    give_up = None
+    if slot is not None and _BOARD_STEPS is not None:
+        steps = _BOARD_STEPS
+
+        def give_up():
+            v = steps[slot]
+            return None if v < 0 else int(v)
+    elif give_up_after is not None:
+        give_up = give_up_after
+    return train(cfg, _dataset(cfg.dataset, cfg.data_seed), give_up=give_up)
 
 
 # ----------------------------------------------------------------- lifecycle
@@ -134,6 +287,7 @@ class SweepContext:
     sweep: str
     provenance: dict[str, str]
     executor: str = "local"
+    prune: bool = True  # give up runs that can no longer win (see "pruning" above); --no-prune turns it off
 
 
 @dataclass(frozen=True)
@@ -148,11 +302,12 @@ class RunRecord:
 
 @dataclass
 class SweepCounts:
-    """Runs trained, skipped (already FINISHED), diverged and failed in one sweep, and their summed timings."""
+    """Runs trained, skipped (already FINISHED), diverged, pruned and failed in one sweep, and their summed timings."""
 
     trained: int = 0
     skipped: int = 0
     diverged: int = 0
+    pruned: int = 0
     failed: int = 0
     stale: int = 0  # RUNNING runs of a dead sweep, marked KILLED before this one started
     times: Counter = field(default_factory=Counter)
@@ -161,6 +316,7 @@ class SweepCounts:
         if record.status == "trained":
             self.trained += 1
             self.diverged += record.outcome == "diverged"
+            self.pruned += record.outcome == "pruned"
             self.times.update(record.timings)
         elif record.status == "skipped":
             self.skipped += 1
@@ -172,7 +328,8 @@ def start_run(ctx: SweepContext, cfg) -> str:
     """Create the configuration's child run, RUNNING, under the sweep's parent; returns its id."""
     with store_write():
         return tracking.start_child(ctx.experiment_id, ctx.parent_id, cfg.run_name(), cfg.hash(),
-                                    cfg.hash(without=("seed",)), ctx.sweep, executor=ctx.executor)
+                                    cfg.hash(without=("seed",)), ctx.sweep, executor=ctx.executor,
+                                    prune_group=prune_group(cfg))
 
 
 def finish_run(ctx: SweepContext, run_id: str, cfg, result=None, error: BaseException | None = None) -> RunRecord:
@@ -187,10 +344,15 @@ def finish_run(ctx: SweepContext, run_id: str, cfg, result=None, error: BaseExce
 
 
 def run_one(ctx: SweepContext, cfg) -> RunRecord:
-    """The whole lifecycle in this process: start, train, finish (an exception in training fails the run only)."""
+    """The whole lifecycle in this process: start, train, finish (an exception in training fails the run only).
+
+    With pruning, the run is given up at the best steps-to-target its group has in the store when it starts.
+    """
+    group = prune_group(cfg) if ctx.prune else None
+    give_up_after = None if group is None else tracking.best_steps_to_target(ctx.experiment_id, group)
     run_id = start_run(ctx, cfg)
     try:
-        result = train_config(cfg)
+        result = train_config(cfg, give_up_after=give_up_after)
     except Exception as e:  # noqa: BLE001 - one bad run must not stop the others
         return finish_run(ctx, run_id, cfg, error=e)
     return finish_run(ctx, run_id, cfg, result)

@@ -20,9 +20,13 @@ The schema (``analysis/`` reads exactly this):
     the statistics are logged at fewer steps than ``train/loss``);
   - summary metrics: ``final/<metric>``, ``best/<metric>`` (losses: min,
     accuracy: max), ``steps_to_target`` and ``examples_to_target`` when
-    reached, ``time/compile_s``, ``time/train_s``, ``time/eval_s``, ``time/log_s``;
-  - tags: ``cfg_hash``, ``group_hash`` (the hash without the seed), ``outcome``
-    (``completed``/``diverged``/``failed``), ``sweep``, ``git_commit``,
+    reached, ``pruned_at`` (the step a pruned run stopped at),
+    ``time/compile_s``, ``time/train_s``, ``time/eval_s``, ``time/log_s``;
+  - tags: ``cfg_hash``, ``group_hash`` (the hash without the seed),
+    ``prune_group`` (the hash without the learning rate, for runs that stop
+    at a target), ``outcome`` (``completed``/``diverged``/``pruned``/``failed``;
+    ``pruned``: given up once another rate of its group had reached the target
+    earlier, ``experiments/engine/lifecycle.py``), ``sweep``, ``git_commit``,
     ``git_dirty``, ``jax_version``, ``optax_version``, ``mlflow_version``,
     ``device``, ``model`` (the architecture: ``mlp`` or ``cnn``), ``model_params``, ``data_digest``;
   - the data set as an MLflow input (name, digest, source).
@@ -246,10 +250,22 @@ def runs_of_config(experiment_id: str, cfg_hash: str) -> list:
     return search_all(client(), experiment_id, f"tags.`mbstudy.kind` = 'run' and tags.cfg_hash = '{cfg_hash}'")
 
 
+def finished_runs(experiment_id: str) -> list:
+    """Every FINISHED child run."""
+    return search_all(client(), experiment_id, "tags.`mbstudy.kind` = 'run' and attributes.status = 'FINISHED'")
+
+
 def finished_hashes(experiment_id: str) -> set[str]:
     """cfg_hash of every FINISHED child run."""
-    runs = search_all(client(), experiment_id, "tags.`mbstudy.kind` = 'run' and attributes.status = 'FINISHED'")
-    return {r.data.tags.get("cfg_hash") for r in runs}
+    return {r.data.tags.get("cfg_hash") for r in finished_runs(experiment_id)}
+
+
+def best_steps_to_target(experiment_id: str, prune_group: str) -> int | None:
+    """The fewest steps to target of a completed run of ``prune_group`` in the store (None: none reached it)."""
+    runs = search_all(client(), experiment_id, f"tags.`mbstudy.kind` = 'run' and attributes.status = 'FINISHED' "
+                                               f"and tags.prune_group = '{prune_group}' and tags.outcome = 'completed'")
+    steps = [r.data.metrics["steps_to_target"] for r in runs if "steps_to_target" in r.data.metrics]
+    return int(min(steps)) if steps else None
 
 
 def _alive(pid: int) -> bool:
@@ -300,11 +316,11 @@ def start_parent(experiment_id: str, sweep: str, source: str, n_configs: int, pr
 
 
 def start_child(experiment_id: str, parent_id: str, name: str, cfg_hash: str, group_hash: str, sweep: str,
-                executor: str = "local") -> str:
+                executor: str = "local", prune_group: str | None = None) -> str:
     tags = {
         "mlflow.parentRunId": parent_id, "mbstudy.kind": "run", "cfg_hash": cfg_hash, "group_hash": group_hash,
         "sweep": sweep, "mbstudy.pid": str(os.getpid()), "mbstudy.host": socket.gethostname(),
-        "mbstudy.executor": executor,
+        "mbstudy.executor": executor, **({"prune_group": prune_group} if prune_group else {}),
     }
     return client().create_run(experiment_id, tags=tags, run_name=name).info.run_id
 

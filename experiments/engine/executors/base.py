@@ -35,6 +35,8 @@ class Executor:
     def connect(self) -> None:
         """Get ready to train; called before the parent run exists, so a failure leaves nothing behind."""
 
-    def run(self, todo: list, ctx: SweepContext, *, bar, counts: SweepCounts) -> int:
-        """Train ``todo`` (in dispatch order), updating ``counts`` and the progress ``bar``; the exit status."""
+    def run(self, todo: list, ctx: SweepContext, *, bar, counts: SweepCounts, board=None) -> int:
+        """Train ``todo`` (in dispatch order), updating ``counts`` and the progress ``bar``; the exit status.
+
+        ``board``: the sweep's :class:`~experiments.engine.lifecycle.PruneBoard` (None: no pruning)."""
         raise NotImplementedError

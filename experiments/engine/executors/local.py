@@ -3,7 +3,9 @@
 ``--workers`` processes (default: the number of cores; 1 trains in this
 process). Each run is created RUNNING when it is handed to a worker, logged by
 this process when its result comes back, and only then set FINISHED. At most
-``2 x workers`` runs are in flight.
+``workers + 1`` runs are in flight. With pruning, the workers read the prune
+board in shared memory at every evaluation, and runs are handed out likely
+best rate first (``lifecycle.Dispatcher``).
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from experiments.engine import lifecycle, tracking
 from experiments.engine.executors.base import Executor, SweepAborted
 
 
-def _worker_init() -> None:
+def _worker_init(board_steps=None) -> None:
     # The driver handles Ctrl-C and SIGTERM (a batch system may send it to every process of the job) and
     # stops the pool itself, with SIGKILL; a worker that died first would look like a crash.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    lifecycle.set_board_steps(board_steps)
 
 
 class InProcessPool(cf.Executor):
@@ -36,11 +39,14 @@ class InProcessPool(cf.Executor):
         return f
 
 
-def make_pool(workers: int) -> cf.Executor:
-    """``workers`` spawned processes that ignore Ctrl-C and SIGTERM, or this process for 1."""
+def make_pool(workers: int, board_steps=None) -> cf.Executor:
+    """``workers`` spawned processes that ignore Ctrl-C and SIGTERM, or this process for 1; each sees the
+    prune board's shared ``board_steps``."""
     if workers == 1:
+        lifecycle.set_board_steps(board_steps)
         return InProcessPool()
-    return cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
+    return cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                  initargs=(board_steps,))
 
 
 class LocalExecutor(Executor):
@@ -48,11 +54,11 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def run(self, todo, ctx, *, bar, counts) -> int:
+    def run(self, todo, ctx, *, bar, counts, board=None) -> int:
         in_flight: dict[str, object] = {}  # run id -> config, from creation until FINISHED
         futures: dict[cf.Future, str] = {}
-        pending = iter(todo)
-        pool = make_pool(self.workers)
+        pending = lifecycle.Dispatcher(todo, board)
+        pool = make_pool(self.workers, None if board is None else board.steps)
         status = 0
 
         def submit_next() -> bool:
@@ -62,11 +68,13 @@ class LocalExecutor(Executor):
             with lifecycle.store_write():  # an interrupt is raised after the run is known to be in flight
                 run_id = lifecycle.start_run(ctx, cfg)
                 in_flight[run_id] = cfg
-            futures[pool.submit(lifecycle.train_config, cfg)] = run_id
+            futures[pool.submit(lifecycle.train_config, cfg, None if board is None else board.slot(cfg))] = run_id
             return True
 
         try:
-            for _ in range(2 * self.workers):
+            # one run queued beyond the workers keeps them busy while this process logs; more would start
+            # before the results that could prune them
+            for _ in range(self.workers + (self.workers > 1)):
                 if not submit_next():
                     break
             while futures:
@@ -82,6 +90,8 @@ class LocalExecutor(Executor):
                         record = lifecycle.finish_run(ctx, run_id, cfg, error=e)
                     else:
                         record = lifecycle.finish_run(ctx, run_id, cfg, result)
+                        if board is not None:
+                            board.record_result(cfg, result)
                     counts.add(record)
                     status = max(status, int(record.status == "failed"))
                     del in_flight[run_id]
@@ -96,6 +106,8 @@ class LocalExecutor(Executor):
             if isinstance(e, BrokenProcessPool):
                 raise SweepAborted("a worker process died") from e
             raise
+        finally:
+            lifecycle.set_board_steps(None)
         _shutdown(pool)
         return status
 

@@ -64,7 +64,11 @@ class RayExecutor(Executor):
     def connect(self) -> None:
         self.ray = connect(self.workers)
 
-    def run(self, todo, ctx, *, bar, counts) -> int:
+    def run(self, todo, ctx, *, bar, counts, board=None) -> int:
+        # pruning: each run reads its group's best steps-to-target from the store when it starts (run_one),
+        # and each unit starts nearest its groups' likely best rates (the store's, else the grid's middle)
+        if board is not None:
+            todo = list(lifecycle.Dispatcher(todo, board))
         size = self.unit_size or default_unit_size(len(todo), self.workers)
         return run_units(self.ray, todo, ctx, unit_size=size, max_retries=self.max_retries, bar=bar, counts=counts)
 
