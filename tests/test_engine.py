@@ -189,3 +189,57 @@ def test_a_second_process_loads_compiled_programs_from_the_cache(tmp_path):
     second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT, check=True)
     assert sorted(p.name for p in (tmp_path / "jax").iterdir()) == entries, "the second compiled nothing new"
     assert first.stdout == second.stdout
+
+
+# ------------------------------------------------------------ the run writer
+
+
+def _logged(run_id):
+    c = tracking.client()
+    run = c.get_run(run_id)
+    histories = {k: [(m.step, m.value) for m in c.get_metric_history(run_id, k)] for k in run.data.metrics}
+    tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
+    return run.info.status, run.data.params, tags, run.data.metrics, histories
+
+
+def test_one_transaction_writes_what_mlflows_log_batch_writes(store, monkeypatch):
+    """The database fast path of ``log_result`` and MLflow's own ``log_batch`` leave the same run behind."""
+    from mbstudy.config import TrainConfig
+    from mbstudy.train import train
+
+    cfg = TrainConfig(dataset="teacher_5x3", hidden=(8,), steps=40, eval_every=10, target_loss=0.9,
+                      stop_at_target=False, stats_every=20)
+    result = train(cfg)
+    assert np.isnan(result.history["grad/b_simple"]).any(), "points not measured are left out, both ways"
+    exp = tracking.get_or_create_experiment("writer")
+    prov = {"git_commit": "abc", "device": "cpu"}
+    fast = tracking.start_child(exp, "", "fast", cfg.hash(), "g", "writer")
+    assert tracking._sql_store() is not None
+    tracking.log_result(fast, result, cfg.to_params(), prov)
+    monkeypatch.setattr(tracking, "_sql_store", lambda: None)
+    slow = tracking.start_child(exp, "", "slow", cfg.hash(), "g", "writer")
+    tracking.log_result(slow, result, cfg.to_params(), prov)
+
+    a, b = _logged(fast), _logged(slow)
+    assert a[0] == b[0] == "FINISHED"
+    assert a[1] == b[1] and a[2] == b[2], "params and tags"
+    same = lambda d: {k: v for k, v in d.items() if k != "time/log_s"}  # noqa: E731
+    assert same(a[3]) == same(b[3]) and "time/log_s" in a[3], "latest values"
+    assert same(a[4]) == same(b[4]) and len(a[4]["train/loss"]) == 5, "every history, step by step"
+    found = tracking.search_all(tracking.client(), exp, "metrics.`final/train/loss` > 0 and params.hidden = '8'")
+    assert {r.info.run_id for r in found} == {fast, slow}
+    assert tracking.client().get_run(fast).info.end_time >= tracking.client().get_run(fast).info.start_time
+    assert tracking.client().get_run(fast).inputs.dataset_inputs[0].dataset.name == "teacher_5x3"
+
+
+def test_the_fast_path_refuses_a_run_that_already_has_the_metric(store):
+    from mlflow.entities import Metric
+
+    exp = tracking.get_or_create_experiment("writer")
+    rid = tracking.start_child(exp, "", "r", "h", "g", "writer")
+    store_ = tracking._sql_store()
+    assert tracking._insert_run_data(store_, rid, {"a": 1}, {"t": "x"}, [Metric("m", 1.0, 5, 0), Metric("m", 2.0, 5, 3)])
+    assert not tracking._insert_run_data(store_, rid, {}, {}, [Metric("m", 0.5, 6, 9)], status="FINISHED")
+    run = tracking.client().get_run(rid)
+    assert run.data.metrics == {"m": 2.0} and run.info.status == "RUNNING", "nothing written the second time"
+    assert run.data.params == {"a": "1"} and run.data.tags["t"] == "x"

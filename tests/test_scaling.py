@@ -324,6 +324,15 @@ def test_an_unreachable_database_uri_fails_fast(tmp_path):
     assert "the database did not accept a connection" in p.stderr
 
 
+def test_a_sweep_straight_into_postgresql_gives_the_same_runs_as_sqlite(server, smoke_local):
+    """A database URI (no server): each run's data goes in one PostgreSQL transaction (tracking.log_result)."""
+    uri = f"postgresql://mbstudy@127.0.0.1:{server.pg_port}/direct_sweep"
+    server_mod.ensure_database(uri)
+    p = sweep(["smoke", "--executor", "local", "--workers", "2"], env_for(uri))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert snapshot(uri, "smoke") == snapshot(smoke_local, "smoke")
+
+
 def test_server_creates_a_missing_database_on_an_existing_postgresql(server):
     uri = f"postgresql://mbstudy@127.0.0.1:{server.pg_port}/created_by_test"
     assert server_mod.ensure_database(uri) is True
