@@ -225,3 +225,10 @@ def test_the_statistics_cadence_keeps_the_smoke_sweeps_answers(tmp_path, monkeyp
     assert list(sparse.index) == list(every.index) and len(every) == 13
     finals = [c for c in every.columns if c.startswith("final/") or c in ("steps_to_target", "outcome")]
     pd.testing.assert_frame_equal(sparse[finals], every[finals])
+
+
+def test_lanes_hand_out_one_program_per_worker_in_turn():
+    todo = [TrainConfig(batch_size=b, learning_rate=lr) for b in (4, 8, 16) for lr in (0.1, 0.2)]
+    got = [(c.batch_size, c.learning_rate) for c in lifecycle.Dispatcher(todo, lanes=2)]
+    assert got == [(4, 0.1), (8, 0.1), (4, 0.2), (8, 0.2), (16, 0.1), (16, 0.2)]
+    assert sorted(got) == sorted((c.batch_size, c.learning_rate) for c in todo)

@@ -183,23 +183,41 @@ class PruneBoard:
 
 
 class Dispatcher:
-    """Hands out a sweep's configurations: one compiled program's runs together (:func:`dispatch_order`), and,
-    with a :class:`PruneBoard`, within each the rate nearest its group's likely best first, so that the
-    runs after it are given up early."""
+    """Hands out a sweep's configurations, one compiled program's runs together (:func:`dispatch_order`).
 
-    def __init__(self, todo, board: PruneBoard | None = None):
-        self.blocks = [list(b) for _, b in itertools.groupby(dispatch_order(todo), key=program_key)]
+    ``lanes``: how many programs are handed out at once, in turn (the local
+    executor: one per worker), so that each program is compiled by one worker
+    and a run of it that another worker takes loads it from the persistent
+    compilation cache, instead of both workers compiling the same program at
+    the same time. With a :class:`PruneBoard`, within a program the rate
+    nearest its group's likely best goes first, so that the runs after it are
+    given up early.
+    """
+
+    def __init__(self, todo, board: PruneBoard | None = None, lanes: int = 1):
+        self.waiting = [list(b) for _, b in itertools.groupby(dispatch_order(todo), key=program_key)]
+        self.active: list[list] = []  # the programs being handed out, one per lane
         self.board = board
+        self.lanes = max(1, lanes)
+        self.turn = 0
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        while self.blocks and not self.blocks[0]:
-            self.blocks.pop(0)
-        if not self.blocks:
+        for i, block in enumerate(self.active):  # a finished program's lane goes to the next program
+            if not block and self.waiting:
+                self.active[i] = self.waiting.pop(0)
+        self.active = [b for b in self.active if b]
+        while len(self.active) < self.lanes and self.waiting:
+            self.active.append(self.waiting.pop(0))
+        if not self.active:
             raise StopIteration
-        block = self.blocks[0]
+        lane = self.turn % len(self.active)
+        self.turn += 1
+        return self._take(self.active[lane])
+
+    def _take(self, block: list):
         if self.board is None or all(prune_group(c) is None for c in block):
             return block.pop(0)
         rates: dict[str | None, list[float]] = {}

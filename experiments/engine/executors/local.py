@@ -3,9 +3,11 @@
 ``--workers`` processes (default: the number of cores; 1 trains in this
 process). Each run is created RUNNING when it is handed to a worker, logged by
 this process when its result comes back, and only then set FINISHED. At most
-``workers + 1`` runs are in flight. With pruning, the workers read the prune
-board in shared memory at every evaluation, and runs are handed out likely
-best rate first (``lifecycle.Dispatcher``).
+``workers + 1`` runs are in flight, from ``workers`` compiled programs in
+turn, so that each program is compiled once and loaded from the compilation
+cache by the other workers (``lifecycle.Dispatcher``). With pruning, the
+workers read the prune board in shared memory at every evaluation, and runs
+are handed out likely best rate first.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class LocalExecutor(Executor):
     def run(self, todo, ctx, *, bar, counts, board=None) -> int:
         in_flight: dict[str, object] = {}  # run id -> config, from creation until FINISHED
         futures: dict[cf.Future, str] = {}
-        pending = lifecycle.Dispatcher(todo, board)
+        pending = lifecycle.Dispatcher(todo, board, lanes=self.workers)
         pool = make_pool(self.workers, None if board is None else board.steps)
         status = 0
 

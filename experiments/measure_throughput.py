@@ -1,0 +1,148 @@
+"""Sweep throughput, old against new: ``python -m experiments.measure_throughput [GRID ...] [--baseline COMMIT]``.
+
+For each grid (default: ``science``, then ``default``) the same sweep runs
+twice, back to back, each into a fresh SQLite store with a cold JAX
+compilation cache of its own, so both share one stretch of the machine's load:
+
+1. **old**: the code at ``--baseline`` (default ``fa30feb``, the last commit
+   before the throughput work: no compilation cache, SQLite in its default
+   journal mode, each run logged with several MLflow ``log_batch`` calls, no
+   pruning, the full statistics at every evaluation), extracted with
+   ``git archive`` into a temporary directory and run with its own copy of
+   the grid;
+2. **new**: this checkout, exactly as ``make sweep GRID=...`` runs it.
+
+Times are the whole command as a user waits for it. It prints, as Markdown,
+the wall time of each, their ratio, and each sweep's own summary (seconds
+summed over runs). It then checks the answers: every (optimizer, batch size)
+steps-to-target (``analysis.reduce.steps_to_target``) must be identical, and
+every run that both trained to its end must have the same outcome, the same
+steps-to-target and the same final training loss. Exit status 1 if any
+differs, 2 for a bad argument or a missing baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from experiments.engine import grid as grids
+from experiments.engine import tracking
+
+BASELINE = "fa30feb"
+KEY = ["optimizer", "reduction", "batch_size", "learning_rate", "seed"]
+
+
+def _extract(commit: str, into: Path) -> None:
+    """The tree of ``commit`` (git archive) into ``into``."""
+    archive = subprocess.run(["git", "archive", commit], cwd=tracking.ROOT, capture_output=True)
+    if archive.returncode != 0:
+        raise SystemExit(f"error: --baseline {commit}: git archive failed ({archive.stderr.decode().strip()}); "
+                         "this needs a git clone with the project's history (git fetch --unshallow)")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+
+
+def _sweep(tree: Path, grid: str, uri: str, cache: Path, workers: int) -> tuple[float, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTHONPATH")}
+    env |= {"MLFLOW_TRACKING_URI": uri, "JAX_COMPILATION_CACHE_DIR": str(cache)}
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "experiments.sweep", grid, "--workers", str(workers), "--no-progress"],
+                       cwd=tree, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"error: the sweep {grid} in {tree} failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
+    return wall, p.stdout
+
+
+def _runs(uri: str, experiment: str):
+    from analysis import load
+
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    return load.load_runs(experiment)
+
+
+def compare(old, new) -> list[str]:
+    """What differs between two sweeps' answers (empty: nothing)."""
+    import numpy as np
+    import pandas as pd
+
+    from analysis import reduce
+
+    problems = []
+    a, b = reduce.steps_to_target(old), reduce.steps_to_target(new)
+    cols = ["optimizer", "batch_size", "steps", "steps_min", "steps_max"]
+    if len(a) != len(b) or not a[cols].reset_index(drop=True).equals(b[cols].reset_index(drop=True)):
+        problems.append("steps-to-target per (optimizer, batch size) differs:\n"
+                        + pd.concat([a[cols], b[cols]], axis=1, keys=["old", "new"]).to_string())
+    o, n = old.set_index(KEY).sort_index(), new.set_index(KEY).sort_index()
+    if set(o.index) != set(n.index):
+        problems.append(f"the sweeps trained different configurations ({len(o)} old, {len(n)} new)")
+        return problems
+    both = n.index[n["outcome"] != "pruned"]
+    for col in ("outcome", "steps_to_target", "final/train/loss"):
+        x, y = o.loc[both, col], n.loc[both, col]
+        same = (x == y) | (x.isna() & y.isna()) if col != "outcome" else x == y
+        if not bool(np.all(same)):
+            problems.append(f"{col} differs for {int((~same).sum())} of {len(both)} runs, e.g. {list(both[~same][:3])}")
+    return problems
+
+
+def _summary(stdout: str) -> str:
+    m = re.search(r"wall .*", stdout)
+    return m.group(0) if m else "(no summary)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m experiments.measure_throughput", description=__doc__.split("\n\n")[0])
+    ap.add_argument("grids", nargs="*", default=["science", "default"], metavar="GRID",
+                    help="sweep names or .toml paths (default: science default)")
+    ap.add_argument("--baseline", default=BASELINE, help=f"the old code's commit (default {BASELINE})")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: cores)")
+    args = ap.parse_args(argv)
+    try:
+        sources = [grids.resolve(g) for g in args.grids]
+    except grids.GridError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rows, failed = [], False
+    with tempfile.TemporaryDirectory(prefix="mbstudy-throughput-") as d:
+        old_tree = Path(d) / "old"
+        old_tree.mkdir()
+        _extract(args.baseline, old_tree)
+        for source in sources:
+            n = len(grids.load(str(source)).configs)
+            old_grid = old_tree / "experiments" / "grids" / source.name
+            if not old_grid.exists():  # a grid the old code does not ship: run this one there
+                old_grid.write_text(source.read_text())
+            times, outs, runs = {}, {}, {}
+            for which, tree, grid in (("old", old_tree, str(old_grid)), ("new", tracking.ROOT, str(source))):
+                uri = f"sqlite:///{d}/{source.stem}-{which}.db"
+                times[which], outs[which] = _sweep(tree, grid, uri, Path(d) / f"jax-{source.stem}-{which}", args.workers)
+                runs[which] = _runs(uri, source.stem)
+                print(f"{source.stem} {which}: {times[which]:.1f} s", file=sys.stderr)
+            problems = compare(runs["old"], runs["new"])
+            failed |= bool(problems)
+            pruned = int((runs["new"]["outcome"] == "pruned").sum())
+            rows.append((source.stem, n, times, outs, pruned, problems))
+    print(f"Sweep throughput, old ({args.baseline}) against new (this checkout), back to back, "
+          f"{args.workers} worker(s) on {os.cpu_count()} cores:\n")
+    print("| sweep | runs | old | new | new / old | speed-up | pruned | answers |\n|---|---|---|---|---|---|---|---|")
+    for name, n, t, _, pruned, problems in rows:
+        print(f"| {name} | {n} | {t['old']:.1f} s | {t['new']:.1f} s | {t['new'] / t['old']:.2f} | "
+              f"{t['old'] / t['new']:.2f}x | {pruned} | {'identical' if not problems else 'DIFFER'} |")
+    for name, _, _, outs, _, problems in rows:
+        print(f"\n{name}, the sweeps' own summaries (seconds summed over runs):")
+        print(f"- old: {_summary(outs['old'])}\n- new: {_summary(outs['new'])}")
+        for p in problems:
+            print(f"- DIFFERS: {p}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
