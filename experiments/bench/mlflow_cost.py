@@ -1,43 +1,55 @@
-"""5: what logging one sweep run to MLflow costs, as a fraction of its training and evaluation time."""
+"""5: what logging a sweep's runs to MLflow costs, as a fraction of their training and evaluation time."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import tempfile
 import time
 
 from experiments.engine import tracking
-from mbstudy.config import TrainConfig
 
 
 def bench_logging(data) -> dict:
-    """Train one default-sweep run and log it into a scratch SQLite store; compare the times."""
+    """One run of the default sweep per batch size (momentum, lr 0.01, the grid's budget and cadences), each
+    created and logged as the sweep does it into a scratch SQLite store; logging against training plus
+    evaluation, both summed over the batch sizes (the sweep trains every batch size equally often)."""
     from mbstudy.train import train
 
     from experiments.engine import grid as grids
 
-    cfg = TrainConfig(batch_size=64, optimizer="momentum", learning_rate=0.01, target_loss=0.7)
-    train(cfg, data)  # compile
-    result = train(cfg, data)
+    sweep = grids.load("default")
+    base = next(c for c in sweep.configs if c.optimizer == "momentum" and c.reduction == "mean" and c.seed == 0
+                and c.learning_rate == 0.01)
+    sizes = sorted({c.batch_size for c in sweep.configs})
+    results = []
+    for b in sizes:
+        cfg = dataclasses.replace(base, batch_size=b)
+        train(cfg, data)  # compile
+        results.append(train(cfg, data))
     with tempfile.TemporaryDirectory() as d:
         old = os.environ.get("MLFLOW_TRACKING_URI")
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{d}/mlflow.db"
         try:
             exp = tracking.get_or_create_experiment("bench-logging")
             prov = tracking.provenance()
-            times = []
-            for i in range(5):
-                t0 = time.perf_counter()
-                rid = tracking.start_child(exp, "", f"r{i}", grids.config_hash(cfg), "g", "bench")
-                tracking.log_result(rid, result, cfg.to_params(), prov)
-                times.append(time.perf_counter() - t0)
+            per_size = []
+            for result in results:
+                times = []
+                for i in range(3):
+                    t0 = time.perf_counter()
+                    cfg = result.config
+                    rid = tracking.start_child(exp, "", f"{cfg.run_name()}-{i}", cfg.hash(), "g", "bench")
+                    tracking.log_result(rid, result, cfg.to_params(), prov)
+                    times.append(time.perf_counter() - t0)
+                per_size.append(statistics.median(times))
         finally:
             if old is None:
                 os.environ.pop("MLFLOW_TRACKING_URI", None)
             else:
                 os.environ["MLFLOW_TRACKING_URI"] = old
-    run_s = result.timings["train_s"] + result.timings["eval_s"]
-    log_s = statistics.median(times)
-    return {"kind": "logging", "s/log_per_run": log_s, "s/train_eval_per_run": run_s,
-            "ratio/log_to_train_eval": log_s / run_s}
+    run_s = sum(r.timings["train_s"] + r.timings["eval_s"] for r in results)
+    log_s = sum(per_size)
+    return {"kind": "logging", "batch_sizes": ",".join(map(str, sizes)), "s/log_per_run": log_s / len(sizes),
+            "s/train_eval_per_run": run_s / len(sizes), "ratio/log_to_train_eval": log_s / run_s}
