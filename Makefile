@@ -24,7 +24,7 @@ KNOWN_EXTRAS := bench ray server browser
 # the store: MLFLOW_TRACKING_URI if set, else mlflow.db in the project root
 URI     := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 
-.PHONY: help setup test test-fast lock clean-venv sweep ui server server-stop ray-start ray-stop equivalence reduction study figures report bench bench-full setup-bench
+.PHONY: help setup test test-fast lock clean-venv sweep ui server server-stop ray-start ray-stop equivalence reduction study figures report bench bench-full setup-bench measure-throughput
 
 help: ## list the targets
 	@echo "mbstudy — make TARGET"
@@ -97,6 +97,9 @@ setup-bench: $(STAMP) ## add the optional PyTorch peer of make bench (the same a
 
 bench: setup ## time per-example gradients and training steps (quick, ~5 min); PyTorch peers if installed
 	$(PY) -m experiments.bench
+
+measure-throughput: setup ## the science and default sweeps by the code before the throughput work and by this checkout, back to back, answers compared (~16 min; needs the git history)
+	$(PY) -m experiments.measure_throughput
 
 bench-full: setup ## the same with longer timing budgets
 	$(PY) -m experiments.bench --full

@@ -67,6 +67,10 @@ class ScienceFacts:
     steps_to_target: dict[str, pd.DataFrame]  # per optimizer: ``reduce.steps_to_target``
     fits: dict[str, dict[str, float]]  # per optimizer: S(B) = S_min (1 + B_crit / B), ``reduce.fit_hyperbola``
     small_b_steps_slopes: dict[str, float]  # per optimizer with a target reached: log-log slope for B <= 16
+    # per optimizer: (estimate, lo, hi) of B_crit, S_min, E_min and the small-B slope, 95% bootstrap over seeds
+    # (``reduce.bootstrap_fit``; lo, hi NaN with one seed)
+    intervals: dict[str, dict[str, tuple[float, float, float]]]
+    n_seeds: int  # seeds per configuration (the most any group has)
     best_lr: pd.DataFrame  # fewest steps to target (or lowest final loss) per group
     sgd_lr_slope: float  # log-log slope of SGD's best lr against B for B <= 64 (NaN: too few points)
 
@@ -185,6 +189,8 @@ def science_facts(runs: pd.DataFrame, experiment: str) -> ScienceFacts:
     best = reduce.best_lr(runs, metric="steps_to_target" if "steps_to_target" in runs else "final/train/loss")
     sgd = best[(best["optimizer"] == "sgd") & best["stable"]].sort_values("batch_size")
     sgd = sgd[sgd["batch_size"] <= SMALL_B_LR]
+    table = reduce.per_seed_steps(runs)
+    intervals = {o: reduce.bootstrap_fit(table.loc[o], small_b=SMALL_B_STEPS) for o in steps if len(steps[o])}
     return ScienceFacts(
         experiment=experiment,
         runs=runs,
@@ -194,6 +200,8 @@ def science_facts(runs: pd.DataFrame, experiment: str) -> ScienceFacts:
         small_b_steps_slopes={o: reduce.loglog_slope(s["batch_size"], s["steps"]) for o, s in small.items()},
         best_lr=best,
         sgd_lr_slope=reduce.loglog_slope(sgd["batch_size"], sgd["learning_rate"]),
+        intervals=intervals,
+        n_seeds=int(table.shape[1]),
     )
 
 

@@ -113,6 +113,61 @@ def fit_hyperbola(batch_size, steps) -> dict[str, float]:
     return {"S_min": s_min, "B_crit": b_crit, "E_min": s_min * b_crit, "r2": float(r2), "n": int(len(B))}
 
 
+def per_seed_steps(runs: pd.DataFrame, by=("optimizer", "batch_size")) -> pd.DataFrame:
+    """Per group and seed, the fewest steps to target over learning rates (inf: no rate reached it):
+    a table with one row per group and one column per seed (what :func:`steps_to_target` takes the median of)."""
+    col = runs["steps_to_target"] if "steps_to_target" in runs else pd.Series(np.nan, index=runs.index)
+    s = col.where(runs["outcome"] == "completed", np.nan).astype(float).fillna(np.inf)
+    seed = runs["seed"] if "seed" in runs else pd.Series(0, index=runs.index)
+    return s.groupby([*(runs[k] for k in by), seed.rename("seed")]).min().unstack("seed")
+
+
+def bootstrap_fit(table: pd.DataFrame, *, n_boot: int = 1000, level: float = 0.95, small_b: int | None = None,
+                  seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """The hyperbola fit of one optimizer's steps-to-target, with bootstrap intervals over seeds.
+
+    ``table``: :func:`per_seed_steps` of one optimizer (rows: batch sizes,
+    columns: seeds). The estimate fits the median over seeds at each batch
+    size (batch sizes whose median is inf are left out, as in
+    :func:`steps_to_target`); each of ``n_boot`` replicates resamples the seeds
+    with replacement, takes the median again and refits. Returns
+    ``{name: (estimate, lo, hi)}`` for ``B_crit``, ``S_min``, ``E_min`` and, with
+    ``small_b``, ``slope`` (log-log slope of steps for B <= small_b): the
+    percentile interval at ``level``. With one seed the intervals are NaN.
+
+    >>> B = np.array([1, 4, 16, 64, 256, 1024])
+    >>> t = pd.DataFrame({s: 100 * (1 + 50 / B) * f for s, f in enumerate((0.9, 1.0, 1.1))}, index=B)
+    >>> fit = bootstrap_fit(t, n_boot=200)
+    >>> round(fit["B_crit"][0], 6), fit["B_crit"][1] <= 50 <= fit["B_crit"][2]
+    (50.0, True)
+    """
+    B = np.asarray(table.index, float)
+    values = table.to_numpy(float)
+
+    def estimate(v: np.ndarray) -> dict[str, float]:
+        med = np.median(v, axis=1)
+        fit = fit_hyperbola(B, med)
+        out = {k: fit[k] for k in ("B_crit", "S_min", "E_min")}
+        if small_b is not None:
+            out["slope"] = loglog_slope(B[B <= small_b], med[B <= small_b])
+        return out
+
+    point = estimate(values)
+    n_seeds = values.shape[1]
+    if n_seeds < 2:
+        return {k: (v, np.nan, np.nan) for k, v in point.items()}
+    rng = np.random.default_rng(seed)
+    reps = [estimate(values[:, rng.integers(0, n_seeds, n_seeds)]) for _ in range(n_boot)]
+    alpha = (1 - level) / 2
+    out = {}
+    for k, v in point.items():
+        r = np.array([rep[k] for rep in reps], float)
+        r = r[np.isfinite(r)]
+        lo, hi = (np.quantile(r, [alpha, 1 - alpha]) if len(r) >= 0.5 * n_boot else (np.nan, np.nan))
+        out[k] = (v, float(lo), float(hi))
+    return out
+
+
 def loglog_slope(x, y) -> float:
     """Least-squares slope of log y against log x (NaN with fewer than 2 points)."""
     x, y = np.asarray(x, float), np.asarray(y, float)

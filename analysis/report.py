@@ -239,6 +239,32 @@ def _stable_band(ok: pd.Series) -> str:
     return ("The largest SGD learning rate that did not diverge went " + "; ".join(parts) + ".") if parts else ""
 
 
+def with_interval(interval, estimate: float, fmt: str = ".0f") -> str:
+    """``178 [150, 210]`` from ``(estimate, lo, hi)``; the estimate alone when there is no interval."""
+    if interval is None or not np.all(np.isfinite(interval[1:])):
+        return format(estimate, fmt)
+    return f"{format(estimate, fmt)} [{format(interval[1], fmt)}, {format(interval[2], fmt)}]"
+
+
+def _seeds_note(n_seeds: int) -> str:
+    if n_seeds < 2:
+        return "one seed per configuration, so no interval"
+    return (f"median over {n_seeds} seeds of each seed's fewest steps over learning rates; in brackets the 95% "
+            "bootstrap interval, resampling seeds and refitting")
+
+
+def _fit_table(rows: pd.DataFrame, ci: dict) -> pd.DataFrame:
+    """The fit per optimizer, with the bootstrap interval of B_crit, S_min and E_min where there is one."""
+    out = rows[["optimizer", "S_min", "E_min", "B_crit", "r2", "n"]].copy()
+    for name in ("B_crit", "S_min", "E_min"):
+        lo = [ci.get(o, {}).get(name, (np.nan,) * 3)[1] for o in out["optimizer"]]
+        hi = [ci.get(o, {}).get(name, (np.nan,) * 3)[2] for o in out["optimizer"]]
+        if np.isfinite(lo).any():
+            out.insert(out.columns.get_loc(name) + 1, f"{name} 95% CI", [
+                f"[{a:.3g}, {b:.3g}]" if np.isfinite(a) else "" for a, b in zip(lo, hi)])
+    return out
+
+
 def q5(facts: Facts, drawn: Collection[str]) -> str:
     parts = []
     ex = facts.default.examples_to_loss_1 if facts.default else None
@@ -252,17 +278,21 @@ def q5(facts: Facts, drawn: Collection[str]) -> str:
     if sci is not None and sci.fits:
         rows = pd.DataFrame([{"optimizer": o, **f} for o, f in sci.fits.items()])
         good = rows[np.isfinite(rows["B_crit"])]
+        ci = sci.intervals
         if len(good):
             parts.append(
                 "**Steps to a target follow McCandlish et al.'s hyperbola S(B) = S_min(1 + B_crit/B):** "
-                + ", ".join(f"{r.optimizer}: B_crit ≈ {r.B_crit:.0f}, S_min ≈ {r.S_min:.0f}, R² = {r.r2:.3f}"
+                + ", ".join(f"{r.optimizer}: B_crit ≈ {with_interval(ci.get(r.optimizer, {}).get('B_crit'), r.B_crit)}, "
+                            f"S_min ≈ {with_interval(ci.get(r.optimizer, {}).get('S_min'), r.S_min)}, R² = {r.r2:.3f}"
                             for r in good.itertuples())
-                + ". Below B_crit, doubling B halves the steps (perfect scaling); above it, returns diminish "
-                "and the steps plateau at S_min.\n\n" + md_table(rows[["optimizer", "S_min", "E_min", "B_crit", "r2", "n"]], ".3g") + "\n")
-        slopes = sci.small_b_steps_slopes
+                + f" ({_seeds_note(sci.n_seeds)}). Below B_crit, doubling B halves the steps (perfect scaling); "
+                "above it, returns diminish and the steps plateau at S_min.\n\n"
+                + md_table(_fit_table(rows, ci), ".3g") + "\n")
+        slopes = {o: ci.get(o, {}).get("slope", (s, np.nan, np.nan)) for o, s in sci.small_b_steps_slopes.items()}
         if slopes:
             parts.append(f"Log-log slope of steps against B for B ≤ {SMALL_B_STEPS}: "
-                         + ", ".join(f"{o} {s:.2f}" for o, s in slopes.items()) + " (−1 is perfect scaling).\n")
+                         + ", ".join(f"{o} {with_interval(iv, iv[0], '.2f')}" for o, iv in slopes.items())
+                         + " (−1 is perfect scaling).\n")
     parts.append(figure_markdown(drawn, "c_steps_to_target", "Steps and examples to reach the target training loss, learning rate tuned per B; fitted hyperbola and B_crit."))
     s = sci.sgd_lr_slope if sci else None
     if s is not None and np.isfinite(s):

@@ -243,3 +243,6 @@ def test_the_fast_path_refuses_a_run_that_already_has_the_metric(store):
     run = tracking.client().get_run(rid)
     assert run.data.metrics == {"m": 2.0} and run.info.status == "RUNNING", "nothing written the second time"
     assert run.data.params == {"a": "1"} and run.data.tags["t"] == "x"
+    assert not tracking._insert_run_data(store_, rid, {}, {"t": "y"}, [Metric("n", 1.0, 5, 0)]), "a tag set before"
+    assert not tracking._insert_run_data(store_, rid, {"a": 1}, {}, [Metric("n", 1.0, 5, 0)]), "a param set before"
+    assert "n" not in tracking.client().get_run(rid).data.metrics

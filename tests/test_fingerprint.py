@@ -3,10 +3,16 @@
 A fingerprint is the sha256 of the exact bytes of every array the library
 produces for the MLP: initial parameters, every gradient function, the noise
 statistics, the training loss history of short runs, and the configuration
-hashes and MLflow params that identify a run. The reference values in
-``tests/fingerprints/mlp.json`` were written by the code BEFORE the
-extension-points refactor (issue 10); a refactor that changes one bit of any
-of them fails here, naming which.
+hashes and MLflow params that identify a run. The reference values were
+written by the code BEFORE the extension-points refactor (issue 10, commit
+364f13e); a refactor that changes one bit of any of them fails here, naming
+which.
+
+XLA compiles for the host's instruction set, and float32 reductions round
+differently with AVX-512 than with AVX2 (float64 does not differ), so there
+is one reference per instruction set, each written by that same pre-refactor
+code: ``mlp.json`` on an AMD EPYC (AVX2), ``mlp-avx512.json`` on an Intel Xeon
+with AVX-512 (364f13e's own test run there with MBSTUDY_WRITE_FINGERPRINT=1).
 
 To rewrite the reference (only when a change of the numbers is intended and
 said so in the commit): ``MBSTUDY_WRITE_FINGERPRINT=1 .venv/bin/python -m pytest tests/test_fingerprint.py``.
@@ -28,7 +34,16 @@ import mbstudy as mb
 from mbstudy import load_dataset
 from mbstudy.train import TrainConfig, train
 
-REFERENCE = Path(__file__).with_name("fingerprints") / "mlp.json"
+def _instruction_set() -> str:
+    """``avx512`` when the CPU has AVX-512 (what XLA then compiles for), else ``""``."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    return "avx512" if " avx512f" in flags else ""
+
+
+REFERENCE = Path(__file__).with_name("fingerprints") / ("mlp-avx512.json" if _instruction_set() else "mlp.json")
 
 # The history keys a run recorded when the reference was written; keys added since (the per-layer
 # grad/layer{i}/... of issue 12) are left out of the comparison, every one of these is compared bit for bit.

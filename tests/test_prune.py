@@ -232,3 +232,27 @@ def test_lanes_hand_out_one_program_per_worker_in_turn():
     got = [(c.batch_size, c.learning_rate) for c in lifecycle.Dispatcher(todo, lanes=2)]
     assert got == [(4, 0.1), (8, 0.1), (4, 0.2), (8, 0.2), (16, 0.1), (16, 0.2)]
     assert sorted(got) == sorted((c.batch_size, c.learning_rate) for c in todo)
+
+
+@pytest.mark.slow
+def test_the_throughput_measurement_runs_old_and_new_and_compares_their_answers(capsys):
+    from experiments import measure_throughput
+
+    assert measure_throughput.main(["smoke", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| smoke | 13 |" in out and "identical" in out and "old (fa30feb)" in out
+
+
+def test_the_throughput_comparison_finds_a_changed_answer():
+    from experiments.measure_throughput import compare
+
+    base = pd.DataFrame({"optimizer": "sgd", "reduction": "mean", "batch_size": [4, 4, 8], "learning_rate": [0.1, 1.0, 0.1],
+                         "seed": 0, "outcome": "completed", "steps_to_target": [30.0, 20.0, 10.0],
+                         "final/train/loss": [0.5, 0.4, 0.3]})
+    assert compare(base, base.copy()) == []
+    pruned = base.assign(outcome=["pruned", "completed", "completed"], steps_to_target=[np.nan, 20.0, 10.0])
+    assert compare(base, pruned) == [], "a pruned run is not compared; the answer is the same"
+    worse = base.assign(steps_to_target=[30.0, 25.0, 10.0])
+    problems = compare(base, worse)
+    assert any("per (optimizer, batch size) differs" in p for p in problems)
+    assert any("steps_to_target differs for 1 of 3 runs" in p for p in problems)

@@ -462,10 +462,10 @@ def _insert_run_data(store, run_id: str, params: dict[str, Any], tags: dict[str,
     """Write params, tags and metrics (with their latest values) into a run that has no metrics yet, and
     optionally its end status, in one database transaction through MLflow's own tables and validation.
 
-    This is what MLflow's ``log_batch`` writes for metrics the run does not have yet (the same rows,
-    checked by ``tests/test_engine.py``), without building an ORM object per metric point (see ``make bench``
-    for the time it saves). Returns False, writing nothing, when the run already has one of these metrics:
-    ``log_batch`` then merges the latest values.
+    This is what MLflow's ``log_batch`` writes for metrics, params and tags the run does not have yet (the
+    same rows, checked by ``tests/test_engine.py``), without building an ORM object per metric point (see
+    ``make bench`` for the time it saves). Returns False, writing nothing, when the run already has one of these
+    metrics, params or tags: ``log_batch`` then merges them as it always does.
     """
     from mlflow.entities import Param, RunTag
     from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
@@ -485,9 +485,10 @@ def _insert_run_data(store, run_id: str, params: dict[str, Any], tags: dict[str,
     with store.ManagedSessionMaker(read_only=False) as session:
         run = session.query(SqlRun).filter(SqlRun.run_uuid == run_id).one()
         store._check_run_is_active(run)
-        if latest and session.query(SqlLatestMetric.key).filter(
-                SqlLatestMetric.run_uuid == run_id, SqlLatestMetric.key.in_(sorted(latest))).first() is not None:
-            return False
+        for model, keys in ((SqlLatestMetric, latest), (SqlParam, {x.key for x in p}), (SqlTag, {x.key for x in t})):
+            if keys and session.query(model.key).filter(model.run_uuid == run_id,
+                                                        model.key.in_(sorted(keys))).first() is not None:
+                return False  # written before (a tag the driver set while ending the run, say): log_batch merges
         if p:
             session.execute(insert(SqlParam.__table__), [{"key": x.key, "value": x.value, "run_uuid": run_id} for x in p])
         if t:

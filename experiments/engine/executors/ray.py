@@ -198,10 +198,11 @@ def run_units(ray, todo, ctx: SweepContext, *, unit_size: int, max_retries: int,
             unit = refs.pop(ref)
             try:
                 records = ray.get(ref)
-            except Exception as e:  # noqa: BLE001 - the task failed after its retries: its runs failed
-                cause = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-                print(f"\na Ray task failed after {max_retries} retries ({cause}); its {len(unit)} run(s) are marked "
-                      "FAILED; rerun the command to retry them", file=sys.stderr)
+            except Exception as e:  # noqa: BLE001 - the task raised, or its worker died more than max_retries times
+                lines = [x.strip() for x in str(e).strip().splitlines() if x.strip()]
+                cause = f"{type(e).__name__}: {lines[-1] if lines else ''}"[:500]  # the error itself is the last line
+                print(f"\na Ray task failed ({cause}); its {len(unit)} run(s) are marked FAILED; rerun the command "
+                      "to retry them", file=sys.stderr)
                 _end_unfinished(ctx, unit, "FAILED", f"the Ray task failed: {cause}")
                 records = [RunRecord(grids.config_hash(cfg), "failed") for cfg in unit]
             for rec in records:
