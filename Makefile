@@ -98,8 +98,9 @@ setup-bench: $(STAMP) ## add the optional PyTorch peer of make bench (the same a
 bench: setup ## time per-example gradients and training steps (quick, ~5 min); PyTorch peers if installed
 	$(PY) -m experiments.bench
 
-measure-throughput: setup ## the science and default sweeps by the code before the throughput work and by this checkout, back to back, answers compared (~16 min; needs the git history)
-	$(PY) -m experiments.measure_throughput
+measure-throughput: setup ## the science (one seed) and default sweeps by the code before the throughput work and by this checkout, back to back, answers compared (~16 min; needs the git history)
+	$(PY) -m experiments.measure_throughput science --set seed=0
+	$(PY) -m experiments.measure_throughput default
 
 bench-full: setup ## the same with longer timing budgets
 	$(PY) -m experiments.bench --full

@@ -186,7 +186,7 @@ def science_facts(runs: pd.DataFrame, experiment: str) -> ScienceFacts:
     fits = {o: reduce.fit_hyperbola(st["batch_size"], st["steps"]) if len(st) else reduce.fit_hyperbola([], [])
             for o, st in steps.items()}
     small = {o: st[st["batch_size"] <= SMALL_B_STEPS] for o, st in steps.items() if len(st)}
-    best = reduce.best_lr(runs, metric="steps_to_target" if "steps_to_target" in runs else "final/train/loss")
+    best = reduce.best_lr_to_target(runs) if "steps_to_target" in runs else reduce.best_lr(runs)
     sgd = best[(best["optimizer"] == "sgd") & best["stable"]].sort_values("batch_size")
     sgd = sgd[sgd["batch_size"] <= SMALL_B_LR]
     table = reduce.per_seed_steps(runs)

@@ -113,6 +113,18 @@ def fit_hyperbola(batch_size, steps) -> dict[str, float]:
     return {"S_min": s_min, "B_crit": b_crit, "E_min": s_min * b_crit, "r2": float(r2), "n": int(len(B))}
 
 
+def best_lr_to_target(runs: pd.DataFrame, by=GROUP) -> pd.DataFrame:
+    """:func:`best_lr` by steps to target, defined as :func:`steps_to_target` defines it (so exact under
+    pruning): per group the rate that is fastest for the most seeds, ``score`` the median over seeds of each
+    seed's fewest steps, ``n_seeds``, and ``stable`` False (rate NaN) where the target was not reached."""
+    st = steps_to_target(runs, by)
+    keys = runs[list(by)].drop_duplicates().sort_values(list(by))
+    out = keys.merge(st[[*by, "learning_rate", "steps", "n_seeds"]], on=list(by), how="left")
+    out = out.rename(columns={"steps": "score"}).reset_index(drop=True)
+    out["stable"] = out["score"].notna()
+    return out
+
+
 def per_seed_steps(runs: pd.DataFrame, by=("optimizer", "batch_size")) -> pd.DataFrame:
     """Per group and seed, the fewest steps to target over learning rates (inf: no rate reached it):
     a table with one row per group and one column per seed (what :func:`steps_to_target` takes the median of)."""

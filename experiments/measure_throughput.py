@@ -12,7 +12,9 @@ compilation cache of its own, so both share one stretch of the machine's load:
    the grid;
 2. **new**: this checkout, exactly as ``make sweep GRID=...`` runs it.
 
-Times are the whole command as a user waits for it. It prints, as Markdown,
+``--set KEY=VALUE`` (repeatable) is passed to both sweeps, for example
+``science --set seed=0`` to time one seed of the science grid. Times are the
+whole command as a user waits for it. It prints, as Markdown,
 the wall time of each, their ratio, and each sweep's own summary (seconds
 summed over runs). It then checks the answers: every (optimizer, batch size)
 steps-to-target (``analysis.reduce.steps_to_target``) must be identical, and
@@ -48,12 +50,13 @@ def _extract(commit: str, into: Path) -> None:
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
 
 
-def _sweep(tree: Path, grid: str, uri: str, cache: Path, workers: int) -> tuple[float, str]:
+def _sweep(tree: Path, grid: str, uri: str, cache: Path, workers: int, sets: list[str]) -> tuple[float, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTHONPATH")}
     env |= {"MLFLOW_TRACKING_URI": uri, "JAX_COMPILATION_CACHE_DIR": str(cache)}
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "experiments.sweep", grid, "--workers", str(workers), "--no-progress"],
-                       cwd=tree, env=env, capture_output=True, text=True)
+    overrides = [a for kv in sets for a in ("--set", kv)]
+    p = subprocess.run([sys.executable, "-m", "experiments.sweep", grid, *overrides, "--workers", str(workers),
+                        "--no-progress"], cwd=tree, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"error: the sweep {grid} in {tree} failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
@@ -104,9 +107,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="sweep names or .toml paths (default: science default)")
     ap.add_argument("--baseline", default=BASELINE, help=f"the old code's commit (default {BASELINE})")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: cores)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field in both sweeps")
     args = ap.parse_args(argv)
     try:
         sources = [grids.resolve(g) for g in args.grids]
+        for source in sources:
+            grids.load(str(source), args.set)  # a bad override is an error before anything runs
     except grids.GridError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -116,21 +122,23 @@ def main(argv: list[str] | None = None) -> int:
         old_tree.mkdir()
         _extract(args.baseline, old_tree)
         for source in sources:
-            n = len(grids.load(str(source)).configs)
+            n = len(grids.load(str(source), args.set).configs)
             old_grid = old_tree / "experiments" / "grids" / source.name
             if not old_grid.exists():  # a grid the old code does not ship: run this one there
                 old_grid.write_text(source.read_text())
             times, outs, runs = {}, {}, {}
             for which, tree, grid in (("old", old_tree, str(old_grid)), ("new", tracking.ROOT, str(source))):
                 uri = f"sqlite:///{d}/{source.stem}-{which}.db"
-                times[which], outs[which] = _sweep(tree, grid, uri, Path(d) / f"jax-{source.stem}-{which}", args.workers)
+                times[which], outs[which] = _sweep(tree, grid, uri, Path(d) / f"jax-{source.stem}-{which}", args.workers,
+                                                   args.set)
                 runs[which] = _runs(uri, source.stem)
                 print(f"{source.stem} {which}: {times[which]:.1f} s", file=sys.stderr)
             problems = compare(runs["old"], runs["new"])
             failed |= bool(problems)
             pruned = int((runs["new"]["outcome"] == "pruned").sum())
             rows.append((source.stem, n, times, outs, pruned, problems))
-    print(f"Sweep throughput, old ({args.baseline}) against new (this checkout), back to back, "
+    sets = f" with {' '.join('--set ' + kv for kv in args.set)}" if args.set else ""
+    print(f"Sweep throughput, old ({args.baseline}) against new (this checkout){sets}, back to back, "
           f"{args.workers} worker(s) on {os.cpu_count()} cores:\n")
     print("| sweep | runs | old | new | new / old | speed-up | pruned | answers |\n|---|---|---|---|---|---|---|---|")
     for name, n, t, _, pruned, problems in rows:

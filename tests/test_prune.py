@@ -158,6 +158,7 @@ def test_pruning_changes_no_steps_to_target(grid_file, tmp_path, monkeypatch, ca
     # the answer, per seed and per group, is the same
     pd.testing.assert_series_equal(per_seed_minimum(pruned), per_seed_minimum(full))
     pd.testing.assert_frame_equal(reduce.steps_to_target(pruned), reduce.steps_to_target(full))
+    pd.testing.assert_frame_equal(reduce.best_lr_to_target(pruned), reduce.best_lr_to_target(full))
     # a run given up stopped no earlier than its seed's best, and before it would have reached the target
     best = per_seed_minimum(full)
     by_hash = full.set_index("cfg_hash")
