@@ -49,7 +49,7 @@ def steps_to_target(runs: pd.DataFrame, by=("optimizer", "batch_size")) -> pd.Da
     more than half of its seeds to reach the target. Because the minimum is
     taken per seed, pruning (which compares runs of one seed) changes nothing
     here. Returns the group keys, ``learning_rate`` (the rate that is best for
-    the most seeds; ties: the smallest), ``steps`` (median over seeds),
+    the most seeds that reached the target; ties: the smallest), ``steps`` (median over seeds),
     ``steps_min``, ``steps_max`` (range over seeds), ``n_seeds`` and
     ``examples = steps * batch_size``. Groups that do not reach the target are
     left out.
@@ -61,12 +61,15 @@ def steps_to_target(runs: pd.DataFrame, by=("optimizer", "batch_size")) -> pd.Da
     keys = [*by, "seed"] if "seed" in df else list(by)
     per_seed = df.loc[df.groupby(keys)["s"].idxmin(), [*keys, "learning_rate", "s"]]
 
+    # a seed that reached the target at no rate has no best rate: it votes for none
+    per_seed["voted"] = per_seed["learning_rate"].where(np.isfinite(per_seed["s"]))
+
     def mode_rate(rates: pd.Series) -> float:
-        counts = rates.value_counts()
-        return float(min(counts.index[counts == counts.max()]))
+        counts = rates.dropna().value_counts()
+        return float(min(counts.index[counts == counts.max()])) if len(counts) else np.nan
 
     best = per_seed.groupby(list(by), as_index=False).agg(
-        learning_rate=("learning_rate", mode_rate), steps=("s", "median"), steps_min=("s", "min"),
+        learning_rate=("voted", mode_rate), steps=("s", "median"), steps_min=("s", "min"),
         steps_max=("s", "max"), n_seeds=("s", "size"))
     best = best[np.isfinite(best["steps"])]
     if best.empty:
@@ -157,7 +160,8 @@ def bootstrap_fit(table: pd.DataFrame, *, n_boot: int = 1000, level: float = 0.9
     values = table.to_numpy(float)
 
     def estimate(v: np.ndarray) -> dict[str, float]:
-        med = np.median(v, axis=1)
+        # NaN: a seed with no finished run at that B, left out as steps_to_target leaves it out; inf: not reached
+        med = np.nanmedian(v, axis=1)
         fit = fit_hyperbola(B, med)
         out = {k: fit[k] for k in ("B_crit", "S_min", "E_min")}
         if small_b is not None:
@@ -208,9 +212,11 @@ def curves(history: pd.DataFrame, runs: pd.DataFrame, metric: str = "train/loss"
 
 def heatmap_table(runs: pd.DataFrame, metric: str = "final/train/loss") -> pd.DataFrame:
     """Median over seeds of ``metric`` per (optimizer, reduction, B, lr), with ``diverged``:
-    the fraction of seeds that diverged (or failed; a pruned run did neither)."""
+    the fraction of seeds that diverged (or failed). A pruned run (given up before its target, in a grid that
+    stops there) has no final value to compare and counts as neither: NaN, left out of the median."""
     ok = runs["outcome"].isin(["completed", "pruned"])
-    df = runs.assign(v=runs[metric].astype(float), div=(~ok).astype(float))
+    v = runs[metric].astype(float).where(runs["outcome"] != "pruned")
+    df = runs.assign(v=v, div=(~ok).astype(float))
     return df.groupby([*GROUP, "learning_rate"], as_index=False).agg(value=("v", "median"), diverged=("div", "mean"))
 
 

@@ -44,7 +44,8 @@ def sweep_text(facts: Facts, source: SweepSource, drawn: Collection[str], reason
              f"- store: `{load.tracking.tracking_uri()}`", ""]
     best = d.best_lr.rename(columns={"score": "final train loss (median)", "n_seeds": "seeds"})
     lines += ["## Best learning rate per group", "",
-              "Lowest median final training loss over seeds; `stable` is false where every learning rate diverged.",
+              "Lowest median final training loss over seeds (a diverged, failed or pruned run counts as +inf); "
+              "`stable` is false where every learning rate diverged.",
               "", md_table(best, ".3g"), ""]
     if facts.science is not None:
         s = facts.science
@@ -52,8 +53,9 @@ def sweep_text(facts: Facts, source: SweepSource, drawn: Collection[str], reason
         steps = pd.concat([st for st in s.steps_to_target.values() if len(st)], ignore_index=True) \
             if any(len(st) for st in s.steps_to_target.values()) else pd.DataFrame()
         lines += ["## Steps to target", "",
-                  f"Reduction `{d.curve_reduction}`; the fewest steps (median over seeds, a learning rate must reach "
-                  "the target in more than half of them) per optimizer and B:", ""]
+                  f"Reduction `{d.curve_reduction}`; per optimizer and B, each seed's fewest steps over learning "
+                  "rates, then the median over seeds (more than half of them must reach the target); the rate is "
+                  "the one fastest for the most seeds:", ""]
         lines += [md_table(steps, ".3g") if len(steps) else "No learning rate reached the target.", ""]
         if len(fits):
             lines += ["S(B) = S_min (1 + B_crit / B) fitted per optimizer (NaN: fewer than 3 batch sizes):", "",

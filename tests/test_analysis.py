@@ -259,3 +259,25 @@ def test_bootstrap_intervals_from_a_store_and_none_from_one_seed(fixture_store):
     assert abs(fit["B_crit"][0] / B_CRIT - 1) < 0.05
     one = reduce.bootstrap_fit(reduce.per_seed_steps(runs[runs["seed"] == 0]).loc["sgd"])
     assert np.isfinite(one["B_crit"][0]) and np.isnan(one["B_crit"][1:]).all()
+
+
+def test_a_seed_that_never_reaches_the_target_votes_for_no_rate():
+    """Five seeds, two never reach the target: the best rate is one that reached it, not the smallest rate."""
+    rows = []
+    for seed, winner in enumerate([0.1, 0.3, 1.0, None, None]):
+        for lr in (0.01, 0.1, 0.3, 1.0):
+            rows.append({"optimizer": "sgd", "reduction": "mean", "batch_size": 8, "learning_rate": lr, "seed": seed,
+                         "outcome": "completed", "steps_to_target": 100.0 if lr == winner else np.nan})
+    runs = pd.DataFrame(rows)
+    st = reduce.steps_to_target(runs)
+    assert st["learning_rate"].iloc[0] == 0.1 and st["steps"].iloc[0] == 100.0 and st["n_seeds"].iloc[0] == 5
+    best = reduce.best_lr_to_target(runs)
+    assert best["learning_rate"].iloc[0] == 0.1 and bool(best["stable"].iloc[0])
+
+
+def test_pruned_runs_have_no_final_value_in_the_heatmap():
+    runs = pd.DataFrame({"optimizer": "sgd", "reduction": "mean", "batch_size": 8, "learning_rate": 0.1,
+                         "seed": [0, 1, 2], "outcome": ["completed", "pruned", "diverged"],
+                         "final/train/loss": [0.5, 0.9, 9.0]})
+    row = reduce.heatmap_table(runs).iloc[0]
+    assert row["value"] == np.median([0.5, 9.0]) and np.isclose(row["diverged"], 1 / 3)

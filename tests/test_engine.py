@@ -202,6 +202,19 @@ def _logged(run_id):
     return run.info.status, run.data.params, tags, run.data.metrics, histories
 
 
+def _metric_rows(store, run_id):
+    """(metric rows, latest-metric rows) of a run straight from MLflow's tables, less time/log_s and the
+    timestamp, and the set of timestamps used."""
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
+
+    with store.ManagedSessionMaker() as session:
+        def rows(model):
+            return sorted((m.key, m.step, m.value, bool(m.is_nan)) for m in
+                          session.query(model).filter(model.run_uuid == run_id) if m.key != "time/log_s")
+        stamps = {m.timestamp for m in session.query(SqlMetric).filter(SqlMetric.run_uuid == run_id)}
+        return rows(SqlMetric), rows(SqlLatestMetric), stamps
+
+
 def test_one_transaction_writes_what_mlflows_log_batch_writes(store, monkeypatch):
     """The database fast path of ``log_result`` and MLflow's own ``log_batch`` leave the same run behind."""
     from mbstudy.config import TrainConfig
@@ -214,7 +227,8 @@ def test_one_transaction_writes_what_mlflows_log_batch_writes(store, monkeypatch
     exp = tracking.get_or_create_experiment("writer")
     prov = {"git_commit": "abc", "device": "cpu"}
     fast = tracking.start_child(exp, "", "fast", cfg.hash(), "g", "writer")
-    assert tracking._sql_store() is not None
+    sql = tracking._sql_store()
+    assert sql is not None
     tracking.log_result(fast, result, cfg.to_params(), prov)
     monkeypatch.setattr(tracking, "_sql_store", lambda: None)
     slow = tracking.start_child(exp, "", "slow", cfg.hash(), "g", "writer")
@@ -226,6 +240,9 @@ def test_one_transaction_writes_what_mlflows_log_batch_writes(store, monkeypatch
     same = lambda d: {k: v for k, v in d.items() if k != "time/log_s"}  # noqa: E731
     assert same(a[3]) == same(b[3]) and "time/log_s" in a[3], "latest values"
     assert same(a[4]) == same(b[4]) and len(a[4]["train/loss"]) == 5, "every history, step by step"
+    rows_a, rows_b = _metric_rows(sql, fast), _metric_rows(sql, slow)
+    assert rows_a[0] == rows_b[0] and rows_a[1] == rows_b[1], "the same metric and latest-metric rows, is_nan included"
+    assert len(rows_a[2]) == len(rows_b[2]) == 1, "one timestamp for every point of a run, both ways"
     found = tracking.search_all(tracking.client(), exp, "metrics.`final/train/loss` > 0 and params.hidden = '8'")
     assert {r.info.run_id for r in found} == {fast, slow}
     assert tracking.client().get_run(fast).info.end_time >= tracking.client().get_run(fast).info.start_time
@@ -246,3 +263,25 @@ def test_the_fast_path_refuses_a_run_that_already_has_the_metric(store):
     assert not tracking._insert_run_data(store_, rid, {}, {"t": "y"}, [Metric("n", 1.0, 5, 0)]), "a tag set before"
     assert not tracking._insert_run_data(store_, rid, {"a": 1}, {}, [Metric("n", 1.0, 5, 0)]), "a param set before"
     assert "n" not in tracking.client().get_run(rid).data.metrics
+
+
+def test_a_key_written_between_check_and_insert_leaves_the_run_to_log_batch(store, monkeypatch):
+    """Another writer racing the one-transaction insert: the transaction rolls back and log_batch merges."""
+    import sqlalchemy
+    from mlflow.exceptions import MlflowException
+
+    from mbstudy.config import TrainConfig
+    from mbstudy.train import train
+
+    cfg = TrainConfig(dataset="teacher_5x3", hidden=(8,), steps=20, eval_every=10)
+    result = train(cfg)
+    exp = tracking.get_or_create_experiment("writer")
+    rid = tracking.start_child(exp, "", "raced", cfg.hash(), "g", "writer")
+
+    def raced(*a, **k):
+        raise MlflowException("raced") from sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("UNIQUE"))
+
+    monkeypatch.setattr(tracking, "_insert_run_data", raced)
+    tracking.log_result(rid, result, cfg.to_params(), {"git_commit": "abc"})
+    run = tracking.client().get_run(rid)
+    assert run.info.status == "FINISHED" and run.data.params["hidden"] == "8" and "time/log_s" in run.data.metrics

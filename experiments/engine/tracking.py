@@ -424,9 +424,9 @@ def log_result(run_id: str, result, params: dict[str, Any], prov: dict[str, str]
     writer = RunWriter(run_id)
     writer.log_dataset(cfg.dataset, result.data_digest[:32], f"mbstudy.load_dataset({cfg.dataset!r}, seed={cfg.data_seed})")
     store = _sql_store()
-    if store is not None and _insert_run_data(store, run_id, params, tags, _metrics(histories, summary, last, writer.timestamp)):
+    if store is not None and _insert_or_leave(store, run_id, params, tags, _metrics(histories, summary, last, writer.timestamp)):
         log_s = time.perf_counter() - t0
-        if not _insert_run_data(store, run_id, {}, {}, _metrics({}, {"time/log_s": log_s}, last, writer.timestamp),
+        if not _insert_or_leave(store, run_id, {}, {}, _metrics({}, {"time/log_s": log_s}, last, writer.timestamp),
                                 status="FINISHED"):
             with writing_run(run_id=run_id) as run:
                 run.log(metrics={"time/log_s": log_s}, step=last)
@@ -437,6 +437,20 @@ def log_result(run_id: str, result, params: dict[str, Any], prov: dict[str, str]
         log_s = time.perf_counter() - t0
         run.log(metrics={"time/log_s": log_s}, step=last)
     return log_s
+
+
+def _insert_or_leave(store, run_id: str, params, tags, metrics, status: str | None = None) -> bool:
+    """:func:`_insert_run_data`, or False (nothing written) when another writer added one of the keys between
+    its check and its insert (the transaction is rolled back; ``log_batch`` then merges as it always does)."""
+    import sqlalchemy
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _insert_run_data(store, run_id, params, tags, metrics, status)
+    except MlflowException as e:
+        if isinstance(e.__cause__, sqlalchemy.exc.IntegrityError):
+            return False
+        raise
 
 
 def _metrics(histories: dict[str, tuple[Any, Any]], metrics: dict[str, float], step: int, timestamp: int) -> list:
