@@ -285,3 +285,26 @@ def test_a_key_written_between_check_and_insert_leaves_the_run_to_log_batch(stor
     tracking.log_result(rid, result, cfg.to_params(), {"git_commit": "abc"})
     run = tracking.client().get_run(rid)
     assert run.info.status == "FINISHED" and run.data.params["hidden"] == "8" and "time/log_s" in run.data.metrics
+
+
+def test_two_writers_adding_the_same_data_set_at_once_both_link_it(store, monkeypatch):
+    """MLflow's log_inputs checks for the data set, then inserts it; a second writer doing the same at that moment
+    collides on the key (seen with two Ray workers). The run writer retries, and the retry links the data set."""
+    import sqlalchemy
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    exp = tracking.get_or_create_experiment("writer")
+    rid = tracking.start_child(exp, "", "r", "h", "g", "writer")
+    real, calls = MlflowClient.log_inputs, []
+
+    def collide_once(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MlflowException("collided") from sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("dataset_pk"))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", collide_once)
+    tracking.RunWriter(rid).log_dataset("teacher_5x3", "0" * 32, "src")
+    assert len(calls) == 2
+    assert tracking.client().get_run(rid).inputs.dataset_inputs[0].dataset.name == "teacher_5x3"

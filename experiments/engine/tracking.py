@@ -369,8 +369,19 @@ class RunWriter:
         """The data set as an MLflow input (``source_type`` code: ``source`` is the call that loads it)."""
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
+        import sqlalchemy
+        from mlflow.exceptions import MlflowException
+
         ds = Dataset(name=name, digest=digest, source_type="code", source=source)
-        client().log_inputs(self.run_id, [DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])])
+        for attempt in range(3):
+            try:
+                client().log_inputs(self.run_id, [DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])])
+                return
+            except MlflowException as e:
+                # MLflow checks whether the experiment has the data set, then inserts it: two writers logging it
+                # for the first time at once (Ray workers) collide on its key. The retry finds it and links it.
+                if attempt == 2 or not isinstance(e.__cause__, sqlalchemy.exc.IntegrityError):
+                    raise
 
 
 @contextlib.contextmanager
