@@ -39,6 +39,12 @@ def select(runs: pd.DataFrame, best: pd.DataFrame, by=GROUP) -> pd.DataFrame:
     return runs.merge(best[keys], on=keys)
 
 
+def reached_steps(runs: pd.DataFrame) -> pd.Series:
+    """Each run's steps to target, inf where it did not reach it (diverged, failed, pruned or out of budget)."""
+    col = runs["steps_to_target"] if "steps_to_target" in runs else pd.Series(np.nan, index=runs.index)
+    return col.where(runs["outcome"] == "completed", np.nan).astype(float).fillna(np.inf)
+
+
 def steps_to_target(runs: pd.DataFrame, by=("optimizer", "batch_size")) -> pd.DataFrame:
     """Shallue et al.'s steps-to-result: the first evaluation that reaches the target, minimised over learning
     rates for each seed, then the median over seeds, per group.
@@ -54,10 +60,7 @@ def steps_to_target(runs: pd.DataFrame, by=("optimizer", "batch_size")) -> pd.Da
     ``examples = steps * batch_size``. Groups that do not reach the target are
     left out.
     """
-    df = runs.copy()
-    col = df["steps_to_target"] if "steps_to_target" in df else pd.Series(np.nan, index=df.index)
-    df["s"] = col.where(df["outcome"] == "completed", np.nan).astype(float).fillna(np.inf)
-    df = df.sort_values("learning_rate", kind="stable")
+    df = runs.assign(s=reached_steps(runs)).sort_values("learning_rate", kind="stable")
     keys = [*by, "seed"] if "seed" in df else list(by)
     per_seed = df.loc[df.groupby(keys)["s"].idxmin(), [*keys, "learning_rate", "s"]]
 
@@ -131,8 +134,7 @@ def best_lr_to_target(runs: pd.DataFrame, by=GROUP) -> pd.DataFrame:
 def per_seed_steps(runs: pd.DataFrame, by=("optimizer", "batch_size")) -> pd.DataFrame:
     """Per group and seed, the fewest steps to target over learning rates (inf: no rate reached it):
     a table with one row per group and one column per seed (what :func:`steps_to_target` takes the median of)."""
-    col = runs["steps_to_target"] if "steps_to_target" in runs else pd.Series(np.nan, index=runs.index)
-    s = col.where(runs["outcome"] == "completed", np.nan).astype(float).fillna(np.inf)
+    s = reached_steps(runs)
     seed = runs["seed"] if "seed" in runs else pd.Series(0, index=runs.index)
     return s.groupby([*(runs[k] for k in by), seed.rename("seed")]).min().unstack("seed")
 

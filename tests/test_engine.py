@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from experiments.engine import driver, lifecycle, tracking
+from experiments.engine import driver, lifecycle, sql_writer, tracking
 from experiments.engine import grid as grids
 from experiments.engine.executors import EXECUTORS
 from experiments.engine.executors import ray as ray_mod
@@ -227,10 +227,10 @@ def test_one_transaction_writes_what_mlflows_log_batch_writes(store, monkeypatch
     exp = tracking.get_or_create_experiment("writer")
     prov = {"git_commit": "abc", "device": "cpu"}
     fast = tracking.start_child(exp, "", "fast", cfg.hash(), "g", "writer")
-    sql = tracking._sql_store()
+    sql = sql_writer.sql_store(tracking.client())
     assert sql is not None
     tracking.log_result(fast, result, cfg.to_params(), prov)
-    monkeypatch.setattr(tracking, "_sql_store", lambda: None)
+    monkeypatch.setattr(sql_writer, "sql_store", lambda client: None)
     slow = tracking.start_child(exp, "", "slow", cfg.hash(), "g", "writer")
     tracking.log_result(slow, result, cfg.to_params(), prov)
 
@@ -254,14 +254,14 @@ def test_the_fast_path_refuses_a_run_that_already_has_the_metric(store):
 
     exp = tracking.get_or_create_experiment("writer")
     rid = tracking.start_child(exp, "", "r", "h", "g", "writer")
-    store_ = tracking._sql_store()
-    assert tracking._insert_run_data(store_, rid, {"a": 1}, {"t": "x"}, [Metric("m", 1.0, 5, 0), Metric("m", 2.0, 5, 3)])
-    assert not tracking._insert_run_data(store_, rid, {}, {}, [Metric("m", 0.5, 6, 9)], status="FINISHED")
+    store_ = sql_writer.sql_store(tracking.client())
+    assert sql_writer.insert_run_data(store_, rid, {"a": 1}, {"t": "x"}, [Metric("m", 1.0, 5, 0), Metric("m", 2.0, 5, 3)])
+    assert not sql_writer.insert_run_data(store_, rid, {}, {}, [Metric("m", 0.5, 6, 9)], status="FINISHED")
     run = tracking.client().get_run(rid)
     assert run.data.metrics == {"m": 2.0} and run.info.status == "RUNNING", "nothing written the second time"
     assert run.data.params == {"a": "1"} and run.data.tags["t"] == "x"
-    assert not tracking._insert_run_data(store_, rid, {}, {"t": "y"}, [Metric("n", 1.0, 5, 0)]), "a tag set before"
-    assert not tracking._insert_run_data(store_, rid, {"a": 1}, {}, [Metric("n", 1.0, 5, 0)]), "a param set before"
+    assert not sql_writer.insert_run_data(store_, rid, {}, {"t": "y"}, [Metric("n", 1.0, 5, 0)]), "a tag set before"
+    assert not sql_writer.insert_run_data(store_, rid, {"a": 1}, {}, [Metric("n", 1.0, 5, 0)]), "a param set before"
     assert "n" not in tracking.client().get_run(rid).data.metrics
 
 
@@ -281,7 +281,7 @@ def test_a_key_written_between_check_and_insert_leaves_the_run_to_log_batch(stor
     def raced(*a, **k):
         raise MlflowException("raced") from sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("UNIQUE"))
 
-    monkeypatch.setattr(tracking, "_insert_run_data", raced)
+    monkeypatch.setattr(sql_writer, "insert_run_data", raced)
     tracking.log_result(rid, result, cfg.to_params(), {"git_commit": "abc"})
     run = tracking.client().get_run(rid)
     assert run.info.status == "FINISHED" and run.data.params["hidden"] == "8" and "time/log_s" in run.data.metrics

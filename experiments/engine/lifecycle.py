@@ -97,6 +97,7 @@ def dispatch_order(configs) -> list:
 # heuristic. The analysis reads a pruned run as "not reached by step S".
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a hash of the whole configuration, asked for several times per dispatch
 def prune_group(cfg) -> str | None:
     """The runs a steps-to-target minimum is taken over: the configuration without its learning rate.
 

@@ -59,6 +59,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from experiments.engine import sql_writer
+
 ROOT = Path(__file__).resolve().parents[2]  # the project root
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 PARAMS_BATCH = 100  # and of params, and of tags
@@ -351,17 +353,14 @@ class RunWriter:
             histories: dict[str, tuple[Any, Any]] | None = None) -> None:
         """Log ``params`` (lists joined by commas), ``tags``, ``metrics`` (one value each, at ``step``)
         and ``histories`` (metric -> (steps, values); non-finite values are left out)."""
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Param, RunTag
 
         c = client()
         p = [Param(k, _param_value(v)) for k, v in (params or {}).items()]
         t = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         for i in range(0, max(len(p), len(t)), PARAMS_BATCH):
             c.log_batch(self.run_id, params=p[i : i + PARAMS_BATCH], tags=t[i : i + PARAMS_BATCH])
-        ms = []
-        for key, (steps, values) in (histories or {}).items():
-            ms += [Metric(key, float(v), self.timestamp, int(s)) for s, v in zip(steps, values) if math.isfinite(v)]
-        ms += [Metric(k, float(v), self.timestamp, int(step)) for k, v in (metrics or {}).items()]
+        ms = metric_entities(histories or {}, metrics or {}, step, self.timestamp)
         for i in range(0, len(ms), BATCH):
             c.log_batch(self.run_id, metrics=ms[i : i + BATCH])
 
@@ -415,7 +414,7 @@ def log_result(run_id: str, result, params: dict[str, Any], prov: dict[str, str]
 
     Returns the seconds spent logging (also logged, as ``time/log_s``). On a
     database store (SQLite, PostgreSQL, MySQL) the params, tags and every
-    metric point go in ONE transaction (:func:`_insert_run_data`), so a run
+    metric point go in ONE transaction (``sql_writer.insert_run_data``), so a run
     is never half-logged, and it is a third of the time of MLflow's
     ``log_batch`` calls; a tracking server gets ``log_batch`` calls.
     """
@@ -434,11 +433,14 @@ def log_result(run_id: str, result, params: dict[str, Any], prov: dict[str, str]
     cfg = result.config
     writer = RunWriter(run_id)
     writer.log_dataset(cfg.dataset, result.data_digest[:32], f"mbstudy.load_dataset({cfg.dataset!r}, seed={cfg.data_seed})")
-    store = _sql_store()
-    if store is not None and _insert_or_leave(store, run_id, params, tags, _metrics(histories, summary, last, writer.timestamp)):
+    store = sql_writer.sql_store(client())
+    if store is not None and sql_writer.insert_or_leave(
+            store, run_id, {k: _param_value(v) for k, v in params.items()}, tags,
+            metric_entities(histories, summary, last, writer.timestamp)):
         log_s = time.perf_counter() - t0
-        if not _insert_or_leave(store, run_id, {}, {}, _metrics({}, {"time/log_s": log_s}, last, writer.timestamp),
-                                status="FINISHED"):
+        if not sql_writer.insert_or_leave(store, run_id, {}, {},
+                                          metric_entities({}, {"time/log_s": log_s}, last, writer.timestamp),
+                                          status="FINISHED"):
             with writing_run(run_id=run_id) as run:
                 run.log(metrics={"time/log_s": log_s}, step=last)
         return log_s
@@ -450,21 +452,8 @@ def log_result(run_id: str, result, params: dict[str, Any], prov: dict[str, str]
     return log_s
 
 
-def _insert_or_leave(store, run_id: str, params, tags, metrics, status: str | None = None) -> bool:
-    """:func:`_insert_run_data`, or False (nothing written) when another writer added one of the keys between
-    its check and its insert (the transaction is rolled back; ``log_batch`` then merges as it always does)."""
-    import sqlalchemy
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return _insert_run_data(store, run_id, params, tags, metrics, status)
-    except MlflowException as e:
-        if isinstance(e.__cause__, sqlalchemy.exc.IntegrityError):
-            return False
-        raise
-
-
-def _metrics(histories: dict[str, tuple[Any, Any]], metrics: dict[str, float], step: int, timestamp: int) -> list:
+def metric_entities(histories: dict[str, tuple[Any, Any]], metrics: dict[str, float], step: int,
+                    timestamp: int) -> list:
     """MLflow ``Metric`` entities: each history's finite points, and ``metrics`` at ``step``."""
     from mlflow.entities import Metric
 
@@ -472,63 +461,6 @@ def _metrics(histories: dict[str, tuple[Any, Any]], metrics: dict[str, float], s
     for key, (steps, values) in histories.items():
         ms += [Metric(key, float(v), timestamp, int(s)) for s, v in zip(steps, values) if math.isfinite(v)]
     return ms + [Metric(k, float(v), timestamp, int(step)) for k, v in metrics.items()]
-
-
-def _sql_store():
-    """The client's SQLAlchemy store (a database URI), or None (a tracking server, a file store)."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    store = getattr(getattr(client(), "_tracking_client", None), "store", None)
-    return store if isinstance(store, SqlAlchemyStore) else None
-
-
-def _insert_run_data(store, run_id: str, params: dict[str, Any], tags: dict[str, str], metrics: list,
-                     status: str | None = None) -> bool:
-    """Write params, tags and metrics (with their latest values) into a run that has no metrics yet, and
-    optionally its end status, in one database transaction through MLflow's own tables and validation.
-
-    This is what MLflow's ``log_batch`` writes for metrics, params and tags the run does not have yet (the
-    same rows, checked by ``tests/test_engine.py``), without building an ORM object per metric point (see
-    ``make bench`` for the time it saves). Returns False, writing nothing, when the run already has one of these
-    metrics, params or tags: ``log_batch`` then merges them as it always does.
-    """
-    from mlflow.entities import Param, RunTag
-    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
-    from mlflow.utils.validation import _validate_batch_log_data, _validate_param_keys_unique
-    from sqlalchemy import insert, update
-
-    p = [Param(k, _param_value(v)) for k, v in params.items()]
-    t = [RunTag(k, str(v)) for k, v in tags.items()]
-    metrics, p, t = _validate_batch_log_data(metrics, p, t)
-    _validate_param_keys_unique(p)
-    rows, latest = {}, {}
-    for m in metrics:  # MLflow keeps one row per (key, timestamp, step, value) and the latest by (step, time, value)
-        is_nan, value = store.sanitize_metric_value(m.value)
-        rows[(m.key, m.timestamp, m.step, value, is_nan)] = None
-        if m.key not in latest or (m.step, m.timestamp, value) > latest[m.key][:3]:
-            latest[m.key] = (m.step, m.timestamp, value, is_nan)
-    with store.ManagedSessionMaker(read_only=False) as session:
-        run = session.query(SqlRun).filter(SqlRun.run_uuid == run_id).one()
-        store._check_run_is_active(run)
-        for model, keys in ((SqlLatestMetric, latest), (SqlParam, {x.key for x in p}), (SqlTag, {x.key for x in t})):
-            if keys and session.query(model.key).filter(model.run_uuid == run_id,
-                                                        model.key.in_(sorted(keys))).first() is not None:
-                return False  # written before (a tag the driver set while ending the run, say): log_batch merges
-        if p:
-            session.execute(insert(SqlParam.__table__), [{"key": x.key, "value": x.value, "run_uuid": run_id} for x in p])
-        if t:
-            session.execute(insert(SqlTag.__table__), [{"key": x.key, "value": x.value, "run_uuid": run_id} for x in t])
-        if rows:
-            session.execute(insert(SqlMetric.__table__), [
-                {"key": k, "timestamp": ts, "step": st, "value": v, "is_nan": nan, "run_uuid": run_id}
-                for k, ts, st, v, nan in rows])
-            session.execute(insert(SqlLatestMetric.__table__), [
-                {"key": k, "step": st, "timestamp": ts, "value": v, "is_nan": nan, "run_uuid": run_id}
-                for k, (st, ts, v, nan) in latest.items()])
-        if status is not None:
-            session.execute(update(SqlRun.__table__).where(SqlRun.run_uuid == run_id)
-                            .values(status=status, end_time=int(time.time() * 1000)))
-    return True
 
 
 def fail_child(run_id: str, error: str, status: str = "FAILED") -> None:
