@@ -212,11 +212,18 @@ def run_units(ray, todo, ctx: SweepContext, *, unit_size: int, max_retries: int,
             bar.set_postfix(diverged=counts.diverged, failed=counts.failed, refresh=False)
             lifecycle.raise_if_stopped()
     except KeyboardInterrupt:
-        for ref in refs:
-            try:
-                ray.cancel(ref, force=True)
-            except Exception:  # noqa: BLE001 - Ctrl-C may have stopped a local instance already
-                pass
+        if os.environ.get("RAY_ADDRESS"):  # a cluster outlives this driver: its tasks in flight must be cancelled
+            for ref in refs:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 - the cluster may be gone already
+                    pass
+        else:
+            # A local instance dies with ray.shutdown(), and its workers with it. Cancelling first is not only
+            # unneeded but unsafe: in Ray 2.x a force-cancel that races with a task's reply aborts the driver
+            # (RAY_CHECK "Tried to complete task that was not pending", ray-project/ray#54846), which left this
+            # sweep's runs RUNNING and exited 1 instead of 143 in CI. Shut down first, then end the runs.
+            ray.shutdown()
         for unit in refs.values():
             _end_unfinished(ctx, unit, "KILLED", "interrupted")
         raise
