@@ -41,7 +41,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mbstudy.data import DATASETS, Dataset
+from mbstudy.data import DATASETS, Dataset, n_validation
 from mbstudy.losses import LOSSES, REDUCTIONS, loss_for_task
 from mbstudy.model import ACTIVATIONS
 from mbstudy.optimizers import OPTIMIZERS
@@ -93,11 +93,42 @@ def _check_loss(v, d):
     return None
 
 
+def _n_train(source, d) -> int:
+    """The training-set size a configuration trains on: the data set's, less its validation split."""
+    f = d.get("val_fraction")
+    held = n_validation(source.n_train, f) if isinstance(f, float) and 0 <= f <= 0.5 else 0
+    return source.n_train - held
+
+
+def _what_train(source, d) -> str:
+    held = source.n_train - _n_train(source, d)
+    return f"the {source.name} training set" + (f" less its {held} validation examples" if held else "")
+
+
 def _check_batch_size(v, d):
     source = DATASETS.get(d.get("dataset"))
-    if source is None or 1 <= v <= source.n_train:
+    if source is None or 1 <= v <= _n_train(source, d):
         return None
-    return f"expected 1 <= batch_size <= {source.n_train} (the {source.name} training set); received {v!r}"
+    return f"expected 1 <= batch_size <= {_n_train(source, d)} ({_what_train(source, d)}); received {v!r}"
+
+
+def _check_val_fraction(v, d):
+    if not 0 <= v <= 0.5:
+        return f"expected 0 (no validation split) <= val_fraction <= 0.5; received {v!r}"
+    source = DATASETS.get(d.get("dataset"))
+    if v > 0 and source is not None and n_validation(source.n_train, v) < 2:
+        return f"holds out {n_validation(source.n_train, v)} of {source.n_train} examples; expected at least 2"
+    return None
+
+
+def _check_target_val(v, d):
+    if v is None:
+        return None
+    if not v > 0:
+        return f"expected > 0 or none; received {v!r}"
+    if not d.get("val_fraction"):
+        return f"a validation target needs a validation split: set val_fraction (e.g. 0.2); received target_val={v!r}"
+    return None
 
 
 def _check_hyper_fields(name: str) -> str | None:
@@ -117,9 +148,9 @@ def _check_stats_every(v, d):
 
 def _check_noise_batch(v, d):
     source = DATASETS.get(d.get("dataset"))
-    if source is None or v == 0 or 2 <= v <= source.n_train:
+    if source is None or v == 0 or 2 <= v <= _n_train(source, d):
         return None
-    return f"expected 0 (the whole training set) or 2..{source.n_train}; received {v!r}"
+    return f"expected 0 (the whole training set) or 2..{_n_train(source, d)}; received {v!r}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,8 +160,10 @@ class TrainConfig:
     ``loss="auto"`` picks cross-entropy for classification data and MSE for
     regression. ``momentum`` is used by ``optimizer="momentum"`` only (heavy
     ball, ``v <- g + momentum v``, ``theta <- theta - lr v``), ``eps`` by
-    ``adam`` only. ``target_loss`` (None: no target) is a training-loss level;
-    ``stop_at_target`` ends the run at the first evaluation that reaches it.
+    ``adam`` only. ``target_loss`` (None: no target) is a training-loss level,
+    ``target_val`` a validation level (error rate or MSE; needs ``val_fraction``);
+    ``stop_at_target`` ends the run at the first evaluation by which every target
+    it sets has been reached.
     ``init_perturbation`` adds that much N(0, 1) noise to the initial weights:
     the control of the reduction experiment. ``noise_batch`` is the size of
     the fixed evaluation batch for gradient-noise statistics (the first
@@ -169,7 +202,7 @@ class TrainConfig:
     eval_every: int = _field(100, "program", "steps between evaluations", _at_least(1, "a positive int"))
     target_loss: float | None = _field(None, "host", "training-loss target (none: no target)",
                                        lambda v, d: None if v is None or v > 0 else f"expected > 0 or none; received {v!r}")
-    stop_at_target: bool = _field(False, "host", "end the run when the target is reached")
+    stop_at_target: bool = _field(False, "host", "end the run when its targets are reached")
     diverge_factor: float = _field(10.0, "host", "diverged when the loss exceeds this times its initial value",
                                    lambda v, d: None if v > 1 else f"expected > 1; received {v!r}")
     init_perturbation: float = _field(0.0, "traced", "std of N(0, 1) noise added to the initial weights",
@@ -177,6 +210,10 @@ class TrainConfig:
     noise_batch: int = _field(0, "program", "examples for the noise statistics (0: all)", _check_noise_batch)
     stats_every: int = _field(0, "host", "steps between the full statistics (0: at every evaluation)",
                               _check_stats_every, since=2)
+    val_fraction: float = _field(0.0, "program", "fraction of the training set held out for validation "
+                                 "(mbstudy.data.with_validation; 0: none)", _check_val_fraction, since=2)
+    target_val: float | None = _field(None, "host", "validation target: error rate (classification) or MSE "
+                                      "(regression); none: no target", _check_target_val, since=2)
 
     def __post_init__(self) -> None:
         for name, value in _coerced(dataclasses.asdict(self)).items():

@@ -14,6 +14,11 @@
 - ``"teacher_5x3"``: the same recipe in seed 001's shape: 5 inputs, a
   16-unit teacher, 3 outputs.
 
+A validation split (:func:`with_validation`, what ``TrainConfig.val_fraction``
+asks for) is carved from the TRAINING set by a permutation drawn from a fixed
+seed (the data set's own seed and :data:`VALIDATION_SEED`); the test set is
+never touched, so it stays for the final generalisation numbers.
+
 Inputs are float32, labels int32 (regression targets float32); the arrays
 are read-only. NumPy's global RNG is left as it was found.
 
@@ -35,10 +40,11 @@ from mbstudy.losses import loss_for_task
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-    """A train/test split and what a run needs to know about it.
+    """A train/test split (and, from :func:`with_validation`, a validation split) and what a run needs to know.
 
-    ``digest`` is the sha256 of the four arrays (dtype, shape and bytes), for
+    ``digest`` is the sha256 of the arrays (dtype, shape and bytes), for
     provenance: two runs with the same digest saw the same numbers.
+    ``x_val, y_val`` are None unless a validation split was carved.
     """
 
     name: str
@@ -51,6 +57,8 @@ class Dataset:
     n_inputs: int
     n_outputs: int
     digest: str
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
     @property
     def loss_name(self) -> str:
@@ -61,10 +69,15 @@ class Dataset:
     def n_train(self) -> int:
         return int(self.x_train.shape[0])
 
+    @property
+    def n_val(self) -> int:
+        return 0 if self.x_val is None else int(self.x_val.shape[0])
+
     def __repr__(self) -> str:
+        val = "" if self.x_val is None else f", val={self.x_val.shape}"
         return (
             f"Dataset({self.name!r}, seed={self.seed}, task={self.task!r}, "
-            f"train={self.x_train.shape}, test={self.x_test.shape}, digest={self.digest[:12]})"
+            f"train={self.x_train.shape}{val}, test={self.x_test.shape}, digest={self.digest[:12]})"
         )
 
 
@@ -136,6 +149,47 @@ def _teacher(seed: int, sizes=(128, 64, 10), name="teacher", n_train: int = 1000
         x[:n_train].astype(np.float32), y[:n_train].astype(np.float32),
         x[n_train:].astype(np.float32), y[n_train:].astype(np.float32), n_out,
     )
+
+
+VALIDATION_SEED = 2018  # the validation split's permutation: fixed, so every run of a data set holds out the same examples
+
+
+def n_validation(n_train: int, fraction: float) -> int:
+    """Examples held out for validation from a training set of ``n_train``: ``round(fraction * n_train)``.
+
+    >>> n_validation(4000, 0.2), n_validation(1438, 0.2), n_validation(1000, 0.0)
+    (800, 288, 0)
+    """
+    return int(round(fraction * n_train))
+
+
+def with_validation(data: Dataset, fraction: float) -> Dataset:
+    """``data`` with ``fraction`` of its training set held out as a validation set.
+
+    The held-out examples are drawn by a permutation from ``(data.seed, VALIDATION_SEED)``:
+    the same for every run of the data set, whatever the run's own seed. The rest
+    stay the training set in their original order; the test set is unchanged.
+    ``fraction = 0`` returns ``data`` itself.
+
+    >>> d = with_validation(load_dataset("teacher"), 0.2)
+    >>> d.n_train, d.n_val, d.x_test.shape[0]
+    (800, 200, 500)
+    """
+    if not (isinstance(fraction, (int, float)) and 0 <= fraction < 1):
+        raise ValueError(f"fraction: expected 0 <= fraction < 1; received {fraction!r}")
+    if data.x_val is not None:
+        raise ValueError(f"data: {data.name!r} already has a validation split of {data.n_val}; carve it once")
+    n_val = n_validation(data.n_train, fraction)
+    if n_val == 0:
+        return data
+    order = np.random.default_rng([data.seed, VALIDATION_SEED]).permutation(data.n_train)
+    val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+    arrays = [np.ascontiguousarray(a) for a in (data.x_train[train], data.y_train[train], data.x_test,
+                                                   data.y_test, data.x_train[val], data.y_train[val])]
+    for a in arrays:
+        a.setflags(write=False)
+    return dataclasses.replace(data, x_train=arrays[0], y_train=arrays[1], x_test=arrays[2], y_test=arrays[3],
+                               x_val=arrays[4], y_val=arrays[5], digest=_digest(*arrays))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Evaluation: the metrics of the current parameters, in one compiled program.
 
-Full-set losses (training and test), each loss's extra test metrics
-(accuracy for cross-entropy), the gradient-noise statistics of the noise
+Full-set losses (training, validation when there is a validation split, and
+test), each loss's extra metrics on the validation and test sets (accuracy for
+cross-entropy), the gradient-noise statistics of the noise
 batch (:mod:`mbstudy.noise`), in total and per parametrised layer
 (``grad/layer{i}/...``, from the same pass), and the parameters' norm; the
 names are those of :mod:`mbstudy.metrics`.
@@ -26,6 +27,8 @@ class EvalData(NamedTuple):
     ``x_noise, y_noise``: the fixed batch of the noise statistics (the first
     ``noise_batch`` training examples); ``finite_population_correction``:
     ``1/B_noise - 1/N``, zero when the noise batch is the whole training set.
+    ``x_val, y_val``: the validation split, zero rows when there is none (then no
+    ``val/`` metric is computed and the programs are those of a data set without one).
     """
 
     x_train: jax.Array
@@ -35,11 +38,27 @@ class EvalData(NamedTuple):
     x_noise: jax.Array
     y_noise: jax.Array
     finite_population_correction: jax.Array
+    x_val: jax.Array
+    y_val: jax.Array
+
+
+def _validation(params, data: EvalData, model: Any, loss_name: str) -> dict[str, jax.Array]:
+    """``val/loss`` and the loss's extra metrics on the validation split; nothing when there is none."""
+    if data.x_val.shape[0] == 0:
+        return {}
+    loss = LOSSES[loss_name]
+    out = model.apply(params, data.x_val)
+    metrics = {"val/loss": jnp.mean(loss(out, data.y_val))}
+    for name, metric in loss.metrics.items():
+        metrics[f"val/{name}"] = jnp.mean(metric(out, data.y_val))
+    return metrics
 
 
 def training_loss(params, data: EvalData, *, model: Any, loss_name: str) -> dict[str, jax.Array]:
-    """The loss on the full training set alone: what targets and divergence read, between full evaluations."""
-    return {"train/loss": jnp.mean(LOSSES[loss_name](model.apply(params, data.x_train), data.y_train))}
+    """What targets and divergence read, between full evaluations: the loss on the full training set, and
+    the validation metrics when there is a validation split."""
+    return {"train/loss": jnp.mean(LOSSES[loss_name](model.apply(params, data.x_train), data.y_train)),
+            **_validation(params, data, model, loss_name)}
 
 
 def evaluate(params, data: EvalData, *, model: Any, loss_name: str) -> dict[str, jax.Array]:
@@ -52,6 +71,7 @@ def evaluate(params, data: EvalData, *, model: Any, loss_name: str) -> dict[str,
     }
     for name, metric in loss.metrics.items():
         metrics[f"test/{name}"] = jnp.mean(metric(out_test, data.y_test))
+    metrics.update(_validation(params, data, model, loss_name))
     stats, layers = noise_stats_jit(params, data.x_noise, data.y_noise, data.finite_population_correction,
                                     model=model, loss_name=loss_name, per_layer=True)
     metrics["grad/g_norm_sq"] = stats.g_true_sq

@@ -4,7 +4,8 @@ Each entry says what the metric is and which summary it gets: ``final/<name>``
 (the last finite value) for every metric with ``summary=True``, and
 ``best/<name>`` (``min`` or ``max`` over the run) where ``best`` is set. A
 loss's extra metrics (:class:`mbstudy.losses.Loss`, e.g. cross-entropy's
-accuracy) are recorded on the test set as ``test/<name>`` with ``best="max"``.
+accuracy) are recorded on the test set as ``test/<name>`` (and on the validation
+split, when there is one, as ``val/<name>``) with ``best="max"``.
 
 Per-layer metrics, one set per parametrised layer whatever their number, are
 named ``grad/layer{i}/<name>`` (i = 0, 1, ... in the order of the model's
@@ -35,6 +36,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("train/loss", "loss on the full training set", best="min"),
     Metric("train/batch_loss", "mean batch loss of the steps since the previous evaluation"),
     Metric("test/loss", "loss on the test set", best="min"),
+    Metric("val/loss", "loss on the validation split (runs with val_fraction > 0)", best="min"),
     Metric("grad/g_norm_sq", "||G||^2, the squared norm of the true gradient (unbiased estimate)"),
     Metric("grad/trace_cov", "tr(Sigma), the trace of the per-example gradient covariance"),
     Metric("grad/b_simple", "B_simple = tr(Sigma) / ||G||^2, the simple noise scale"),
@@ -44,9 +46,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 
 
 def history_metrics() -> dict[str, Metric]:
-    """Every metric a run can record: :data:`METRICS` and each registered loss's ``test/<name>``."""
-    extra = {f"test/{name}": Metric(f"test/{name}", f"{name} on the test set ({loss.name} losses)", best="max")
-             for loss in LOSSES.values() for name in loss.metrics}
+    """Every metric a run can record: :data:`METRICS` and each registered loss's ``test/<name>`` and ``val/<name>``."""
+    extra = {f"{split}/{name}": Metric(f"{split}/{name}", f"{name} on the {what} set ({loss.name} losses)", best="max")
+             for loss in LOSSES.values() for name in loss.metrics
+             for split, what in (("test", "test"), ("val", "validation"))}
     return {**METRICS, **extra}
 
 

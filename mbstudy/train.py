@@ -10,12 +10,18 @@ loss was NaN or inf (the updates stop there, :mod:`mbstudy.step`), the full
 training loss is NaN or inf, or it exceeds ``diverge_factor`` times its
 initial value.
 
-A run that stops at its target can be given up early (``give_up``, what a
-sweep's pruning passes): at the first evaluation at or after step
-``give_up()`` that has not reached the target it stops with outcome
-``pruned``. Its steps-to-target, had it gone on, would be larger than that
-step, so a minimum over runs that some other run reached by then is the
-same with or without it.
+A run has up to two targets: ``target_loss`` on the full training loss and
+``target_val`` on the validation split (error rate for classification, MSE
+for regression); each is checked at every evaluation, and ``stop_at_target``
+ends the run once all it sets are reached.
+
+A run that stops at its targets can be given up early (``give_up``, what a
+sweep's pruning passes): a step for each target (``{"loss": s, "val": s}``,
+or one int for all). It stops, with outcome ``pruned``, at the first
+evaluation at or after the give-up step of EVERY target it has not reached.
+Its steps to such a target, had it gone on, would be larger than that step,
+so a minimum over runs that some other run reached by then is the same with
+or without it.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mbstudy.config import ConfigError, TrainConfig
-from mbstudy.data import Dataset, load_dataset
+from mbstudy.data import Dataset, load_dataset, with_validation
 from mbstudy.evaluate import EvalData, evaluate_jit, training_loss_jit
 from mbstudy.losses import LOSSES
 from mbstudy.metrics import metric_for
@@ -62,6 +68,7 @@ class RunResult:
     timings: dict[str, float]
     data_digest: str
     model_params: int
+    steps_to_val_target: int | None = None
 
     def summary(self) -> dict[str, float]:
         """``final/<metric>`` and ``best/<metric>`` as :mod:`mbstudy.metrics` says, ignoring NaN/inf;
@@ -82,18 +89,50 @@ class RunResult:
         if self.steps_to_target is not None:
             out["steps_to_target"] = float(self.steps_to_target)
             out["examples_to_target"] = float(self.steps_to_target * self.config.batch_size)
+        if self.steps_to_val_target is not None:
+            out["steps_to_val_target"] = float(self.steps_to_val_target)
+            out["examples_to_val_target"] = float(self.steps_to_val_target * self.config.batch_size)
         out.update({f"time/{k}": v for k, v in self.timings.items()})
         return out
 
 
 def eval_data(cfg: TrainConfig, data: Dataset, loss_name: str) -> EvalData:
-    """The data set on the device, targets in the loss's dtype, and the noise batch of ``cfg.noise_batch``."""
+    """The data set on the device, targets in the loss's dtype, the noise batch of ``cfg.noise_batch``, and
+    the validation split (zero rows when ``data`` has none)."""
     ydt = jnp.dtype(LOSSES[loss_name].target_dtype)
     x_tr, y_tr = jnp.asarray(data.x_train, jnp.float32), jnp.asarray(data.y_train, ydt)
     x_te, y_te = jnp.asarray(data.x_test, jnp.float32), jnp.asarray(data.y_test, ydt)
     n_noise = data.n_train if cfg.noise_batch == 0 else cfg.noise_batch
     factor = jnp.float32(1.0 / n_noise - 1.0 / data.n_train)
-    return EvalData(x_tr, y_tr, x_te, y_te, x_tr[:n_noise], y_tr[:n_noise], factor)
+    if data.x_val is None:
+        x_va, y_va = x_tr[:0], y_tr[:0]
+    else:
+        x_va, y_va = jnp.asarray(data.x_val, jnp.float32), jnp.asarray(data.y_val, ydt)
+    return EvalData(x_tr, y_tr, x_te, y_te, x_tr[:n_noise], y_tr[:n_noise], factor, x_va, y_va)
+
+
+def split_for(cfg: TrainConfig, data: Dataset) -> Dataset:
+    """``data`` with the validation split ``cfg.val_fraction`` asks for (carved here unless ``data`` has one)."""
+    if cfg.val_fraction == 0 or data.x_val is not None:
+        return data
+    return with_validation(data, cfg.val_fraction)
+
+
+def validation_error(metrics: dict, loss_name: str) -> float:
+    """What ``target_val`` is compared with: the error rate (1 - ``val/acc``) where the loss has an accuracy
+    (cross-entropy), else the validation loss (MSE)."""
+    return 1.0 - float(metrics["val/acc"]) if "acc" in LOSSES[loss_name].metrics else float(metrics["val/loss"])
+
+
+def _give_up_step(limit, pending: list[str]) -> int | None:
+    """The step from which a run that has not reached the targets ``pending`` may be given up; None: not yet."""
+    value = limit()
+    if value is None or not pending:
+        return None
+    if not isinstance(value, dict):
+        return int(value)
+    steps = [value.get(t) for t in pending]
+    return None if any(x is None for x in steps) else int(max(steps))
 
 
 def _check_against(cfg: TrainConfig, data: Dataset) -> None:
@@ -118,9 +157,11 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
     ``data`` defaults to ``load_dataset(cfg.dataset, seed=cfg.data_seed)``;
     pass it to reuse one loaded data set across runs. ``on_eval(step, params)``
     is called at every evaluation (for example to keep parameter snapshots).
-    ``give_up`` (only with ``cfg.stop_at_target``): a step count, or a function
-    returning one (or None), read at every evaluation; at the first evaluation
-    at or after it that has not reached the target the run stops, ``pruned``.
+    ``give_up`` (only with ``cfg.stop_at_target``): a step count, a dict of one
+    per target (``"loss"``, ``"val"``), or a function returning either (or None),
+    read at every evaluation; see the module docstring for when the run stops,
+    ``pruned``. A configuration with ``val_fraction`` trains on the training set
+    less its validation split (carved here unless ``data`` has one).
     A configuration checks itself when it is made (:class:`mbstudy.config.ConfigError`),
     and here against the data it is given.
 
@@ -132,11 +173,12 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg: expected an mbstudy.config.TrainConfig; received {type(cfg).__name__}")
-    data = data if data is not None else load_dataset(cfg.dataset, seed=cfg.data_seed)
+    data = split_for(cfg, data if data is not None else load_dataset(cfg.dataset, seed=cfg.data_seed))
     _check_against(cfg, data)
-    if give_up is not None and not (cfg.stop_at_target and cfg.target_loss is not None):
-        raise ValueError("give_up: only a run that stops at its target (stop_at_target and target_loss) can be "
-                         "given up; its later history would be lost otherwise")
+    targets = [t for t, v in (("loss", cfg.target_loss), ("val", cfg.target_val)) if v is not None]
+    if give_up is not None and not (cfg.stop_at_target and targets):
+        raise ValueError("give_up: only a run that stops at its targets (stop_at_target and target_loss or "
+                         "target_val) can be given up; its later history would be lost otherwise")
     limit = give_up if callable(give_up) else (lambda: give_up)
     model = cfg.build_model(data)
     loss_name = cfg.loss_name(data)
@@ -160,19 +202,22 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
         return out
 
     history: dict[str, list[float]] = {"step": []}
-    outcome, steps_to_target, initial_loss = "completed", None, None
+    outcome, reached, initial_loss = "completed", {}, None
     step, batch_loss = 0, float("nan")
     while True:
         full = not cfg.stats_every or step % cfg.stats_every == 0
         metrics = measure(evaluate if full else loss_only)
         loss = float(metrics["train/loss"])
         initial_loss = loss if initial_loss is None else initial_loss
-        if cfg.target_loss is not None and steps_to_target is None and loss <= cfg.target_loss:
-            steps_to_target = step
+        if cfg.target_loss is not None and "loss" not in reached and loss <= cfg.target_loss:
+            reached["loss"] = step
+        if cfg.target_val is not None and "val" not in reached and validation_error(metrics, loss_name) <= cfg.target_val:
+            reached["val"] = step
         diverged = bool(state.diverged) or not np.isfinite(loss) or loss > cfg.diverge_factor * initial_loss
-        stop_at = limit() if steps_to_target is None else None
+        pending = [t for t in targets if t not in reached]
+        stop_at = _give_up_step(limit, pending)
         pruned = not diverged and stop_at is not None and step >= stop_at and step < cfg.steps
-        last = diverged or pruned or step >= cfg.steps or (cfg.stop_at_target and steps_to_target is not None)
+        last = diverged or pruned or step >= cfg.steps or (cfg.stop_at_target and targets and not pending)
         if last and not full:  # the last evaluation is always full; its training loss is the same number
             metrics = measure(evaluate)
         history["step"].append(step)
@@ -202,4 +247,5 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
         step += n
 
     hist = {k: np.asarray(v, dtype=np.int64 if k == "step" else np.float64) for k, v in history.items()}
-    return RunResult(cfg, hist, outcome, steps_to_target, timings, data.digest, model.num_params)
+    return RunResult(cfg, hist, outcome, reached.get("loss"), timings, data.digest, model.num_params,
+                     reached.get("val"))

@@ -129,7 +129,8 @@ class _FakeRay:
 
 def _fake_train(cfg, slot=None, give_up_after=None):
     steps = np.array([0, 10])
-    return SimpleNamespace(config=cfg, outcome="completed", steps_to_target=None, model_params=7, data_digest="0" * 64,
+    return SimpleNamespace(config=cfg, outcome="completed", steps_to_target=None, steps_to_val_target=None,
+                           model_params=7, data_digest="0" * 64,
                            history={"step": steps, "train/loss": np.array([1.0, 0.5])},
                            timings={"compile_s": 0.1, "train_s": 0.2, "eval_s": 0.3},
                            summary=lambda: {"final/train/loss": 0.5})

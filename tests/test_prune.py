@@ -108,13 +108,26 @@ def test_the_board_starts_from_the_store_and_keeps_the_minimum():
     board = lifecycle.PruneBoard([a, b, c, other], [
         _finished(a, 300), _finished(b, 200, tagged=False),  # an older run without the tag: its params say
         _finished(c, 100, outcome="diverged"), _finished(dataclasses.replace(base, batch_size=64), 5)])
-    assert board.limit(c) == 200 and board.best_lr[lifecycle.prune_group(a)] == 0.1
-    assert board.limit(other) is None, "no run of that group yet; a group outside the sweep is ignored"
-    board.record(c, 250)
-    assert board.limit(a) == 200
-    board.record(c, 150)
-    assert board.limit(b) == 150 and board.best_lr[lifecycle.prune_group(a)] == 1.0
+    assert board.limit(c) == {"loss": 200} and board.best_lr[lifecycle.prune_group(a)] == 0.1
+    assert board.limit(other) == {}, "no run of that group yet"
+    assert board.limit(dataclasses.replace(base, batch_size=64)) is None, "a group outside the sweep is ignored"
+    board.record(c, {"loss": 250})
+    assert board.limit(a) == {"loss": 200}
+    board.record(c, {"loss": 150})
+    assert board.limit(b) == {"loss": 150} and board.best_lr[lifecycle.prune_group(a)] == 1.0
     assert board.limit(TrainConfig()) is None, "a run that does not stop at a target has no group"
+
+
+def test_with_two_targets_the_board_keeps_each_minimum_and_a_pruned_runs_reached_target_counts():
+    base = TrainConfig(dataset="teacher", hidden=(16,), target_loss=0.5, target_val=0.6, val_fraction=0.2,
+                       stop_at_target=True, batch_size=8)
+    a, b = (dataclasses.replace(base, learning_rate=lr) for lr in (0.01, 0.1))
+    pruned = _finished(a, 300, outcome="pruned")
+    pruned.data.metrics["steps_to_val_target"] = 120.0
+    board = lifecycle.PruneBoard([a, b], [pruned])
+    assert board.limit(b) == {"loss": 300, "val": 120}
+    board.record(b, {"val": 90})
+    assert board.limit(a) == {"loss": 300, "val": 90}
 
 
 def test_dispatch_starts_each_group_nearest_its_likely_best_rate():
@@ -125,11 +138,11 @@ def test_dispatch_starts_each_group_nearest_its_likely_best_rate():
     order = lifecycle.Dispatcher(todo, board)
     first = next(order)
     assert (first.batch_size, first.learning_rate) == (8, 0.1), "no result yet: the middle of the grid"
-    board.record(first, 100)
+    board.record(first, {"loss": 100})
     assert next(order).learning_rate in (0.01, 1.0), "then outward from the best so far"
     rest8 = [next(order) for _ in range(3)]
     assert {c.batch_size for c in rest8} == {8}, "one compiled program's runs together"
-    board.record(dataclasses.replace(base, batch_size=8, learning_rate=1.0), 50)
+    board.record(dataclasses.replace(base, batch_size=8, learning_rate=1.0), {"loss": 50})
     assert next(order).learning_rate == 1.0, "the next batch size starts at the previous one's best"
     without = [(c.batch_size, c.learning_rate) for c in lifecycle.Dispatcher(todo)]
     assert without == [(c.batch_size, c.learning_rate) for c in lifecycle.dispatch_order(todo)]

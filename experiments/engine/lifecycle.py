@@ -94,7 +94,11 @@ def dispatch_order(configs) -> list:
 # A run that has not reached the target by the step where another run of its
 # group already did cannot change that minimum, so the sweep gives it up there
 # (outcome ``pruned``, ``mbstudy.train.train``'s ``give_up``): exact, not a
-# heuristic. The analysis reads a pruned run as "not reached by step S".
+# heuristic. With two targets (training loss and validation) a run is given
+# up only once that holds for every target it has not reached. The analysis
+# reads a pruned run as "not reached by step S".
+
+TARGETS = {"loss": "steps_to_target", "val": "steps_to_val_target"}  # a target and its summary metric
 
 
 @functools.lru_cache(maxsize=1 << 16)  # a hash of the whole configuration, asked for several times per dispatch
@@ -108,7 +112,7 @@ def prune_group(cfg) -> str | None:
     >>> prune_group(a) == prune_group(b), prune_group(TrainConfig(target_loss=0.7))
     (True, None)
     """
-    if not (cfg.stop_at_target and cfg.target_loss is not None):
+    if not (cfg.stop_at_target and (cfg.target_loss is not None or cfg.target_val is not None)):
         return None
     return cfg.hash(without=("learning_rate",))
 
@@ -119,10 +123,11 @@ def _family(cfg) -> tuple:
 
 
 class PruneBoard:
-    """The best steps-to-target so far of every prune group of a sweep, in memory shared with the workers.
+    """The best steps to each target so far of every prune group of a sweep, in memory shared with the workers.
 
-    ``steps`` is an array of int64 (-1: none yet) in shared memory, one slot per
-    group, that the local executor's worker processes read at every evaluation
+    ``steps`` is an array of int64 (-1: none yet) in shared memory, one pair per
+    group (``slot * 2 + k`` for the k-th target of :data:`TARGETS`), that the
+    local executor's worker processes read at every evaluation
     (so a run in flight is given up as soon as another run of its group finishes
     earlier). The driver alone writes it (:meth:`record`). It starts from the
     store's finished runs, so pruning holds across a resume.
@@ -133,12 +138,12 @@ class PruneBoard:
 
         groups = sorted({g for c in configs if (g := prune_group(c)) is not None})
         self.slots = {g: i for i, g in enumerate(groups)}
-        self.steps = mp.get_context("spawn").Array("q", [-1] * max(1, len(groups)), lock=False)
+        self.steps = mp.get_context("spawn").Array("q", [-1] * max(2, 2 * len(groups)), lock=False)
         self.best_lr: dict[str, float] = {}
         self.latest_lr: dict[tuple, float] = {}
         for r in finished_runs:
-            steps = r.data.metrics.get("steps_to_target")
-            if steps is None or r.data.tags.get("outcome") != "completed":
+            reached = {t: int(r.data.metrics[m]) for t, m in TARGETS.items() if m in r.data.metrics}
+            if not reached or r.data.tags.get("outcome") not in ("completed", "pruned"):
                 continue
             tag = r.data.tags.get("prune_group")  # older runs have none: their group is computed from the params
             if tag is not None and tag not in self.slots:
@@ -147,29 +152,38 @@ class PruneBoard:
                 cfg = TrainConfig.from_params(r.data.params)
             except Exception:  # noqa: BLE001 - a run this version cannot read does not prune anything
                 continue
-            self.record(cfg, int(steps))
+            self.record(cfg, reached)
 
     def slot(self, cfg) -> int | None:
         g = prune_group(cfg)
         return None if g is None else self.slots.get(g)
 
-    def limit(self, cfg) -> int | None:
+    def limit(self, cfg) -> dict[str, int] | None:
         i = self.slot(cfg)
-        return None if i is None or self.steps[i] < 0 else int(self.steps[i])
+        return None if i is None else board_limit(self.steps, i)
 
-    def record(self, cfg, steps_to_target: int | None) -> None:
-        """A completed run of ``cfg`` reached its target at ``steps_to_target`` (None: it did not)."""
+    def record(self, cfg, reached: dict[str, int]) -> None:
+        """A run of ``cfg`` (completed or pruned) reached the targets ``reached`` ({"loss": steps, ...})."""
         i = self.slot(cfg)
-        if i is None or steps_to_target is None:
+        if i is None or not reached:
             return
-        if self.steps[i] < 0 or steps_to_target < self.steps[i]:
-            self.steps[i] = steps_to_target
-            self.best_lr[prune_group(cfg)] = cfg.learning_rate
-        self.latest_lr[_family(cfg)] = self.best_lr[prune_group(cfg)]
+        g = prune_group(cfg)
+        for k, target in enumerate(TARGETS):
+            steps = reached.get(target)
+            if steps is None:
+                continue
+            j = 2 * i + k
+            if self.steps[j] < 0 or steps < self.steps[j]:
+                self.steps[j] = steps
+                if target == ("loss" if cfg.target_loss is not None else "val"):  # the rate guess follows one target
+                    self.best_lr[g] = cfg.learning_rate
+        if g in self.best_lr:
+            self.latest_lr[_family(cfg)] = self.best_lr[g]
 
     def record_result(self, cfg, result) -> None:
-        if result is not None and result.outcome == "completed":
-            self.record(cfg, result.steps_to_target)
+        if result is not None and result.outcome in ("completed", "pruned"):
+            self.record(cfg, {t: s for t, s in (("loss", result.steps_to_target),
+                                                ("val", result.steps_to_val_target)) if s is not None})
 
     def guess(self, cfg, rates) -> float:
         """The likely best rate of ``cfg``'s group: its best so far, else the best of the arm's latest group
@@ -272,11 +286,16 @@ def set_board_steps(steps) -> None:
     _BOARD_STEPS = steps
 
 
-def train_config(cfg, slot: int | None = None, give_up_after: int | None = None):
+def board_limit(steps, slot: int) -> dict[str, int]:
+    """The give-up steps a board's array holds for group ``slot``: ``{target: steps}`` of the targets reached."""
+    return {t: int(v) for k, t in enumerate(TARGETS) if (v := steps[2 * slot + k]) >= 0}
+
+
+def train_config(cfg, slot: int | None = None, give_up_after: dict[str, int] | None = None):
     """Train one configuration (in a worker process, a Ray task, or this process), with the compilation cache.
 
     ``slot``: its group's slot of the shared :class:`PruneBoard` (read at every evaluation);
-    ``give_up_after``: a fixed step to give up at (a Ray task's, read from the store).
+    ``give_up_after``: fixed give-up steps per target (a Ray task's, read from the store).
     """
     from mbstudy.train import train
 
@@ -286,9 +305,8 @@ def train_config(cfg, slot: int | None = None, give_up_after: int | None = None)
         steps = _BOARD_STEPS
 
         def give_up():
-            v = steps[slot]
-            return None if v < 0 else int(v)
-    elif give_up_after is not None:
+            return board_limit(steps, slot)
+    elif give_up_after:
         give_up = give_up_after
     return train(cfg, _dataset(cfg.dataset, cfg.data_seed), give_up=give_up)
 

@@ -262,12 +262,18 @@ def finished_hashes(experiment_id: str) -> set[str]:
     return {r.data.tags.get("cfg_hash") for r in finished_runs(experiment_id)}
 
 
-def best_steps_to_target(experiment_id: str, prune_group: str) -> int | None:
-    """The fewest steps to target of a completed run of ``prune_group`` in the store (None: none reached it)."""
+def best_steps_to_target(experiment_id: str, prune_group: str) -> dict[str, int]:
+    """The fewest steps to each target (``{"loss": steps, "val": steps}``, the targets some run reached) of the
+    completed or pruned runs of ``prune_group`` in the store."""
     runs = search_all(client(), experiment_id, f"tags.`mbstudy.kind` = 'run' and attributes.status = 'FINISHED' "
-                                               f"and tags.prune_group = '{prune_group}' and tags.outcome = 'completed'")
-    steps = [r.data.metrics["steps_to_target"] for r in runs if "steps_to_target" in r.data.metrics]
-    return int(min(steps)) if steps else None
+                                               f"and tags.prune_group = '{prune_group}' "
+                                               "and tags.outcome IN ('completed', 'pruned')")
+    out = {}
+    for target, metric in (("loss", "steps_to_target"), ("val", "steps_to_val_target")):
+        steps = [r.data.metrics[metric] for r in runs if metric in r.data.metrics]
+        if steps:
+            out[target] = int(min(steps))
+    return out
 
 
 def _alive(pid: int) -> bool:
