@@ -135,7 +135,7 @@ def test_kill_9_then_resume_leaves_exactly_one_finished_run_per_config(store):
         (["smoke", "--set", "learning_rate=[]"], ["grid.learning_rate: an empty list gives no runs"]),
         (["smoke", "--set", "steps=ten"], ["steps: expected an int; received 'ten'"]),
         (["smoke", "--set", "steps"], ["--set: expected key=value; received 'steps'"]),
-        (["nosuchgrid"], ["GRID: unknown sweep 'nosuchgrid'; available: default, published, science, seeds, smoke"]),
+        (["nosuchgrid"], ["GRID: unknown sweep 'nosuchgrid'; available: default, generalisation, published, science, seeds, smoke"]),
         (["smoke", "--set", "optimizer=rmsprop", "--set", "learning_rate=0", "--set", "hidden=[0]"],
          ["optimizer: expected one of", "learning_rate: expected > 0; received 0", "hidden: expected a non-empty list of positive ints"]),
     ],
@@ -179,8 +179,11 @@ def test_every_shipped_grid_is_valid():
     assert sizes["default"] == 6 * 2 * 3 * 7 * 3
     assert all(n > 0 for n in sizes.values())
     science = grids.load("science").configs
-    assert {c.batch_size for c in science} == {2**k for k in range(12)} | {4000}
-    assert all(c.stop_at_target and c.target_loss for c in science)
+    full = {"mnist1d": 3200, "digits": 1150, "teacher": 800}  # each training set less its 20% validation split
+    for ds, n in full.items():
+        sizes = {c.batch_size for c in science if c.dataset == ds and c.model == "mlp"}
+        assert min(sizes) == 1 and max(sizes) == n, (ds, sorted(sizes))
+    assert all(c.stop_at_target and c.target_loss and c.target_val for c in science)
 
 
 def test_config_hash_is_stable_and_seed_free_group():

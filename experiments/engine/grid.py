@@ -17,8 +17,21 @@ learning_rate = [0.01, 0.1, 1.0]
 "1" = 40000
 ```
 
-The runs are ``base x grid x (arm_1 + arm_2 + ...)``, with ``by_batch_size``
-applied last. ``--set field=value`` on the command line replaces ``field``
+A fifth part, ``[[workloads]]``, gives a second set of alternatives crossed
+with the arms: each workload is a table of fields (data set, model, targets,
+its batch sizes) and may carry its own ``[workloads.by_batch_size.FIELD]``
+tables, which replace the top-level table of that field for its runs:
+
+```toml
+[[workloads]]
+dataset = "digits"
+batch_size = [1, 8, 64, 1150]
+[workloads.by_batch_size.steps]
+"1" = 8000
+```
+
+The runs are ``base x grid x (workload_1 + ...) x (arm_1 + arm_2 + ...)``,
+with ``by_batch_size`` applied last. ``--set field=value`` on the command line replaces ``field``
 everywhere (a list makes it a grid axis). Every configuration is checked by
 :func:`mbstudy.config.problems`, the check a :class:`~mbstudy.config.TrainConfig`
 runs on itself; unknown fields, wrong types, out-of-range values and
@@ -38,7 +51,7 @@ from mbstudy import config
 from mbstudy.config import FIELDS, SEQUENCE_FIELDS, TrainConfig
 
 GRID_DIR = Path(__file__).resolve().parents[1] / "grids"
-_TOP_KEYS = {"description", "base", "grid", "arms", "by_batch_size"}
+_TOP_KEYS = {"description", "base", "grid", "arms", "by_batch_size", "workloads"}
 
 
 class GridError(ValueError):
@@ -100,6 +113,31 @@ def _axis(field: str, v: Any) -> list[Any]:
     return [tuple(x) for x in values] if field in SEQUENCE_FIELDS else list(values)
 
 
+def _by_batch_size(raw: Any, where: str, problems: list[str]) -> dict[str, dict]:
+    """A ``by_batch_size`` table: field -> {"B": value}; problems of its TOML types go to ``problems``."""
+    out = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: expected tables [{where}.FIELD] of \"B\" = value lines; received {raw!r:.60}")
+        return out
+    for k, v in raw.items():
+        if isinstance(v, dict):
+            out[k] = dict(v)
+        else:
+            problems.append(f"{where}.{k}: expected a table [{where}.{k}] of \"B\" = value lines; received {v!r:.60}")
+    return out
+
+
+def _alternatives(spec: dict[str, Any], key: str, problems: list[str]) -> list[dict]:
+    """``[[arms]]`` or ``[[workloads]]``: a list of tables (one empty table when absent)."""
+    raw = spec.get(key, [{}])
+    if isinstance(raw, list) and all(isinstance(a, dict) for a in raw):
+        return [dict(a) for a in raw] or [{}]
+    one = {"arms": "arm", "workloads": "workload"}.get(key, "entry")
+    problems.append(f"{key}: expected an array of tables, one [[{key}]] header per {one}; received "
+                    f"{type(raw).__name__} {raw!r:.60}")
+    return [{}]
+
+
 def _tables(spec: dict[str, Any]) -> tuple[dict, dict, list[dict], dict[str, dict], list[str]]:
     """``[base]``, ``[grid]``, ``[[arms]]`` and ``[by_batch_size.*]`` of a parsed definition, and the problems of their TOML types."""
     problems = [f"{k}: unknown top-level key; expected {sorted(_TOP_KEYS)}" for k in spec if k not in _TOP_KEYS]
@@ -114,42 +152,38 @@ def _tables(spec: dict[str, Any]) -> tuple[dict, dict, list[dict], dict[str, dic
         return {}
 
     base, grid = table("base"), table("grid")
-    arms_raw = spec.get("arms", [{}])
-    if isinstance(arms_raw, list) and all(isinstance(a, dict) for a in arms_raw):
-        arms = [dict(a) for a in arms_raw] or [{}]
-    else:
-        problems.append(f"arms: expected an array of tables, one [[arms]] header per arm; received "
-                        f"{type(arms_raw).__name__} {arms_raw!r:.60}")
-        arms = [{}]
-    by_batch_size = {}
-    for k, v in table("by_batch_size").items():
-        if isinstance(v, dict):
-            by_batch_size[k] = dict(v)
-        else:
-            problems.append(f"by_batch_size.{k}: expected a table [by_batch_size.{k}] of \"B\" = value lines; received {v!r:.60}")
+    arms = _alternatives(spec, "arms", problems)
+    by_batch_size = _by_batch_size(table("by_batch_size"), "by_batch_size", problems)
     return base, grid, arms, by_batch_size, problems
 
 
 def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None = None) -> list[TrainConfig]:
     """The configurations of a parsed definition, checked; raises GridError with every problem."""
     base, grid, arms, by_batch_size, problems = _tables(spec)
-    for name, table in (("base", base), ("grid", grid), *((f"arms[{i}]", a) for i, a in enumerate(arms))):
+    workloads = _alternatives(spec, "workloads", problems)
+    own = [_by_batch_size(w.pop("by_batch_size", {}), f"workloads[{i}].by_batch_size", problems)
+           for i, w in enumerate(workloads)]  # each workload's own tables
+    for name, table in (("base", base), ("grid", grid), *((f"arms[{i}]", a) for i, a in enumerate(arms)),
+                        *((f"workloads[{i}]", w) for i, w in enumerate(workloads))):
         problems += [f"{name}.{k}: unknown field; known fields: {', '.join(FIELDS)}" for k in table if k not in FIELDS]
-    for k, table in by_batch_size.items():
-        if k not in FIELDS:
-            problems.append(f"by_batch_size.{k}: unknown field; known fields: {', '.join(FIELDS)}")
-        for b in table:
-            if not b.isdigit():
-                problems.append(f"by_batch_size.{k}: keys are batch sizes such as \"64\"; received {b!r}")
+    for where, tables in (("by_batch_size", by_batch_size),
+                          *((f"workloads[{i}].by_batch_size", t) for i, t in enumerate(own))):
+        for k, table in tables.items():
+            if k not in FIELDS:
+                problems.append(f"{where}.{k}: unknown field; known fields: {', '.join(FIELDS)}")
+            for b in table:
+                if not b.isdigit():
+                    problems.append(f"{where}.{k}: keys are batch sizes such as \"64\"; received {b!r}")
     for key, value in (overrides or {}).items():
         if key not in FIELDS:
             problems.append(f"--set {key}: unknown field; known fields: {', '.join(FIELDS)}")
             continue
-        for table in (base, grid, *arms):
+        for table in (base, grid, *arms, *workloads, *own):
             table.pop(key, None)
         by_batch_size.pop(key, None)
         (grid if _is_axis(key, value) else base)[key] = value
-    for name, table in (("grid", grid), *((f"arms[{i}]", a) for i, a in enumerate(arms))):
+    for name, table in (("grid", grid), *((f"arms[{i}]", a) for i, a in enumerate(arms)),
+                        *((f"workloads[{i}]", w) for i, w in enumerate(workloads))):
         for k, v in table.items():
             if isinstance(v, list) and not v and k in FIELDS:
                 problems.append(f"{name}.{k}: an empty list gives no runs; give at least one value")
@@ -157,14 +191,19 @@ def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None =
         raise GridError(source, problems)
 
     configs, seen, batch_sizes = [], set(), set()
-    for arm in arms:
-        axes = {**grid, **arm}
+    used: dict[tuple[str, str], set[str]] = {}  # (where, field) -> the batch sizes its table was consulted for
+    for i, (workload, arm) in enumerate(itertools.product(workloads, arms)):
+        w = i // len(arms)
+        tables = {**{f: ("by_batch_size", t) for f, t in by_batch_size.items()},
+                  **{f: (f"workloads[{w}].by_batch_size", t) for f, t in own[w].items()}}
+        axes = {**grid, **workload, **arm}
         keys = list(axes)
         for combo in itertools.product(*(_axis(k, axes[k]) for k in keys)):
             d = {**base, **dict(zip(keys, combo))}
             b = d.get("batch_size", FIELDS["batch_size"].default)
             batch_sizes.add(str(b))
-            for field, table in by_batch_size.items():
+            for field, (where, table) in tables.items():
+                used.setdefault((where, field), set()).add(str(b))
                 if str(b) in table:
                     d[field] = table[str(b)]
             bad = config.problems(d)
@@ -175,13 +214,16 @@ def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None =
             if cfg not in seen:
                 seen.add(cfg)
                 configs.append(cfg)
-    for field, table in by_batch_size.items():
+    for where, tables in (("by_batch_size", by_batch_size),
+                          *((f"workloads[{i}].by_batch_size", t) for i, t in enumerate(own))):
         if "batch_size" in (overrides or {}):  # `--set batch_size=64` picks some of the file's budgets: fine
             break
-        unused = [b for b in table if b not in batch_sizes]
-        if unused:
-            problems.append(f"by_batch_size.{field}: key(s) {unused} match no batch size of the grid "
-                            f"({sorted(batch_sizes, key=int)}); fix or remove them")
+        for field, table in tables.items():
+            seen_b = used.get((where, field), set())
+            unused = [b for b in table if b not in seen_b]
+            if unused:
+                problems.append(f"{where}.{field}: key(s) {unused} match no batch size of the grid "
+                                f"({sorted(seen_b or batch_sizes, key=int)}); fix or remove them")
     if problems:
         raise GridError(source, list(dict.fromkeys(problems)))  # one line per distinct problem
     if not configs:
