@@ -24,7 +24,7 @@ KNOWN_EXTRAS := bench ray server browser
 # the store: MLFLOW_TRACKING_URI if set, else mlflow.db in the project root
 URI     := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 
-.PHONY: help setup test test-fast lock clean-venv sweep ui server server-stop ray-start ray-stop equivalence reduction study figures report bench bench-full setup-bench measure-throughput
+.PHONY: help setup test test-fast lock clean-venv sweep ui server server-stop ray-start ray-stop equivalence reduction study study-quick figures report bench bench-full setup-bench measure-throughput
 
 help: ## list the targets
 	@echo "mbstudy — make TARGET"
@@ -83,14 +83,11 @@ equivalence: setup ## log every gradient identity's error, float32 and float64 (
 reduction: setup ## train sum against mean side by side, with the 1e-7 perturbation control (Q4)
 	$(PY) -m experiments.reduction
 
-study: setup ## everything the report uses: the default, science, seeds and published sweeps, both experiments and the benchmark
-	$(PY) -m experiments.sweep default
-	$(PY) -m experiments.sweep science
-	$(PY) -m experiments.sweep seeds
-	$(PY) -m experiments.sweep published
-	$(PY) -m experiments.equivalence
-	$(PY) -m experiments.reduction
-	$(PY) -m experiments.bench
+study: setup ## everything the report uses: the default, science, generalisation, seeds and published sweeps, both experiments and the benchmark, with an ETA across them (resumable)
+	$(PY) -m experiments.study
+
+study-quick: setup ## the same steps on fewer seeds and batch sizes: every section of the report, wider intervals
+	$(PY) -m experiments.study --quick
 
 setup-bench: $(STAMP) ## add the optional PyTorch peer of make bench (the same as make setup EXTRAS=bench)
 	$(call install-extras,bench)
@@ -98,8 +95,8 @@ setup-bench: $(STAMP) ## add the optional PyTorch peer of make bench (the same a
 bench: setup ## time per-example gradients and training steps (quick, ~5 min); PyTorch peers if installed
 	$(PY) -m experiments.bench
 
-measure-throughput: setup ## the science (one seed) and default sweeps by the code before the throughput work and by this checkout, back to back, answers compared (~16 min; needs the git history)
-	$(PY) -m experiments.measure_throughput science --set seed=0
+measure-throughput: setup ## version 1's science grid (one seed) and the default sweep by the code before the throughput work and by this checkout, back to back, answers compared (~16 min; needs the git history)
+	$(PY) -m experiments.measure_throughput experiments/throughput/science_v1.toml --set seed=0
 	$(PY) -m experiments.measure_throughput default
 
 bench-full: setup ## the same with longer timing budgets

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from analysis import load, reduce
+from analysis.generalisation import KEYS as GENERALISATION_KEYS
+from analysis.generalisation import GeneralisationFacts, generalisation_facts
+from analysis.workloads import WorkloadFacts, fastest_runs, workload_facts, workload_of
 
 OPTIMIZERS = ("sgd", "momentum", "adam")  # the order of panels, table rows and listings
 LOSS_LEVEL = 1.0  # the training loss whose first crossing is counted in examples (Q5, figure a)
@@ -143,7 +146,9 @@ class Facts:
     """Everything the figures and the report read; ``None`` where the runs are missing."""
 
     default: DefaultFacts | None = None
-    science: ScienceFacts | None = None
+    science: ScienceFacts | None = None  # the headline workload (MNIST-1D MLP), training-loss target
+    workloads: WorkloadFacts | None = None  # every workload and target of the science sweep
+    generalisation: GeneralisationFacts | None = None  # Q5b: the generalisation sweep under three budgets
     noise: NoiseFacts | None = None  # derived from default; None also when it logged no B_simple
     equivalence: EquivalenceFacts | None = None
     reduction: ReductionFacts | None = None
@@ -152,7 +157,9 @@ class Facts:
     missing: dict[str, str] = field(default_factory=dict)  # field name -> MissingRuns message (names the command)
 
 
-EXPERIMENTS = ("default", "science", "equivalence", "reduction", "bench", "published")  # noise: derived from default
+EXPERIMENTS = ("default", "science", "workloads", "generalisation", "equivalence", "reduction", "bench",
+               "published")  # noise: derived from default
+HEADLINE = "mnist1d-mlp"  # the workload of Q5's detailed figures (the others: analysis.workloads)
 
 
 # ------------------------------------------------------------ one per experiment
@@ -268,7 +275,24 @@ def collect(default: str = "default", science: str = "science", progress: bool =
         return reduction_facts(runs, hist)
 
     attempt("default", read_default)
-    attempt("science", lambda: science_facts(load.load_runs(science, hint=f"make sweep GRID={science}"), science))
+    def read_science():
+        runs = load.load_runs(science, hint=f"make sweep GRID={science}")
+        work = workload_of(runs)
+        head = runs[work == HEADLINE] if (work == HEADLINE).any() else runs[work == work.iloc[0]]
+        found["science"] = science_facts(head.reset_index(drop=True), science)
+        fastest = fastest_runs(runs)  # the runs that set steps to the training-loss target: their B_simple
+        hist = load.load_history(fastest, f"{science}-b_simple", keys=("grad/b_simple",), progress=progress)
+        return workload_facts(runs, science, hist)
+
+    attempt("workloads", read_science)
+    if "workloads" in missing:
+        missing["science"] = missing["workloads"]
+    def read_generalisation():
+        runs = load.load_runs("generalisation", hint="make sweep GRID=generalisation")
+        hist = load.load_history(runs, "generalisation", keys=GENERALISATION_KEYS, progress=progress)
+        return generalisation_facts(runs, hist)
+
+    attempt("generalisation", read_generalisation)
     attempt("equivalence", lambda: EquivalenceFacts(
         "equivalence", load.load_simple("equivalence", "equivalence", "make equivalence")))
     attempt("reduction", read_reduction)

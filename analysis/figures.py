@@ -38,7 +38,7 @@ import pandas as pd
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from analysis import load, overlap, plots
+from analysis import figures_workloads, load, overlap, plots
 from analysis.facts import LOSS_LEVEL, OPTIMIZERS, SMALL_B_LR, Facts, collect, present
 
 plt = plots.plt
@@ -47,8 +47,7 @@ SWEEPS = load.tracking.ROOT / "report" / "sweeps"  # --sweep NAME: SWEEPS / labe
 SWEEP_FACTS = frozenset({"default", "science", "noise"})  # the facts collect_sweep fills
 
 
-class Skip(Exception):
-    """Raised by a figure function when the facts hold nothing it can draw; the message says why, in one line."""
+Skip = plots.Skip  # raised by a figure function when the facts hold nothing it can draw
 
 
 @dataclass(frozen=True)
@@ -265,6 +264,12 @@ def powers_of_two(facts: Facts) -> Figure | None:
     ax.set_title(f"Training step at 2^k ± 1 ({b.runs['device'].iloc[0]}): {r.min():.2f}–{r.max():.2f}× of 2^k")
     return fig
 
+
+
+# ------------------------------------------- the science sweep across workloads (analysis.figures_workloads)
+
+for _name, _needs, _draw in figures_workloads.SPECS:
+    figure(_name, needs=_needs)(_draw)
 
 # ------------------------------------------------------------ drawing, saving
 

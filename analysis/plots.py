@@ -22,6 +22,10 @@ import seaborn as sns  # noqa: E402
 STYLE = Path(__file__).with_name("mbstudy.mplstyle")
 
 
+class Skip(Exception):
+    """Raised by a figure function when the facts hold nothing it can draw; the message says why, in one line."""
+
+
 def use_style() -> None:
     """The seaborn paper theme with ``mbstudy.mplstyle`` on top (changes matplotlib's global rcParams)."""
     sns.set_theme(context="paper", style="whitegrid")

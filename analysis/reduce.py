@@ -39,13 +39,18 @@ def select(runs: pd.DataFrame, best: pd.DataFrame, by=GROUP) -> pd.DataFrame:
     return runs.merge(best[keys], on=keys)
 
 
-def reached_steps(runs: pd.DataFrame) -> pd.Series:
-    """Each run's steps to target, inf where it did not reach it (diverged, failed, pruned or out of budget)."""
-    col = runs["steps_to_target"] if "steps_to_target" in runs else pd.Series(np.nan, index=runs.index)
-    return col.where(runs["outcome"] == "completed", np.nan).astype(float).fillna(np.inf)
+TARGET_METRICS = {"loss": "steps_to_target", "val": "steps_to_val_target"}  # a target and its summary metric
 
 
-def steps_to_target(runs: pd.DataFrame, by=("optimizer", "batch_size")) -> pd.DataFrame:
+def reached_steps(runs: pd.DataFrame, metric: str = "steps_to_target") -> pd.Series:
+    """Each run's steps to a target (``metric``: ``steps_to_target`` for the training loss, ``steps_to_val_target``
+    for the validation target), inf where it did not reach it (diverged, failed, out of budget, or pruned
+    before it: a run pruned after reaching this target, while short of its other one, keeps its count)."""
+    col = runs[metric] if metric in runs else pd.Series(np.nan, index=runs.index)
+    return col.where(runs["outcome"].isin(["completed", "pruned"]), np.nan).astype(float).fillna(np.inf)
+
+
+def steps_to_target(runs: pd.DataFrame, by=("optimizer", "batch_size"), metric: str = "steps_to_target") -> pd.DataFrame:
     """Shallue et al.'s steps-to-result: the first evaluation that reaches the target, minimised over learning
     rates for each seed, then the median over seeds, per group.
 
@@ -60,7 +65,7 @@ def steps_to_target(runs: pd.DataFrame, by=("optimizer", "batch_size")) -> pd.Da
     ``examples = steps * batch_size``. Groups that do not reach the target are
     left out.
     """
-    df = runs.assign(s=reached_steps(runs)).sort_values("learning_rate", kind="stable")
+    df = runs.assign(s=reached_steps(runs, metric)).sort_values("learning_rate", kind="stable")
     keys = [*by, "seed"] if "seed" in df else list(by)
     per_seed = df.loc[df.groupby(keys)["s"].idxmin(), [*keys, "learning_rate", "s"]]
 
@@ -119,11 +124,11 @@ def fit_hyperbola(batch_size, steps) -> dict[str, float]:
     return {"S_min": s_min, "B_crit": b_crit, "E_min": s_min * b_crit, "r2": float(r2), "n": int(len(B))}
 
 
-def best_lr_to_target(runs: pd.DataFrame, by=GROUP) -> pd.DataFrame:
+def best_lr_to_target(runs: pd.DataFrame, by=GROUP, metric: str = "steps_to_target") -> pd.DataFrame:
     """:func:`best_lr` by steps to target, defined as :func:`steps_to_target` defines it (so exact under
     pruning): per group the rate that is fastest for the most seeds, ``score`` the median over seeds of each
     seed's fewest steps, ``n_seeds``, and ``stable`` False (rate NaN) where the target was not reached."""
-    st = steps_to_target(runs, by)
+    st = steps_to_target(runs, by, metric)
     keys = runs[list(by)].drop_duplicates().sort_values(list(by))
     out = keys.merge(st[[*by, "learning_rate", "steps", "n_seeds"]], on=list(by), how="left")
     out = out.rename(columns={"steps": "score"}).reset_index(drop=True)
@@ -131,10 +136,10 @@ def best_lr_to_target(runs: pd.DataFrame, by=GROUP) -> pd.DataFrame:
     return out
 
 
-def per_seed_steps(runs: pd.DataFrame, by=("optimizer", "batch_size")) -> pd.DataFrame:
+def per_seed_steps(runs: pd.DataFrame, by=("optimizer", "batch_size"), metric: str = "steps_to_target") -> pd.DataFrame:
     """Per group and seed, the fewest steps to target over learning rates (inf: no rate reached it):
     a table with one row per group and one column per seed (what :func:`steps_to_target` takes the median of)."""
-    s = reached_steps(runs)
+    s = reached_steps(runs, metric)
     seed = runs["seed"] if "seed" in runs else pd.Series(0, index=runs.index)
     return s.groupby([*(runs[k] for k in by), seed.rename("seed")]).min().unstack("seed")
 
@@ -160,30 +165,64 @@ def bootstrap_fit(table: pd.DataFrame, *, n_boot: int = 1000, level: float = 0.9
     """
     B = np.asarray(table.index, float)
     values = table.to_numpy(float)
-
-    def estimate(v: np.ndarray) -> dict[str, float]:
-        # NaN: a seed with no finished run at that B, left out as steps_to_target leaves it out; inf: not reached
-        med = np.nanmedian(v, axis=1)
-        fit = fit_hyperbola(B, med)
-        out = {k: fit[k] for k in ("B_crit", "S_min", "E_min")}
-        if small_b is not None:
-            out["slope"] = loglog_slope(B[B <= small_b], med[B <= small_b])
-        return out
-
-    point = estimate(values)
+    point = _estimate(B, values, small_b)
     n_seeds = values.shape[1]
     if n_seeds < 2:
         return {k: (v, np.nan, np.nan) for k, v in point.items()}
     rng = np.random.default_rng(seed)
-    reps = [estimate(values[:, rng.integers(0, n_seeds, n_seeds)]) for _ in range(n_boot)]
-    alpha = (1 - level) / 2
-    out = {}
-    for k, v in point.items():
-        r = np.array([rep[k] for rep in reps], float)
-        r = r[np.isfinite(r)]
-        lo, hi = (np.quantile(r, [alpha, 1 - alpha]) if len(r) >= 0.5 * n_boot else (np.nan, np.nan))
-        out[k] = (v, float(lo), float(hi))
+    reps = [_estimate(B, values[:, rng.integers(0, n_seeds, n_seeds)], small_b) for _ in range(n_boot)]
+    return {k: (v, *_percentile([rep[k] for rep in reps], level, n_boot)) for k, v in point.items()}
+
+
+def _estimate(B: np.ndarray, values: np.ndarray, small_b: int | None) -> dict[str, float]:
+    """The fit of the median over seeds (columns) at each batch size (rows), and the small-B slope."""
+    # NaN: a seed with no finished run at that B, left out as steps_to_target leaves it out; inf: not reached
+    med = np.nanmedian(values, axis=1)
+    fit = fit_hyperbola(B, med)
+    out = {k: fit[k] for k in ("B_crit", "S_min", "E_min", "r2")}
+    if small_b is not None:
+        out["slope"] = loglog_slope(B[B <= small_b], med[B <= small_b])
     return out
+
+
+def _percentile(values, level: float, n_boot: int) -> tuple[float, float]:
+    """The percentile interval of the finite replicates; NaN when fewer than half of them are finite."""
+    r = np.asarray(values, float)
+    r = r[np.isfinite(r)]
+    if len(r) < 0.5 * n_boot:
+        return np.nan, np.nan
+    lo, hi = np.quantile(r, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def bootstrap_ratio(num: pd.DataFrame, den: pd.DataFrame, *, key: str = "B_crit", n_boot: int = 1000,
+                    level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """``key`` of one :func:`per_seed_steps` table's fit divided by another's (momentum's B_crit over SGD's),
+    with a paired bootstrap over the seeds the two share (seed k is the same initialisation and data order
+    in both): ``(estimate, lo, hi)``; the interval is NaN with fewer than 2 shared seeds.
+
+    >>> B = np.array([1, 4, 16, 64, 256, 1024])
+    >>> a = pd.DataFrame({s: 100 * (1 + 50 / B) * f for s, f in enumerate((0.9, 1.0, 1.1))}, index=B)
+    >>> b = pd.DataFrame({s: 100 * (1 + 200 / B) * f for s, f in enumerate((0.9, 1.0, 1.1))}, index=B)
+    >>> r = bootstrap_ratio(b, a, n_boot=100)
+    >>> round(r[0], 6), r[1] <= 4 <= r[2]
+    (4.0, True)
+    """
+    seeds = [c for c in num.columns if c in set(den.columns)]
+    index = num.index.union(den.index)
+    a = num.reindex(index)[seeds].to_numpy(float)
+    b = den.reindex(index)[seeds].to_numpy(float)
+    B = np.asarray(index, float)
+
+    def ratio(cols) -> float:
+        return _estimate(B, a[:, cols], None)[key] / _estimate(B, b[:, cols], None)[key]
+
+    point = ratio(np.arange(len(seeds))) if seeds else np.nan
+    if len(seeds) < 2:
+        return point, np.nan, np.nan
+    rng = np.random.default_rng(seed)
+    reps = [ratio(rng.integers(0, len(seeds), len(seeds))) for _ in range(n_boot)]
+    return (point, *_percentile(reps, level, n_boot))
 
 
 def loglog_slope(x, y) -> float:

@@ -16,6 +16,9 @@ the steps-to-target fit when some run reached its target, every figure the
 runs support and why each other one was skipped, into
 ``report/sweeps/<NAME>/REPORT.md`` beside its ``figures/`` (never
 ``report/REPORT.md`` or ``report/figures/``).
+
+The study's report (``report/REPORT.md``) also rewrites the table "What the
+study found" in ``README.md`` from the same facts (:mod:`analysis.findings`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import figures, load
+from analysis import figures, findings, load, report_workloads
 from analysis.facts import LOSS_LEVEL, SMALL_B_LR, SMALL_B_STEPS, Facts, collect
 
 REPORT_DIR = load.tracking.ROOT / "report"
@@ -40,6 +43,7 @@ QUESTIONS = {
     "Q3": "Why back-propagate a scalar and not the B×outputs matrix? Is averaging B per-example gradients B times the work?",
     "Q4": "Sum or mean over the batch: does it only rescale the learning rate?",
     "Q5": "Update after every example, or after the batch? How does the number of steps depend on the batch size?",
+    "Q5b": "Do small batches generalise better?",
     "Q6": "Why powers of two for the batch size?",
     "Q7": "Per-example losses 2 and −2 \"average to zero\": do per-example gradients cancel?",
 }
@@ -281,7 +285,8 @@ def q5(facts: Facts, drawn: Collection[str]) -> str:
         ci = sci.intervals
         if len(good):
             parts.append(
-                "**Steps to a target follow McCandlish et al.'s hyperbola S(B) = S_min(1 + B_crit/B):** "
+                "**Steps to a target follow McCandlish et al.'s hyperbola S(B) = S_min(1 + B_crit/B).** On the "
+                "MNIST-1D MLP, training-loss target (the other workloads and the validation target below): "
                 + ", ".join(f"{r.optimizer}: B_crit ≈ {with_interval(ci.get(r.optimizer, {}).get('B_crit'), r.B_crit)}, "
                             f"S_min ≈ {with_interval(ci.get(r.optimizer, {}).get('S_min'), r.S_min)}, R² = {r.r2:.3f}"
                             for r in good.itertuples())
@@ -299,6 +304,7 @@ def q5(facts: Facts, drawn: Collection[str]) -> str:
         parts.append(f"The best SGD learning rate grows with B (log-log slope {s:.2f} for B ≤ {SMALL_B_LR}), then saturates.\n")
     parts.append(figure_markdown(drawn, "c2_best_lr", "Best learning rate (fewest steps to target) against batch size."))
     parts.append(figure_markdown(drawn, "e_loss_vs_time", "Training loss against wall-clock training time on this CPU."))
+    parts.append(report_workloads.q5_workloads(facts, drawn, md_table, figure_markdown))
     if not any(parts):
         return "Not measured yet: run `make sweep` and `make sweep GRID=science`.\n"
     return "\n".join(p for p in parts if p)
@@ -432,7 +438,9 @@ def text(facts: Facts, drawn: Collection[str], generated: str) -> str:
     """The report's Markdown from the facts, the names of the figures drawn and the generation time."""
     body = {
         "Q1": q1(facts), "Q2": q2(facts), "Q3": q3(facts, drawn), "Q4": q4(facts, drawn),
-        "Q5": q5(facts, drawn), "Q6": q6(facts, drawn), "Q7": q7(facts, drawn),
+        "Q5": q5(facts, drawn),
+        "Q5b": report_workloads.q5b(facts, drawn, md_table, figure_markdown, _not_measured),
+        "Q6": q6(facts, drawn), "Q7": q7(facts, drawn),
     }
     lines = [
         "# What mini-batch backpropagation computes, and what it costs",
@@ -460,6 +468,9 @@ def build(default: str = "default", science: str = "science", out: Path = REPORT
     path = out / "REPORT.md"
     path.write_text(text(facts, drawn, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
     print(f"wrote {path} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    readme = load.tracking.ROOT / "README.md"
+    if out == REPORT_DIR and readme.exists() and findings.update_readme(readme, findings.table(facts)):
+        print(f"updated the findings table of {readme} from the same runs", file=sys.stderr)
     return path
 
 

@@ -1,6 +1,7 @@
 """Sweep throughput, old against new: ``python -m experiments.measure_throughput [GRID ...] [--baseline COMMIT]``.
 
-For each grid (default: ``science``, then ``default``) the same sweep runs
+For each grid (default: version 1's science grid, ``experiments/throughput/science_v1.toml``,
+which the old code can read, then ``default``) the same sweep runs
 twice, back to back, each into a fresh SQLite store with a cold JAX
 compilation cache of its own, so both share one stretch of the machine's load:
 
@@ -13,7 +14,7 @@ compilation cache of its own, so both share one stretch of the machine's load:
 2. **new**: this checkout, exactly as ``make sweep GRID=...`` runs it.
 
 ``--set KEY=VALUE`` (repeatable) is passed to both sweeps, for example
-``science --set seed=0`` to time one seed of the science grid. Times are the
+``experiments/throughput/science_v1.toml --set seed=0`` to time one seed of that grid. Times are the
 whole command as a user waits for it. It prints, as Markdown,
 the wall time of each, their ratio, and each sweep's own summary (seconds
 summed over runs). It then checks the answers: every (optimizer, batch size)
@@ -35,6 +36,8 @@ import time
 from pathlib import Path
 
 from experiments.engine import grid as grids
+
+SCIENCE_V1 = Path(__file__).resolve().parent / "throughput" / "science_v1.toml"  # a grid the old code can read
 from experiments.engine import tracking
 
 BASELINE = "fa30feb"
@@ -103,7 +106,7 @@ def _summary(stdout: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments.measure_throughput", description=__doc__.split("\n\n")[0])
-    ap.add_argument("grids", nargs="*", default=["science", "default"], metavar="GRID",
+    ap.add_argument("grids", nargs="*", default=[str(SCIENCE_V1), "default"], metavar="GRID",
                     help="sweep names or .toml paths (default: science default)")
     ap.add_argument("--baseline", default=BASELINE, help=f"the old code's commit (default {BASELINE})")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: cores)")

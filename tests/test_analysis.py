@@ -168,13 +168,14 @@ def test_collect_on_an_empty_store_records_every_experiment_as_missing(tmp_path,
     facts = facts_mod.collect(progress=False)
     assert all(getattr(facts, name) is None for name in (*facts_mod.EXPERIMENTS, "noise"))
     commands = {"default": "make sweep GRID=default", "science": "make sweep GRID=science",
+                "workloads": "make sweep GRID=science", "generalisation": "make sweep GRID=generalisation",
                 "equivalence": "make equivalence", "reduction": "make reduction", "bench": "make bench",
                 "published": "make sweep GRID=published"}
     assert set(facts.missing) == set(facts_mod.EXPERIMENTS) == set(commands)
     for name, command in commands.items():
         assert command in facts.missing[name], (name, facts.missing[name])
     assert figures.render(facts, tmp_path / "figures") == {} and not (tmp_path / "figures").exists()
-    assert set(figures.skipped(facts)) == {"default", "science", "reduction", "bench"}
+    assert set(figures.skipped(facts)) == {"default", "science", "workloads", "generalisation", "reduction", "bench"}
     text = report.text(facts, {}, "now")
     for q in report.QUESTIONS:
         assert f"## {q}." in text, q
@@ -201,7 +202,8 @@ def test_figures_and_report_are_built_from_one_collect(fixture_store, monkeypatc
     monkeypatch.setattr(report, "collect", counted_collect)
     monkeypatch.setattr(load, "load_history", counted_history)
     path = report.build("fake", "fake", fixture_store / "report", progress=False)
-    assert calls == {"collect": 1, "history": 1}
+    # one collect; histories: the default sweep's, and the science sweep's B_simple of its fastest runs
+    assert calls == {"collect": 1, "history": 2}
     text = path.read_text()
     figs = fixture_store / "report" / "figures"
     for name in ("a_loss_curves", "b_heatmaps", "c_steps_to_target", "c2_best_lr"):

@@ -1,0 +1,143 @@
+"""Run everything the report uses, step after step, with the progress and an ETA across all steps.
+
+``python -m experiments.study`` (``make study``) runs the sweeps and the side
+experiments of the full study; ``--quick`` (``make study-quick``) the same
+steps with fewer seeds and batch sizes (:data:`QUICK`), which gives every
+section of the report with wider intervals in a fraction of the time. Each
+step is a command of its own (``python -m experiments.sweep GRID ...``), run in
+turn; its own progress bar shows inside the step, and between steps a line
+says how far the study is and about how long is left.
+
+The ETA weighs the steps by how long each took the last time the study ran on
+this machine (``.cache/study-times.json``, written as the steps finish), and by
+:data:`FIRST_GUESS` (seconds measured on two cores) before that. Every step is
+resumable (a sweep skips the runs its store holds), so a stopped study is
+continued by running the same command again. A step that fails stops the
+study with its exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMES = ROOT / ".cache" / "study-times.json"
+
+# (name, arguments of `python -m`); the full study
+FULL = [
+    ("sweep default", ["experiments.sweep", "default"]),
+    ("sweep science", ["experiments.sweep", "science"]),
+    ("sweep generalisation", ["experiments.sweep", "generalisation"]),
+    ("sweep seeds", ["experiments.sweep", "seeds"]),
+    ("sweep published", ["experiments.sweep", "published"]),
+    ("equivalence", ["experiments.equivalence"]),
+    ("reduction", ["experiments.reduction"]),
+    ("bench", ["experiments.bench"]),
+]
+
+# the quick study: the same steps on fewer seeds and batch sizes (B = 1 and the full batch are the slow ones)
+QUICK = [
+    ("sweep default", ["experiments.sweep", "default", "--set", "seed=0"]),
+    ("sweep science", ["experiments.sweep", "science", "--set", "seed=[0, 1, 2]", "--set", "batch_size=[4, 16, 64, 256]"]),
+    ("sweep generalisation", ["experiments.sweep", "generalisation", "--set", "seed=0"]),
+    ("sweep seeds", ["experiments.sweep", "seeds"]),
+    ("sweep published", ["experiments.sweep", "published", "--set", "seed=0"]),
+    ("equivalence", ["experiments.equivalence"]),
+    ("reduction", ["experiments.reduction"]),
+    ("bench", ["experiments.bench", "--smallest"]),
+]
+
+# seconds per step on two cores (Intel Xeon, this project's CI machine), until this machine has its own
+FIRST_GUESS = {
+    "full": {"sweep default": 250, "sweep science": 900, "sweep generalisation": 600, "sweep seeds": 20,
+             "sweep published": 60, "equivalence": 30, "reduction": 30, "bench": 300},
+    "quick": {"sweep default": 90, "sweep science": 200, "sweep generalisation": 150, "sweep seeds": 20,
+              "sweep published": 25, "equivalence": 30, "reduction": 30, "bench": 60},
+}
+
+
+def clock(seconds: float) -> str:
+    """``12m03s`` (or ``45s``).
+
+    >>> clock(723.4), clock(45.0)
+    ('12m03s', '45s')
+    """
+    s = int(round(seconds))
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def _load_times() -> dict:
+    try:
+        return json.loads(TIMES.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_time(mode: str, name: str, seconds: float) -> None:
+    times = _load_times()
+    times.setdefault(mode, {})[name] = round(seconds, 1)
+    TIMES.parent.mkdir(parents=True, exist_ok=True)
+    tmp = TIMES.with_suffix(".tmp")
+    tmp.write_text(json.dumps(times, indent=1, sort_keys=True))
+    tmp.replace(TIMES)
+
+
+def expected(mode: str, steps) -> dict[str, float]:
+    """Seconds each step is expected to take: its last time here, else :data:`FIRST_GUESS`."""
+    last = _load_times().get(mode, {})
+    return {name: float(last.get(name, FIRST_GUESS[mode].get(name, 60))) for name, _ in steps}
+
+
+def run(mode: str, steps, out=sys.stderr) -> int:
+    """Run ``steps`` in turn; returns 0, or the exit status of the first step that failed."""
+    guess = expected(mode, steps)
+    total = sum(guess.values())
+    t_start = time.perf_counter()
+    done_weight = 0.0
+    print(f"study ({mode}): {len(steps)} steps, about {clock(total)} expected", file=out, flush=True)
+    for i, (name, args) in enumerate(steps, 1):
+        print(f"\n=== study step {i}/{len(steps)}: {name}  (python -m {' '.join(args)})", file=out, flush=True)
+        t0 = time.perf_counter()
+        status = subprocess.call([sys.executable, "-m", *args], cwd=ROOT)
+        took = time.perf_counter() - t0
+        if status != 0:
+            print(f"study: step {name} failed (exit {status}) after {clock(took)}; fix it and rerun the same "
+                  "command: every finished step's runs are kept and skipped", file=out, flush=True)
+            return status
+        _save_time(mode, name, took)
+        done_weight += guess[name]
+        elapsed = time.perf_counter() - t_start
+        left = sum(guess[n] for n, _ in steps[i:])
+        pace = elapsed / done_weight if done_weight else 1.0  # how this run compares with the expectation
+        bar = "#" * round(20 * done_weight / total) + "." * (20 - round(20 * done_weight / total))
+        print(f"=== study [{bar}] {i}/{len(steps)} steps, {name} took {clock(took)}; {clock(elapsed)} elapsed"
+              + (f", about {clock(left * pace)} left" if i < len(steps) else ""), file=out, flush=True)
+    print(f"study ({mode}): done in {clock(time.perf_counter() - t_start)}; `make report` writes report/REPORT.md",
+          file=out, flush=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m experiments.study", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer seeds and batch sizes: every section, wider intervals")
+    ap.add_argument("--list", action="store_true", help="print the steps and their expected times, run nothing")
+    a = ap.parse_args(argv)
+    mode, steps = ("quick", QUICK) if a.quick else ("full", FULL)
+    if a.list:
+        for (name, args), sec in zip(steps, expected(mode, steps).values()):
+            print(f"{name:22s} about {clock(sec):>7s}   python -m {' '.join(args)}")
+        return 0
+    try:
+        return run(mode, steps)
+    except KeyboardInterrupt:
+        print("\nstudy: interrupted; rerun the same command to continue (finished runs are skipped)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

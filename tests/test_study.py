@@ -1,0 +1,69 @@
+"""``make study`` / ``make study-quick``: the steps run in turn with an ETA, a failing step stops the study, and
+the quick study's store gives a report in which every section has numbers."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments import study
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_steps_run_in_turn_with_an_eta_and_their_times_are_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "TIMES", tmp_path / "times.json")
+    steps = [("one", ["json.tool", "--help"]), ("two", ["json.tool", "--help"])]
+    out = io.StringIO()
+    assert study.run("quick", steps, out=out) == 0
+    text = out.getvalue()
+    assert "study (quick): 2 steps" in text and "1/2 steps, one took" in text and "left" in text
+    assert "2/2 steps, two took" in text and "done in" in text
+    assert set(study.expected("quick", steps)) == {"one", "two"}
+    assert study.expected("quick", steps)["one"] < 60, "the time measured here replaces the first guess"
+
+
+def test_a_failing_step_stops_the_study_with_its_status(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "TIMES", tmp_path / "times.json")
+    out = io.StringIO()
+    steps = [("bad", ["experiments.sweep", "nosuchgrid", "--dry-run"]), ("never", ["json.tool", "--help"])]
+    assert study.run("full", steps, out=out) == 2
+    assert "step bad failed (exit 2)" in out.getvalue() and "never" not in out.getvalue().split("failed")[1]
+
+
+def test_both_studies_name_every_grid_the_report_reads():
+    for steps in (study.FULL, study.QUICK):
+        names = [n for n, _ in steps]
+        for grid in ("default", "science", "generalisation", "seeds", "published"):
+            assert f"sweep {grid}" in names
+        assert {"equivalence", "reduction", "bench"} <= set(names)
+
+
+@pytest.mark.slow
+def test_the_quick_study_gives_every_section_of_the_report_numbers(tmp_path):
+    """`make study-quick` as a user runs it (into a fresh store), then `make report`: every question's
+    section has numbers and none says it was not measured."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    p = subprocess.run([sys.executable, "-m", "experiments.study", "--quick"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=1500)
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert "study (quick): done in" in p.stderr
+    out = tmp_path / "report"
+    p = subprocess.run([sys.executable, "-m", "analysis.report", "--out", str(out)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-4000:]
+    text = (out / "REPORT.md").read_text()
+    sections = re.split(r"^## ", text, flags=re.M)[1:]
+    assert len(sections) >= 9
+    for s in sections:
+        title = s.splitlines()[0]
+        assert "Not measured" not in s and "not measured yet" not in s.lower(), title
+        assert re.search(r"\d\.\d", s), f"no number in section {title!r}"
+    for name in ("w1_steps_to_target", "w2_b_simple_vs_b_crit", "w3_generalisation"):
+        assert (out / "figures" / f"{name}.png").exists(), name
