@@ -3,6 +3,8 @@ science sweep's analysis across workloads (shape checks, B_simple, Q5b's budgets
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -207,3 +209,21 @@ def test_a_pruned_run_that_reached_one_target_counts_for_it():
                          "steps_to_target": [np.nan, 80.0, 5.0]})
     assert reduce.reached_steps(runs, "steps_to_val_target").tolist() == [30.0, 50.0, np.inf]
     assert reduce.reached_steps(runs).tolist() == [np.inf, 80.0, np.inf]
+
+
+def test_the_readme_findings_table_is_written_between_its_markers(tmp_path):
+    from analysis import findings
+    from analysis.facts import Facts
+
+    root = Path(__file__).resolve().parent.parent
+    assert findings.START in (root / "README.md").read_text(), "the README carries the generated block"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{findings.START}\nold typed table\n{findings.END}\nrest\n")
+    text = findings.table(Facts())
+    assert text.count("\n") == len(findings.ROWS) + 1 and "not measured in this store" in text
+    assert findings.update_readme(readme, text)
+    body = readme.read_text()
+    assert "old typed table" not in body and body.startswith("intro\n") and body.endswith("rest\n")
+    assert findings.update_readme(readme, text) and readme.read_text() == body, "idempotent"
+    (tmp_path / "other.md").write_text("no markers")
+    assert not findings.update_readme(tmp_path / "other.md", text)
