@@ -65,6 +65,7 @@ class WorkloadFacts:
     panels: dict[tuple[str, str], Panel]
     checks: pd.DataFrame  # one row per (workload, target, optimizer): see shape_checks
     b_simple: pd.DataFrame = field(default_factory=pd.DataFrame)  # see b_simple_table
+    runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # every finished run of the sweep
 
     @property
     def workloads(self) -> list[str]:
@@ -159,4 +160,4 @@ def workload_facts(runs: pd.DataFrame, experiment: str, history: pd.DataFrame | 
     pan = panels(runs, n_boot)
     checks = shape_checks(pan, n_boot)
     bs = b_simple_table(runs, history, checks) if history is not None and len(checks) else pd.DataFrame()
-    return WorkloadFacts(experiment, pan, checks, bs)
+    return WorkloadFacts(experiment, pan, checks, bs, runs)

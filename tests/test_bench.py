@@ -17,8 +17,10 @@ def test_smallest_bench_schema_and_mlflow(tmp_path, monkeypatch, capsys):
     assert len(files) == 1 and files[0].with_suffix(".md").exists()
     out = json.loads(files[0].read_text())
     assert out["mode"] == "smallest" and {"cpu", "cores", "device", "jax_version"} <= set(out["machine"])
-    rows = out["rows"]
+    rows = [r for r in out["rows"] if r["kind"] == "per_example"]
     assert [r["B"] for r in rows] == [8, 32]
+    pow2 = [r for r in out["rows"] if r["kind"] == "pow2"]
+    assert [r["k"] for r in pow2] == [4] and all(pow2[0][f"us/{n}"] > 0 for n in ("pow2_minus_1", "pow2", "pow2_plus_1"))
     for r in rows:
         assert r["kind"] == "per_example" and r["net"] == "40-100-100-10" and r["P"] == 15_210
         for key in ("s/batch", "s/vmap", "s/fast", "s/norms", "s/floor", "s/outer", "s/loop", "s/fused_mean_vmap",
@@ -31,8 +33,9 @@ def test_smallest_bench_schema_and_mlflow(tmp_path, monkeypatch, capsys):
     assert "| 40-100-100-10 | 15,210 | 8 |" in md
     exp = tracking.client().get_experiment_by_name("benchmarks")
     runs = tracking.search_all(tracking.client(), exp.experiment_id, "tags.`mbstudy.kind` = 'bench'")
-    assert len(runs) == 2 and {r.data.params["B"] for r in runs} == {"8", "32"}
-    assert all("ratio/fast_to_floor" in r.data.metrics and r.data.tags.get("cpu") for r in runs)
+    per_example = [r for r in runs if r.data.params.get("kind") == "per_example"]
+    assert len(runs) == 3 and {r.data.params["B"] for r in per_example} == {"8", "32"}
+    assert all("ratio/fast_to_floor" in r.data.metrics and r.data.tags.get("cpu") for r in per_example)
 
 
 def test_bench_times_the_library_functions(monkeypatch):

@@ -24,7 +24,7 @@ RESULTS = tracking.ROOT / "results"
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments.bench", description=bench.__doc__.split("\n\n")[0])
     ap.add_argument("--full", action="store_true", help="longer timing budgets and every measurement")
-    ap.add_argument("--smallest", action="store_true", help="the smallest mode, for the tests: one net, two B")
+    ap.add_argument("--smallest", action="store_true", help="the smallest mode (the tests, make study-quick): one net, two B, one power of two")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--no-mlflow", action="store_true")
     a = ap.parse_args(argv)
@@ -46,7 +46,9 @@ def main(argv=None) -> int:
             print(f"  {name:15s} B={B:4d}: vmap {r['ratio/vmap_to_batch']:6.1f}x, fast {r['ratio/fast_to_batch']:6.1f}x,"
                   f" norms {r['ratio/norms_to_batch']:5.2f}x, floor {r['ratio/floor_to_batch']:6.1f}x of the batch gradient;"
                   f" fast/floor {r['ratio/fast_to_floor']:.2f}", flush=True)
-    if not a.smallest:
+    if a.smallest:  # one power of two, so that the quick study's report has Q6's numbers too
+        rows += bench_pow2(data, budget, (4,))
+    else:
         rows.append(bench_permutation(budget))
         print(f"  permutation of 4000: jax {rows[-1]['s/jax_permutation'] * 1e6:.0f} µs, "
               f"numpy {rows[-1]['s/numpy_permutation'] * 1e6:.0f} µs", flush=True)
