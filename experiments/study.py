@@ -2,14 +2,15 @@
 
 ``python -m experiments.study`` (``make study``) runs the sweeps and the side
 experiments of the full study; ``--quick`` (``make study-quick``) the same
-steps with fewer seeds and batch sizes (:data:`QUICK`), which gives every
-section of the report with wider intervals in a fraction of the time. Each
+steps with fewer seeds and batch sizes and without the CNN workload
+(:data:`QUICK`), which gives every section of the report with wider intervals
+in a fraction of the time. Each
 step is a command of its own (``python -m experiments.sweep GRID ...``), run in
 turn; its own progress bar shows inside the step, and between steps a line
 says how far the study is and about how long is left.
 
 The ETA weighs the steps by how long each took the last time the study ran on
-this machine (``.cache/study-times.json``, written as the steps finish), and by
+this machine (``.cache/study-times.json``, or ``MBSTUDY_STUDY_TIMES``; written as the steps finish), and by
 :data:`FIRST_GUESS` (seconds measured on two cores) before that. Every step is
 resumable (a sweep skips the runs its store holds), so a stopped study is
 continued by running the same command again. A step that fails stops the
@@ -20,13 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMES = ROOT / ".cache" / "study-times.json"
+TIMES = Path(os.environ.get("MBSTUDY_STUDY_TIMES") or ROOT / ".cache" / "study-times.json")
 
 # (name, arguments of `python -m`); the full study
 FULL = [
@@ -40,11 +42,14 @@ FULL = [
     ("bench", ["experiments.bench"]),
 ]
 
-# the quick study: the same steps on fewer seeds and batch sizes (B = 1 and the full batch are the slow ones)
+# the quick study: the same steps on fewer seeds and batch sizes, and the MLP workloads only (the CNN is most of
+# the science and generalisation sweeps' time); every section of the report, with wider intervals
 QUICK = [
-    ("sweep default", ["experiments.sweep", "default", "--set", "seed=0"]),
-    ("sweep science", ["experiments.sweep", "science", "--set", "seed=[0, 1, 2]", "--set", "batch_size=[4, 16, 64, 256]"]),
-    ("sweep generalisation", ["experiments.sweep", "generalisation", "--set", "seed=0"]),
+    ("sweep default", ["experiments.sweep", "default", "--set", "seed=0", "--set", "batch_size=[1, 16, 256]"]),
+    ("sweep science", ["experiments.sweep", "science", "--only", "model=mlp", "--set", "seed=[0, 1, 2]",
+                       "--set", "batch_size=[4, 16, 64, 256]"]),
+    ("sweep generalisation", ["experiments.sweep", "generalisation", "--only", "model=mlp", "--set", "seed=0",
+                              "--set", "batch_size=[8, 512]"]),
     ("sweep seeds", ["experiments.sweep", "seeds"]),
     ("sweep published", ["experiments.sweep", "published", "--set", "seed=0"]),
     ("equivalence", ["experiments.equivalence"]),
@@ -54,10 +59,10 @@ QUICK = [
 
 # seconds per step on two cores (Intel Xeon, this project's CI machine), until this machine has its own
 FIRST_GUESS = {
-    "full": {"sweep default": 250, "sweep science": 900, "sweep generalisation": 600, "sweep seeds": 20,
+    "full": {"sweep default": 250, "sweep science": 1200, "sweep generalisation": 270, "sweep seeds": 20,
              "sweep published": 60, "equivalence": 30, "reduction": 30, "bench": 300},
-    "quick": {"sweep default": 90, "sweep science": 200, "sweep generalisation": 150, "sweep seeds": 20,
-              "sweep published": 25, "equivalence": 30, "reduction": 30, "bench": 60},
+    "quick": {"sweep default": 40, "sweep science": 100, "sweep generalisation": 60, "sweep seeds": 20,
+              "sweep published": 25, "equivalence": 30, "reduction": 30, "bench": 40},
 }
 
 

@@ -1,10 +1,11 @@
 """Run a sweep: ``python -m experiments.sweep GRID [--set key=value ...]``.
 
-GRID is a definition's name (``smoke``, ``default``, ``science``, ``seeds``,
-``published``: the files in ``experiments/grids/``) or a path to a TOML file; see
+GRID is a definition's name (``smoke``, ``default``, ``science``,
+``generalisation``, ``seeds``, ``published``: the files in ``experiments/grids/``) or a path to a TOML file; see
 ``experiments/engine/grid.py`` for the format. ``--set`` replaces a field everywhere
-(``--set steps=500``, ``--set "seed=[0,1]"``); unknown or ill-typed keys are
-errors.
+(``--set steps=500``, ``--set "seed=[0,1]"``); ``--only`` keeps the
+configurations whose field has that value (``--only model=mlp``, ``--only
+'dataset=["digits", "teacher"]'``); unknown or ill-typed keys are errors.
 
 What happens, in order:
 1. the definition is expanded and checked: any problem exits with status 2,
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                                  epilog=f"sweeps: {', '.join(grids.available())}")
     ap.add_argument("grid", metavar="GRID", help="a sweep name or a path to a .toml definition")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (repeatable)")
+    ap.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
+                    help="keep only the configurations whose field is that value, or one of a list (repeatable)")
     ap.add_argument("--executor", choices=tuple(EXECUTORS), default="local",
                     help="local: worker processes on this machine (default); ray: Ray tasks (RAY_ADDRESS selects a cluster)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         ) if not ok]
         if bad:
             raise grids.GridError("options", bad)
-        sweep = grids.load(args.grid, args.set)
+        sweep = grids.load(args.grid, args.set, args.only)
     except grids.GridError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -49,7 +49,8 @@ def test_both_studies_name_every_grid_the_report_reads():
 def test_the_quick_study_gives_every_section_of_the_report_numbers(tmp_path):
     """`make study-quick` as a user runs it (into a fresh store), then `make report`: every question's
     section has numbers and none says it was not measured."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "MBSTUDY_STUDY_TIMES": str(tmp_path / "study-times.json")}
     p = subprocess.run([sys.executable, "-m", "experiments.study", "--quick"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=1500)
     assert p.returncode == 0, p.stderr[-4000:]

@@ -231,24 +231,43 @@ def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None =
     return configs
 
 
-def load(grid: str, overrides: list[str] | None = None) -> Sweep:
-    """Read, expand and check a definition by name or path; raises GridError."""
+def select(configs, only: dict[str, Any], source: str) -> list[TrainConfig]:
+    """The configurations whose field ``k`` is ``only[k]`` (or one of it, a list) for every ``k``."""
+    problems = [f"--only {k}: unknown field; known fields: {', '.join(FIELDS)}" for k in only if k not in FIELDS]
+    if problems:
+        raise GridError(source, problems)
+    wanted = {k: [tuple(x) if isinstance(x, list) else x for x in (v if _is_axis(k, v) else [v])]
+              for k, v in only.items()}
+    kept = [c for c in configs if all(getattr(c, k) in vals for k, vals in wanted.items())]
+    if not kept:
+        raise GridError(source, [f"--only {', '.join(f'{k}={v!r}' for k, v in only.items())}: no configuration of the "
+                                 f"grid matches; its values are e.g. " + ", ".join(
+                                     f"{k} in {sorted({str(getattr(c, k)) for c in configs})}" for k in only)])
+    return kept
+
+
+def load(grid: str, overrides: list[str] | None = None, only: list[str] | None = None) -> Sweep:
+    """Read, expand and check a definition by name or path, then keep the configurations ``only`` selects
+    (``field=value`` texts, as ``--only`` gives them); raises GridError."""
     path = resolve(grid)
     source = str(path)
     try:
         spec = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise GridError(source, [f"malformed TOML: {e}"]) from None
-    parsed, problems = {}, []
-    for text in overrides or []:
-        try:
-            k, v = parse_override(text)
-            parsed[k] = v
-        except GridError as e:
-            problems += e.problems
+    parsed, selected, problems = {}, {}, []
+    for texts, into in ((overrides, parsed), (only, selected)):
+        for text in texts or []:
+            try:
+                k, v = parse_override(text)
+                into[k] = v
+            except GridError as e:
+                problems += e.problems
     if problems:
         raise GridError(source, problems)
     configs = expand(spec, source, parsed)
+    if selected:
+        configs = select(configs, selected, source)
     return Sweep(path.stem, str(spec.get("description", "")), source, tuple(configs))
 
 

@@ -266,8 +266,8 @@ def best_steps_to_target(experiment_id: str, prune_group: str) -> dict[str, int]
     """The fewest steps to each target (``{"loss": steps, "val": steps}``, the targets some run reached) of the
     completed or pruned runs of ``prune_group`` in the store."""
     runs = search_all(client(), experiment_id, f"tags.`mbstudy.kind` = 'run' and attributes.status = 'FINISHED' "
-                                               f"and tags.prune_group = '{prune_group}' "
-                                               "and tags.outcome IN ('completed', 'pruned')")
+                                               f"and tags.prune_group = '{prune_group}'")  # no IN for tags
+    runs = [r for r in runs if r.data.tags.get("outcome") in ("completed", "pruned")]
     out = {}
     for target, metric in (("loss", "steps_to_target"), ("val", "steps_to_val_target")):
         steps = [r.data.metrics[metric] for r in runs if metric in r.data.metrics]
