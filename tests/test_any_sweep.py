@@ -92,7 +92,14 @@ def study_facts() -> facts_mod.Facts:
     runs, hist = synthetic_runs()
     default = facts_mod.default_facts(runs, hist, "default")
     science = facts_mod.science_facts(runs[runs["reduction"] == "mean"], "science")
+    from analysis import generalisation, workloads
+    from tests.test_workloads import synthetic_b_simple, synthetic_generalisation, synthetic_science
+
+    sci_runs, _ = synthetic_science(seeds=3)
+    work = workloads.workload_facts(sci_runs, "science", synthetic_b_simple(sci_runs), n_boot=50)
+    gen_runs, gen_hist = synthetic_generalisation(("mnist1d", "digits", "teacher"))
     return facts_mod.Facts(default=default, science=science, noise=facts_mod.noise_facts(default),
+                           workloads=work, generalisation=generalisation.generalisation_facts(gen_runs, gen_hist),
                            **synthetic_side_experiments())
 
 

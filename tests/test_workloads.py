@@ -131,7 +131,7 @@ def test_the_science_and_generalisation_grids_expand():
 # ------------------------------------------------------------ the analysis
 
 
-def _synthetic_science(seeds=5, noise=0.1, rng=0):
+def synthetic_science(seeds=5, noise=0.1, rng=0):
     """Runs of two workloads x two optimizers x one target pair, steps = S_min (1 + B_crit / B) x noise."""
     g = np.random.default_rng(rng)
     rows = []
@@ -149,7 +149,7 @@ def _synthetic_science(seeds=5, noise=0.1, rng=0):
 
 
 def test_the_shape_checks_recover_known_curves():
-    runs, truth = _synthetic_science()
+    runs, truth = synthetic_science()
     w = workloads.workload_facts(runs, "science", n_boot=200)
     assert set(w.panels) == {(f"{d}-mlp", t) for d in ("digits", "teacher") for t in ("loss", "val")}
     c = w.checks.set_index(["workload", "target", "optimizer"])
@@ -166,33 +166,42 @@ def test_the_shape_checks_recover_known_curves():
 
 
 def test_b_simple_is_read_at_init_over_training_and_where_the_run_stopped():
-    runs, _ = _synthetic_science(seeds=3)
+    runs, _ = synthetic_science(seeds=3)
     w = workloads.workload_facts(runs, "science", n_boot=50)
-    fast = workloads.fastest_runs(runs)
-    hist = pd.DataFrame([(rid, "grad/b_simple", step, v) for rid in fast["run_id"]
-                         for step, v in ((0, 10.0), (50, 30.0), (100, 90.0))],
-                        columns=["run_id", "metric", "step", "value"])
-    t = workloads.b_simple_table(runs, hist, w.checks)
+    t = workloads.b_simple_table(runs, synthetic_b_simple(runs), w.checks)
     assert (t["at_init"] == 10).all() and (t["over_training"] == 30).all() and (t["at_end"] == 90).all()
     assert np.allclose(t["at_end_ratio"], 90 / t["B_crit"])
 
 
-def test_the_generalisation_budgets_pick_the_rate_by_validation_and_read_test_there():
+def synthetic_generalisation(workloads=("digits",)):
+    """A generalisation sweep's runs and history: the validation error falls to a minimum at step 2000, then
+    rises; the large batch is worse early; the better rate (0.1) is better everywhere."""
     rows, hist = [], []
-    for B in (8, 512):
-        for seed in (0, 1, 2):
-            for lr in (0.01, 0.1):
-                rid = f"{B}-{seed}-{lr}"
-                rows.append({"run_id": rid, "dataset": "digits", "model": "mlp", "optimizer": "momentum",
-                             "batch_size": B, "learning_rate": lr, "seed": seed, "outcome": "completed",
-                             "val_fraction": 0.2})
-                for step in range(0, 3001, 50):
-                    # validation error falls to a minimum at step 2000, then rises; the large batch ends worse,
-                    # the better rate (0.1) is better everywhere
-                    v = 0.1 + 1e-7 * (step - 2000) ** 2 + (0.05 if lr == 0.01 else 0) + (0.02 if B == 512 and step < 1000 else 0)
-                    hist += [(rid, "val/acc", step, 1 - v), (rid, "test/acc", step, 1 - v - 0.01)]
-    runs = pd.DataFrame(rows)
-    history = pd.DataFrame(hist, columns=["run_id", "metric", "step", "value"])
+    for ds in workloads:
+        for B in (8, 512):
+            for seed in (0, 1, 2):
+                for lr in (0.01, 0.1):
+                    rid = f"{ds}-{B}-{seed}-{lr}"
+                    rows.append({"run_id": rid, "dataset": ds, "model": "mlp", "optimizer": "momentum",
+                                 "batch_size": B, "learning_rate": lr, "seed": seed, "outcome": "completed",
+                                 "val_fraction": 0.2})
+                    for step in range(0, 3001, 50):
+                        v = (0.1 + 1e-7 * (step - 2000) ** 2 + (0.05 if lr == 0.01 else 0)
+                             + (0.02 if B == 512 and step < 1000 else 0))
+                        hist += [(rid, "val/acc", step, 1 - v), (rid, "test/acc", step, 1 - v - 0.01)]
+    return pd.DataFrame(rows), pd.DataFrame(hist, columns=["run_id", "metric", "step", "value"])
+
+
+def synthetic_b_simple(runs):
+    """B_simple histories (10 at step 0, 30 in the middle, 90 at the end) of the fastest runs."""
+    fast = workloads.fastest_runs(runs)
+    return pd.DataFrame([(rid, "grad/b_simple", step, v) for rid in fast["run_id"]
+                         for step, v in ((0, 10.0), (50, 30.0), (100, 90.0))],
+                        columns=["run_id", "metric", "step", "value"])
+
+
+def test_the_generalisation_budgets_pick_the_rate_by_validation_and_read_test_there():
+    runs, history = synthetic_generalisation()
     g = generalisation.generalisation_facts(runs, history)
     t = g.table.set_index(["budget", "batch_size"])
     conv = generalisation.BUDGETS[2]
