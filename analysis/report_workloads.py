@@ -119,11 +119,24 @@ def _b_simple(w, md_table, figure_markdown, drawn) -> str:
         f"fitted B_crit. Counting 'agrees' as within a factor of {B_SIMPLE_FACTOR:g} either way: at initialisation in "
         f"{_count(ok['at_init'])} (workload, optimizer) pairs, over training in {_count(ok['over_training'])}, "
         f"where the run stopped in {_count(ok['at_end'])}; the ratio B_simple/B_crit where the run stopped "
-        f"ranges {t['at_end_ratio'].min():.2g}–{t['at_end_ratio'].max():.2g} (median {t['at_end_ratio'].median():.2g}).\n\n"
+        f"ranges {t['at_end_ratio'].min():.2g}–{t['at_end_ratio'].max():.2g} (median {t['at_end_ratio'].median():.2g}). "
+        + _spread(t) + "\n\n"
         + md_table(table) + "\n\n"
         + figure_markdown(drawn, "w2_b_simple_vs_b_crit", "B_simple (at initialisation, over training, where the "
                           "run stopped) against the fitted B_crit, every workload and optimizer; the dashed line is y = x.")
     )
+
+
+def _spread(t: pd.DataFrame) -> str:
+    """How much B_simple and B_crit vary across optimizers within a workload (max / min)."""
+    g = t.groupby("workload").agg(bs_hi=("at_end", "max"), bs_lo=("at_end", "min"), bc_hi=("B_crit", "max"),
+                                  bc_lo=("B_crit", "min"))
+    bs, bc = (g["bs_hi"] / g["bs_lo"]).max(), (g["bc_hi"] / g["bc_lo"]).max()
+    if not (np.isfinite(bs) and np.isfinite(bc)):
+        return ""
+    return (f"Within a workload, B_simple where the runs stopped differs across optimizers by at most {bs:.2g}×, "
+            f"B_crit by up to {bc:.2g}×: " + ("the noise scale does not carry the optimizer's effect on the critical "
+                                             "batch size." if bc > 2 * bs else "both move together."))
 
 
 def q5b(facts: Facts, drawn: Collection[str], md_table, figure_markdown, not_measured) -> str:
@@ -149,7 +162,12 @@ def q5b(facts: Facts, drawn: Collection[str], md_table, figure_markdown, not_mea
     answer = (f"At a fixed number of epochs the larger batch was worse on every seed in {worse_epochs} of "
               f"{int((gp['budget'] == BUDGETS[0]).sum())} workloads; trained to the best validation error with the "
               f"learning rate tuned per B, in {worse_conv} of {len(conv)}. ")
-    answer += ("The gap survives the third budget on some workloads: there, fewer updates do not explain it all."
+    ep = gp[gp["budget"] == BUDGETS[0]].set_index("workload")["gap"]
+    kept = conv[conv["verdict"] == "larger B worse"]
+    answer += ("The gap survives the third budget on some workloads, smaller: "
+               + ", ".join(f"{r.workload} {r.gap:+.3f} (at {EPOCHS} epochs {ep.get(r.workload, np.nan):+.3f})"
+                           for r in kept.itertuples())
+               + "; there, fewer updates do not explain all of it."
                if worse_conv else
                "No gap survives the third budget: what a fixed budget shows as a large-batch gap goes with the "
                "fewer updates a large batch gets (Hoffer et al. 2017), not with the batch size itself (Keskar et "
@@ -161,7 +179,9 @@ def q5b(facts: Facts, drawn: Collection[str], md_table, figure_markdown, not_mea
     t.columns = [f"B = {c}" if isinstance(c, (int, np.integer)) else c for c in t.columns]
     return "\n".join([
         f"Each workload, with heavy-ball momentum at B = {', '.join(str(b) for b in sorted(set(g.table['batch_size'])))}, "
-        f"a learning-rate grid and {int(g.table['n'].max())} seeds (sweep `generalisation`), read under three "
+        f"{g.runs['learning_rate'].nunique()} learning rates "
+        f"({', '.join(f'{x:g}' for x in sorted(set(g.runs['learning_rate'])))}) and {int(g.table['n'].max())} seeds "
+        "(sweep `generalisation`), read under three "
         f"budgets: {EPOCHS} epochs, {STEPS} steps, and the whole run at its best validation error (early stopping, "
         "the runs are long enough to be past it). The learning rate is chosen per B and budget by the validation "
         "error; the test error (1 − accuracy; MSE for the teacher) is read at the same evaluation. The gap is the "
