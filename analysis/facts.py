@@ -18,7 +18,7 @@ import pandas as pd
 from analysis import load, reduce
 from analysis.generalisation import KEYS as GENERALISATION_KEYS
 from analysis.generalisation import GeneralisationFacts, generalisation_facts
-from analysis.workloads import WorkloadFacts, fastest_runs, workload_facts, workload_of
+from analysis.workloads import SMALL_B, WorkloadFacts, fastest_runs, workload_facts, workload_of
 
 OPTIMIZERS = ("sgd", "momentum", "adam")  # the order of panels, table rows and listings
 LOSS_LEVEL = 1.0  # the training loss whose first crossing is counted in examples (Q5, figure a)
@@ -187,7 +187,8 @@ def default_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str) ->
     )
 
 
-def science_facts(runs: pd.DataFrame, experiment: str) -> ScienceFacts:
+def science_facts(runs: pd.DataFrame, experiment: str, intervals: dict | None = None) -> ScienceFacts:
+    """``intervals``: the bootstrap fits per optimizer when already computed (the workloads' panel of these runs)."""
     optimizers = present(OPTIMIZERS, runs["optimizer"])
     steps = {o: reduce.steps_to_target(runs[runs["optimizer"] == o]) for o in optimizers}
     fits = {o: reduce.fit_hyperbola(st["batch_size"], st["steps"]) if len(st) else reduce.fit_hyperbola([], [])
@@ -197,7 +198,8 @@ def science_facts(runs: pd.DataFrame, experiment: str) -> ScienceFacts:
     sgd = best[(best["optimizer"] == "sgd") & best["stable"]].sort_values("batch_size")
     sgd = sgd[sgd["batch_size"] <= SMALL_B_LR]
     table = reduce.per_seed_steps(runs)
-    intervals = {o: reduce.bootstrap_fit(table.loc[o], small_b=SMALL_B_STEPS) for o in steps if len(steps[o])}
+    if intervals is None:
+        intervals = {o: reduce.bootstrap_fit(table.loc[o], small_b=SMALL_B_STEPS) for o in steps if len(steps[o])}
     return ScienceFacts(
         experiment=experiment,
         runs=runs,
@@ -278,11 +280,14 @@ def collect(default: str = "default", science: str = "science", progress: bool =
     def read_science():
         runs = load.load_runs(science, hint=f"make sweep GRID={science}")
         work = workload_of(runs)
-        head = runs[work == HEADLINE] if (work == HEADLINE).any() else runs[work == work.iloc[0]]
-        found["science"] = science_facts(head.reset_index(drop=True), science)
+        name = HEADLINE if (work == HEADLINE).any() else work.iloc[0]
         fastest = fastest_runs(runs)  # the runs that set steps to the training-loss target: their B_simple
         hist = load.load_history(fastest, f"{science}-b_simple", keys=("grad/b_simple",), progress=progress)
-        return workload_facts(runs, science, hist)
+        facts = workload_facts(runs, science, hist)
+        panel = facts.panels.get((name, "loss"))  # its bootstrap is the headline's: not computed twice
+        found["science"] = science_facts(runs[work == name].reset_index(drop=True), science,
+                                         panel.fits if panel is not None and SMALL_B_STEPS == SMALL_B else None)
+        return facts
 
     attempt("workloads", read_science)
     if "workloads" in missing:

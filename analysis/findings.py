@@ -15,17 +15,10 @@ import numpy as np
 
 from analysis.facts import Facts
 from analysis.generalisation import BUDGETS
+from analysis.report_workloads import interval
 
 START = "<!-- findings:start (written by `make report` from the runs; edits here are overwritten) -->"
 END = "<!-- findings:end -->"
-
-
-def _iv(est, lo, hi, fmt=".0f") -> str:
-    if not np.isfinite(est):
-        return "–"
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return format(est, fmt)
-    return f"{format(est, fmt)} [{format(lo, fmt)}, {format(hi, fmt)}]"
 
 
 def _q1(f: Facts) -> str | None:
@@ -77,7 +70,7 @@ def _q5(f: Facts) -> str | None:
     for wl in w.workloads:
         sub = c[c["workload"] == wl]
         if len(sub):
-            parts.append(f"{wl}: " + ", ".join(f"{r.optimizer} {_iv(r.B_crit, r.B_crit_lo, r.B_crit_hi)}"
+            parts.append(f"{wl}: " + ", ".join(f"{r.optimizer} {interval(r.B_crit, r.B_crit_lo, r.B_crit_hi, '.0f')}"
                                                for r in sub.itertuples()))
     perfect = int(w.checks["slope_verdict"].str.startswith("perfect").sum())
     return ("Steps to a target follow S(B) = S_min(1 + B_crit/B); B_crit (training-loss target, 95% bootstrap CI "

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from mbstudy.metrics import TARGETS
+
 GROUP = ("optimizer", "reduction", "batch_size")
 
 
@@ -39,7 +41,7 @@ def select(runs: pd.DataFrame, best: pd.DataFrame, by=GROUP) -> pd.DataFrame:
     return runs.merge(best[keys], on=keys)
 
 
-TARGET_METRICS = {"loss": "steps_to_target", "val": "steps_to_val_target"}  # a target and its summary metric
+TARGET_METRICS = TARGETS  # a target and its summary metric (mbstudy.metrics)
 
 
 def reached_steps(runs: pd.DataFrame, metric: str = "steps_to_target") -> pd.Series:

@@ -18,7 +18,8 @@ from analysis.generalisation import BUDGETS, EPOCHS, STEPS
 from analysis.workloads import B_SIMPLE_FACTOR, SMALL_B, TARGETS, WORKLOADS
 
 
-def _iv(est, lo, hi, fmt=".3g") -> str:
+def interval(est, lo, hi, fmt=".3g") -> str:
+    """``174 [167, 184]``: an estimate and its interval; the estimate alone without one, ``–`` without either."""
     if not np.isfinite(est):
         return "–"
     if not (np.isfinite(lo) and np.isfinite(hi)):
@@ -31,11 +32,11 @@ def checks_table(c: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "workload": c["workload"], "target": c["target"].map(lambda t: "train loss" if t == "loss" else "validation"),
         "optimizer": c["optimizer"], "seeds": c["n_seeds"].astype(int), "B's": c["batch_sizes"].astype(int),
-        "B_crit [95% CI]": [_iv(*r) for r in c[["B_crit", "B_crit_lo", "B_crit_hi"]].to_numpy()],
-        "S_min [95% CI]": [_iv(*r) for r in c[["S_min", "S_min_lo", "S_min_hi"]].to_numpy()],
-        f"slope B ≤ {SMALL_B} [95% CI]": [_iv(*r, fmt=".2f") for r in c[["slope", "slope_lo", "slope_hi"]].to_numpy()],
+        "B_crit [95% CI]": [interval(*r) for r in c[["B_crit", "B_crit_lo", "B_crit_hi"]].to_numpy()],
+        "S_min [95% CI]": [interval(*r) for r in c[["S_min", "S_min_lo", "S_min_hi"]].to_numpy()],
+        f"slope B ≤ {SMALL_B} [95% CI]": [interval(*r, fmt=".2f") for r in c[["slope", "slope_lo", "slope_hi"]].to_numpy()],
         "R²": c["r2"].map(lambda v: f"{v:.3f}" if np.isfinite(v) else "–"),
-        "B_crit / SGD's [95% CI]": [_iv(*r, fmt=".2f") for r in c[["ratio_vs_sgd", "ratio_lo", "ratio_hi"]].to_numpy()],
+        "B_crit / SGD's [95% CI]": [interval(*r, fmt=".2f") for r in c[["ratio_vs_sgd", "ratio_lo", "ratio_hi"]].to_numpy()],
     })
 
 
@@ -81,7 +82,7 @@ def q5_workloads(facts: Facts, drawn: Collection[str], md_table, figure_markdown
                 f"interval above 1) in {_count(yes)} (workload, target) pairs; below 1 in {int(no.sum())}; not resolved "
                 f"(interval holds 1) in {int(unresolved.sum())}; not measured (a fit missing) in "
                 f"{int(len(sub) - yes.sum() - no.sum() - unresolved.sum())}. Ratios: "
-                + ", ".join(f"{r.workload} {r.target} {_iv(r.ratio_vs_sgd, r.ratio_lo, r.ratio_hi, '.2f')}"
+                + ", ".join(f"{r.workload} {r.target} {interval(r.ratio_vs_sgd, r.ratio_lo, r.ratio_hi, '.2f')}"
                             for r in sub.itertuples()) + ".")
     parts.append("")
     parts.append(md_table(checks_table(c)) + "\n")
@@ -106,7 +107,7 @@ def _b_simple(w, md_table, figure_markdown, drawn) -> str:
     ok = {k: (t[f"{k}_ratio"].between(1 / B_SIMPLE_FACTOR, B_SIMPLE_FACTOR)) for k in ("at_init", "over_training", "at_end")}
     table = pd.DataFrame({
         "workload": t["workload"], "optimizer": t["optimizer"],
-        "B_crit [95% CI]": [_iv(*r) for r in t[["B_crit", "B_crit_lo", "B_crit_hi"]].to_numpy()],
+        "B_crit [95% CI]": [interval(*r) for r in t[["B_crit", "B_crit_lo", "B_crit_hi"]].to_numpy()],
         "B_simple at init": t["at_init"].map(lambda v: f"{v:.3g}"),
         "over training (median)": t["over_training"].map(lambda v: f"{v:.3g}"),
         "where the run stopped": t["at_end"].map(lambda v: f"{v:.3g}"),

@@ -45,6 +45,11 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 )}
 
 
+# A run's targets and the summary metric of each (also RunResult's attribute): the steps at the first
+# evaluation that reached it. Training, pruning and the analysis read this one table.
+TARGETS = {"loss": "steps_to_target", "val": "steps_to_val_target"}
+
+
 def history_metrics() -> dict[str, Metric]:
     """Every metric a run can record: :data:`METRICS` and each registered loss's ``test/<name>`` and ``val/<name>``."""
     extra = {f"{split}/{name}": Metric(f"{split}/{name}", f"{name} on the {what} set ({loss.name} losses)", best="max")

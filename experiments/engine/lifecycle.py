@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from experiments.engine import grid as grids
 from experiments.engine import tracking
+from mbstudy import metrics
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (what ``timeout``, Slurm and Kubernetes send): handled exactly like Ctrl-C, exit status 143."""
@@ -98,7 +99,7 @@ def dispatch_order(configs) -> list:
 # up only once that holds for every target it has not reached. The analysis
 # reads a pruned run as "not reached by step S".
 
-TARGETS = {"loss": "steps_to_target", "val": "steps_to_val_target"}  # a target and its summary metric
+TARGETS = metrics.TARGETS  # a target and its summary metric
 
 
 @functools.lru_cache(maxsize=1 << 16)  # a hash of the whole configuration, asked for several times per dispatch
@@ -182,8 +183,7 @@ class PruneBoard:
 
     def record_result(self, cfg, result) -> None:
         if result is not None and result.outcome in ("completed", "pruned"):
-            self.record(cfg, {t: s for t, s in (("loss", result.steps_to_target),
-                                                ("val", result.steps_to_val_target)) if s is not None})
+            self.record(cfg, {t: s for t, m in TARGETS.items() if (s := getattr(result, m)) is not None})
 
     def guess(self, cfg, rates) -> float:
         """The likely best rate of ``cfg``'s group: its best so far, else the best of the arm's latest group

@@ -60,6 +60,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from experiments.engine import sql_writer
+from mbstudy.metrics import TARGETS
 
 ROOT = Path(__file__).resolve().parents[2]  # the project root
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
@@ -269,7 +270,7 @@ def best_steps_to_target(experiment_id: str, prune_group: str) -> dict[str, int]
                                                f"and tags.prune_group = '{prune_group}'")  # no IN for tags
     runs = [r for r in runs if r.data.tags.get("outcome") in ("completed", "pruned")]
     out = {}
-    for target, metric in (("loss", "steps_to_target"), ("val", "steps_to_val_target")):
+    for target, metric in TARGETS.items():
         steps = [r.data.metrics[metric] for r in runs if metric in r.data.metrics]
         if steps:
             out[target] = int(min(steps))
