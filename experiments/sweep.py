@@ -39,7 +39,7 @@ What happens, in order:
    local executor's workers see a better result the moment it comes back; a
    Ray task reads its group's best from the store when a run starts. The
    store's finished runs count too, so a resumed sweep prunes the same way.
-   ``--no-prune`` trains every run to its target or its budget.
+   ``--no-prune`` (or ``prune = false`` in the definition) trains every run to its target or its budget.
 
 Ctrl-C marks the runs in flight and the parent run KILLED and exits with 130;
 SIGTERM (what ``timeout``, Slurm and Kubernetes send) does the same and exits
@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sigterm_as_interrupt():
             preflight(executor)
-            status, counts, parent = run_sweep(sweep, executor, progress=not args.no_progress, prune=not args.no_prune)
+            status, counts, parent = run_sweep(sweep, executor, progress=not args.no_progress,
+                                               prune=sweep.prune and not args.no_prune)
     except (tracking.StoreUnreachable, ExecutorUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 3

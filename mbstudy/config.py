@@ -4,7 +4,8 @@
 documentation, its check and its role in the metadata of ``dataclasses.field``:
 
 - ``program``: decides the compiled training program or the data it runs on
-  (model shape, loss, reduction, optimizer kind, batch size, chunk lengths);
+  (model shape, loss, reduction, optimizer kind and its static values such as
+  Adam's betas, batch size, micro-batches, chunk lengths);
   :meth:`TrainConfig.program_key` is exactly these fields, so runs that share
   a key share one compiled program;
 - ``traced``: an argument of the compiled program (learning rate, momentum,
@@ -132,10 +133,25 @@ def _check_target_val(v, d):
 
 
 def _check_hyper_fields(name: str) -> str | None:
-    missing = [k for k in OPTIMIZERS[name].hyper if k not in TrainConfig.__dataclass_fields__]
+    missing = [k for k in OPTIMIZERS[name].fields if k not in TrainConfig.__dataclass_fields__]
     if missing:
         return (f"{name!r} reads {missing}, which are not TrainConfig fields; add them to mbstudy/config.py "
                 "(see CONTRIBUTING.md, 'An optimizer')")
+    return None
+
+
+def _check_beta(v, d):
+    return None if 0 <= v < 1 else f"expected 0 <= value < 1 (a decay rate); received {v!r}"
+
+
+def _check_accumulation(v, d):
+    bad = _at_least(1, "a positive int")(v, d)
+    if bad:
+        return bad
+    b = d.get("batch_size")
+    if isinstance(b, int) and not isinstance(b, bool) and b % v:
+        return (f"expected a divisor of batch_size ({b}): each step's batch is cut into equal micro-batches; "
+                f"received {v!r} (set batch_size to {v} x the micro-batch size)")
     return None
 
 
@@ -159,8 +175,13 @@ class TrainConfig:
 
     ``loss="auto"`` picks cross-entropy for classification data and MSE for
     regression. ``momentum`` is used by ``optimizer="momentum"`` only (heavy
-    ball, ``v <- g + momentum v``, ``theta <- theta - lr v``), ``eps`` by
-    ``adam`` only. ``target_loss`` (None: no target) is a training-loss level,
+    ball, ``v <- g + momentum v``, ``theta <- theta - lr v``), ``eps``, ``beta1`` and
+    ``beta2`` by ``adam`` only (:mod:`mbstudy.rules` rescales them with B).
+    ``accumulation`` = k computes each step's gradient over k micro-batches of
+    ``batch_size / k`` examples (the same examples, in the same order, as the
+    step at ``batch_size``) and sums them before the one update: gradient
+    accumulation, equal to the step at ``batch_size`` up to the order of the
+    floating-point sums. ``target_loss`` (None: no target) is a training-loss level,
     ``target_val`` a validation level (error rate or MSE; needs ``val_fraction``);
     ``stop_at_target`` ends the run at the first evaluation by which every target
     it sets has been reached.
@@ -196,7 +217,12 @@ class TrainConfig:
     momentum: float = _field(0.9, "traced", "heavy-ball momentum (optimizer momentum)",
                              lambda v, d: None if 0 <= v < 1 else f"expected 0 <= momentum < 1; received {v!r}")
     eps: float = _field(1e-8, "traced", "Adam's epsilon", lambda v, d: None if v > 0 else f"expected > 0; received {v!r}")
+    beta1: float = _field(0.9, "program", "Adam's first-moment decay (optimizer adam)", _check_beta, since=2)
+    beta2: float = _field(0.999, "program", "Adam's second-moment decay (optimizer adam); mbstudy.rules "
+                          "converts it between batch sizes", _check_beta, since=2)
     batch_size: int = _field(64, "program", "examples per step, drawn without replacement", _check_batch_size)
+    accumulation: int = _field(1, "program", "micro-batches per step: the step's batch_size examples in this many "
+                               "micro-batches, their gradients summed before one update", _check_accumulation, since=2)
     seed: int = _field(0, "traced", "initial weights and data order", _at_least(0, "a non-negative int"))
     steps: int = _field(2000, "program", "training steps", _at_least(1, "a positive int"))
     eval_every: int = _field(100, "program", "steps between evaluations", _at_least(1, "a positive int"))
@@ -235,6 +261,10 @@ class TrainConfig:
         """The values the optimizer reads (traced in the compiled program)."""
         return {k: getattr(self, k) for k in OPTIMIZERS[self.optimizer].hyper}
 
+    def static_hyper(self) -> tuple[tuple[str, float], ...]:
+        """``(field, value)`` of the optimizer's static fields (compiled into the program: Adam's betas)."""
+        return tuple((k, getattr(self, k)) for k, _ in OPTIMIZERS[self.optimizer].static)
+
     def program_key(self) -> tuple[tuple[str, Any], ...]:
         """``(field, value)`` of every ``program`` field: runs with the same key share one compiled program."""
         return tuple((f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata["role"] == "program")
@@ -257,7 +287,11 @@ class TrainConfig:
 
     def run_name(self) -> str:
         prefix = "" if self.model == "mlp" else f"{self.model}-"  # MLP runs keep the names they always had
-        return f"{prefix}{self.optimizer}-{self.reduction}-B{self.batch_size}-lr{self.learning_rate:.3g}-s{self.seed}"
+        extra = "".join(f"-{tag}{getattr(self, k):.6g}" for k, tag in (("accumulation", "acc"), ("beta1", "b1"),
+                                                                        ("beta2", "b2"))
+                        if getattr(self, k) != FIELDS[k].default and (k == "accumulation" or self.optimizer == "adam"))
+        return (f"{prefix}{self.optimizer}-{self.reduction}-B{self.batch_size}{extra}-lr{self.learning_rate:.3g}"
+                f"-s{self.seed}")
 
     def to_params(self) -> dict[str, str]:
         """Every field as an MLflow param: tuples as ``100,100``, None as ``None``."""

@@ -31,18 +31,31 @@ import optax
 class Optimizer:
     """One registered optimizer.
 
-    factory: ``factory(**{field: value for field in hyper}) -> optax.GradientTransformation``;
-      the values may be traced arrays.
-    hyper: the configuration fields it reads, in the order the factory takes them.
+    factory: ``factory(**{field: value for field in hyper + static}) -> optax.GradientTransformation``;
+      the ``hyper`` values may be traced arrays.
+    hyper: the configuration fields it reads as traced values (arguments of the compiled loop: a grid over
+      them compiles once).
+    static: ``(field, default)`` of the fields it reads as Python numbers, compiled into the program (one
+      program per value). Adam's betas are static: optax computes ``1 - beta`` from them, which in float32
+      from a traced 0.999 differs from ``1 - 0.999`` computed in Python, so traced betas would change
+      every Adam run's numbers. The default fills in a value a caller does not pass.
     """
 
     name: str
     factory: Callable[..., optax.GradientTransformation]
     hyper: tuple[str, ...]
+    static: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Every configuration field it reads, traced then static."""
+        return self.hyper + tuple(k for k, _ in self.static)
 
     def make(self, hyper: Mapping[str, jax.Array]) -> optax.GradientTransformation:
-        """The transformation for these (possibly traced) hyper-parameter values."""
-        return self.factory(**{k: hyper[k] for k in self.hyper})
+        """The transformation for these (possibly traced) hyper-parameter values; a static field missing from
+        ``hyper`` takes its default."""
+        return self.factory(**{k: hyper[k] for k in self.hyper},
+                            **{k: float(hyper.get(k, default)) for k, default in self.static})
 
 
 OPTIMIZERS: dict[str, Optimizer] = {}
@@ -61,6 +74,7 @@ register_optimizer(Optimizer("sgd", lambda learning_rate: optax.sgd(learning_rat
 # heavy ball: v <- g + momentum v, theta <- theta - lr v
 register_optimizer(Optimizer("momentum", lambda learning_rate, momentum: optax.sgd(learning_rate, momentum=momentum),
                              ("learning_rate", "momentum")))
-# Adam (Kingma & Ba 2015) with optax's default betas (0.9, 0.999)
-register_optimizer(Optimizer("adam", lambda learning_rate, eps: optax.adam(learning_rate, eps=eps),
-                             ("learning_rate", "eps")))
+# Adam (Kingma & Ba 2015); the betas static (see Optimizer.static), by default optax's (0.9, 0.999)
+register_optimizer(Optimizer("adam", lambda learning_rate, eps, beta1, beta2:
+                             optax.adam(learning_rate, b1=beta1, b2=beta2, eps=eps),
+                             ("learning_rate", "eps"), static=(("beta1", 0.9), ("beta2", 0.999))))

@@ -1,7 +1,7 @@
 """The compiled training loop: state, mini-batches, and one ``lax.scan`` of steps.
 
 What changes the compiled program is static (:class:`Program`: model, loss,
-reduction, optimizer kind, batch size; and the chunk length, through the
+reduction, optimizer kind, batch size, micro-batches per step; and the chunk length, through the
 shape of the batch indices); what does not (the optimizer's hyper-parameters,
 the random key) is an ordinary argument, so a learning-rate grid compiles
 once per shape. :meth:`mbstudy.config.TrainConfig.program_key` names the
@@ -55,6 +55,8 @@ class Program:
     reduction: str
     optimizer: str
     batch_size: int
+    accumulation: int = 1  # micro-batches per step (gradient accumulation)
+    static_hyper: tuple[tuple[str, float], ...] = ()  # the optimizer's static values (Optimizer.static)
 
 
 def make_optimizer(kind: str, hyper: Mapping[str, Any]) -> optax.GradientTransformation:
@@ -92,7 +94,7 @@ def batch_indices(seed: int, step0: int, n_steps: int, n: int, batch_size: int) 
 
 
 def init_state(model: Any, optimizer: str, hyper: Mapping[str, Any], *, seed: int,
-               init_perturbation: float = 0.0) -> TrainState:
+               init_perturbation: float = 0.0, static_hyper: tuple = ()) -> TrainState:
     """Initial parameters (float32) and optimizer state from ``seed`` (the data order: :func:`batch_indices`)."""
     # three keys: the middle one once drew the data order; kept so initial weights stay as logged
     k_init, _, k_perturb = jax.random.split(jax.random.key(seed), 3)
@@ -102,7 +104,7 @@ def init_state(model: Any, optimizer: str, hyper: Mapping[str, Any], *, seed: in
         keys = jax.random.split(k_perturb, len(leaves))
         leaves = [l + init_perturbation * jax.random.normal(k, l.shape, l.dtype) for l, k in zip(leaves, keys)]
         params = jax.tree.unflatten(tree, leaves)
-    opt_state = make_optimizer(optimizer, hyper).init(params)
+    opt_state = make_optimizer(optimizer, {**hyper, **dict(static_hyper)}).init(params)
     return TrainState(params, opt_state, jnp.int32(0), jnp.bool_(False))
 
 
@@ -111,14 +113,33 @@ def run_chunk(state: TrainState, hyper, x, y, idx, *, program: Program):
 
     Returns the new state and the batch losses.
     """
-    opt = make_optimizer(program.optimizer, hyper)
+    opt = make_optimizer(program.optimizer, {**hyper, **dict(program.static_hyper)})
     loss_fn = _losses.LOSSES[program.loss_name]
 
     def batch_loss(params, xb, yb):
         return _losses.reduce(loss_fn(program.model.apply(params, xb), yb), program.reduction)
 
+    def accumulated(params, idx):
+        # k micro-batches of B/k examples in turn, each contributing its SUM loss and gradient, divided by B
+        # once for the mean: mbstudy.grads.accumulated_grad's weighting (the batch's examples, in its order)
+        k = program.accumulation
+        micro = idx.reshape(k, program.batch_size // k)
+
+        def add(total, i):
+            lg = jax.value_and_grad(lambda p: _losses.reduce(loss_fn(program.model.apply(p, x[i]), y[i]), "sum"))(params)
+            return jax.tree.map(jnp.add, total, lg), None
+
+        zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+        (loss, g), _ = jax.lax.scan(add, zeros, micro)
+        if program.reduction == "mean":
+            loss, g = loss / program.batch_size, jax.tree.map(lambda t: t / program.batch_size, g)
+        return loss, g
+
     def step(s: TrainState, idx):
-        loss, g = jax.value_and_grad(batch_loss)(s.params, x[idx], y[idx])
+        if program.accumulation == 1:
+            loss, g = jax.value_and_grad(batch_loss)(s.params, x[idx], y[idx])
+        else:
+            loss, g = accumulated(s.params, idx)
         updates, opt_state = opt.update(g, s.opt_state, s.params)
         params = optax.apply_updates(s.params, updates)
         diverged = s.diverged | ~jnp.isfinite(loss)

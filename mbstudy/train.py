@@ -72,7 +72,8 @@ class RunResult:
 
     def summary(self) -> dict[str, float]:
         """``final/<metric>`` and ``best/<metric>`` as :mod:`mbstudy.metrics` says, ignoring NaN/inf;
-        ``steps_to_target`` and ``examples_to_target`` when reached; the timings as ``time/<name>``."""
+        ``steps_to_target``, ``examples_to_target`` and ``time_to_target`` (seconds of training steps, without
+        the evaluations) when reached (``*_val_target`` likewise); the timings as ``time/<name>``."""
         out: dict[str, float] = {}
         for key, values in self.history.items():
             rule = metric_for(key)
@@ -92,6 +93,9 @@ class RunResult:
         if self.steps_to_val_target is not None:
             out["steps_to_val_target"] = float(self.steps_to_val_target)
             out["examples_to_val_target"] = float(self.steps_to_val_target * self.config.batch_size)
+        for name, steps in (("time_to_target", self.steps_to_target), ("time_to_val_target", self.steps_to_val_target)):
+            if steps is not None and "time/train_s" in self.history:  # training seconds (no evaluations) until then
+                out[name] = float(self.history["time/train_s"][np.searchsorted(self.history["step"], steps)])
         out.update({f"time/{k}": v for k, v in self.timings.items()})
         return out
 
@@ -182,10 +186,12 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
     limit = give_up if callable(give_up) else (lambda: give_up)
     model = cfg.build_model(data)
     loss_name = cfg.loss_name(data)
-    program = Program(model, loss_name, cfg.reduction, cfg.optimizer, cfg.batch_size)
+    program = Program(model, loss_name, cfg.reduction, cfg.optimizer, cfg.batch_size, cfg.accumulation,
+                      cfg.static_hyper())
     evd = eval_data(cfg, data, loss_name)
     hyper = traced_hyper(cfg.optimizer, cfg.hyper())
-    state = init_state(model, cfg.optimizer, hyper, seed=cfg.seed, init_perturbation=cfg.init_perturbation)
+    state = init_state(model, cfg.optimizer, hyper, seed=cfg.seed, init_perturbation=cfg.init_perturbation,
+                       static_hyper=program.static_hyper)
 
     timings = {"compile_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
     static = {"model": model, "loss_name": loss_name}

@@ -57,7 +57,7 @@ def _old_keys(history: dict) -> dict:
 
 def _old_summary(summary: dict) -> dict:
     return {k: v for k, v in summary.items()
-            if k in ("steps_to_target", "examples_to_target") or k.split("/", 1)[1] in HISTORY_KEYS}
+            if k in ("steps_to_target", "examples_to_target") or ("/" in k and k.split("/", 1)[1] in HISTORY_KEYS)}
 
 
 def _digest(tree) -> str:

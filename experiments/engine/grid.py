@@ -30,6 +30,10 @@ batch_size = [1, 8, 64, 1150]
 "1" = 8000
 ```
 
+A top-level ``prune = false`` trains every run to its targets or its budget,
+as ``--no-prune`` does: for an analysis that reads every learning rate's
+steps to target (the robustness band of ``beta2.toml``), not only the fastest.
+
 The runs are ``base x grid x (workload_1 + ...) x (arm_1 + arm_2 + ...)``,
 with ``by_batch_size`` applied last. ``--set field=value`` on the command line replaces ``field``
 everywhere (a list makes it a grid axis). Every configuration is checked by
@@ -51,7 +55,7 @@ from mbstudy import config
 from mbstudy.config import FIELDS, SEQUENCE_FIELDS, TrainConfig
 
 GRID_DIR = Path(__file__).resolve().parents[1] / "grids"
-_TOP_KEYS = {"description", "base", "grid", "arms", "by_batch_size", "workloads"}
+_TOP_KEYS = {"description", "prune", "base", "grid", "arms", "by_batch_size", "workloads"}
 
 
 class GridError(ValueError):
@@ -68,6 +72,7 @@ class Sweep:
     description: str
     source: str
     configs: tuple[TrainConfig, ...]
+    prune: bool = True  # the definition's ``prune = false`` turns pruning off (what --no-prune does)
 
 
 def available() -> list[str]:
@@ -265,10 +270,19 @@ def load(grid: str, overrides: list[str] | None = None, only: list[str] | None =
                 problems += e.problems
     if problems:
         raise GridError(source, problems)
-    configs = expand(spec, source, parsed)
+    prune = spec.get("prune", True)
+    if not isinstance(prune, bool):
+        problems.append(f"prune: expected true or false (false: train every run to its targets or budget); "
+                        f"received {prune!r:.60}")
+    try:
+        configs = expand(spec, source, parsed)
+    except GridError as e:
+        raise GridError(source, problems + e.problems) from None
+    if problems:
+        raise GridError(source, problems)
     if selected:
         configs = select(configs, selected, source)
-    return Sweep(path.stem, str(spec.get("description", "")), source, tuple(configs))
+    return Sweep(path.stem, str(spec.get("description", "")), source, tuple(configs), prune)
 
 
 # ------------------------------------------------------------------ identity
