@@ -18,6 +18,7 @@ import pandas as pd
 from analysis import load, reduce
 from analysis.generalisation import KEYS as GENERALISATION_KEYS
 from analysis.generalisation import GeneralisationFacts, generalisation_facts
+from analysis.q8 import AccumulationFacts, Beta2Facts, SdeFacts, accumulation_facts, beta2_facts, sde_facts
 from analysis.workloads import SMALL_B, WorkloadFacts, fastest_runs, workload_facts, workload_of
 
 OPTIMIZERS = ("sgd", "momentum", "adam")  # the order of panels, table rows and listings
@@ -154,11 +155,14 @@ class Facts:
     reduction: ReductionFacts | None = None
     bench: BenchFacts | None = None
     published: PublishedFacts | None = None
+    accumulation: AccumulationFacts | None = None  # Q8: accumulated micro-batches against small steps
+    beta2: Beta2Facts | None = None  # Q8: Adam's beta2 at a fixed half-life
+    sde: SdeFacts | None = None  # Q8: the SDE square-root rule
     missing: dict[str, str] = field(default_factory=dict)  # field name -> MissingRuns message (names the command)
 
 
 EXPERIMENTS = ("default", "science", "workloads", "generalisation", "equivalence", "reduction", "bench",
-               "published")  # noise: derived from default
+               "published", "accumulation", "beta2", "sde")  # noise: derived from default
 HEADLINE = "mnist1d-mlp"  # the workload of Q5's detailed figures (the others: analysis.workloads)
 
 
@@ -303,6 +307,15 @@ def collect(default: str = "default", science: str = "science", progress: bool =
     attempt("reduction", read_reduction)
     attempt("bench", lambda: bench_facts(load.load_simple("benchmarks", "bench", "make bench")))
     attempt("published", lambda: published_facts(load.load_runs("published", hint="make sweep GRID=published")))
+    attempt("accumulation", lambda: accumulation_facts(
+        load.load_runs("accumulation", hint="make sweep GRID=accumulation")))
+    attempt("beta2", lambda: beta2_facts(load.load_runs("beta2", hint="make sweep GRID=beta2")))
+
+    def read_sde():
+        runs = load.load_runs("sde", hint="make sweep GRID=sde")
+        return sde_facts(runs, load.load_history(runs, "sde", keys=("train/loss",), progress=progress))
+
+    attempt("sde", read_sde)
     if "default" in found:
         found["noise"] = noise_facts(found["default"])
     return Facts(**found, missing=missing)

@@ -109,6 +109,29 @@ def _q7(f: Facts) -> str | None:
             f"end of training ({n.end_median / n.at_init:.0f}×), MNIST-1D MLP.")
 
 
+def _q8(f: Facts) -> str | None:
+    a, b, s = f.accumulation, f.beta2, f.sde
+    parts = []
+    if a is not None and len(a.table):
+        t = a.table[(a.table["target"] == "loss") & (a.table["k"] > 1)]
+        if len(t):
+            w = t.loc[t["examples_ratio"].idxmax()]
+            parts.append(f"accumulating k micro-batches is the batch kb: {t['examples_ratio'].min():.2f}–"
+                         f"{t['examples_ratio'].max():.2f}× the examples of k small steps (most: {w.optimizer}, "
+                         f"b = {int(w.micro)}, k = {int(w.k)}, {interval(w.examples_ratio, w.examples_lo, w.examples_hi, '.2f')})")
+    if b is not None and len(b.table):
+        from analysis.q8 import arm_ratio
+        B = int(b.table["batch_size"].min())
+        r = arm_ratio(b, "adam, β2 half-life", "adam, β2 = 0.999", B)
+        parts.append(f"β2 at a fixed half-life vs 0.999 at B = {B}: {interval(*r, fmt='.2f')}× the steps")
+    if s is not None and len(s.distances):
+        ok = s.distances[s.distances["within"]]
+        parts.append("SDE square-root rule within seed noise at κ = "
+                     + (", ".join(str(k) for k in ok[ok["rule"] == "square-root"]["kappa"]) or "none")
+                     + ", linear rule at κ = " + (", ".join(str(k) for k in ok[ok["rule"] == "linear"]["kappa"]) or "none"))
+    return "; ".join(parts) + "." if parts else None
+
+
 def _sanity(f: Facts) -> str | None:
     if f.published is None:
         return None
@@ -126,6 +149,7 @@ ROWS = [
     ("Q5b do small batches generalise better?", _q5b),
     ("Q6 powers of two?", _q6),
     ("Q7 do gradients cancel?", _q7),
+    ("Q8 accumulate, or take small steps?", _q8),
     ("sanity: the MNIST-1D paper's accuracies", _sanity),
 ]
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import figures, findings, load, report_workloads
+from analysis import figures, findings, load, report_q8, report_workloads
 from analysis.facts import LOSS_LEVEL, SMALL_B_LR, SMALL_B_STEPS, Facts, collect
 
 REPORT_DIR = load.tracking.ROOT / "report"
@@ -46,6 +46,7 @@ QUESTIONS = {
     "Q5b": "Do small batches generalise better?",
     "Q6": "Why powers of two for the batch size?",
     "Q7": "Per-example losses 2 and −2 \"average to zero\": do per-example gradients cancel?",
+    "Q8": "Accumulate micro-batches into one step, or take more small steps?",
 }
 
 
@@ -59,11 +60,12 @@ LIMITS = {
           "bandwidth and kernel launch costs differ; one benchmark run per study, so timings carry this machine's "
           "load.",
     "Q4": "The MNIST-1D MLP only, a one-decade learning-rate grid (the slopes' resolution), no weight decay or "
-          "schedule, Adam at one eps; Adam's β2, which also sets its averaging, is not varied.",
+          "schedule, Adam at one eps; β2 is varied only in Q8's half-life experiment.",
     "Q6": "This CPU alone, B around 2^k for a few k, one network; accelerators with fixed tile sizes (GPU warps, "
           "tensor cores) were not measured.",
     "Q7": "B_simple on the default sweep's MNIST-1D MLP runs at their best learning rate; it estimates the noise "
           "scale under the assumption of a well-conditioned Hessian (McCandlish et al.), which is not checked here.",
+    "Q8": report_q8.LIMITS,
 }
 
 
@@ -248,6 +250,7 @@ def q4(facts: Facts, drawn: Collection[str]) -> str:
                if same["ratio"].max() < 10 else "; that difference is well above the control.") + "\n\n"
             f"{md_table(t, '.2e')}\n")
         parts.append(figure_markdown(drawn, "f_reduction_distance", "Parameter distance between sum and mean runs against the perturbation control."))
+    parts.append(report_q8.q4_beta2(facts))
     return "\n".join(p for p in parts if p)
 
 
@@ -436,6 +439,7 @@ def text(facts: Facts, drawn: Collection[str], generated: str) -> str:
         "Q5": q5(facts, drawn),
         "Q5b": report_workloads.q5b(facts, drawn, md_table, figure_markdown, _not_measured),
         "Q6": q6(facts, drawn), "Q7": q7(facts, drawn),
+        "Q8": report_q8.q8(facts, drawn, md_table, figure_markdown, _not_measured),
     }
     lines = [
         "# What mini-batch backpropagation computes, and what it costs",

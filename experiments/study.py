@@ -37,6 +37,9 @@ FULL = [
     ("sweep generalisation", ["experiments.sweep", "generalisation"]),
     ("sweep seeds", ["experiments.sweep", "seeds"]),
     ("sweep published", ["experiments.sweep", "published"]),
+    ("sweep accumulation", ["experiments.sweep", "accumulation"]),
+    ("sweep beta2", ["experiments.sweep", "beta2"]),
+    ("sweep sde", ["experiments.sweep", "sde"]),
     ("equivalence", ["experiments.equivalence"]),
     ("reduction", ["experiments.reduction"]),
     ("bench", ["experiments.bench"]),
@@ -52,6 +55,9 @@ QUICK = [
                               "--set", "batch_size=[8, 512]"]),
     ("sweep seeds", ["experiments.sweep", "seeds"]),
     ("sweep published", ["experiments.sweep", "published", "--set", "seed=0"]),
+    ("sweep accumulation", ["experiments.sweep", "accumulation", "--set", "seed=0"]),
+    ("sweep beta2", ["experiments.sweep", "beta2", "--set", "seed=0", "--set", "batch_size=[4, 256]"]),
+    ("sweep sde", ["experiments.sweep", "sde", "--set", "seed=[0, 1]"]),
     ("equivalence", ["experiments.equivalence"]),
     ("reduction", ["experiments.reduction"]),
     ("bench", ["experiments.bench", "--smallest"]),
@@ -60,9 +66,11 @@ QUICK = [
 # seconds per step on two cores (Intel Xeon, this project's CI machine), until this machine has its own
 FIRST_GUESS = {
     "full": {"sweep default": 250, "sweep science": 1200, "sweep generalisation": 270, "sweep seeds": 20,
-             "sweep published": 60, "equivalence": 30, "reduction": 30, "bench": 300},
+             "sweep published": 60, "sweep accumulation": 120, "sweep beta2": 190, "sweep sde": 22,
+             "equivalence": 30, "reduction": 30, "bench": 300},
     "quick": {"sweep default": 40, "sweep science": 100, "sweep generalisation": 60, "sweep seeds": 20,
-              "sweep published": 25, "equivalence": 30, "reduction": 30, "bench": 40},
+              "sweep published": 25, "sweep accumulation": 45, "sweep beta2": 10, "sweep sde": 10,
+              "equivalence": 30, "reduction": 30, "bench": 40},
 }
 
 

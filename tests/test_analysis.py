@@ -170,12 +170,14 @@ def test_collect_on_an_empty_store_records_every_experiment_as_missing(tmp_path,
     commands = {"default": "make sweep GRID=default", "science": "make sweep GRID=science",
                 "workloads": "make sweep GRID=science", "generalisation": "make sweep GRID=generalisation",
                 "equivalence": "make equivalence", "reduction": "make reduction", "bench": "make bench",
-                "published": "make sweep GRID=published"}
+                "published": "make sweep GRID=published", "accumulation": "make sweep GRID=accumulation",
+                "beta2": "make sweep GRID=beta2", "sde": "make sweep GRID=sde"}
     assert set(facts.missing) == set(facts_mod.EXPERIMENTS) == set(commands)
     for name, command in commands.items():
         assert command in facts.missing[name], (name, facts.missing[name])
     assert figures.render(facts, tmp_path / "figures") == {} and not (tmp_path / "figures").exists()
-    assert set(figures.skipped(facts)) == {"default", "science", "workloads", "generalisation", "reduction", "bench"}
+    assert set(figures.skipped(facts)) == {"default", "science", "workloads", "generalisation", "reduction", "bench",
+                                             "accumulation", "beta2", "sde"}
     text = report.text(facts, {}, "now")
     for q in report.QUESTIONS:
         assert f"## {q}." in text, q

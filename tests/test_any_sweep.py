@@ -93,6 +93,7 @@ def study_facts() -> facts_mod.Facts:
     default = facts_mod.default_facts(runs, hist, "default")
     science = facts_mod.science_facts(runs[runs["reduction"] == "mean"], "science")
     from analysis import generalisation, workloads
+    from tests.test_q8_analysis import synthetic_q8
     from tests.test_workloads import synthetic_b_simple, synthetic_generalisation, synthetic_science
 
     sci_runs, _ = synthetic_science(seeds=3)
@@ -100,7 +101,7 @@ def study_facts() -> facts_mod.Facts:
     gen_runs, gen_hist = synthetic_generalisation(("mnist1d", "digits", "teacher"))
     return facts_mod.Facts(default=default, science=science, noise=facts_mod.noise_facts(default),
                            workloads=work, generalisation=generalisation.generalisation_facts(gen_runs, gen_hist),
-                           **synthetic_side_experiments())
+                           **synthetic_side_experiments(), **synthetic_q8())
 
 
 # ------------------------------------------------------------ the overlap check

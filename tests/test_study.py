@@ -40,7 +40,7 @@ def test_a_failing_step_stops_the_study_with_its_status(tmp_path, monkeypatch):
 def test_both_studies_name_every_grid_the_report_reads():
     for steps in (study.FULL, study.QUICK):
         names = [n for n, _ in steps]
-        for grid in ("default", "science", "generalisation", "seeds", "published"):
+        for grid in ("default", "science", "generalisation", "seeds", "published", "accumulation", "beta2", "sde"):
             assert f"sweep {grid}" in names
         assert {"equivalence", "reduction", "bench"} <= set(names)
 
@@ -61,10 +61,11 @@ def test_the_quick_study_gives_every_section_of_the_report_numbers(tmp_path):
     assert p.returncode == 0, p.stderr[-4000:]
     text = (out / "REPORT.md").read_text()
     sections = re.split(r"^## ", text, flags=re.M)[1:]
-    assert len(sections) >= 9
+    assert len(sections) >= 10
     for s in sections:
         title = s.splitlines()[0]
         assert "Not measured" not in s and "not measured yet" not in s.lower(), title
         assert re.search(r"\d\.\d", s), f"no number in section {title!r}"
-    for name in ("w1_steps_to_target", "w2_b_simple_vs_b_crit", "w3_generalisation"):
+    for name in ("w1_steps_to_target", "w2_b_simple_vs_b_crit", "w3_generalisation", "q8a_accumulation",
+                 "q8b_beta2", "q8c_sde"):
         assert (out / "figures" / f"{name}.png").exists(), name

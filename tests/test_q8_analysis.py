@@ -1,0 +1,145 @@
+"""Q8's analysis on synthetic runs tables whose answers are known: the ratios, the robust band, the
+divergence fraction, the SDE curve distances, and the report text built from them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import q8, report, report_q8
+from analysis.facts import Facts
+
+
+def _acc_runs(factor: dict[int, float], micro: int = 8, seeds=(0, 1, 2), s_b: float = 4000.0) -> pd.DataFrame:
+    """SGD runs: k = 1 needs s_b steps at b; k accumulated micro-batches need factor[k] * s_b / k steps (so
+    factor[k] x the examples); a second, slower rate everywhere; seed s scales everything by 1 + s / 10."""
+    rows = []
+    for k, f in factor.items():
+        for s in seeds:
+            for lr, slow in ((0.1, 1.0), (0.01, 3.0)):
+                steps = f * s_b / k * slow * (1 + s / 10)
+                rows.append({"optimizer": "sgd", "batch_size": micro * k, "accumulation": k, "seed": s,
+                             "learning_rate": lr, "outcome": "completed", "steps_to_target": steps,
+                             "steps_to_val_target": steps * 1.5, "time_to_target": steps * k * 1e-3,
+                             "time_to_val_target": np.nan})
+    return pd.DataFrame(rows)
+
+
+def test_accumulation_ratios_are_the_examples_over_k_steps_of_b():
+    f = q8.accumulation_facts(_acc_runs({1: 1.0, 2: 1.0, 4: 1.5, 8: 3.0}), n_boot=200)
+    t = f.table[f.table["target"] == "loss"].set_index("k")
+    assert t.loc[[1, 2, 4, 8], "examples_ratio"].tolist() == pytest.approx([1.0, 1.0, 1.5, 3.0])
+    assert t.loc[8, "examples_lo"] == pytest.approx(3.0) and t.loc[8, "examples_hi"] == pytest.approx(3.0)
+    assert t.loc[8, "time_ratio"] == pytest.approx(3.0)  # time = steps x k micro-steps: the examples ratio
+    assert t.loc[4, "examples"] == pytest.approx(1.5 * 4000 * 1.1 * 8)  # median seed (1 + 1/10), examples = s kb
+    assert report_q8.verdict(t.loc[2, "examples_lo"], t.loc[2, "examples_hi"]) == "no measurable difference"
+    assert report_q8.verdict(t.loc[8, "examples_lo"], t.loc[8, "examples_hi"]) == "costs more"
+
+
+def test_a_run_that_never_reached_the_target_is_never_the_fastest():
+    runs = _acc_runs({1: 1.0, 2: 1.0})
+    runs.loc[(runs["accumulation"] == 2) & (runs["learning_rate"] == 0.1), "outcome"] = "diverged"
+    t = q8.accumulation_facts(runs, n_boot=50).table.set_index(["target", "k"])
+    assert t.loc[("loss", 2), "examples_ratio"] == pytest.approx(3.0)  # the slower rate is now the fastest
+
+
+def test_the_hyperbola_ratio():
+    assert q8.hyperbola_ratio(174, 8, 1) == 1.0
+    assert q8.hyperbola_ratio(174, 8, 64) == pytest.approx((174 + 512) / (174 + 8))
+    assert q8.hyperbola_ratio(1e-9, 256, 8) == pytest.approx(8.0)  # far above B_crit: k x the examples
+
+
+def _beta2_runs() -> pd.DataFrame:
+    rows = []
+    for arm, optimizer, beta2 in (("fixed", "adam", 0.999), ("half", "adam", 0.99999), ("sgd", "sgd", 0.999)):
+        for s in (0, 1, 2):
+            for lr, steps in ((1e-3, 1000.0), (3.16e-3, 500.0), (1e-2, 900.0), (3.16e-2, np.nan)):
+                div = np.isnan(steps) or (arm == "fixed" and lr == 1e-2)
+                rows.append({"optimizer": optimizer, "beta2": beta2, "batch_size": 1, "seed": s, "learning_rate": lr,
+                             "outcome": "diverged" if div else "completed", "steps_to_target": steps})
+    return pd.DataFrame(rows)
+
+
+def test_the_beta2_table_counts_divergence_and_the_robust_band():
+    f = q8.beta2_facts(_beta2_runs())
+    t = f.table.set_index("arm")
+    assert set(t.index) == {"adam, β2 = 0.999", "adam, β2 half-life", "sgd"}
+    assert t.loc["adam, β2 = 0.999", "diverged"] == pytest.approx(0.5)  # two of four rates diverge
+    assert t.loc["adam, β2 half-life", "diverged"] == pytest.approx(0.25)
+    # 1000, 500 and 900 steps are within 2x of 500: the band spans 1e-3 .. 1e-2, one decade; the fixed arm
+    # (1e-2 diverged) spans 1e-3 .. 3.16e-3, half a decade
+    assert t.loc["adam, β2 half-life", "band"] == pytest.approx(1.0)
+    assert t.loc["adam, β2 = 0.999", "band"] == pytest.approx(np.log10(3.16))
+    assert t.loc["sgd", "steps"] == 500 and t.loc["sgd", "best_lr"] == pytest.approx(3.16e-3)
+    assert q8.arm_ratio(f, "sgd", "adam, β2 half-life", 1, n_boot=50)[0] == pytest.approx(1.0)
+
+
+def _sde(offset: dict[str, float]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    runs, hist = [], []
+    arms = [("reference", 32, 0.01, 0.9), ("square-root", 64, 0.01 * 2**0.5, 0.8), ("linear", 64, 0.02, 0.9),
+            ("none", 64, 0.01, 0.9)]
+    for rule, B, lr, beta1 in arms:
+        for s in range(5):
+            rid = f"{rule}-{s}"
+            runs.append({"run_id": rid, "batch_size": B, "learning_rate": lr, "beta1": beta1, "seed": s})
+            for e in range(0, 65537, 1024):
+                loss = 2.0 * np.exp(-e / 20000) * np.exp(offset.get(rule, 0.0) + 0.01 * s)
+                hist.append({"run_id": rid, "metric": "train/loss", "step": e // B, "value": loss})
+    return pd.DataFrame(runs), pd.DataFrame(hist)
+
+
+def test_the_sde_distances_against_the_seed_noise():
+    f = q8.sde_facts(*_sde({"linear": 0.5, "none": 0.02}), n_boot=200)
+    d = f.distances.set_index("rule")
+    assert d.loc["square-root", "distance"] == pytest.approx(0.0, abs=1e-12) and d.loc["square-root", "within"]
+    assert d.loc["linear", "distance"] == pytest.approx(0.5) and not d.loc["linear", "within"]
+    assert d.loc["none", "distance"] == pytest.approx(0.02)
+    assert 0 < d["noise"].iloc[0] < 0.1 and d["spread"].iloc[0] == pytest.approx(np.std([0, .01, .02, .03, .04], ddof=1))
+    assert f.reference_rates["learning_rate"].tolist() == [0.01]
+
+
+def test_the_q8_section_states_the_numbers_it_computed():
+    acc = q8.accumulation_facts(_acc_runs({1: 1.0, 2: 1.0, 4: 1.5, 8: 3.0}), n_boot=100)
+    facts = Facts(accumulation=acc, beta2=q8.beta2_facts(_beta2_runs()),
+                  sde=q8.sde_facts(*_sde({"linear": 0.5}), n_boot=100))
+    text = report.text(facts, drawn=set(), generated="test")
+    section = text.split("## Q8.")[1]
+    assert "3.00 [3.00, 3.00]×" in section  # the k = 8 cost, with its interval
+    assert "**Holds**" in section and "Within the seed noise: square-root rule at κ = 2" in section
+    assert "Adam's β2 is the other knob" in text.split("## Q4.")[1].split("## Q5.")[0]
+    missing = report.text(Facts(missing={"accumulation": "run make sweep GRID=accumulation"}), set(), "test")
+    assert "Not measured yet: run make sweep GRID=accumulation" in missing.split("## Q8.")[1]
+
+
+def synthetic_q8() -> dict:
+    """Q8's three experiments at the study's grid sizes (three optimizers, b = 8 and 256, seven B's, three κ),
+    with the answers of a hyperbola of B_crit = 200: the facts the figure checks of tests/test_any_sweep.py draw."""
+    acc = []
+    for opt in ("sgd", "momentum", "adam"):
+        for micro, ks in ((8, (1, 2, 4, 8, 16, 32, 64)), (256, (1, 2, 4, 8))):
+            part = _acc_runs({k: q8.hyperbola_ratio(200, micro, k) for k in ks}, micro=micro)
+            acc.append(part.assign(optimizer=opt))
+    beta2 = []
+    for B in (1, 4, 16, 64, 256, 1024, 3200):
+        beta2.append(_beta2_runs().assign(batch_size=B, steps_to_target=lambda d: d["steps_to_target"] * (1 + 200 / B)))
+    runs, hist = [], []
+    for kappa in (2, 4, 8):
+        r, h = _sde({"linear": 0.1 * kappa, "none": 0.05 * kappa})
+        runs.append(r.assign(batch_size=r["batch_size"].where(r["batch_size"] == 32, 32 * kappa),
+                             run_id=r["run_id"] + f"-{kappa}"))
+        hist.append(h.assign(run_id=h["run_id"] + f"-{kappa}"))
+    sde_runs = pd.concat(runs).drop_duplicates("run_id")
+    sde_hist = pd.concat(hist)
+    sde_hist = sde_hist.merge(sde_runs[["run_id", "batch_size"]], on="run_id")
+    sde_hist = sde_hist.assign(step=sde_hist["step"] * 64 // sde_hist["batch_size"]).drop(columns="batch_size")
+    return {"accumulation": q8.accumulation_facts(pd.concat(acc, ignore_index=True), n_boot=50),
+            "beta2": q8.beta2_facts(pd.concat(beta2, ignore_index=True)),
+            "sde": q8.sde_facts(sde_runs, sde_hist, n_boot=50)}
+
+
+def test_the_synthetic_q8_facts_have_every_part():
+    f = synthetic_q8()
+    assert set(f["accumulation"].table["optimizer"]) == {"sgd", "momentum", "adam"}
+    assert len(f["beta2"].table) == 21
+    assert sorted(f["sde"].distances["kappa"].unique()) == [2, 4, 8]
