@@ -4,7 +4,8 @@ rule (``sde``).
 
 Pure: the runs tables of :mod:`analysis.load` (and, for ``sde``, the training-loss histories) in, frozen
 dataclasses of DataFrames out; every interval is a 95% percentile bootstrap over seeds (paired where two
-arms share a seed: seed k is the same initialisation and data order in both).
+arms share a seed: seed k is the same initial weights in both, and the same data order where the two have the
+same batch size).
 
 Steps to a target are :mod:`analysis.reduce`'s: per seed the fewest steps over the learning rates, then the
 median over seeds; examples = steps x the batch size of one update (k micro-batches of b: kb).
@@ -91,7 +92,9 @@ def accumulation_facts(runs: pd.DataFrame, experiment: str = "accumulation", n_b
                     if len(one) else (np.nan,) * 3
                 rows.append({"target": target, "optimizer": opt, "micro": int(micro), "k": int(k),
                              "batch_size": int(micro * k), "examples": float(np.median(gk["examples"])),
-                             "steps": float(np.median(gk["s"])), "time_s": float(np.nanmedian(gk["time"].astype(float)))
+                             "steps": float(np.median(gk["s"])),
+                             "eval_every": float(gk["eval_every"].iloc[0]) if "eval_every" in gk else np.nan,
+                             "time_s": float(np.nanmedian(gk["time"].astype(float)))
                              if gk["time"].notna().any() else np.nan, "n_seeds": len(gk),
                              "examples_ratio": ex[0], "examples_lo": ex[1], "examples_hi": ex[2],
                              "time_ratio": tm[0], "time_lo": tm[1], "time_hi": tm[2]})
@@ -164,7 +167,8 @@ def beta2_facts(runs: pd.DataFrame, experiment: str = "beta2", n_boot: int = N_B
                          "band": float(np.nanmedian(widths)) if widths.notna().any() else np.nan,
                          "band_min": float(widths.min()), "band_max": float(widths.max()),
                          "best_lr": float(best.mode().min()) if len(best) else np.nan,
-                         "beta2": float(gb["beta2"].iloc[0]) if "beta2" in gb else np.nan})
+                         "beta2": float(gb["beta2"].iloc[0]) if "beta2" in gb else np.nan,
+                         "eval_every": float(gb["eval_every"].iloc[0]) if "eval_every" in gb else np.nan})
     table = pd.DataFrame(rows).sort_values(["arm", "batch_size"]).reset_index(drop=True)
     return Beta2Facts(experiment, table, per_seed, runs)
 

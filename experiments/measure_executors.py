@@ -26,6 +26,7 @@ from pathlib import Path
 
 from experiments.engine import grid as grids
 from experiments.engine import tracking
+from mbstudy.metrics import is_timing
 
 
 def _histories(uri: str, experiment: str) -> dict[str, dict[str, list]]:
@@ -34,7 +35,7 @@ def _histories(uri: str, experiment: str) -> dict[str, dict[str, list]]:
     c = MlflowClient(uri)
     exp = c.get_experiment_by_name(experiment)
     return {r.data.tags["cfg_hash"]: {k: [(m.step, m.value) for m in c.get_metric_history(r.info.run_id, k)]
-                                      for k in r.data.metrics if not k.startswith("time/")}
+                                      for k in r.data.metrics if not is_timing(k)}
             for r in tracking.search_all(c, exp.experiment_id, "tags.`mbstudy.kind` = 'run' and attributes.status = 'FINISHED'")}
 
 

@@ -46,7 +46,8 @@ FULL = [
 ]
 
 # the quick study: the same steps on fewer seeds and batch sizes, and the MLP workloads only (the CNN is most of
-# the science and generalisation sweeps' time); every section of the report, with wider intervals
+# the science and generalisation sweeps' time), and Q8's sweeps on one or two seeds (accumulation: SGD and Adam); every
+# section of the report, with wider intervals
 QUICK = [
     ("sweep default", ["experiments.sweep", "default", "--set", "seed=0", "--set", "batch_size=[1, 16, 256]"]),
     ("sweep science", ["experiments.sweep", "science", "--only", "model=mlp", "--set", "seed=[0, 1, 2]",
@@ -55,7 +56,8 @@ QUICK = [
                               "--set", "batch_size=[8, 512]"]),
     ("sweep seeds", ["experiments.sweep", "seeds"]),
     ("sweep published", ["experiments.sweep", "published", "--set", "seed=0"]),
-    ("sweep accumulation", ["experiments.sweep", "accumulation", "--set", "seed=0"]),
+    ("sweep accumulation", ["experiments.sweep", "accumulation", "--set", "seed=0",
+                            "--only", 'optimizer=["sgd", "adam"]']),
     ("sweep beta2", ["experiments.sweep", "beta2", "--set", "seed=0", "--set", "batch_size=[4, 256]"]),
     ("sweep sde", ["experiments.sweep", "sde", "--set", "seed=[0, 1]"]),
     ("equivalence", ["experiments.equivalence"]),

@@ -50,6 +50,17 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 TARGETS = {"loss": "steps_to_target", "val": "steps_to_val_target"}
 
 
+def is_timing(key: str) -> bool:
+    """Whether a logged metric is a wall-clock measurement (``time/<name>``, and a summary's ``time_to_target`` /
+    ``time_to_val_target``): different in every run of the same configuration, so comparisons of two runs'
+    numbers leave these out.
+
+    >>> [k for k in ("time/train_s", "time_to_target", "train/loss", "steps_to_target") if is_timing(k)]
+    ['time/train_s', 'time_to_target']
+    """
+    return key.startswith(("time/", "time_to_"))
+
+
 def history_metrics() -> dict[str, Metric]:
     """Every metric a run can record: :data:`METRICS` and each registered loss's ``test/<name>`` and ``val/<name>``."""
     extra = {f"{split}/{name}": Metric(f"{split}/{name}", f"{name} on the {what} set ({loss.name} losses)", best="max")

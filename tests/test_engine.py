@@ -309,3 +309,29 @@ def test_two_writers_adding_the_same_data_set_at_once_both_link_it(store, monkey
     tracking.RunWriter(rid).log_dataset("teacher_5x3", "0" * 32, "src")
     assert len(calls) == 2
     assert tracking.client().get_run(rid).inputs.dataset_inputs[0].dataset.name == "teacher_5x3"
+
+    # through a tracking server the collision arrives as a RestException carrying the server's SQLAlchemy error
+    # (seen in CI: "(Background on this error at: https://sqlalche.me/e/21/gkpj)"), with no Python cause
+    from mlflow.exceptions import RestException
+
+    rid2 = tracking.start_child(exp, "", "r2", "h2", "g", "writer")
+    calls.clear()
+
+    def collide_over_rest(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RestException({"error_code": "INTERNAL_ERROR", "message": "(psycopg2.errors.UniqueViolation) "
+                                 "duplicate key value (Background on this error at: https://sqlalche.me/e/21/gkpj)"})
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", collide_over_rest)
+    tracking.RunWriter(rid2).log_dataset("teacher_5x3", "0" * 32, "src")
+    assert len(calls) == 2
+    assert tracking.client().get_run(rid2).inputs.dataset_inputs[0].dataset.name == "teacher_5x3"
+
+    def other_error(self, *a, **k):
+        raise RestException({"error_code": "INVALID_PARAMETER_VALUE", "message": "no such run"})
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", other_error)
+    with pytest.raises(MlflowException, match="no such run"):
+        tracking.RunWriter(rid2).log_dataset("teacher_5x3", "0" * 32, "src")

@@ -135,7 +135,8 @@ def test_betas_reach_adam():
                 eval_every=20)
     a, b = train(TrainConfig(**base)), train(TrainConfig(**base, beta2=0.9))
     c = train(TrainConfig(**base, beta1=0.0))
-    assert a.history["train/loss"][-1] != b.history["train/loss"][-1] != c.history["train/loss"][-1]
+    finals = [r.history["train/loss"][-1] for r in (a, b, c)]
+    assert len(set(finals)) == 3, f"beta1 and beta2 each change Adam's trajectory: {finals}"
 
 
 # ------------------------------------------------------------------ accumulation in the training loop
@@ -168,7 +169,7 @@ def test_accumulating_k_micro_batches_in_training_is_mbstudy_accumulated_grad_bi
     assert all(np.array_equal(a, b) for a, b in zip(got, want)), "the loop's accumulation is Q1's accumulation"
 
 
-@pytest.mark.parametrize("batch, k", [(64, 2), (64, 8), (256, 16), (48, 3), (60, 5)])
+@pytest.mark.parametrize("batch, k", [(64, 8), (256, 16), (48, 3)])
 def test_accumulating_k_micro_batches_is_one_step_at_batch_kb_to_rounding(batch, k):
     """The same examples in the same order, one update: the big-batch step up to the order of the float32 sums
     (the batch's matmul sums its kb examples in one pass; accumulation sums k partial sums), which is not bit
@@ -188,8 +189,15 @@ def test_accumulating_k_micro_batches_is_one_step_at_batch_kb_to_rounding(batch,
     np.testing.assert_allclose(la, lb, rtol=1e-4)
 
 
-def test_accumulation_one_is_the_plain_step_bit_for_bit():
-    data = load_dataset("mnist1d")
-    base = dict(batch_size=32, learning_rate=0.1, steps=20, eval_every=10, optimizer="momentum")
-    a, b = train(TrainConfig(**base), data), train(TrainConfig(**base, accumulation=1), data)
-    assert all(np.array_equal(a.history[k], b.history[k]) for k in ("train/loss", "test/acc", "grad/b_simple"))
+def test_time_and_examples_to_target_of_an_accumulated_run():
+    """An accumulated run's summary counts the examples of its whole batch (kb) and the training seconds up to
+    the evaluation that reached the target (not the evaluations, not the steps after it)."""
+    cfg = TrainConfig(dataset="teacher", hidden=(16,), optimizer="adam", learning_rate=1e-2, batch_size=64,
+                      accumulation=4, steps=300, eval_every=20, target_loss=0.5, stop_at_target=False)
+    r = train(cfg)
+    s, hist = r.summary(), r.history
+    assert r.steps_to_target is not None and r.steps_to_target < cfg.steps, "the target is reached within the run"
+    assert s["examples_to_target"] == r.steps_to_target * 64
+    at = int(np.nonzero(hist["step"] == r.steps_to_target)[0][0])
+    assert s["time_to_target"] == hist["time/train_s"][at]
+    assert 0 < s["time_to_target"] < s["time/train_s"], "only the training seconds before the target"

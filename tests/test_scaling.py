@@ -32,6 +32,7 @@ from tests import processes
 from experiments.engine import grid as grids
 from experiments.engine import server as server_mod
 from experiments.engine import tracking
+from mbstudy.metrics import is_timing
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +87,7 @@ def snapshot(uri: str, experiment: str) -> dict[str, tuple]:
     out = {}
     for r in tracking.search_all(c, exp.experiment_id, "tags.`mbstudy.kind` = 'run'"):
         hist = {k: [(m.step, m.value) for m in c.get_metric_history(r.info.run_id, k)]
-                for k in r.data.metrics if not k.startswith("time/")}
+                for k in r.data.metrics if not is_timing(k)}
         tags = {k: r.data.tags.get(k) for k in ("outcome", "data_digest", "model_params", "group_hash", "sweep")}
         out[r.data.tags["cfg_hash"]] = (r.info.status, r.data.params, tags, hist)
     return out

@@ -386,8 +386,15 @@ class RunWriter:
             except MlflowException as e:
                 # MLflow checks whether the experiment has the data set, then inserts it: two writers logging it
                 # for the first time at once (Ray workers) collide on its key. The retry finds it and links it.
-                if attempt == 2 or not isinstance(e.__cause__, sqlalchemy.exc.IntegrityError):
+                # On a database store the cause is SQLAlchemy's IntegrityError; through a tracking server it is a
+                # RestException whose message carries the server's (SQLAlchemy's code for it is gkpj).
+                text = str(e)
+                collided = isinstance(e.__cause__, sqlalchemy.exc.IntegrityError) or any(
+                    m in text for m in ("IntegrityError", "sqlalche.me/e/21/gkpj", "sqlalche.me/e/20/gkpj",
+                                        "UniqueViolation", "duplicate key"))
+                if attempt == 2 or not collided:
                     raise
+                time.sleep(0.05 * (attempt + 1))
 
 
 @contextlib.contextmanager
