@@ -45,14 +45,15 @@ def stop_marked(mark: tuple[str, str], grace: float = 5.0) -> None:
             time.sleep(0.2)
 
 
-def finished_in(db: Path) -> int:
-    """FINISHED child runs, read straight from the SQLite file (read-only: no client, no schema migration racing
-    the sweep that is creating the store)."""
+def finished_in(db: Path, status: str = "FINISHED") -> int:
+    """Child runs with this status (FINISHED, RUNNING), read straight from the SQLite file (read-only: no client,
+    no schema migration racing the sweep that is creating the store)."""
     import sqlite3
 
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
             return con.execute("SELECT count(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-                               "WHERE r.status = 'FINISHED' AND t.key = 'mbstudy.kind' AND t.value = 'run'").fetchone()[0]
+                               "WHERE r.status = ? AND t.key = 'mbstudy.kind' AND t.value = 'run'",
+                               (status,)).fetchone()[0]
     except sqlite3.Error:  # not created yet, or mid-migration
         return 0

@@ -96,9 +96,12 @@ def test_kill_9_then_resume_leaves_exactly_one_finished_run_per_config(store):
     )
     deadline = time.time() + 120
     try:
-        while time.time() < deadline:  # kill once some, not all, runs are finished
-            time.sleep(0.2)
-            if processes.finished_in(store / "mlflow.db") >= 3:  # read-only: no client racing the store's creation
+        while time.time() < deadline:  # kill once some, not all, runs are finished and one is in flight
+            time.sleep(0.05)
+            db = store / "mlflow.db"  # read-only reads: no client racing the store's creation
+            # between one run's end and the next one's start no run is RUNNING (a kill there is a different case,
+            # the resume after a finished run): wait for a run in flight
+            if processes.finished_in(db) >= 3 and processes.finished_in(db, "RUNNING") >= 1:
                 break
         assert proc.poll() is None, "the sweep ended before it could be killed"
     finally:
