@@ -13,11 +13,9 @@ from matplotlib.ticker import FormatStrFormatter, LogLocator
 from analysis import plots
 from analysis.facts import OPTIMIZERS, Facts, present
 from analysis.plots import Skip
-from analysis.q8 import BAND, hyperbola_ratio
+from analysis.q8 import ARMS, BAND, RULES, hyperbola_ratio
 
 plt = plots.plt
-ARMS = ("adam, β2 = 0.999", "adam, β2 half-life", "sgd")
-RULES = ("square-root", "linear", "none")
 
 
 def headline_b_crit(facts: Facts) -> dict[str, float]:

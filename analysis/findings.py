@@ -15,6 +15,7 @@ import numpy as np
 
 from analysis.facts import Facts
 from analysis.generalisation import BUDGETS
+from analysis.q8 import FIXED, HALF, arm_ratio
 from analysis.report_workloads import interval
 
 START = "<!-- findings:start (written by `make report` from the runs; edits here are overwritten) -->"
@@ -120,9 +121,8 @@ def _q8(f: Facts) -> str | None:
                          f"{t['examples_ratio'].max():.2f}× the examples of k small steps (most: {w.optimizer}, "
                          f"b = {int(w.micro)}, k = {int(w.k)}, {interval(w.examples_ratio, w.examples_lo, w.examples_hi, '.2f')})")
     if b is not None and len(b.table):
-        from analysis.q8 import arm_ratio
         B = int(b.table["batch_size"].min())
-        r = arm_ratio(b, "adam, β2 half-life", "adam, β2 = 0.999", B)
+        r = arm_ratio(b, HALF, FIXED, B)
         parts.append(f"β2 at a fixed half-life vs 0.999 at B = {B}: {interval(*r, fmt='.2f')}× the steps")
     if s is not None and len(s.distances):
         ok = s.distances[s.distances["within"]]

@@ -22,6 +22,9 @@ from analysis import reduce
 
 TARGET_METRICS = {"loss": "steps_to_target", "val": "steps_to_val_target"}
 TIME_METRICS = {"loss": "time_to_target", "val": "time_to_val_target"}
+FIXED, HALF, SGD = "adam, β2 = 0.999", "adam, β2 half-life", "sgd"  # the beta2 sweep's arms
+ARMS = (FIXED, HALF, SGD)
+RULES = ("square-root", "linear", "none")  # the sde sweep's rules, in the order tables and figures show them
 BAND = 2.0  # a learning rate is in the robust band when its steps to target are within this factor of the best
 LEVEL, N_BOOT = 0.95, 1000
 
@@ -132,7 +135,7 @@ def beta2_arm(runs: pd.DataFrame) -> pd.Series:
     """``sgd``, ``adam, β2 = 0.999`` or ``adam, β2 half-life`` of every run."""
     beta2 = runs["beta2"].astype(float) if "beta2" in runs else pd.Series(0.999, index=runs.index)
     adam = np.where(np.isclose(beta2, 0.999, rtol=0, atol=1e-12) & (runs["batch_size"] != 128),
-                    "adam, β2 = 0.999", "adam, β2 half-life")
+                    FIXED, HALF)
     return pd.Series(np.where(runs["optimizer"] == "adam", adam, runs["optimizer"]), index=runs.index)
 
 
@@ -208,7 +211,7 @@ def sde_rule_of(runs: pd.DataFrame, b0: int, lr0: float) -> pd.Series:
     out = np.select(
         [(kappa == 1) & np.isclose(lr, lr0), (kappa == 1), ~np.isclose(beta1, 0.9),
          np.isclose(lr, lr0 * kappa), np.isclose(lr, lr0)],
-        ["reference", "other", "square-root", "linear", "none"], "other")
+        ["reference", "other", *RULES], "other")
     return pd.Series(out, index=runs.index)
 
 
@@ -254,7 +257,7 @@ def sde_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "sde"
                      "hi": hi, "spread": spread, "noise": noise, "within": bool(point <= noise), "n_seeds": len(m)})
     distances = pd.DataFrame(rows)
     if not distances.empty:
-        order = {"square-root": 0, "linear": 1, "none": 2}
+        order = {rule: i for i, rule in enumerate(RULES)}
         distances = distances.sort_values(["kappa", "rule"], key=lambda s: s.map(order) if s.name == "rule" else s)
         distances = distances.reset_index(drop=True)
     return SdeFacts(experiment, b0, lr0, curves.reset_index(drop=True), distances, ref_rates)

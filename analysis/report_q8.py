@@ -10,10 +10,9 @@ import pandas as pd
 
 from analysis.facts import Facts
 from analysis.figures_q8 import headline_b_crit
-from analysis.q8 import BAND, arm_ratio, hyperbola_ratio
+from analysis.q8 import BAND, FIXED, HALF, RULES, SGD, arm_ratio, hyperbola_ratio
 from analysis.report_workloads import interval
 
-FIXED, HALF, SGD = "adam, β2 = 0.999", "adam, β2 half-life", "sgd"
 
 LIMITS = ("The MNIST-1D MLP only, 3 seeds (5 for the SDE rule), half-decade learning-rate grids (the robust "
           "band's resolution is half a decade), one half-life (that of β2 = 0.999 at B = 128), Adam's β1 and ε "
@@ -287,7 +286,7 @@ def sde_text(facts: Facts, drawn, md_table, figure_markdown, not_measured) -> st
                          "distance D [95% CI]": [interval(*r, fmt=".3f") for r in d[["distance", "lo", "hi"]].to_numpy()],
                          "within seed noise": d["within"].map({True: "yes", False: "no"})})
     by_rule = {rule: ", ".join(f"κ = {k}" for k in within[within["rule"] == rule]["kappa"]) or "no κ"
-               for rule in ("square-root", "linear", "none")}
+               for rule in RULES}
     missed = sorted(set(d["kappa"]) - set(within[within["rule"] == "square-root"]["kappa"]))
     return "\n".join([
         f"**The SDE square-root rule (Malladi et al. 2022) keeps Adam's loss-against-examples curve within seed "
