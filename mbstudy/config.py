@@ -46,6 +46,7 @@ from mbstudy.data import DATASETS, Dataset, n_validation
 from mbstudy.losses import LOSSES, REDUCTIONS, loss_for_task
 from mbstudy.model import ACTIVATIONS
 from mbstudy.optimizers import OPTIMIZERS
+from mbstudy import schedule as _schedule
 from mbstudy.workloads import MODELS, build
 
 INT32_MAX = 2**31 - 1  # the compiled loop counts steps in int32; JAX's PRNG takes 32-bit seeds
@@ -94,16 +95,33 @@ def _check_loss(v, d):
     return None
 
 
+def _size(source, d) -> int:
+    """The size of the data set's training set a configuration generates (its ``n_train``, else the registered one)."""
+    n = d.get("n_train")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 and source.resize else source.n_train
+
+
 def _n_train(source, d) -> int:
     """The training-set size a configuration trains on: the data set's, less its validation split."""
     f = d.get("val_fraction")
-    held = n_validation(source.n_train, f) if isinstance(f, float) and 0 <= f <= 0.5 else 0
-    return source.n_train - held
+    held = n_validation(_size(source, d), f) if isinstance(f, float) and 0 <= f <= 0.5 else 0
+    return _size(source, d) - held
 
 
 def _what_train(source, d) -> str:
-    held = source.n_train - _n_train(source, d)
+    held = _size(source, d) - _n_train(source, d)
     return f"the {source.name} training set" + (f" less its {held} validation examples" if held else "")
+
+
+def _check_n_train(v, d):
+    source = DATASETS.get(d.get("dataset"))
+    if v == 0 or source is None or v == source.n_train:
+        return None
+    if source.resize is None:
+        sizable = [k for k, s in DATASETS.items() if s.resize]
+        return (f"{source.name!r} has a fixed training set of {source.n_train} examples; expected 0 (the data set's "
+                f"own size); received {v!r} (data sets generated at any size: {sizable})")
+    return source.check_size(v) if v > 0 else f"expected 0 (the data set's own size) or a positive size; received {v!r}"
 
 
 def _check_batch_size(v, d):
@@ -117,8 +135,8 @@ def _check_val_fraction(v, d):
     if not 0 <= v <= 0.5:
         return f"expected 0 (no validation split) <= val_fraction <= 0.5; received {v!r}"
     source = DATASETS.get(d.get("dataset"))
-    if v > 0 and source is not None and n_validation(source.n_train, v) < 2:
-        return f"holds out {n_validation(source.n_train, v)} of {source.n_train} examples; expected at least 2"
+    if v > 0 and source is not None and n_validation(_size(source, d), v) < 2:
+        return f"holds out {n_validation(_size(source, d), v)} of {_size(source, d)} examples; expected at least 2"
     return None
 
 
@@ -152,6 +170,30 @@ def _check_accumulation(v, d):
     if isinstance(b, int) and not isinstance(b, bool) and b % v:
         return (f"expected a divisor of batch_size ({b}): each step's batch is cut into equal micro-batches; "
                 f"received {v!r} (set batch_size to {v} x the micro-batch size)")
+    return None
+
+
+def _check_schedule(v, d):
+    try:
+        entries = _schedule.parse(v)
+    except ValueError as e:
+        return str(e)
+    if not entries:
+        return None
+    if d.get("accumulation", 1) != 1:
+        return f"a schedule runs without accumulation; set accumulation = 1 (received {d.get('accumulation')!r})"
+    source = DATASETS.get(d.get("dataset"))
+    limit = _n_train(source, d) if source is not None else None
+    big = [b for _, b, _ in entries if limit is not None and b > limit]
+    if big:
+        return f"batch size(s) {big} exceed {_what_train(source, d)} ({limit}); received {v!r}"
+    b, every, lr, steps = (d.get(k) for k in ("batch_size", "eval_every", "learning_rate", "steps"))
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in (b, every, steps)):
+        return None  # those fields' own checks report them
+    try:
+        _schedule.phases(v, batch_size=b, learning_rate=lr, steps=steps, eval_every=every)
+    except ValueError as e:
+        return f"{e}; received {v!r}"
     return None
 
 
@@ -202,6 +244,8 @@ class TrainConfig:
     dataset: str = _field("mnist1d", "program", "a registered data set (mbstudy.data.DATASETS)",
                           _one_of(lambda: list(DATASETS)))
     data_seed: int = _field(0, "program", "the data set's seed", _at_least(0, "a non-negative int"))
+    n_train: int = _field(0, "program", "the training-set size to generate (0: the data set's own; "
+                          "mnist1d takes any multiple of 10), before the validation split", _check_n_train, since=2)
     model: str = _field("mlp", "program", "a registered model (mbstudy.workloads.MODELS): mlp or cnn",
                         _one_of(lambda: list(MODELS)), since=2)
     hidden: tuple[int, ...] = _field((100, 100), "program", "hidden-layer widths of the MLP (checked by type)")
@@ -223,8 +267,11 @@ class TrainConfig:
     batch_size: int = _field(64, "program", "examples per step, drawn without replacement", _check_batch_size)
     accumulation: int = _field(1, "program", "micro-batches per step: the step's batch_size examples in this many "
                                "micro-batches, their gradients summed before one update", _check_accumulation, since=2)
+    schedule: str = _field("", "program", "phases before batch_size: comma-separated STEPSxB@LR, e.g. "
+                           "'64x16@0.1,32x32@0.2' (mbstudy.schedule; empty: none)", _check_schedule, since=2)
     seed: int = _field(0, "traced", "initial weights and data order", _at_least(0, "a non-negative int"))
-    steps: int = _field(2000, "program", "training steps", _at_least(1, "a positive int"))
+    steps: int = _field(2000, "program", "training steps at batch_size (after the schedule's)",
+                        _at_least(1, "a positive int"))
     eval_every: int = _field(100, "program", "steps between evaluations", _at_least(1, "a positive int"))
     target_loss: float | None = _field(None, "host", "training-loss target (none: no target)",
                                        lambda v, d: None if v is None or v > 0 else f"expected > 0 or none; received {v!r}")
@@ -265,6 +312,19 @@ class TrainConfig:
         """``(field, value)`` of the optimizer's static fields (compiled into the program: Adam's betas)."""
         return tuple((k, getattr(self, k)) for k, _ in OPTIMIZERS[self.optimizer].static)
 
+    def phases(self) -> list[_schedule.Phase]:
+        """The run's phases (:mod:`mbstudy.schedule`): the schedule's, then ``steps`` at ``batch_size``."""
+        return _schedule.phases(self.schedule, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                                steps=self.steps, eval_every=self.eval_every)
+
+    def total_steps(self) -> int:
+        """Steps of the whole run: the schedule's and ``steps``."""
+        return self.phases()[-1].end
+
+    def examples_at(self, step: int) -> int:
+        """Examples seen in the first ``step`` steps (``step * batch_size`` without a schedule)."""
+        return _schedule.examples_at(self.phases(), step) if self.schedule else step * self.batch_size
+
     def program_key(self) -> tuple[tuple[str, Any], ...]:
         """``(field, value)`` of every ``program`` field: runs with the same key share one compiled program."""
         return tuple((f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata["role"] == "program")
@@ -290,8 +350,9 @@ class TrainConfig:
         extra = "".join(f"-{tag}{getattr(self, k):.6g}" for k, tag in (("accumulation", "acc"), ("beta1", "b1"),
                                                                         ("beta2", "b2"))
                         if getattr(self, k) != FIELDS[k].default and (k == "accumulation" or self.optimizer == "adam"))
+        sched = f"-after{self.schedule.replace(' ', '')}" if self.schedule else ""
         return (f"{prefix}{self.optimizer}-{self.reduction}-B{self.batch_size}{extra}-lr{self.learning_rate:.3g}"
-                f"-s{self.seed}")
+                f"{sched}-s{self.seed}")
 
     def to_params(self) -> dict[str, str]:
         """Every field as an MLflow param: tuples as ``100,100``, None as ``None``."""

@@ -100,21 +100,36 @@ def from_arrays(name, seed, task, x_tr, y_tr, x_te, y_te, n_outputs) -> Dataset:
     )
 
 
-def _mnist1d(seed: int) -> Dataset:
+MNIST1D_TEST = 1000  # the test set's size at every training-set size
+
+
+def _mnist1d(seed: int, n_train: int | None = None) -> Dataset:
+    """MNIST-1D; ``n_train`` (a multiple of 10; None: the package's 4000) generates ``n_train + 1000`` examples
+    with the same recipe and seed and keeps the last 1000 as the test set, as the package's own split does."""
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
     args.seed = int(args.seed) + seed
+    if n_train is not None:
+        args.num_samples = n_train + MNIST1D_TEST
     state = np.random.get_state()  # make_dataset reseeds NumPy's global RNG
     try:
         d = make_dataset(args)
     finally:
         np.random.set_state(state)
-    return from_arrays(
-        "mnist1d", seed, "classification",
-        d["x"].astype(np.float32), d["y"].astype(np.int32),
-        d["x_test"].astype(np.float32), d["y_test"].astype(np.int32), 10,
-    )
+    x, y = d["x"].astype(np.float32), d["y"].astype(np.int32)
+    x_te, y_te = d["x_test"].astype(np.float32), d["y_test"].astype(np.int32)
+    if n_train is not None:  # the package splits at int(0.8 n), which is not n_train in general: split here
+        x, y = np.concatenate([x, x_te]), np.concatenate([y, y_te])
+        x, y, x_te, y_te = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+    return from_arrays("mnist1d", seed, "classification", x, y, x_te, y_te, 10)
+
+
+def _mnist1d_size(n: int) -> str | None:
+    if n % 10 or not 10 <= n <= 1_000_000:
+        return (f"expected a multiple of 10 (MNIST-1D makes the same number of every digit) from 10 to 1000000; "
+                f"received {n!r}")
+    return None
 
 
 def _digits(seed: int) -> Dataset:
@@ -198,6 +213,9 @@ class DataSource:
 
     ``n_train`` is the training-set size (the largest batch), ``task`` picks the
     loss of ``loss="auto"``, ``loader(seed)`` returns the :class:`Dataset`.
+    A data set that can be generated at other training-set sizes has ``resize``:
+    ``resize(seed, n_train)`` makes it, and ``check_size(n)`` returns None or why
+    ``n`` is not a size it can make.
     """
 
     name: str
@@ -205,6 +223,8 @@ class DataSource:
     n_train: int
     loader: Callable[[int], Dataset]
     description: str = ""
+    resize: Callable[[int, int], Dataset] | None = None
+    check_size: Callable[[int], str | None] = lambda n: None
 
 
 DATASETS: dict[str, DataSource] = {}
@@ -221,15 +241,21 @@ def register_dataset(source: DataSource) -> DataSource:
     return source
 
 
-register_dataset(DataSource("mnist1d", "classification", 4000, _mnist1d, "MNIST-1D (Greydanus 2020), generated"))
+register_dataset(DataSource("mnist1d", "classification", 4000, _mnist1d, "MNIST-1D (Greydanus 2020), generated",
+                            resize=_mnist1d, check_size=_mnist1d_size))
 register_dataset(DataSource("digits", "classification", 1438, _digits, "scikit-learn's 8x8 digits, bundled"))
 register_dataset(DataSource("teacher", "regression", 1000, _teacher, "seed 000: 128-64-10 tanh teacher"))
 register_dataset(DataSource("teacher_5x3", "regression", 1000, lambda seed: _teacher(seed, (5, 16, 3), "teacher_5x3"),
                             "seed 001: 5-16-3 tanh teacher"))
 
 
-def load_dataset(name: str, *, seed: int = 0) -> Dataset:
+def load_dataset(name: str, *, seed: int = 0, n_train: int | None = None) -> Dataset:
     """Load or generate a data set by name: one of :data:`DATASETS`.
+
+    ``n_train`` asks for another training-set size, from a data set that can be
+    generated at any size (``DataSource.resize``: MNIST-1D, with a multiple of
+    10 and the same 1000-example test recipe); None or the registered size gives
+    the registered data set itself, bit for bit.
 
     >>> from mbstudy import load_dataset
     >>> d = load_dataset("teacher")
@@ -242,7 +268,22 @@ def load_dataset(name: str, *, seed: int = 0) -> Dataset:
         raise ValueError(f"name: unknown data set {name!r}; available: {', '.join(DATASETS)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: expected a non-negative int; received {seed!r}")
-    data = DATASETS[name].loader(int(seed))
+    source = DATASETS[name]
+    if n_train is not None and n_train != source.n_train:
+        if isinstance(n_train, bool) or not isinstance(n_train, (int, np.integer)):
+            raise ValueError(f"n_train: expected an int or None; received {n_train!r}")
+        if source.resize is None:
+            raise ValueError(f"n_train: {name!r} has a fixed training set of {source.n_train}; received {n_train!r} "
+                             f"(data sets that can be generated at any size: "
+                             f"{', '.join(k for k, v in DATASETS.items() if v.resize)})")
+        bad = source.check_size(int(n_train))
+        if bad:
+            raise ValueError(f"n_train: {bad}")
+        data = source.resize(int(seed), int(n_train))
+        if data.n_train != n_train:
+            raise RuntimeError(f"data set {name!r}: asked for {n_train} training examples, its generator made {data.n_train}")
+        return data
+    data = source.loader(int(seed))
     if data.n_train != DATASETS[name].n_train or data.task != DATASETS[name].task:
         raise RuntimeError(f"data set {name!r}: its loader gave {data.n_train} {data.task} training examples but it is "
                            f"registered with {DATASETS[name].n_train} {DATASETS[name].task}; fix its DataSource entry")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,9 +39,9 @@ from mbstudy.data import Dataset, load_dataset, with_validation
 from mbstudy.evaluate import EvalData, evaluate_jit, training_loss_jit
 from mbstudy.losses import LOSSES
 from mbstudy.metrics import metric_for
-from mbstudy.step import Program, batch_indices, init_state, run_chunk_jit, traced_hyper
+from mbstudy.step import Program, TrainState, batch_indices, init_state, run_chunk_jit, traced_hyper
 
-__all__ = ["RunResult", "TrainConfig", "eval_data", "train"]
+__all__ = ["Checkpoint", "RunResult", "TrainConfig", "eval_data", "train"]
 
 _COMPILED: dict[Any, Any] = {}
 
@@ -57,6 +57,13 @@ def _compiled(fn, args, static: dict):
     return _COMPILED[key], time.perf_counter() - t0
 
 
+class Checkpoint(NamedTuple):
+    """A run's training state after ``step`` steps (``RunResult.checkpoints``; ``train``'s ``start``)."""
+
+    step: int
+    state: TrainState
+
+
 @dataclasses.dataclass
 class RunResult:
     """What one run produced. ``history`` maps a metric to its values at ``history['step']``."""
@@ -69,6 +76,7 @@ class RunResult:
     data_digest: str
     model_params: int
     steps_to_val_target: int | None = None
+    checkpoints: dict[int, TrainState] = dataclasses.field(default_factory=dict, repr=False)  # train's ``keep``
 
     def summary(self) -> dict[str, float]:
         """``final/<metric>`` and ``best/<metric>`` as :mod:`mbstudy.metrics` says, ignoring NaN/inf;
@@ -89,10 +97,10 @@ class RunResult:
             out["pruned_at"] = float(self.history["step"][-1])
         if self.steps_to_target is not None:
             out["steps_to_target"] = float(self.steps_to_target)
-            out["examples_to_target"] = float(self.steps_to_target * self.config.batch_size)
+            out["examples_to_target"] = float(self.config.examples_at(self.steps_to_target))
         if self.steps_to_val_target is not None:
             out["steps_to_val_target"] = float(self.steps_to_val_target)
-            out["examples_to_val_target"] = float(self.steps_to_val_target * self.config.batch_size)
+            out["examples_to_val_target"] = float(self.config.examples_at(self.steps_to_val_target))
         for name, steps in (("time_to_target", self.steps_to_target), ("time_to_val_target", self.steps_to_val_target)):
             if steps is not None and "time/train_s" in self.history:  # training seconds (no evaluations) until then
                 out[name] = float(self.history["time/train_s"][np.searchsorted(self.history["step"], steps)])
@@ -145,6 +153,9 @@ def _check_against(cfg: TrainConfig, data: Dataset) -> None:
     if cfg.batch_size > data.n_train:
         found.append(f"batch_size: expected 1 <= batch_size <= {data.n_train} (the {data.name} training set); "
                      f"received {cfg.batch_size}")
+    big = sorted({p.batch_size for p in cfg.phases()[:-1] if p.batch_size > data.n_train})
+    if big:
+        found.append(f"schedule: batch size(s) {big} exceed the {data.name} training set ({data.n_train})")
     if cfg.noise_batch > data.n_train:
         found.append(f"noise_batch: expected 0 (the whole training set) or 2..{data.n_train}; received {cfg.noise_batch}")
     try:
@@ -155,7 +166,25 @@ def _check_against(cfg: TrainConfig, data: Dataset) -> None:
         raise ConfigError(found)
 
 
-def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_up=None) -> RunResult:
+def _start_state(cfg: TrainConfig, start: Checkpoint, fresh: TrainState) -> tuple[int, TrainState]:
+    """``start`` checked against the run: an evaluation step of ``cfg`` and a state of its model and optimizer."""
+    if not isinstance(start, Checkpoint):
+        raise TypeError(f"start: expected an mbstudy.train.Checkpoint; received {type(start).__name__}")
+    step = int(start.step)
+    on_grid = any(p.start <= step <= p.end and ((step - p.start) % p.eval_every == 0 or step == p.end)
+                  for p in cfg.phases())
+    if not on_grid or int(start.state.step) != step:
+        raise ValueError(f"start: step {step} (state at step {int(start.state.step)}) is not an evaluation step of "
+                         f"this run ({cfg.total_steps()} steps; phases {cfg.schedule or 'none'}); checkpoint at one")
+    shapes = lambda t: jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)), t)  # noqa: E731
+    if jax.tree.structure(start.state) != jax.tree.structure(fresh) or shapes(start.state) != shapes(fresh):
+        raise ValueError("start: the checkpoint's parameters or optimizer state do not fit this run's model and "
+                         f"optimizer ({cfg.model}, {cfg.optimizer}); branch from a run of the same configuration")
+    return step, start.state
+
+
+def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_up=None, keep=(),
+          start: Checkpoint | None = None) -> RunResult:
     """Train one configuration and return its metric history.
 
     ``data`` defaults to ``load_dataset(cfg.dataset, seed=cfg.data_seed)``;
@@ -169,6 +198,14 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
     A configuration checks itself when it is made (:class:`mbstudy.config.ConfigError`),
     and here against the data it is given.
 
+    A run with a ``schedule`` (:mod:`mbstudy.schedule`) trains its phases in
+    turn, one compiled program per distinct batch size. ``keep``: steps (at
+    evaluations) whose state is kept in ``RunResult.checkpoints``; ``start``: a
+    :class:`Checkpoint` to continue from instead of the initial state (the
+    history, the targets and the divergence test's initial loss then count from
+    its step). Continuing from a run's checkpoint gives, bit for bit, what the
+    run itself computed after it.
+
     >>> from mbstudy.train import TrainConfig, train
     >>> r = train(TrainConfig(dataset="teacher", hidden=(16,), optimizer="adam",
     ...                       learning_rate=1e-2, batch_size=32, steps=40, eval_every=20))
@@ -177,7 +214,8 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg: expected an mbstudy.config.TrainConfig; received {type(cfg).__name__}")
-    data = split_for(cfg, data if data is not None else load_dataset(cfg.dataset, seed=cfg.data_seed))
+    data = split_for(cfg, data if data is not None else load_dataset(cfg.dataset, seed=cfg.data_seed,
+                                                                     n_train=cfg.n_train or None))
     _check_against(cfg, data)
     targets = [t for t, v in (("loss", cfg.target_loss), ("val", cfg.target_val)) if v is not None]
     if give_up is not None and not (cfg.stop_at_target and targets):
@@ -189,9 +227,18 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
     program = Program(model, loss_name, cfg.reduction, cfg.optimizer, cfg.batch_size, cfg.accumulation,
                       cfg.static_hyper())
     evd = eval_data(cfg, data, loss_name)
-    hyper = traced_hyper(cfg.optimizer, cfg.hyper())
+    phases = cfg.phases()
+    total = phases[-1].end
+    hypers = [traced_hyper(cfg.optimizer, {**cfg.hyper(), "learning_rate": p.learning_rate}) for p in phases]
+    hyper = hypers[-1]
     state = init_state(model, cfg.optimizer, hyper, seed=cfg.seed, init_perturbation=cfg.init_perturbation,
                        static_hyper=program.static_hyper)
+    step = 0
+    if start is not None:
+        step, state = _start_state(cfg, start, state)
+    if not all(isinstance(k, int) and 0 <= k <= total for k in keep):
+        raise ValueError(f"keep: expected steps from 0 to {total}; received {keep!r}")
+    checkpoints: dict[int, TrainState] = {}
 
     timings = {"compile_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
     static = {"model": model, "loss_name": loss_name}
@@ -209,7 +256,7 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
 
     history: dict[str, list[float]] = {"step": []}
     outcome, reached, initial_loss = "completed", {}, None
-    step, batch_loss = 0, float("nan")
+    batch_loss = float("nan")
     while True:
         full = not cfg.stats_every or step % cfg.stats_every == 0
         metrics = measure(evaluate if full else loss_only)
@@ -222,13 +269,15 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
         diverged = bool(state.diverged) or not np.isfinite(loss) or loss > cfg.diverge_factor * initial_loss
         pending = [t for t in targets if t not in reached]
         stop_at = _give_up_step(limit, pending)
-        pruned = not diverged and stop_at is not None and step >= stop_at and step < cfg.steps
-        last = diverged or pruned or step >= cfg.steps or (cfg.stop_at_target and targets and not pending)
+        pruned = not diverged and stop_at is not None and step >= stop_at and step < total
+        last = diverged or pruned or step >= total or (cfg.stop_at_target and targets and not pending)
         if last and not full:  # the last evaluation is always full; its training loss is the same number
             metrics = measure(evaluate)
         history["step"].append(step)
         if on_eval is not None:
             on_eval(step, state.params)
+        if step in keep:
+            checkpoints[step] = state
         for k in history.keys() - {"step", "train/batch_loss", "time/train_s"} - metrics.keys():
             history[k].append(float("nan"))  # not measured at this evaluation (stats_every)
         for k, v in metrics.items():
@@ -240,9 +289,12 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
             break
         if last:
             break
-        n = min(cfg.eval_every, cfg.steps - step)
-        idx = batch_indices(cfg.seed, step, n, data.n_train, cfg.batch_size)
-        chunk, dt = _compiled(run_chunk_jit, (state, hyper, evd.x_train, evd.y_train, idx), {"program": program})
+        i = next(i for i, p in enumerate(phases) if step < p.end)  # the phase this chunk is in
+        phase, hyper = phases[i], hypers[i]
+        n = min(phase.eval_every, phase.end - step)
+        idx = batch_indices(cfg.seed, step, n, data.n_train, phase.batch_size)
+        chunk, dt = _compiled(run_chunk_jit, (state, hyper, evd.x_train, evd.y_train, idx),
+                              {"program": dataclasses.replace(program, batch_size=phase.batch_size)})
         timings["compile_s"] += dt
         t0 = time.perf_counter()
         state, losses = chunk(state, hyper, evd.x_train, evd.y_train, idx)
@@ -254,4 +306,4 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
 
     hist = {k: np.asarray(v, dtype=np.int64 if k == "step" else np.float64) for k, v in history.items()}
     return RunResult(cfg, hist, outcome, reached.get("loss"), timings, data.digest, model.num_params,
-                     reached.get("val"))
+                     reached.get("val"), checkpoints)

@@ -253,10 +253,10 @@ class Dispatcher:
 
 
 @functools.cache
-def _dataset(name: str, seed: int):
+def _dataset(name: str, seed: int, n_train: int = 0):
     from mbstudy import load_dataset
 
-    return load_dataset(name, seed=seed)
+    return load_dataset(name, seed=seed, n_train=n_train or None)
 
 
 @functools.cache
@@ -308,7 +308,7 @@ def train_config(cfg, slot: int | None = None, give_up_after: dict[str, int] | N
             return board_limit(steps, slot)
     elif give_up_after:
         give_up = give_up_after
-    return train(cfg, _dataset(cfg.dataset, cfg.data_seed), give_up=give_up)
+    return train(cfg, _dataset(cfg.dataset, cfg.data_seed, cfg.n_train), give_up=give_up)
 
 
 # ----------------------------------------------------------------- lifecycle

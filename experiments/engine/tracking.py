@@ -446,7 +446,8 @@ def log_result(run_id: str, result, params: dict[str, Any], prov: dict[str, str]
     summary = {k: v for k, v in result.summary().items() if math.isfinite(v)}
     cfg = result.config
     writer = RunWriter(run_id)
-    writer.log_dataset(cfg.dataset, result.data_digest[:32], f"mbstudy.load_dataset({cfg.dataset!r}, seed={cfg.data_seed})")
+    writer.log_dataset(cfg.dataset, result.data_digest[:32], f"mbstudy.load_dataset({cfg.dataset!r}, seed={cfg.data_seed}"
+                       + (f", n_train={cfg.n_train})" if cfg.n_train else ")"))
     store = sql_writer.sql_store(client())
     if store is not None and sql_writer.insert_or_leave(
             store, run_id, {k: _param_value(v) for k, v in params.items()}, tags,

@@ -1,0 +1,136 @@
+"""Batch-size schedules: phases of (steps, batch size, learning rate) that come before a run's own batch size.
+
+``TrainConfig.schedule`` is a comma-separated list of ``STEPSxB@LR`` (for
+example ``"64x16@0.1, 32x32@0.2"``: 64 steps of 16 examples at learning rate
+0.1, then 32 steps of 32 at 0.2); after them the run trains ``steps`` more
+steps at its ``batch_size`` and ``learning_rate``. The empty string (the
+default) is no schedule: one phase, exactly the run it always was.
+
+Two uses in the study (Q9):
+
+- **branching from a checkpoint**: ``"704x32@0.316"`` with ``batch_size = B``
+  is the reference run's first 704 steps (B = 32) followed by a branch at B;
+  the first phase is the reference's own computation, bit for bit (same
+  program, same data order, same values), so the branch starts from the
+  reference's state at step 704 exactly as if that state had been saved and
+  loaded (:func:`mbstudy.train.train`'s ``start``; both are tested);
+- **batch-size warm-up**: phases of growing B (:func:`doubling`).
+
+The data order is the run's own (:func:`mbstudy.step.batch_indices`) at each
+phase's batch size, indexed by the global step: step t of a phase at B draws
+the examples step t of a constant-B run would.
+
+Evaluations keep a fixed number of examples between them:
+``eval_every * batch_size`` (the run's own B). A phase at B_p evaluates every
+``eval_every * batch_size / B_p`` steps, so B_p must divide that number of
+examples (or exceed it: then every step), and a phase must last a whole
+number of evaluation intervals; the phase boundaries are evaluations. With
+no schedule this is ``eval_every`` steps, as before.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import NamedTuple
+
+_ENTRY = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*@\s*([0-9.]+(?:[eE][-+]?\d+)?)\s*$")
+SYNTAX = "comma-separated STEPSxB@LR entries such as '64x16@0.1, 32x32@0.2' (empty: no schedule)"
+
+
+class Phase(NamedTuple):
+    """One phase of a run: ``steps`` steps of ``batch_size`` examples from step ``start``, evaluated every
+    ``eval_every`` steps (and at its end)."""
+
+    start: int
+    steps: int
+    batch_size: int
+    learning_rate: float
+    eval_every: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.steps
+
+
+def parse(text: str) -> list[tuple[int, int, float]]:
+    """``(steps, batch size, learning rate)`` of each entry; ValueError naming the entry that is wrong.
+
+    >>> parse("64x16@0.1, 32x32@2e-1")
+    [(64, 16, 0.1), (32, 32, 0.2)]
+    >>> parse("")
+    []
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"expected a string of {SYNTAX}; received {text!r}")
+    if not text.strip():
+        return []
+    out = []
+    for i, entry in enumerate(text.split(",")):
+        m = _ENTRY.match(entry)
+        if not m:
+            raise ValueError(f"entry {i + 1} {entry.strip()!r} is not STEPSxB@LR; expected {SYNTAX}")
+        steps, b, lr = int(m[1]), int(m[2]), float(m[3])
+        if steps < 1 or b < 1 or not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"entry {i + 1} {entry.strip()!r}: expected steps >= 1, B >= 1 and a learning rate > 0")
+        out.append((steps, b, lr))
+    return out
+
+
+def format_schedule(entries) -> str:
+    """The schedule string of ``(steps, batch size, learning rate)`` entries (the inverse of :func:`parse`).
+
+    >>> format_schedule([(64, 16, 0.1), (32, 32, 0.2)])
+    '64x16@0.1,32x32@0.2'
+    """
+    return ",".join(f"{s}x{b}@{lr:.6g}" for s, b, lr in entries)
+
+
+def phases(text: str, *, batch_size: int, learning_rate: float, steps: int, eval_every: int) -> list[Phase]:
+    """The phases of a run: the schedule's, then ``steps`` at ``batch_size``; ValueError if one is not on the
+    evaluation grid (see the module docstring)."""
+    per_eval = eval_every * batch_size  # examples between evaluations
+    out, start = [], 0
+    entries = parse(text)
+    for i, (n, b, lr) in enumerate([*entries, (steps, batch_size, learning_rate)]):
+        if b < per_eval and per_eval % b:
+            raise ValueError(f"entry {i + 1} ({n}x{b}@{lr:g}): B = {b} does not divide the {per_eval} examples between "
+                             f"evaluations (eval_every x batch_size); use a power of two, or change eval_every")
+        every = max(1, per_eval // b)
+        if i < len(entries) and n % every:
+            raise ValueError(f"entry {i + 1} ({n}x{b}@{lr:g}): {n} steps is not a whole number of evaluation "
+                             f"intervals ({every} steps at B = {b}: eval_every x batch_size / B); make it a multiple "
+                             f"of {every}")
+        out.append(Phase(start, n, b, lr, every))
+        start += n
+    return out
+
+
+def examples_at(phase_list: list[Phase], step: int) -> int:
+    """Examples seen in the first ``step`` steps.
+
+    >>> examples_at(phases("64x16@0.1", batch_size=64, learning_rate=0.4, steps=10, eval_every=16), 70)
+    1408
+    """
+    return sum(p.batch_size * min(max(step - p.start, 0), p.steps) for p in phase_list) + (
+        phase_list[-1].batch_size * max(step - phase_list[-1].end, 0))
+
+
+def doubling(b0: int, b_final: int, examples: int, lr0: float, *, lr_max: float | None = None) -> str:
+    """A doubling warm-up: ``b0``, ``2 b0``, ... up to (not including) ``b_final``, each phase ``examples`` long,
+    the learning rate scaled with B (the linear rule, ``lr0 * B / b0``) and capped at ``lr_max``; the run's own
+    ``batch_size`` (``b_final``) and its learning rate follow.
+
+    >>> doubling(16, 64, 1024, 0.1, lr_max=0.3)
+    '64x16@0.1,32x32@0.2'
+    """
+    if not (b0 >= 1 and b_final > b0 and examples >= b0):
+        raise ValueError(f"doubling: expected 1 <= b0 < b_final and examples >= b0; received {b0}, {b_final}, {examples}")
+    entries, b = [], b0
+    while b < b_final:
+        if examples % b:
+            raise ValueError(f"doubling: {examples} examples per phase is not a whole number of steps at B = {b}")
+        lr = lr0 * b / b0
+        entries.append((examples // b, b, min(lr, lr_max) if lr_max else lr))
+        b *= 2
+    return format_schedule(entries)

@@ -1,0 +1,185 @@
+"""Q9's foundations: MNIST-1D at any training-set size, batch-size schedules, and branching from checkpoints."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+
+from mbstudy import schedule
+from mbstudy.config import ConfigError, TrainConfig
+from mbstudy.data import load_dataset
+from mbstudy.step import run_chunk_jit
+from mbstudy.train import _COMPILED, Checkpoint, train
+
+BASE = dict(dataset="mnist1d", val_fraction=0.2, optimizer="sgd", learning_rate=0.316, batch_size=32, steps=128,
+            eval_every=16, stats_every=32)
+
+
+def same_history(a: dict, b: dict, *, skip_first_batch_loss: bool = False) -> None:
+    """Every metric but the timings equal, bit for bit (NaN where NaN)."""
+    assert a.keys() == b.keys()
+    for k in a:
+        if k.startswith("time/"):
+            continue
+        x, y = a[k], b[k]
+        if skip_first_batch_loss and k == "train/batch_loss":  # a resumed run has no batch loss before its first chunk
+            x, y = x[1:], y[1:]
+        assert np.array_equal(x, y, equal_nan=True), k
+
+
+# ---------------------------------------------------------------- data size
+
+
+def test_mnist1d_default_size_is_todays_data_bit_for_bit():
+    today = load_dataset("mnist1d")
+    for asked in (None, 4000):
+        d = load_dataset("mnist1d", n_train=asked)
+        assert d.digest == today.digest
+        assert np.array_equal(d.x_train, today.x_train) and np.array_equal(d.y_test, today.y_test)
+
+
+def test_mnist1d_other_sizes_are_deterministic_offline_and_balanced(monkeypatch):
+    def no_network(*a, **k):
+        raise AssertionError("load_dataset opened a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    small = load_dataset("mnist1d", n_train=1000)
+    assert (small.n_train, small.x_test.shape[0], small.n_inputs) == (1000, 1000, 40)
+    assert load_dataset("mnist1d", n_train=1000).digest == small.digest
+    assert load_dataset("mnist1d", n_train=2000).digest != small.digest
+    assert load_dataset("mnist1d", n_train=1000, seed=1).digest != small.digest
+    counts = np.bincount(np.concatenate([small.y_train, small.y_test]), minlength=10)
+    assert counts.tolist() == [200] * 10  # the generator makes the same number of every digit
+    assert small.x_train.dtype == np.float32 and not small.x_train.flags.writeable
+
+
+@pytest.mark.parametrize("name, n, message", [
+    ("digits", 500, "'digits' has a fixed training set of 1438"),
+    ("mnist1d", 1005, "multiple of 10"),
+    ("mnist1d", True, "expected an int"),
+])
+def test_load_dataset_refuses_sizes_it_cannot_make(name, n, message):
+    with pytest.raises(ValueError, match=message):
+        load_dataset(name, n_train=n)
+
+
+def test_config_n_train_sets_the_training_set_and_keeps_old_hashes():
+    assert TrainConfig().hash() == TrainConfig(n_train=0).hash()  # the default is left out of the hash
+    assert TrainConfig(n_train=1000).hash() != TrainConfig().hash()
+    with pytest.raises(ConfigError, match=r"batch_size: expected 1 <= batch_size <= 800"):
+        TrainConfig(n_train=1000, val_fraction=0.2, batch_size=1000)
+    r = train(TrainConfig(n_train=1000, val_fraction=0.2, steps=2, eval_every=2, batch_size=800))
+    assert r.data_digest != load_dataset("mnist1d").digest and r.outcome == "completed"
+
+
+# ---------------------------------------------------------------- schedules
+
+
+def test_schedule_parse_format_and_doubling():
+    assert schedule.parse(" 8x4@1e-2 ,2x8@0.5") == [(8, 4, 0.01), (2, 8, 0.5)]
+    assert schedule.parse(schedule.format_schedule([(8, 4, 0.01), (2, 8, 0.5)])) == [(8, 4, 0.01), (2, 8, 0.5)]
+    for bad in ("8x4", "0x4@0.1", "8x0@0.1", "8x4@0", "8x4@-1", "8 4 0.1"):
+        with pytest.raises(ValueError, match="entry 1"):
+            schedule.parse(bad)
+    # equal examples per phase, learning rate linear in B up to the cap
+    assert schedule.parse(schedule.doubling(8, 128, 512, 0.05, lr_max=0.3)) == [
+        (64, 8, 0.05), (32, 16, 0.1), (16, 32, 0.2), (8, 64, 0.3)]
+
+
+def test_phases_evaluate_at_a_fixed_number_of_examples():
+    cfg = TrainConfig(**{**BASE, "schedule": "64x16@0.1,16x64@0.4", "batch_size": 32, "steps": 32})
+    assert [(p.start, p.steps, p.batch_size, p.eval_every) for p in cfg.phases()] == [
+        (0, 64, 16, 32), (64, 16, 64, 8), (80, 32, 32, 16)]
+    assert cfg.total_steps() == 112
+    assert cfg.examples_at(64) == 1024 and cfg.examples_at(80) == 1024 + 1024 and cfg.examples_at(112) == 3072
+    assert TrainConfig(**BASE).examples_at(100) == 3200  # no schedule: steps x batch_size
+    with pytest.raises(ConfigError, match="not a whole number of evaluation intervals"):
+        TrainConfig(**{**BASE, "schedule": "40x16@0.1"})
+
+
+def test_a_constant_schedule_is_the_constant_run_bit_for_bit():
+    plain = train(TrainConfig(**BASE))
+    for sched, steps in (("32x32@0.316", 96), ("16x32@0.316,48x32@0.316", 64)):
+        scheduled = train(TrainConfig(**{**BASE, "schedule": sched, "steps": steps}))
+        same_history(plain.history, scheduled.history)
+        assert scheduled.summary()["final/train/loss"] == plain.summary()["final/train/loss"]
+
+
+def test_branch_from_a_checkpoint_resumes_exactly():
+    ref = train(TrainConfig(**BASE), keep=(32, 64))
+    assert set(ref.checkpoints) == {32, 64}
+    # the branch at the reference's own B: the reference's continuation, bit for bit, resumed or replayed
+    own = TrainConfig(**{**BASE, "schedule": "64x32@0.316", "steps": 64})
+    resumed = train(own, start=Checkpoint(64, ref.checkpoints[64]))
+    tail = {k: v[-len(resumed.history["step"]):] for k, v in ref.history.items()}
+    same_history(tail, resumed.history, skip_first_batch_loss=True)
+    same_history(ref.history, train(own).history)
+    # a branch at another B and rate: resuming equals replaying the reference's first 64 steps
+    other = TrainConfig(**{**BASE, "schedule": "64x32@0.316", "batch_size": 128, "learning_rate": 1.0, "steps": 16,
+                           "eval_every": 4, "stats_every": 16})
+    replayed, resumed = train(other), train(other, start=Checkpoint(64, ref.checkpoints[64]))
+    tail = {k: v[-len(resumed.history["step"]):] for k, v in replayed.history.items()}
+    same_history(tail, resumed.history, skip_first_batch_loss=True)
+    assert not np.array_equal(replayed.history["train/loss"][-1], ref.history["train/loss"][-1])
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused():
+    ref = train(TrainConfig(**BASE), keep=(32,))
+    with pytest.raises(ValueError, match="not an evaluation step"):
+        train(TrainConfig(**BASE), start=Checkpoint(40, ref.checkpoints[32]))
+    with pytest.raises(ValueError, match="do not fit this run's model"):
+        train(TrainConfig(**{**BASE, "hidden": (50, 50)}), start=Checkpoint(32, ref.checkpoints[32]))
+    with pytest.raises(ValueError, match="keep: expected steps"):
+        train(TrainConfig(**BASE), keep=(1000,))
+
+
+def test_a_schedule_compiles_once_per_distinct_batch_size():
+    def chunks() -> set:
+        return {k for k in _COMPILED if k[0] is run_chunk_jit}
+
+    before = chunks()
+    cfg = TrainConfig(**{**BASE, "hidden": (13,), "schedule": "32x16@0.1,16x32@0.2,32x16@0.1,8x64@0.4",
+                         "batch_size": 32, "steps": 32})
+    r = train(cfg)
+    added = chunks() - before
+    assert len(added) == 3  # B = 16, 32, 64: one program (and one chunk length) each, B = 16 and 32 reused
+    assert r.timings["compile_s"] > 0
+    again = train(cfg)  # a second run of the same shapes compiles nothing
+    assert chunks() - before == added and again.timings["compile_s"] == 0.0
+
+
+def test_steps_and_examples_to_target_count_the_schedule():
+    cfg = TrainConfig(**{**BASE, "schedule": schedule.doubling(16, 128, 1024, 0.1, lr_max=1.0), "batch_size": 128,
+                         "learning_rate": 0.8, "eval_every": 4, "steps": 400, "target_loss": 1.2,
+                         "stop_at_target": True, "stats_every": 0})
+    r = train(cfg)
+    s = r.summary()
+    assert r.outcome == "completed" and s["steps_to_target"] == r.history["step"][-1]
+    assert s["examples_to_target"] == cfg.examples_at(int(s["steps_to_target"]))
+    assert s["examples_to_target"] != s["steps_to_target"] * 128
+
+
+def test_the_warmup_grid_holds_doubling_schedules():
+    from experiments.engine import grid
+
+    runs = [c for c in grid.load("warmup").configs if c.schedule]
+    assert len({c.schedule for c in runs}) == 12
+    for c in runs:
+        (steps, b0, lr0), *_ = schedule.parse(c.schedule)
+        assert c.schedule == schedule.doubling(b0, c.batch_size, steps * b0, lr0, lr_max=1.0)
+        assert c.learning_rate == 1.0 and c.total_steps() > c.steps
+
+
+def test_the_branching_grid_branches_from_its_reference():
+    from experiments.engine import grid
+
+    configs = grid.load("branching").configs
+    (ref, *_), branches = [c for c in configs if c.target_loss], [c for c in configs if not c.target_loss]
+    for c in branches:
+        if c.schedule:
+            ((steps, b, lr),) = schedule.parse(c.schedule)
+            assert (b, lr) == (ref.batch_size, ref.learning_rate) and steps % ref.eval_every == 0
+        assert c.examples_at(c.total_steps()) - c.examples_at(c.total_steps() - c.steps) == 8192
