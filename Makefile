@@ -24,7 +24,7 @@ KNOWN_EXTRAS := bench ray server browser
 # the store: MLFLOW_TRACKING_URI if set, else mlflow.db in the project root
 URI     := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 
-.PHONY: help setup test test-fast lock clean-venv sweep ui server server-stop ray-start ray-stop equivalence reduction study study-quick figures report bench bench-full setup-bench measure-throughput
+.PHONY: help setup test test-fast lock clean-venv sweep ui server server-stop ray-start ray-stop equivalence reduction study study-extended study-quick figures report bench bench-full setup-bench measure-throughput
 
 help: ## list the targets
 	@echo "mbstudy — make TARGET"
@@ -85,6 +85,9 @@ reduction: setup ## train sum against mean side by side, with the 1e-7 perturbat
 
 study: setup ## everything the report uses: the default, science, generalisation, seeds and published sweeps, both experiments and the benchmark, with an ETA across them (resumable)
 	$(PY) -m experiments.study
+
+study-extended: setup ## make study, then Q9's sweeps (critical batch size over training, warm-up, data and width scaling); resumable
+	$(PY) -m experiments.study --extended
 
 study-quick: setup ## the same steps on fewer seeds and batch sizes: every section of the report, wider intervals
 	$(PY) -m experiments.study --quick

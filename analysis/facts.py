@@ -19,6 +19,8 @@ from analysis import load, reduce
 from analysis.generalisation import KEYS as GENERALISATION_KEYS
 from analysis.generalisation import GeneralisationFacts, generalisation_facts
 from analysis.q8 import AccumulationFacts, Beta2Facts, SdeFacts, accumulation_facts, beta2_facts, sde_facts
+from analysis.q9 import (BranchFacts, NqmFacts, ScalingFacts, WarmupFacts, branch_facts, nqm_facts, scaling_facts,
+                         warmup_facts)
 from analysis.workloads import SMALL_B, WorkloadFacts, fastest_runs, workload_facts, workload_of
 
 OPTIMIZERS = ("sgd", "momentum", "adam")  # the order of panels, table rows and listings
@@ -158,11 +160,16 @@ class Facts:
     accumulation: AccumulationFacts | None = None  # Q8: accumulated micro-batches against small steps
     beta2: Beta2Facts | None = None  # Q8: Adam's beta2 at a fixed half-life
     sde: SdeFacts | None = None  # Q8: the SDE square-root rule
+    branching: BranchFacts | None = None  # Q9: the local critical batch size from checkpoints
+    warmup: WarmupFacts | None = None  # Q9: batch-size warm-up against constant B
+    scaling: ScalingFacts | None = None  # Q9: B_crit against data size and width
+    nqm: NqmFacts | None = None  # Q9: the noisy quadratic model matched to the branching reference
     missing: dict[str, str] = field(default_factory=dict)  # field name -> MissingRuns message (names the command)
 
 
 EXPERIMENTS = ("default", "science", "workloads", "generalisation", "equivalence", "reduction", "bench",
-               "published", "accumulation", "beta2", "sde")  # noise: derived from default
+               "published", "accumulation", "beta2", "sde", "branching", "warmup", "scaling")
+# noise: derived from default; nqm: computed from the branching reference
 HEADLINE = "mnist1d-mlp"  # the workload of Q5's detailed figures (the others: analysis.workloads)
 
 
@@ -316,6 +323,20 @@ def collect(default: str = "default", science: str = "science", progress: bool =
         return sde_facts(runs, load.load_history(runs, "sde", keys=("train/loss",), progress=progress))
 
     attempt("sde", read_sde)
+
+    def read_branching():
+        runs = load.load_runs("branching", hint="make sweep GRID=branching")
+        hist = load.load_history(runs, "branching", keys=("train/loss", "grad/b_simple"), progress=progress)
+        return branch_facts(runs, hist)
+
+    attempt("branching", read_branching)
+    attempt("warmup", lambda: warmup_facts(load.load_runs("warmup", hint="make sweep GRID=warmup")))
+    attempt("scaling", lambda: scaling_facts(load.load_runs("scaling", hint="make sweep GRID=scaling")))
+    b = found.get("branching")
+    if b is not None and not b.b_simple.empty and (b.b_simple["s"] == 0).any():
+        start = b.curves[(b.curves["s"] == 0) & (b.curves["examples"] == 0)]["loss"].median()
+        found["nqm"] = nqm_facts(float(b.b_simple.loc[b.b_simple["s"] == 0, "b_simple"].iloc[0]), float(start),
+                                 float(b.target))
     if "default" in found:
         found["noise"] = noise_facts(found["default"])
     return Facts(**found, missing=missing)

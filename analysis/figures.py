@@ -38,7 +38,7 @@ import pandas as pd
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from analysis import figures_q8, figures_workloads, load, overlap, plots
+from analysis import figures_q8, figures_q9, figures_workloads, load, overlap, plots
 from analysis.facts import LOSS_LEVEL, OPTIMIZERS, SMALL_B_LR, Facts, collect, present
 
 plt = plots.plt
@@ -268,7 +268,7 @@ def powers_of_two(facts: Facts) -> Figure | None:
 
 # ------------------------------------------- the science sweep across workloads (analysis.figures_workloads)
 
-for _name, _needs, _draw in (*figures_workloads.SPECS, *figures_q8.SPECS):
+for _name, _needs, _draw in (*figures_workloads.SPECS, *figures_q8.SPECS, *figures_q9.SPECS):
     figure(_name, needs=_needs)(_draw)
 
 # ------------------------------------------------------------ drawing, saving

@@ -16,6 +16,7 @@ import numpy as np
 from analysis.facts import Facts
 from analysis.generalisation import BUDGETS
 from analysis.q8 import FIXED, HALF, arm_ratio
+from analysis.q9 import TOL
 from analysis.report_workloads import interval
 
 START = "<!-- findings:start (written by `make report` from the runs; edits here are overwritten) -->"
@@ -132,6 +133,28 @@ def _q8(f: Facts) -> str | None:
     return "; ".join(parts) + "." if parts else None
 
 
+def _q9(f: Facts) -> str | None:
+    parts = []
+    if f.branching is not None and not f.branching.local.empty:
+        head = f.branching.local[f.branching.local["tol"] == TOL].sort_values("s")
+        parts.append("local B_crit (SGD, from checkpoints) " + " → ".join(f"{v:.0f}" for v in head["b_crit"])
+                     + f" from 0 to {head['fraction'].iloc[-1]:.0%} of training")
+    if f.warmup is not None and not f.warmup.schedules.empty:
+        t = f.warmup.schedules
+        lower = sum(1 for r in t.itertuples() if all(np.isfinite(r.vs_equal)) and r.vs_equal[2] < 1)
+        parts.append(f"doubling warm-ups fewer steps than constant B at equal examples in {lower} of {len(t)}")
+    if f.scaling is not None and not f.scaling.slopes.empty:
+        sl = f.scaling.slopes.set_index(["axis", "target"])
+        for axis in ("data", "width"):
+            if (axis, "loss") in sl.index:
+                x = sl.loc[(axis, "loss")]
+                parts.append(f"log-log slope against {axis} {interval(x['slope'], x['lo'], x['hi'], '.2f')}")
+    if f.nqm is not None:
+        order = f.nqm.fits.sort_values("B_crit")["optimizer"]
+        parts.append("NQM orders B_crit " + " < ".join(order))
+    return "; ".join(parts) + "." if parts else None
+
+
 def _sanity(f: Facts) -> str | None:
     if f.published is None:
         return None
@@ -150,6 +173,7 @@ ROWS = [
     ("Q6 powers of two?", _q6),
     ("Q7 do gradients cancel?", _q7),
     ("Q8 accumulate, or take small steps?", _q8),
+    ("Q9 what sets the critical batch size?", _q9),
     ("sanity: the MNIST-1D paper's accuracies", _sanity),
 ]
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import figures, findings, load, report_q8, report_workloads
+from analysis import figures, findings, load, report_q8, report_q9, report_workloads
 from analysis.facts import LOSS_LEVEL, SMALL_B_LR, SMALL_B_STEPS, Facts, collect
 
 REPORT_DIR = load.tracking.ROOT / "report"
@@ -47,6 +47,8 @@ QUESTIONS = {
     "Q6": "Why powers of two for the batch size?",
     "Q7": "Per-example losses 2 and −2 \"average to zero\": do per-example gradients cancel?",
     "Q8": "Accumulate micro-batches into one step, or take more small steps?",
+    "Q9": "What sets the critical batch size? Over training, with data size, with model size, and in the noisy "
+          "quadratic model",
 }
 
 
@@ -66,6 +68,7 @@ LIMITS = {
     "Q7": "B_simple on the default sweep's MNIST-1D MLP runs at their best learning rate; it estimates the noise "
           "scale under the assumption of a well-conditioned Hessian (McCandlish et al.), which is not checked here.",
     "Q8": report_q8.LIMITS,
+    "Q9": report_q9.LIMITS,
 }
 
 
@@ -440,6 +443,7 @@ def text(facts: Facts, drawn: Collection[str], generated: str) -> str:
         "Q5b": report_workloads.q5b(facts, drawn, md_table, figure_markdown, _not_measured),
         "Q6": q6(facts, drawn), "Q7": q7(facts, drawn),
         "Q8": report_q8.q8(facts, drawn, md_table, figure_markdown, _not_measured),
+        "Q9": report_q9.q9(facts, drawn, md_table, figure_markdown, _not_measured),
     }
     lines = [
         "# What mini-batch backpropagation computes, and what it costs",

@@ -1,8 +1,11 @@
 """Run everything the report uses, step after step, with the progress and an ETA across all steps.
 
 ``python -m experiments.study`` (``make study``) runs the sweeps and the side
-experiments of the full study; ``--quick`` (``make study-quick``) the same
-steps with fewer seeds and batch sizes and without the CNN workload
+experiments of the full study (Q1–Q8); ``--extended`` (``make study-extended``)
+adds Q9's three sweeps (:data:`EXTENDED`: branches from checkpoints, batch-size
+warm-up, data and width scaling), which take about half as long again, so run
+after ``make study`` it trains only those; ``--quick`` (``make study-quick``) the same
+steps, Q9's included, with fewer seeds and batch sizes and without the CNN workload
 (:data:`QUICK`), which gives every section of the report with wider intervals
 in a fraction of the time. Each
 step is a command of its own (``python -m experiments.sweep GRID ...``), run in
@@ -45,6 +48,14 @@ FULL = [
     ("bench", ["experiments.bench"]),
 ]
 
+# Q9 (make study-extended: the full study, then these)
+EXTENDED = [
+    *FULL,
+    ("sweep branching", ["experiments.sweep", "branching"]),
+    ("sweep warmup", ["experiments.sweep", "warmup"]),
+    ("sweep scaling", ["experiments.sweep", "scaling"]),
+]
+
 # the quick study: the same steps on fewer seeds and batch sizes, and the MLP workloads only (the CNN is most of
 # the science and generalisation sweeps' time), and Q8's sweeps on one or two seeds (accumulation: SGD and Adam); every
 # section of the report, with wider intervals
@@ -63,6 +74,12 @@ QUICK = [
     ("equivalence", ["experiments.equivalence"]),
     ("reduction", ["experiments.reduction"]),
     ("bench", ["experiments.bench", "--smallest"]),
+    ("sweep branching", ["experiments.sweep", "branching", "--set", "seed=[0, 1]",
+                         "--only", "batch_size=[2, 8, 32, 128, 512, 2048]",
+                         "--only", 'schedule=["", "128x32@0.316", "704x32@0.316"]']),
+    ("sweep warmup", ["experiments.sweep", "warmup", "--set", "seed=[0, 1]"]),
+    ("sweep scaling", ["experiments.sweep", "scaling", "--set", "seed=[0, 1]", "--set", "hidden=[100, 100]",
+                       "--only", "n_train=[1000, 2000, 4000]", "--only", "batch_size=[8, 32, 128, 512]"]),
 ]
 
 # seconds per step on two cores (Intel Xeon, this project's CI machine), until this machine has its own
@@ -70,9 +87,14 @@ FIRST_GUESS = {
     "full": {"sweep default": 250, "sweep science": 1200, "sweep generalisation": 270, "sweep seeds": 20,
              "sweep published": 60, "sweep accumulation": 120, "sweep beta2": 190, "sweep sde": 22,
              "equivalence": 30, "reduction": 30, "bench": 300},
+    "extended": {"sweep default": 250, "sweep science": 1200, "sweep generalisation": 270, "sweep seeds": 20,
+                 "sweep published": 60, "sweep accumulation": 120, "sweep beta2": 190, "sweep sde": 22,
+                 "equivalence": 30, "reduction": 30, "bench": 300, "sweep branching": 200, "sweep warmup": 80,
+                 "sweep scaling": 600},
     "quick": {"sweep default": 40, "sweep science": 100, "sweep generalisation": 60, "sweep seeds": 20,
               "sweep published": 25, "sweep accumulation": 45, "sweep beta2": 10, "sweep sde": 10,
-              "equivalence": 30, "reduction": 30, "bench": 40},
+              "equivalence": 30, "reduction": 30, "bench": 40, "sweep branching": 30, "sweep warmup": 30,
+              "sweep scaling": 60},
 }
 
 
@@ -139,10 +161,13 @@ def run(mode: str, steps, out=sys.stderr) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments.study", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer seeds and batch sizes: every section, wider intervals")
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help="fewer seeds and batch sizes: every section, wider intervals")
+    group.add_argument("--extended", action="store_true", help="the full study and Q9's sweeps (branching, warm-up, "
+                       "data and width scaling)")
     ap.add_argument("--list", action="store_true", help="print the steps and their expected times, run nothing")
     a = ap.parse_args(argv)
-    mode, steps = ("quick", QUICK) if a.quick else ("full", FULL)
+    mode, steps = ("quick", QUICK) if a.quick else ("extended", EXTENDED) if a.extended else ("full", FULL)
     if a.list:
         for (name, args), sec in zip(steps, expected(mode, steps).values()):
             print(f"{name:22s} about {clock(sec):>7s}   python -m {' '.join(args)}")

@@ -94,6 +94,7 @@ def study_facts() -> facts_mod.Facts:
     science = facts_mod.science_facts(runs[runs["reduction"] == "mean"], "science")
     from analysis import generalisation, workloads
     from tests.test_q8_analysis import synthetic_q8
+    from tests.test_q9_analysis import synthetic_q9
     from tests.test_workloads import synthetic_b_simple, synthetic_generalisation, synthetic_science
 
     sci_runs, _ = synthetic_science(seeds=3)
@@ -101,7 +102,7 @@ def study_facts() -> facts_mod.Facts:
     gen_runs, gen_hist = synthetic_generalisation(("mnist1d", "digits", "teacher"))
     return facts_mod.Facts(default=default, science=science, noise=facts_mod.noise_facts(default),
                            workloads=work, generalisation=generalisation.generalisation_facts(gen_runs, gen_hist),
-                           **synthetic_side_experiments(), **synthetic_q8())
+                           **synthetic_side_experiments(), **synthetic_q8(), **synthetic_q9())
 
 
 # ------------------------------------------------------------ the overlap check

@@ -37,12 +37,17 @@ def test_a_failing_step_stops_the_study_with_its_status(tmp_path, monkeypatch):
     assert "step bad failed (exit 2)" in out.getvalue() and "never" not in out.getvalue().split("failed")[1]
 
 
-def test_both_studies_name_every_grid_the_report_reads():
-    for steps in (study.FULL, study.QUICK):
+def test_the_studies_name_every_grid_the_report_reads():
+    q9 = ("branching", "warmup", "scaling")
+    for steps in (study.FULL, study.QUICK, study.EXTENDED):
         names = [n for n, _ in steps]
         for grid in ("default", "science", "generalisation", "seeds", "published", "accumulation", "beta2", "sde"):
             assert f"sweep {grid}" in names
         assert {"equivalence", "reduction", "bench"} <= set(names)
+        assert all((f"sweep {g}" in names) == (steps is not study.FULL) for g in q9)  # Q9: extended and quick
+    assert study.EXTENDED[:len(study.FULL)] == study.FULL  # after make study, make study-extended adds only Q9
+    for mode, steps in (("full", study.FULL), ("quick", study.QUICK), ("extended", study.EXTENDED)):
+        assert {n for n, _ in steps} <= set(study.FIRST_GUESS[mode])
 
 
 @pytest.mark.slow
@@ -61,11 +66,11 @@ def test_the_quick_study_gives_every_section_of_the_report_numbers(tmp_path):
     assert p.returncode == 0, p.stderr[-4000:]
     text = (out / "REPORT.md").read_text()
     sections = re.split(r"^## ", text, flags=re.M)[1:]
-    assert len(sections) >= 10
+    assert len(sections) >= 11
     for s in sections:
         title = s.splitlines()[0]
         assert "Not measured" not in s and "not measured yet" not in s.lower(), title
         assert re.search(r"\d\.\d", s), f"no number in section {title!r}"
     for name in ("w1_steps_to_target", "w2_b_simple_vs_b_crit", "w3_generalisation", "q8a_accumulation",
-                 "q8b_beta2", "q8c_sde"):
+                 "q8b_beta2", "q8c_sde", "q9a_local_critical", "q9b_warmup", "q9c_scaling", "q9d_nqm"):
         assert (out / "figures" / f"{name}.png").exists(), name

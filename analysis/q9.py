@@ -1,0 +1,313 @@
+"""Q9, what sets the critical batch size: the facts of the branching, warm-up and scaling sweeps, and the NQM.
+
+- :func:`branch_facts` (``branching.toml``): from each checkpoint s of a reference
+  run, branches at B over a fixed number of examples. The **local critical batch
+  size** at s is the largest B of the grid such that it and every smaller B
+  keep, at every common evaluation (every :data:`COMMON` examples), at least
+  ``1 - tol`` of the loss decrease the smallest-B branch achieved by then
+  (each branch at its best learning rate: the lowest loss at the end of the
+  budget). Per seed, then the median over seeds with a bootstrap interval;
+  :data:`TOLERANCES` shows the sensitivity to ``tol`` (:data:`TOL` is the
+  headline's).
+- :func:`warmup_facts` (``warmup.toml``): steps and examples to the target of
+  doubling schedules against constant batch sizes, paired by seed.
+- :func:`scaling_facts` (``scaling.toml``): B_crit (the science sweep's
+  hyperbola fit, :mod:`analysis.reduce`) per training-set size and per width,
+  and the log-log slope of B_crit against each with a bootstrap interval
+  (seeds resampled within every size).
+- :func:`nqm_facts`: the noisy quadratic model (:mod:`mbstudy.nqm`) matched to
+  the reference's initial loss and B_simple; its steps-to-target curves and
+  B_crit per optimizer.
+
+Pure: DataFrames in, frozen dataclasses out; nothing here reads MLflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analysis import reduce
+from analysis.q8 import paired_ratio
+
+TOLERANCES = (0.1, 0.2, 0.5)
+TOL = 0.2  # the headline tolerance: a branch keeps 80% of the smallest batch's loss decrease
+# 0.5: a branch keeps half the decrease, roughly the hyperbola's B_crit (where a step of B needs twice the examples)
+COMMON = 2048  # examples: the branches are compared every this many examples after the branch point
+N_BOOT = 1000
+LEVEL = 0.95
+UNBOUNDED = 10  # a B_crit interval reaching past this many times the largest B tried is open above
+
+
+def branch_point(schedule) -> int:
+    """The step a branch leaves its reference: the length of its schedule's one phase (0: from initialisation).
+
+    >>> branch_point("704x32@0.316"), branch_point(""), branch_point(None)
+    (704, 0, 0)
+    """
+    if not isinstance(schedule, str) or not schedule.strip():
+        return 0
+    return sum(int(entry.split("x")[0]) for entry in schedule.split(","))
+
+
+def _interval(values, level: float = LEVEL) -> tuple[float, float]:
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return np.nan, np.nan
+    lo, hi = np.quantile(v, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def median_interval(values, *, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float, float]:
+    """The median of ``values`` (one per seed) and its percentile-bootstrap interval over seeds."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return np.nan, np.nan, np.nan
+    if len(v) == 1:
+        return float(v[0]), np.nan, np.nan
+    rng = np.random.default_rng(seed)
+    reps = np.median(v[rng.integers(0, len(v), (n_boot, len(v)))], axis=1)
+    return (float(np.median(v)), *_interval(reps))
+
+
+# ---------------------------------------------------------------- branching
+
+
+@dataclass(frozen=True)
+class BranchFacts:
+    experiment: str
+    reference_b: int
+    reference_lr: float
+    target: float  # the reference's training-loss target
+    budget: int  # examples after the branch point
+    ref_steps: tuple[float, float, float]  # the reference's steps to its target: median over seeds, interval
+    curves: pd.DataFrame  # seed, s, batch_size, learning_rate, examples (after s), loss: each (s, B) at its best rate
+    kept: pd.DataFrame  # s, batch_size, kept, lo, hi: the least fraction of the smallest B's loss decrease kept
+    local: pd.DataFrame  # tol, s, fraction, b_crit, lo, hi, n_seeds: the local critical batch size
+    b_simple: pd.DataFrame  # s, b_simple, lo, hi: the reference's B_simple at each checkpoint (over seeds)
+    edge: float  # the fraction of (s, B) whose best rate is the smallest or largest of its grid
+
+
+def _reference(runs: pd.DataFrame) -> pd.Series:
+    """The reference runs: the ones with a target (the branches have none)."""
+    return runs["target_loss"].notna() if "target_loss" in runs else pd.Series(False, index=runs.index)
+
+
+def kept_fraction(loss: np.ndarray, every: np.ndarray) -> np.ndarray:
+    """``loss[s, B, e]`` (B ascending; e = 0 the branch point, then the common evaluations) at one learning rate,
+    ``every[s, B, lr, e]`` at all of them: per (s, B), the least over e of the fraction of the smallest B's loss
+    decrease by e (at its best rate by the same criterion: the lowest loss at the end) that B achieved by e."""
+    start = loss[:, :1, :1]
+    small = every[:, 0]  # (s, lr, e): the smallest B at each rate
+    pick = np.nanargmin(np.where(np.isnan(small[:, :, -1]), np.inf, small[:, :, -1]), axis=1)
+    small = small[np.arange(len(small)), pick][:, None, 1:]  # (s, 1, e)
+    return np.min((start - loss[:, :, 1:]) / (start - small), axis=2)
+
+
+def local_critical(kept: np.ndarray, batch_sizes: np.ndarray, tol: float) -> np.ndarray:
+    """Per s (rows of ``kept[s, B]``): the largest B such that it and every smaller B keep at least ``1 - tol``."""
+    ok = kept >= 1 - tol
+    first_short = np.where(ok.all(axis=1), ok.shape[1], np.argmin(ok, axis=1))
+    return batch_sizes[np.maximum(first_short - 1, 0)].astype(float)
+
+
+def branch_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "branching",
+                 n_boot: int = N_BOOT, seed: int = 0) -> BranchFacts:
+    """``history``: ``train/loss`` (every run) and ``grad/b_simple`` (the references) in ``analysis.load``'s long form.
+
+    Each (s, B) takes the learning rate with the lowest median over seeds of the loss at the end of the budget; the
+    criterion reads the median over seeds of the loss at every common evaluation, and the intervals resample the
+    seeds (the same resample for every (s, B) of a replicate)."""
+    ref_mask = _reference(runs)
+    ref, br = runs[ref_mask], runs[~ref_mask & runs["outcome"].isin(["completed", "diverged"])]
+    br = br.assign(s=br["schedule"].map(branch_point) if "schedule" in br else 0)
+    loss = history[history["metric"] == "train/loss"].merge(
+        br[["run_id", "seed", "s", "batch_size", "learning_rate"]], on="run_id")
+    loss = loss.assign(examples=(loss["step"] - loss["s"]) * loss["batch_size"],
+                       value=loss["value"].where(np.isfinite(loss["value"]), np.inf))
+    loss = loss[loss["examples"] >= 0]
+    budget = int(loss["examples"].max())
+    points = loss[(loss["examples"] == 0) | (loss["examples"] % COMMON == 0)]
+    cube = points.pivot_table(index="seed", columns=["s", "batch_size", "learning_rate", "examples"], values="value",
+                              aggfunc="first")
+    ss, bs, lrs, es = (np.array(sorted(points[k].unique())) for k in ("s", "batch_size", "learning_rate", "examples"))
+    full = pd.MultiIndex.from_product([ss, bs, lrs, es])
+    arr = cube.reindex(columns=full).to_numpy(float, copy=True).reshape(len(cube), len(ss), len(bs), len(lrs), len(es))
+    seeds = len(arr)
+    rng = np.random.default_rng(seed)
+    draws = [np.arange(seeds)] + [rng.integers(0, seeds, seeds) for _ in range(n_boot)]
+    kepts, rate_index = [], None
+    for d in draws:
+        med = np.nanmedian(arr[d], axis=0)  # (s, B, lr, e)
+        med[..., 0] = np.nanmedian(med[:, :, :, 0], axis=(1, 2))[:, None, None]  # every branch of s starts at s's state
+        per_rate = np.stack([kept_fraction(med[:, :, k, :], med[:, :, :, :]) for k in range(len(lrs))], axis=2)
+        if rate_index is None:
+            rate_index = np.nanargmax(np.where(np.isnan(per_rate), -np.inf, per_rate), axis=2)
+        kepts.append(np.nanmax(np.where(np.isnan(per_rate), -np.inf, per_rate), axis=2))
+    kepts = np.array(kepts)  # (1 + n_boot, s, B)
+    kept = pd.DataFrame([{"s": int(s), "batch_size": int(b), "kept": kepts[0, i, j], "learning_rate": lrs[rate_index[i, j]],
+                          **dict(zip(("lo", "hi"), _interval(kepts[1:, i, j])))}
+                         for i, s in enumerate(ss) for j, b in enumerate(bs)])
+    keys = ["s", "batch_size", "learning_rate"]
+    curves = loss.merge(kept[keys], on=keys)[["seed", *keys, "examples", "value"]].rename(columns={"value": "loss"})
+    best = kept[keys]
+
+    ref_steps = median_interval(ref["steps_to_target"].to_numpy(float), n_boot=n_boot) if "steps_to_target" in ref \
+        else (np.nan, np.nan, np.nan)
+    rows = []
+    for tol in TOLERANCES:
+        crit = np.array([local_critical(k, bs, tol) for k in kepts])  # (1 + n_boot, s)
+        for i, s in enumerate(ss):
+            lo, hi = _interval(crit[1:, i])
+            rows.append({"tol": tol, "s": int(s), "fraction": s / ref_steps[0] if ref_steps[0] else np.nan,
+                         "b_crit": crit[0, i], "lo": lo, "hi": hi, "n_seeds": seeds})
+    local = pd.DataFrame(rows)
+
+    b_s = history[(history["metric"] == "grad/b_simple") & history["run_id"].isin(ref["run_id"])]
+    b_s = b_s[b_s["step"].isin(ss)]
+    b_simple = pd.DataFrame([{"s": int(s), **dict(zip(("b_simple", "lo", "hi"), median_interval(g["value"], n_boot=n_boot)))}
+                             for s, g in b_s.groupby("step")])
+    grid = br.groupby("batch_size")["learning_rate"].agg(["min", "max"])
+    at = best.join(grid, on="batch_size")
+    edge = float(((at["learning_rate"] == at["min"]) | (at["learning_rate"] == at["max"])).mean())
+    r0 = ref.iloc[0] if len(ref) else None
+    return BranchFacts(experiment, int(r0["batch_size"]) if r0 is not None else 0,
+                       float(r0["learning_rate"]) if r0 is not None else np.nan,
+                       float(r0["target_loss"]) if r0 is not None else np.nan, budget, ref_steps, curves, kept,
+                       local, b_simple, edge)
+
+
+# ---------------------------------------------------------------- warm-up
+
+
+@dataclass(frozen=True)
+class WarmupFacts:
+    experiment: str
+    constant: pd.DataFrame  # batch_size, learning_rate, steps, examples (medians over seeds of per-seed minima)
+    per_seed: pd.DataFrame  # arm ("B=<b>" or the schedule), seed, steps, examples: each seed's fastest run
+    schedules: pd.DataFrame  # schedule, final_b, steps, examples, vs_best (ratio, lo, hi), vs_equal (ratio, lo, hi)
+    best_constant: int  # the constant B with the fewest steps
+
+
+def _constant_at(examples: float, per_seed: pd.DataFrame) -> float:
+    """The steps a constant batch would need for ``examples`` examples: log-log interpolation along one seed's
+    constant-B curve (steps against examples); NaN outside it."""
+    c = per_seed.dropna().sort_values("examples")
+    if len(c) < 2 or not (c["examples"].min() <= examples <= c["examples"].max()):
+        return np.nan
+    return float(np.exp(np.interp(np.log(examples), np.log(c["examples"]), np.log(c["steps"]))))
+
+
+def warmup_facts(runs: pd.DataFrame, experiment: str = "warmup", n_boot: int = N_BOOT) -> WarmupFacts:
+    runs = runs.assign(schedule=runs["schedule"].fillna("") if "schedule" in runs else "")
+    steps = reduce.reached_steps(runs).replace(np.inf, np.nan)
+    runs = runs.assign(s=steps, e=runs.get("examples_to_target", pd.Series(np.nan, index=runs.index)))
+    runs["arm"] = np.where(runs["schedule"] == "", "B=" + runs["batch_size"].astype(str), runs["schedule"])
+    fastest = runs.sort_values("s").groupby(["arm", "seed"], as_index=False).first()
+    per_seed = fastest[["arm", "seed", "batch_size", "s", "e"]].rename(columns={"s": "steps", "e": "examples"})
+    const = runs[runs["schedule"] == ""]
+    constant = reduce.steps_to_target(const, by=("batch_size",))[["batch_size", "learning_rate", "steps", "examples"]]
+    best_b = int(constant.loc[constant["steps"].idxmin(), "batch_size"]) if len(constant) else 0
+
+    cps = per_seed[per_seed["arm"].str.startswith("B=")]
+    rows = []
+    for sched, g in per_seed[~per_seed["arm"].str.startswith("B=")].groupby("arm"):
+        g = g.set_index("seed")
+        best = cps[cps["batch_size"] == best_b].set_index("seed")["steps"]
+        equal = pd.Series({seed: _constant_at(e, cps[cps["seed"] == seed][["examples", "steps"]])
+                           for seed, e in g["examples"].items()})
+        rows.append({"schedule": sched, "final_b": int(g["batch_size"].iloc[0]), "steps": g["steps"].median(),
+                     "examples": g["examples"].median(), "n_seeds": int(g["steps"].notna().sum()),
+                     "vs_best": paired_ratio(g["steps"], best, n_boot=n_boot),
+                     "vs_equal": paired_ratio(g["steps"], equal, n_boot=n_boot)})
+    return WarmupFacts(experiment, constant, per_seed, pd.DataFrame(rows), best_b)
+
+
+# ---------------------------------------------------------------- data and width
+
+
+@dataclass(frozen=True)
+class ScalingFacts:
+    experiment: str
+    fits: pd.DataFrame  # axis ("data" or "width"), value, target, B_crit, lo, hi, S_min, r2, n_seeds
+    slopes: pd.DataFrame  # axis, target, slope, lo, hi, n_points
+    steps: pd.DataFrame  # axis, value, target, batch_size, steps (median over seeds of per-seed minima)
+
+
+def _width(hidden) -> int:
+    return int(str(hidden).split(",")[0])
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> float:
+    ok = np.isfinite(x) & np.isfinite(y) & (y > 0)
+    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0]) if ok.sum() >= 2 else np.nan
+
+
+def scaling_facts(runs: pd.DataFrame, experiment: str = "scaling", n_boot: int = N_BOOT, seed: int = 0) -> ScalingFacts:
+    runs = runs.assign(width=runs["hidden"].map(_width), n=runs["n_train"].astype(int))
+    base_width, base_n = 100, 4000
+    axes = {"data": (runs[runs["width"] == base_width], "n"), "width": (runs[runs["n"] == base_n], "width")}
+    fits, slopes, steps = [], [], []
+    for axis, (sub, col) in axes.items():
+        for target, metric in (("loss", "steps_to_target"), ("val", "steps_to_val_target")):
+            values, point, reps = [], [], []  # reps: per value, n_boot B_crit replicates (seeds resampled)
+            for k, (value, g) in enumerate(sub.groupby(col)):
+                t = reduce.per_seed_steps(g, by=("batch_size",), metric=metric)
+                B, v = np.asarray(t.index, float), t.to_numpy(float)
+                est = reduce._estimate(B, v, None)
+                rng = np.random.default_rng([seed, k])
+                rep = np.array([reduce._estimate(B, v[:, rng.integers(0, v.shape[1], v.shape[1])], None)["B_crit"]
+                                for _ in range(n_boot)])
+                lo, hi = reduce._percentile(rep, LEVEL, n_boot)
+                hi = np.inf if hi > UNBOUNDED * B.max() else hi  # the fit does not bound B_crit from above
+                fits.append({"axis": axis, "value": int(value), "target": target, "B_crit": est["B_crit"], "lo": lo,
+                             "hi": hi, "S_min": est["S_min"], "r2": est["r2"], "n_seeds": v.shape[1]})
+                steps += [{"axis": axis, "value": int(value), "target": target, "batch_size": int(b), "steps": m}
+                          for b, m in zip(B, np.nanmedian(v, axis=1))]
+                values.append(float(value))
+                point.append(est["B_crit"])
+                reps.append(rep)
+            x = np.array(values)
+            slope_reps = [_slope(x, np.array([r[i] for r in reps])) for i in range(n_boot)]
+            lo, hi = reduce._percentile(slope_reps, LEVEL, n_boot)
+            slopes.append({"axis": axis, "target": target, "slope": _slope(x, np.array(point)), "lo": lo, "hi": hi,
+                           "n_points": int(np.isfinite(point).sum())})
+    return ScalingFacts(experiment, pd.DataFrame(fits), pd.DataFrame(slopes), pd.DataFrame(steps))
+
+
+# ---------------------------------------------------------------- the noisy quadratic model
+
+NQM_DIM = 1000  # directions of the matched model (Zhang et al. 2019 use 10^4; the curves' shape is the same)
+NQM_BATCH_SIZES = tuple(2 ** k for k in range(13))  # 1 .. 4096
+NQM_OPTIMIZERS = {"sgd": "sgd", "momentum": "momentum", "adam": "preconditioned"}  # the study's name -> the NQM's
+
+
+@dataclass(frozen=True)
+class NqmFacts:
+    b_simple0: float  # the reference's B_simple at initialisation, which the model matches
+    loss0: float  # the reference's initial training loss
+    target: float  # the training-loss target; the model's is target / loss0 of its initial loss
+    curves: pd.DataFrame  # optimizer, batch_size, steps, lr
+    fits: pd.DataFrame  # optimizer, B_crit, S_min, r2
+
+
+def nqm_facts(b_simple0: float, loss0: float, target: float, *, dim: int = NQM_DIM) -> NqmFacts:
+    """Steps to ``target / loss0`` of the initial loss against B in the noisy quadratic model whose B_simple at
+    initialisation is ``b_simple0`` (:func:`mbstudy.nqm.power_law`: h_i = 1/i, noise covariance proportional to
+    the Hessian), for SGD, heavy-ball momentum 0.9 and the diagonal preconditioner (power 0.5, Adam's stand-in),
+    each at its best learning rate per B; and the hyperbola's B_crit of each curve."""
+    from mbstudy import nqm
+
+    model = nqm.power_law(dim, b_simple0=b_simple0, loss0=1.0)
+    rows, fits = [], []
+    for name, kind in NQM_OPTIMIZERS.items():
+        c = nqm.steps_curve(model, kind, list(NQM_BATCH_SIZES), target / loss0)
+        rows += [{"optimizer": name, "batch_size": int(b), "steps": float(s), "lr": float(lr)}
+                 for b, s, lr in zip(c["batch_size"], c["steps"], c["lr"])]
+        fit = reduce.fit_hyperbola(c["batch_size"], c["steps"])
+        fits.append({"optimizer": name, "B_crit": fit["B_crit"], "S_min": fit["S_min"], "r2": fit["r2"]})
+    return NqmFacts(b_simple0, loss0, target, pd.DataFrame(rows), pd.DataFrame(fits))

@@ -1,0 +1,161 @@
+"""Q9's analysis on synthetic sweeps with known answers: local critical batch sizes, warm-up ratios, slopes."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import q9
+
+CHECKPOINTS = {0: 8, 64: 32, 128: 128}  # branch point -> the local critical batch size built into the losses
+BRANCH_B = (2, 4, 8, 16, 32, 64, 128, 256, 512)
+RATES = (0.1, 0.316, 1.0)
+BEST_RATE = 0.316
+BUDGET = 8192
+
+
+def synthetic_branching(seeds: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Branches whose loss falls linearly in examples at a rate that keeps ``(b_crit / B) ** 1.2`` of the smallest
+    batch's decrease above ``b_crit`` (all of it below), at the best rate; the other rates keep 80% of that."""
+    rng = np.random.default_rng(0)
+    runs, hist = [], []
+    for seed in range(seeds):
+        rid = f"ref-{seed}"
+        runs.append({"run_id": rid, "seed": seed, "schedule": "", "batch_size": 32, "learning_rate": BEST_RATE,
+                     "outcome": "completed", "target_loss": 0.7, "steps_to_target": 500.0 + 10 * seed})
+        for k, s in enumerate(CHECKPOINTS):
+            hist.append({"run_id": rid, "metric": "grad/b_simple", "step": s, "value": 100.0 * (k + 1) + seed})
+        for s, b_crit in CHECKPOINTS.items():
+            start = 2.0 - 0.002 * s
+            for B in BRANCH_B:
+                for lr in RATES:
+                    rid = f"s{s}-B{B}-lr{lr}-{seed}"
+                    runs.append({"run_id": rid, "seed": seed, "schedule": f"{s}x32@0.316" if s else "",
+                                 "batch_size": B, "learning_rate": lr, "outcome": "completed", "target_loss": np.nan,
+                                 "steps_to_target": np.nan})
+                    keep = min(1.0, (b_crit / B) ** 1.2) * (1.0 if lr == BEST_RATE else 0.8)
+                    for e in range(0, BUDGET + 1, 512):
+                        noise = 1 + 0.0001 * rng.standard_normal() if e else 1.0
+                        hist.append({"run_id": rid, "metric": "train/loss", "step": s + e // B,
+                                     "value": (start - 0.5 * keep * e / BUDGET) * noise})
+    return pd.DataFrame(runs), pd.DataFrame(hist)
+
+
+def synthetic_warmup(seeds: int = 3) -> pd.DataFrame:
+    """Constant B on a hyperbola (S = 200 (1 + 100 / B)); one schedule at B = 64's examples with 0.8x its steps,
+    one with 1.3x."""
+    rows = []
+    for seed in range(seeds):
+        f = 1 + 0.02 * seed
+        for B in (16, 32, 64, 128, 256, 512, 1024):
+            for lr in RATES:
+                s = 200 * (1 + 100 / B) * f * (1.0 if lr == BEST_RATE else 1.5)
+                rows.append({"run_id": f"c{B}-{lr}-{seed}", "seed": seed, "schedule": "", "batch_size": B,
+                             "learning_rate": lr, "outcome": "completed", "steps_to_target": s,
+                             "examples_to_target": s * B})
+        e64 = 200 * (1 + 100 / 64) * f * 64
+        for name, ratio in (("64x16@0.316,32x32@0.632", 0.8), ("128x16@0.316", 1.3)):
+            s = 200 * (1 + 100 / 64) * f * ratio
+            rows.append({"run_id": f"{name}-{seed}", "seed": seed, "schedule": name, "batch_size": 256,
+                         "learning_rate": 1.0, "outcome": "completed", "steps_to_target": s, "examples_to_target": e64})
+    return pd.DataFrame(rows)
+
+
+def synthetic_scaling(seeds: int = 3) -> pd.DataFrame:
+    """B_crit = 100 (N / 1000) ** 0.5 against data size at width 100; B_crit = 200 at every width at N = 4000."""
+    rows = []
+    cells = [(n, 100, 100 * (n / 1000) ** 0.5) for n in (1000, 2000, 4000, 8000, 16000)]
+    cells += [(4000, w, 200.0) for w in (25, 50, 200, 400)]
+    for n, w, b_crit in cells:
+        for seed in range(seeds):
+            f = 1 + 0.01 * (seed - 1)
+            for B in (8, 32, 128, 512, 2048):
+                s = 300 * (1 + b_crit / B) * f
+                rows.append({"run_id": f"{n}-{w}-{B}-{seed}", "seed": seed, "n_train": n, "hidden": f"{w},{w}",
+                             "batch_size": B, "learning_rate": 1.0, "optimizer": "sgd", "outcome": "completed",
+                             "steps_to_target": s, "steps_to_val_target": 1.2 * s})
+    return pd.DataFrame(rows)
+
+
+@functools.cache
+def synthetic_q9() -> dict:
+    """Q9's four facts at (about) the study's grid sizes: what tests/test_any_sweep.py's figure checks draw."""
+    runs, hist = synthetic_branching()
+    branching = q9.branch_facts(runs, hist, n_boot=100)
+    return {"branching": branching, "warmup": q9.warmup_facts(synthetic_warmup(), n_boot=100),
+            "scaling": q9.scaling_facts(synthetic_scaling(), n_boot=100),
+            "nqm": q9.nqm_facts(110.0, 2.4, 0.7, dim=200)}
+
+
+def test_branch_point_reads_the_schedule():
+    assert q9.branch_point("704x32@0.316") == 704
+    assert q9.branch_point("64x16@0.1,32x32@0.2") == 96
+    assert q9.branch_point("") == q9.branch_point(float("nan")) == 0
+
+
+def test_local_critical_is_the_largest_b_before_the_first_shortfall():
+    kept = np.array([[1.0, 0.95, 0.85, 0.9, 0.4], [1.0, 0.7, 1.0, 1.0, 1.0]])
+    bs = np.array([2, 4, 8, 16, 32])
+    assert q9.local_critical(kept, bs, 0.1).tolist() == [4, 2]  # B = 16 passes, but B = 8 fell short first
+    assert q9.local_critical(kept, bs, 0.2).tolist() == [16, 2]
+    assert q9.local_critical(kept, bs, 0.5).tolist() == [16, 32]
+
+
+def test_branch_facts_recover_the_built_in_local_critical_batch_sizes():
+    f = synthetic_q9()["branching"]
+    for tol in q9.TOLERANCES:
+        got = f.local[f.local["tol"] == tol].set_index("s")["b_crit"].to_dict()
+        assert got == {s: float(b) for s, b in CHECKPOINTS.items()}, tol
+    kept = f.kept.set_index(["s", "batch_size"])["kept"]
+    assert kept[(0, 32)] == pytest.approx((8 / 32) ** 1.2, rel=0.02)
+    assert (f.kept["learning_rate"] == BEST_RATE).all() and f.edge == 0.0  # the middle rate keeps the most
+    assert f.ref_steps[0] == 520.0 and f.budget == BUDGET and f.reference_b == 32 and f.target == 0.7
+    assert f.b_simple.set_index("s")["b_simple"].to_dict() == {0: 102.0, 64: 202.0, 128: 302.0}
+    assert f.local.set_index(["tol", "s"])["fraction"][(q9.TOL, 128)] == pytest.approx(128 / 520)
+
+
+def test_warmup_facts_pair_each_schedule_with_constant_batches():
+    w = synthetic_q9()["warmup"]
+    assert w.best_constant == 1024
+    s = w.schedules.set_index("schedule")
+    assert s.loc["64x16@0.316,32x32@0.632", "vs_equal"][0] == pytest.approx(0.8)
+    assert s.loc["128x16@0.316", "vs_equal"][0] == pytest.approx(1.3)
+    best = 200 * (1 + 100 / 1024)
+    assert s.loc["128x16@0.316", "vs_best"][0] == pytest.approx(200 * (1 + 100 / 64) * 1.3 / best)
+    assert w.constant.set_index("batch_size")["learning_rate"].eq(BEST_RATE).all()
+
+
+def test_scaling_facts_recover_the_slopes():
+    sc = synthetic_q9()["scaling"]
+    sl = sc.slopes.set_index(["axis", "target"])
+    data, width = sl.loc[("data", "loss")], sl.loc[("width", "loss")]
+    assert data["slope"] == pytest.approx(0.5, abs=0.02) and data["lo"] <= 0.5 <= data["hi"]
+    assert width["slope"] == pytest.approx(0.0, abs=0.02) and width["lo"] - 1e-9 <= 0 <= width["hi"] + 1e-9
+    fit = sc.fits.set_index(["axis", "value", "target"])
+    assert fit.loc[("data", 16000, "loss"), "B_crit"] == pytest.approx(100 * 16 ** 0.5, rel=0.01)
+
+
+def test_the_nqm_orders_the_optimizers_as_zhang_et_al_found():
+    n = synthetic_q9()["nqm"]
+    b = n.fits.set_index("optimizer")["B_crit"]
+    assert b["sgd"] < b["momentum"] and b["sgd"] < b["adam"]
+    assert (n.fits["r2"] > 0.9).all()
+    sgd = n.curves[n.curves["optimizer"] == "sgd"].set_index("batch_size")["steps"]
+    assert sgd[1] / sgd[2] == pytest.approx(2, rel=0.15)  # perfect scaling at the smallest batches
+
+
+def test_the_q9_report_states_computed_verdicts():
+    from analysis import facts as facts_mod
+    from analysis import report, report_q9
+
+    f = facts_mod.Facts(**synthetic_q9())
+    text = report_q9.q9(f, set(), report.md_table, report.figure_markdown, report._not_measured)
+    assert "local B_crit" in text and "rises" in text  # 8 -> 128 over the three checkpoints
+    assert "1 of 2 warm-ups took fewer steps" in text
+    assert "against data size 0.50" in text and "**holds**" in text
+    assert "What to do" in text
+    missing = report_q9.q9(facts_mod.Facts(), set(), report.md_table, report.figure_markdown, report._not_measured)
+    assert missing.count("Not measured yet") == 4
