@@ -142,7 +142,7 @@ def _q9(f: Facts) -> str | None:
     if f.warmup is not None and not f.warmup.schedules.empty:
         t = f.warmup.schedules
         lower = sum(1 for r in t.itertuples() if all(np.isfinite(r.vs_equal)) and r.vs_equal[2] < 1)
-        parts.append(f"doubling warm-ups fewer steps than constant B at equal examples in {lower} of {len(t)}")
+        parts.append(f"doubling warm-ups took fewer steps at no more examples than a constant B in {lower} of {len(t)}")
     if f.scaling is not None and not f.scaling.slopes.empty:
         sl = f.scaling.slopes.set_index(["axis", "target"])
         for axis in ("data", "width"):

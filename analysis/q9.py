@@ -10,7 +10,10 @@
   :data:`TOLERANCES` shows the sensitivity to ``tol`` (:data:`TOL` is the
   headline's).
 - :func:`warmup_facts` (``warmup.toml``): steps and examples to the target of
-  doubling schedules against constant batch sizes, paired by seed.
+  doubling schedules against constant batch sizes, paired by seed: against the
+  constant B with the fewest steps, and against the constant B that needed the
+  fewest examples at or above the schedule's own (so that a ratio below 1 is
+  fewer steps at no more examples).
 - :func:`scaling_facts` (``scaling.toml``): B_crit (the science sweep's
   hyperbola fit, :mod:`analysis.reduce`) per training-set size and per width,
   and the log-log slope of B_crit against each with a bootstrap interval
@@ -189,17 +192,23 @@ class WarmupFacts:
     experiment: str
     constant: pd.DataFrame  # batch_size, learning_rate, steps, examples (medians over seeds of per-seed minima)
     per_seed: pd.DataFrame  # arm ("B=<b>" or the schedule), seed, steps, examples: each seed's fastest run
-    schedules: pd.DataFrame  # schedule, final_b, steps, examples, vs_best (ratio, lo, hi), vs_equal (ratio, lo, hi)
+    schedules: pd.DataFrame  # schedule, final_b, steps, examples, vs_best (ratio, lo, hi), vs_equal (ratio, lo, hi):
+    # vs_equal against the constant B with the fewest examples at or above the schedule's (_constant_at)
     best_constant: int  # the constant B with the fewest steps
 
 
 def _constant_at(examples: float, per_seed: pd.DataFrame) -> float:
-    """The steps a constant batch would need for ``examples`` examples: log-log interpolation along one seed's
-    constant-B curve (steps against examples); NaN outside it."""
-    c = per_seed.dropna().sort_values("examples")
-    if len(c) < 2 or not (c["examples"].min() <= examples <= c["examples"].max()):
+    """The steps of the constant batch size that needed the fewest examples at or above ``examples`` (one seed's
+    curve, on its branch from the most example-efficient B upward, where more examples buy fewer steps); NaN when
+    every constant B needed fewer. A schedule with fewer steps than that constant B, which also had at least its
+    examples, took fewer steps at no more examples: a saving no interpolation had to invent."""
+    c = per_seed.dropna().sort_values("batch_size")
+    if c.empty:
         return np.nan
-    return float(np.exp(np.interp(np.log(examples), np.log(c["examples"]), np.log(c["steps"]))))
+    c = c.iloc[int(np.argmin(c["examples"].to_numpy())):]
+    c = c[c["examples"].cummax() == c["examples"]]  # the points where the examples grow with B
+    above = c[c["examples"] >= examples]
+    return float(above["steps"].iloc[0]) if len(above) else np.nan
 
 
 def warmup_facts(runs: pd.DataFrame, experiment: str = "warmup", n_boot: int = N_BOOT) -> WarmupFacts:
@@ -218,7 +227,7 @@ def warmup_facts(runs: pd.DataFrame, experiment: str = "warmup", n_boot: int = N
     for sched, g in per_seed[~per_seed["arm"].str.startswith("B=")].groupby("arm"):
         g = g.set_index("seed")
         best = cps[cps["batch_size"] == best_b].set_index("seed")["steps"]
-        equal = pd.Series({seed: _constant_at(e, cps[cps["seed"] == seed][["examples", "steps"]])
+        equal = pd.Series({seed: _constant_at(e, cps[cps["seed"] == seed][["batch_size", "examples", "steps"]])
                            for seed, e in g["examples"].items()})
         rows.append({"schedule": sched, "final_b": int(g["batch_size"].iloc[0]), "steps": g["steps"].median(),
                      "examples": g["examples"].median(), "n_seeds": int(g["steps"].notna().sum()),

@@ -147,15 +147,15 @@ def warmup_text(facts: Facts, drawn, md_table, figure_markdown, not_measured) ->
         "final B": t["final_b"], "steps": t["steps"].map(lambda v: f"{v:.0f}"),
         "examples": t["examples"].map(lambda v: f"{v:.0f}"),
         f"steps / B = {w.best_constant}'s": [interval(*r, fmt=".2f") for r in t["vs_best"]],
-        "steps / constant B at equal examples": [interval(*r, fmt=".2f") for r in t["vs_equal"]]})
+        "steps / constant B with at least its examples": [interval(*r, fmt=".2f") for r in t["vs_equal"]]})
     c = w.constant.set_index("batch_size")
     best = c.loc[w.best_constant]
     lower = [r for r in t.itertuples() if _ok(*r.vs_equal) and r.vs_equal[2] < 1]
     higher = [r for r in t.itertuples() if _ok(*r.vs_equal) and r.vs_equal[1] > 1]
     fastest = t.loc[t["steps"].idxmin()]
-    verdict = (f"{len(lower)} of {len(t)} warm-ups took fewer steps than a constant batch would at the same number "
-               f"of examples (interval below 1), {len(higher)} took more, and the rest are not resolved (or fall "
-               "outside the constant-B curve's range of examples)")
+    verdict = (f"{len(lower)} of {len(t)} warm-ups took fewer steps than the constant batch with at least their "
+               f"examples (interval below 1), {len(higher)} took more, and the rest are not resolved (or needed more "
+               "examples than every constant B)")
     saving = 1 - fastest["vs_best"][0]
     return "\n".join([
         "### Batch-size warm-up",
@@ -164,8 +164,9 @@ def warmup_text(facts: Facts, drawn, md_table, figure_markdown, not_measured) ->
         "schedules (`mbstudy.schedule.doubling`: B doubles every fixed number of examples, the learning rate "
         "linear in B and capped at 1.0), all to the training-loss target, evaluated every 1024 examples. The "
         f"fewest steps at a constant B: {best['steps']:.0f} at B = {w.best_constant} ({best['examples']:.0f} examples). "
-        "Each schedule's steps are compared, paired by seed, with that best constant B and with the constant-B "
-        "curve (steps against examples, log-log interpolation) at the schedule's own examples: below 1 is a saving.",
+        "Each schedule's steps are compared, paired by seed (median ratio, 95% bootstrap), with that best constant B "
+        "and with the constant B that needed the fewest examples at or above the schedule's own (from the most "
+        "example-efficient B upward): below 1 there is fewer steps at no more examples.",
         "",
         md_table(show),
         "",
@@ -269,10 +270,13 @@ def nqm_text(facts: Facts, drawn, md_table, figure_markdown, not_measured) -> st
         "",
         md_table(pd.DataFrame(rows)),
         "",
-        f"Order of B_crit, NQM: {' < '.join(order_nqm)}; measured: {' < '.join(order_meas) or '–'} (pairs the "
-        f"measured intervals resolve: {', '.join(resolved) or 'none'}). The NQM **"
-        + ("orders the optimizers as measured" if same else "does not order the optimizers as measured") + "**"
-        + (". Its absolute B_crit is not a prediction: the model is matched on B_simple only." ),
+        (f"Order of B_crit, NQM: {' < '.join(order_nqm)}; measured: {' < '.join(order_meas)} (pairs the "
+         f"measured intervals resolve: {', '.join(resolved) or 'none'}). The NQM **"
+         + ("orders the optimizers as measured" if same else "does not order the optimizers as measured") + "**"
+         if len(order_meas) >= 2 else
+         f"Order of B_crit, NQM: {' < '.join(order_nqm)}; not compared with the measured order: "
+         + not_measured(facts, "workloads", "make sweep GRID=science").strip().rstrip("."))
+        + ". Its absolute B_crit is not a prediction: the model is matched on B_simple and the target only.",
         "",
         figure_markdown(drawn, "q9d_nqm", "Q9d. Steps to the target against B: measured (the science sweep's MNIST-1D "
                         "MLP) and the matched noisy quadratic model's prediction."),
@@ -293,7 +297,7 @@ def practice(facts: Facts) -> str:
             parts.append(f"read B_simple as a rough guide: it was {r.min():.1f}–{r.max():.1f}× the local B_crit")
     if w is not None and not w.schedules.empty:
         lower = [r for r in w.schedules.itertuples() if _ok(*r.vs_equal) and r.vs_equal[2] < 1]
-        parts.append("a doubling warm-up saved steps at equal examples in "
+        parts.append("a doubling warm-up saved steps at no more examples in "
                      f"{len(lower)} of {len(w.schedules)} schedules here, so "
                      + ("it is worth trying when the step count matters" if lower else
                         "a constant B chosen from the steps-against-examples curve was at least as good on this "
