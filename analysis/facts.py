@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from analysis import load, reduce
@@ -332,11 +333,18 @@ def collect(default: str = "default", science: str = "science", progress: bool =
     attempt("branching", read_branching)
     attempt("warmup", lambda: warmup_facts(load.load_runs("warmup", hint="make sweep GRID=warmup")))
     attempt("scaling", lambda: scaling_facts(load.load_runs("scaling", hint="make sweep GRID=scaling")))
-    b = found.get("branching")
-    if b is not None and not b.b_simple.empty and (b.b_simple["s"] == 0).any():
-        start = b.curves[(b.curves["s"] == 0) & (b.curves["examples"] == 0)]["loss"].median()
-        found["nqm"] = nqm_facts(float(b.b_simple.loc[b.b_simple["s"] == 0, "b_simple"].iloc[0]), float(start),
-                                 float(b.target))
+    def read_nqm():
+        b = found.get("branching")
+        at0 = None if b is None or b.b_simple.empty else b.b_simple[b.b_simple["s"] == 0]
+        start = None if b is None else b.curves[(b.curves["s"] == 0) & (b.curves["examples"] == 0)]["loss"].median()
+        values = (None if at0 is None or at0.empty else float(at0["b_simple"].iloc[0]), start,
+                  None if b is None else b.target)
+        if not all(v is not None and np.isfinite(v) and v > 0 for v in values):
+            raise load.MissingRuns("the NQM is matched to the branching reference's B_simple and loss at step 0, "
+                                   "which the store does not hold; run make sweep GRID=branching")
+        return nqm_facts(*values)
+
+    attempt("nqm", read_nqm)
     if "default" in found:
         found["noise"] = noise_facts(found["default"])
     return Facts(**found, missing=missing)

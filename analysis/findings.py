@@ -138,7 +138,8 @@ def _q9(f: Facts) -> str | None:
     if f.branching is not None and not f.branching.local.empty:
         head = f.branching.local[f.branching.local["tol"] == TOL].sort_values("s")
         parts.append("local B_crit (SGD, from checkpoints) " + " → ".join(f"{v:.0f}" for v in head["b_crit"])
-                     + f" from 0 to {head['fraction'].iloc[-1]:.0%} of training")
+                     + f" from {head['fraction'].iloc[0]:.0%} to {head['fraction'].iloc[-1]:.0%} of the steps to "
+                     "the target")
     if f.warmup is not None and not f.warmup.schedules.empty:
         t = f.warmup.schedules
         lower = sum(1 for r in t.itertuples() if all(np.isfinite(r.vs_equal)) and r.vs_equal[2] < 1)

@@ -4,29 +4,37 @@
   run, branches at B over a fixed number of examples. The **local critical batch
   size** at s is the largest B of the grid such that it and every smaller B
   keep, at every common evaluation (every :data:`COMMON` examples), at least
-  ``1 - tol`` of the loss decrease the smallest-B branch achieved by then
-  (each branch at its best learning rate: the lowest loss at the end of the
-  budget). Per seed, then the median over seeds with a bootstrap interval;
+  ``1 - tol`` of the loss decrease the smallest-B branch achieved by then, on
+  the median over seeds (each B at the learning rate that keeps the most; the
+  smallest B at its lowest loss at the end of the budget; a diverged branch's
+  loss counts as infinite from its divergence on). A bootstrap over seeds
+  (re-choosing the rates in every replicate) gives the interval;
   :data:`TOLERANCES` shows the sensitivity to ``tol`` (:data:`TOL` is the
-  headline's).
+  headline's). A (s, B) with no runs leaves every local B_crit above it unknown.
 - :func:`warmup_facts` (``warmup.toml``): steps and examples to the target of
   doubling schedules against constant batch sizes, paired by seed: against the
   constant B with the fewest steps, and against the constant B that needed the
   fewest examples at or above the schedule's own (so that a ratio below 1 is
-  fewer steps at no more examples).
+  fewer steps at no more examples). A schedule needs more than half of its
+  seeds to reach the target to be compared.
 - :func:`scaling_facts` (``scaling.toml``): B_crit (the science sweep's
   hyperbola fit, :mod:`analysis.reduce`) per training-set size and per width,
   and the log-log slope of B_crit against each with a bootstrap interval
-  (seeds resampled within every size).
+  (seeds resampled within every size; a size whose B_crit the fit leaves
+  unbounded is left out of the slope).
 - :func:`nqm_facts`: the noisy quadratic model (:mod:`mbstudy.nqm`) matched to
   the reference's initial loss and B_simple; its steps-to-target curves and
   B_crit per optimizer.
+
+Intervals need at least :data:`MIN_SEEDS` seeds (NaN below, which the report
+reads as not resolved).
 
 Pure: DataFrames in, frozen dataclasses out; nothing here reads MLflow.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +50,7 @@ COMMON = 2048  # examples: the branches are compared every this many examples af
 N_BOOT = 1000
 LEVEL = 0.95
 UNBOUNDED = 10  # a B_crit interval reaching past this many times the largest B tried is open above
+MIN_SEEDS = 2  # fewer seeds than this give no interval
 
 
 def branch_point(schedule) -> int:
@@ -103,37 +112,62 @@ def _reference(runs: pd.DataFrame) -> pd.Series:
 def kept_fraction(loss: np.ndarray, every: np.ndarray) -> np.ndarray:
     """``loss[s, B, e]`` (B ascending; e = 0 the branch point, then the common evaluations) at one learning rate,
     ``every[s, B, lr, e]`` at all of them: per (s, B), the least over e of the fraction of the smallest B's loss
-    decrease by e (at its best rate by the same criterion: the lowest loss at the end) that B achieved by e."""
+    decrease by e (at its lowest loss at the end of the budget) that B achieved by e. NaN where B has no runs or
+    the smallest B's loss did not decrease."""
     start = loss[:, :1, :1]
     small = every[:, 0]  # (s, lr, e): the smallest B at each rate
-    pick = np.nanargmin(np.where(np.isnan(small[:, :, -1]), np.inf, small[:, :, -1]), axis=1)
+    final = small[:, :, -1]
+    pick = np.argmin(np.where(np.isnan(final), np.inf, final), axis=1)
     small = small[np.arange(len(small)), pick][:, None, 1:]  # (s, 1, e)
-    return np.min((start - loss[:, :, 1:]) / (start - small), axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        decrease = start - small
+        frac = (start - loss[:, :, 1:]) / np.where(decrease > 0, decrease, np.nan)
+    return np.where(np.isnan(frac).any(axis=2), np.nan, np.min(np.nan_to_num(frac, nan=0.0, neginf=-np.inf), axis=2))
 
 
 def local_critical(kept: np.ndarray, batch_sizes: np.ndarray, tol: float) -> np.ndarray:
-    """Per s (rows of ``kept[s, B]``): the largest B such that it and every smaller B keep at least ``1 - tol``."""
-    ok = kept >= 1 - tol
-    first_short = np.where(ok.all(axis=1), ok.shape[1], np.argmin(ok, axis=1))
-    return batch_sizes[np.maximum(first_short - 1, 0)].astype(float)
+    """Per s (rows of ``kept[s, B]``): the largest B such that it and every smaller B keep at least ``1 - tol``;
+    NaN when a B up to the first one that falls short has no value (not measured)."""
+    short = ~(kept >= 1 - tol)  # NaN counts as short here, and is told apart below
+    first = np.where(short.any(axis=1), np.argmax(short, axis=1), kept.shape[1])
+    out = batch_sizes[np.maximum(first - 1, 0)].astype(float)
+    unknown = np.array([np.isnan(row[:min(f + 1, len(row))]).any() for row, f in zip(kept, first)])
+    return np.where(unknown, np.nan, out)
+
+
+def _diverged_as_inf(loss: pd.DataFrame, runs: pd.DataFrame, budget: int) -> pd.DataFrame:
+    """A diverged branch stops logging: its common evaluations after the last one it logged count as inf."""
+    gone = runs[runs["outcome"] == "diverged"]
+    rows = []
+    for r in gone.itertuples():
+        last = loss.loc[loss["run_id"] == r.run_id, "examples"].max()
+        last = -1 if pd.isna(last) else int(last)
+        rows += [{"run_id": r.run_id, "seed": r.seed, "s": r.s, "batch_size": r.batch_size,
+                  "learning_rate": r.learning_rate, "examples": e, "value": np.inf}
+                 for e in range(0, budget + 1, COMMON) if e > last]
+    return pd.concat([loss, pd.DataFrame(rows, columns=loss.columns)], ignore_index=True) if rows else loss
 
 
 def branch_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "branching",
                  n_boot: int = N_BOOT, seed: int = 0) -> BranchFacts:
     """``history``: ``train/loss`` (every run) and ``grad/b_simple`` (the references) in ``analysis.load``'s long form.
 
-    Each (s, B) takes the learning rate with the lowest median over seeds of the loss at the end of the budget; the
-    criterion reads the median over seeds of the loss at every common evaluation, and the intervals resample the
-    seeds (the same resample for every (s, B) of a replicate)."""
+    The criterion reads the median over seeds of the loss at every common evaluation; the intervals resample the
+    seeds (the same resample for every (s, B) of a replicate) and choose the rates again."""
+    from analysis.load import MissingRuns
+
     ref_mask = _reference(runs)
     ref, br = runs[ref_mask], runs[~ref_mask & runs["outcome"].isin(["completed", "diverged"])]
+    if br.empty:
+        raise MissingRuns("the branching sweep holds no finished branch yet; run make sweep GRID=branching")
     br = br.assign(s=br["schedule"].map(branch_point) if "schedule" in br else 0)
     loss = history[history["metric"] == "train/loss"].merge(
         br[["run_id", "seed", "s", "batch_size", "learning_rate"]], on="run_id")
     loss = loss.assign(examples=(loss["step"] - loss["s"]) * loss["batch_size"],
                        value=loss["value"].where(np.isfinite(loss["value"]), np.inf))
-    loss = loss[loss["examples"] >= 0]
+    loss = loss[loss["examples"] >= 0].drop(columns=["metric", "step"])
     budget = int(loss["examples"].max())
+    loss = _diverged_as_inf(loss, br, budget)
     points = loss[(loss["examples"] == 0) | (loss["examples"] % COMMON == 0)]
     cube = points.pivot_table(index="seed", columns=["s", "batch_size", "learning_rate", "examples"], values="value",
                               aggfunc="first")
@@ -142,22 +176,30 @@ def branch_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "b
     arr = cube.reindex(columns=full).to_numpy(float, copy=True).reshape(len(cube), len(ss), len(bs), len(lrs), len(es))
     seeds = len(arr)
     rng = np.random.default_rng(seed)
-    draws = [np.arange(seeds)] + [rng.integers(0, seeds, seeds) for _ in range(n_boot)]
+    draws = [np.arange(seeds)] + ([rng.integers(0, seeds, seeds) for _ in range(n_boot)] if seeds >= MIN_SEEDS else [])
     kepts, rate_index = [], None
     for d in draws:
-        med = np.nanmedian(arr[d], axis=0)  # (s, B, lr, e)
-        med[..., 0] = np.nanmedian(med[:, :, :, 0], axis=(1, 2))[:, None, None]  # every branch of s starts at s's state
-        per_rate = np.stack([kept_fraction(med[:, :, k, :], med[:, :, :, :]) for k in range(len(lrs))], axis=2)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells: (s, B, rate) with no runs
+            med = np.nanmedian(arr[d], axis=0)  # (s, B, lr, e)
+            med[..., 0] = np.nanmedian(med[:, :, :, 0], axis=(1, 2))[:, None, None]  # every branch of s starts at s
+        per_rate = np.stack([kept_fraction(med[:, :, k, :], med) for k in range(len(lrs))], axis=2)
+        measured = ~np.isnan(per_rate).all(axis=2)
+        filled = np.where(np.isnan(per_rate), -np.inf, per_rate)
         if rate_index is None:
-            rate_index = np.nanargmax(np.where(np.isnan(per_rate), -np.inf, per_rate), axis=2)
-        kepts.append(np.nanmax(np.where(np.isnan(per_rate), -np.inf, per_rate), axis=2))
+            rate_index = np.argmax(filled, axis=2)
+        kepts.append(np.where(measured, filled.max(axis=2), np.nan))
     kepts = np.array(kepts)  # (1 + n_boot, s, B)
+
+    def interval(reps):
+        return _interval(reps) if len(reps) else (np.nan, np.nan)
+
     kept = pd.DataFrame([{"s": int(s), "batch_size": int(b), "kept": kepts[0, i, j], "learning_rate": lrs[rate_index[i, j]],
-                          **dict(zip(("lo", "hi"), _interval(kepts[1:, i, j])))}
+                          **dict(zip(("lo", "hi"), interval(kepts[1:, i, j])))}
                          for i, s in enumerate(ss) for j, b in enumerate(bs)])
     keys = ["s", "batch_size", "learning_rate"]
-    curves = loss.merge(kept[keys], on=keys)[["seed", *keys, "examples", "value"]].rename(columns={"value": "loss"})
-    best = kept[keys]
+    best = kept[np.isfinite(kept["kept"])][keys]
+    curves = loss.merge(best, on=keys)[["seed", *keys, "examples", "value"]].rename(columns={"value": "loss"})
 
     ref_steps = median_interval(ref["steps_to_target"].to_numpy(float), n_boot=n_boot) if "steps_to_target" in ref \
         else (np.nan, np.nan, np.nan)
@@ -165,7 +207,7 @@ def branch_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "b
     for tol in TOLERANCES:
         crit = np.array([local_critical(k, bs, tol) for k in kepts])  # (1 + n_boot, s)
         for i, s in enumerate(ss):
-            lo, hi = _interval(crit[1:, i])
+            lo, hi = interval(crit[1:, i])
             rows.append({"tol": tol, "s": int(s), "fraction": s / ref_steps[0] if ref_steps[0] else np.nan,
                          "b_crit": crit[0, i], "lo": lo, "hi": hi, "n_seeds": seeds})
     local = pd.DataFrame(rows)
@@ -173,10 +215,10 @@ def branch_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "b
     b_s = history[(history["metric"] == "grad/b_simple") & history["run_id"].isin(ref["run_id"])]
     b_s = b_s[b_s["step"].isin(ss)]
     b_simple = pd.DataFrame([{"s": int(s), **dict(zip(("b_simple", "lo", "hi"), median_interval(g["value"], n_boot=n_boot)))}
-                             for s, g in b_s.groupby("step")])
+                             for s, g in b_s.groupby("step")], columns=["s", "b_simple", "lo", "hi"])
     grid = br.groupby("batch_size")["learning_rate"].agg(["min", "max"])
     at = best.join(grid, on="batch_size")
-    edge = float(((at["learning_rate"] == at["min"]) | (at["learning_rate"] == at["max"])).mean())
+    edge = float(((at["learning_rate"] == at["min"]) | (at["learning_rate"] == at["max"])).mean()) if len(at) else np.nan
     r0 = ref.iloc[0] if len(ref) else None
     return BranchFacts(experiment, int(r0["batch_size"]) if r0 is not None else 0,
                        float(r0["learning_rate"]) if r0 is not None else np.nan,
@@ -213,8 +255,9 @@ def _constant_at(examples: float, per_seed: pd.DataFrame) -> float:
 
 def warmup_facts(runs: pd.DataFrame, experiment: str = "warmup", n_boot: int = N_BOOT) -> WarmupFacts:
     runs = runs.assign(schedule=runs["schedule"].fillna("") if "schedule" in runs else "")
-    steps = reduce.reached_steps(runs).replace(np.inf, np.nan)
-    runs = runs.assign(s=steps, e=runs.get("examples_to_target", pd.Series(np.nan, index=runs.index)))
+    steps = reduce.reached_steps(runs)  # inf: not reached
+    examples = runs.get("examples_to_target", pd.Series(np.nan, index=runs.index)).astype(float)
+    runs = runs.assign(s=steps, e=examples.where(np.isfinite(steps), np.inf))
     runs["arm"] = np.where(runs["schedule"] == "", "B=" + runs["batch_size"].astype(str), runs["schedule"])
     fastest = runs.sort_values("s").groupby(["arm", "seed"], as_index=False).first()
     per_seed = fastest[["arm", "seed", "batch_size", "s", "e"]].rename(columns={"s": "steps", "e": "examples"})
@@ -222,17 +265,23 @@ def warmup_facts(runs: pd.DataFrame, experiment: str = "warmup", n_boot: int = N
     constant = reduce.steps_to_target(const, by=("batch_size",))[["batch_size", "learning_rate", "steps", "examples"]]
     best_b = int(constant.loc[constant["steps"].idxmin(), "batch_size"]) if len(constant) else 0
 
-    cps = per_seed[per_seed["arm"].str.startswith("B=")]
+    cps = per_seed[per_seed["arm"].str.startswith("B=") & np.isfinite(per_seed["steps"])]
+    best = cps[cps["batch_size"] == best_b].set_index("seed")["steps"]
     rows = []
+    nan3 = (np.nan, np.nan, np.nan)
     for sched, g in per_seed[~per_seed["arm"].str.startswith("B=")].groupby("arm"):
         g = g.set_index("seed")
-        best = cps[cps["batch_size"] == best_b].set_index("seed")["steps"]
+        reached = np.isfinite(g["steps"])
+        ok = reached.sum() > len(g) / 2 and best_b > 0  # as reduce.steps_to_target: more than half the seeds
+        # a seed that never reached the target is a loss against any constant B (ratio inf), not a missing pair
         equal = pd.Series({seed: _constant_at(e, cps[cps["seed"] == seed][["batch_size", "examples", "steps"]])
-                           for seed, e in g["examples"].items()})
-        rows.append({"schedule": sched, "final_b": int(g["batch_size"].iloc[0]), "steps": g["steps"].median(),
-                     "examples": g["examples"].median(), "n_seeds": int(g["steps"].notna().sum()),
-                     "vs_best": paired_ratio(g["steps"], best, n_boot=n_boot),
-                     "vs_equal": paired_ratio(g["steps"], equal, n_boot=n_boot)})
+                           if np.isfinite(e) else 1.0 for seed, e in g["examples"].items()})
+        rows.append({"schedule": sched, "final_b": int(g["batch_size"].iloc[0]),
+                     "steps": g["steps"].median() if ok else np.nan,
+                     "examples": g["examples"].median() if ok else np.nan,
+                     "n_seeds": len(g), "n_reached": int(reached.sum()),
+                     "vs_best": paired_ratio(g["steps"], best, n_boot=n_boot) if ok else nan3,
+                     "vs_equal": paired_ratio(g["steps"], equal, n_boot=n_boot) if ok else nan3})
     return WarmupFacts(experiment, constant, per_seed, pd.DataFrame(rows), best_b)
 
 
@@ -251,15 +300,22 @@ def _width(hidden) -> int:
     return int(str(hidden).split(",")[0])
 
 
-def _slope(x: np.ndarray, y: np.ndarray) -> float:
+BASE_N, BASE_WIDTH = 4000, 100  # the scaling sweep's fixed size and width (MNIST-1D's own size, the science MLP)
+
+
+def _slope(x: np.ndarray, y: np.ndarray, *, every: bool = False) -> float:
+    """The least-squares slope of log y against log x; NaN with fewer than 2 points, or (``every``) when any y is
+    missing, so that every bootstrap replicate is fitted on the same sizes."""
     ok = np.isfinite(x) & np.isfinite(y) & (y > 0)
-    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0]) if ok.sum() >= 2 else np.nan
+    if (every and not ok.all()) or ok.sum() < 2:
+        return np.nan
+    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
 
 
 def scaling_facts(runs: pd.DataFrame, experiment: str = "scaling", n_boot: int = N_BOOT, seed: int = 0) -> ScalingFacts:
-    runs = runs.assign(width=runs["hidden"].map(_width), n=runs["n_train"].astype(int))
-    base_width, base_n = 100, 4000
-    axes = {"data": (runs[runs["width"] == base_width], "n"), "width": (runs[runs["n"] == base_n], "width")}
+    n = runs["n_train"].astype(int) if "n_train" in runs else pd.Series(0, index=runs.index)
+    runs = runs.assign(width=runs["hidden"].map(_width), n=n.where(n > 0, BASE_N))  # 0: the data set's own 4000
+    axes = {"data": (runs[runs["width"] == BASE_WIDTH], "n"), "width": (runs[runs["n"] == BASE_N], "width")}
     fits, slopes, steps = [], [], []
     for axis, (sub, col) in axes.items():
         for target, metric in (("loss", "steps_to_target"), ("val", "steps_to_val_target")):
@@ -268,23 +324,28 @@ def scaling_facts(runs: pd.DataFrame, experiment: str = "scaling", n_boot: int =
                 t = reduce.per_seed_steps(g, by=("batch_size",), metric=metric)
                 B, v = np.asarray(t.index, float), t.to_numpy(float)
                 est = reduce._estimate(B, v, None)
-                rng = np.random.default_rng([seed, k])
-                rep = np.array([reduce._estimate(B, v[:, rng.integers(0, v.shape[1], v.shape[1])], None)["B_crit"]
-                                for _ in range(n_boot)])
-                lo, hi = reduce._percentile(rep, LEVEL, n_boot)
-                hi = np.inf if hi > UNBOUNDED * B.max() else hi  # the fit does not bound B_crit from above
+                bound = UNBOUNDED * B.max()
+                rep = np.full(n_boot, np.nan)
+                lo = hi = np.nan
+                if v.shape[1] >= MIN_SEEDS:
+                    rng = np.random.default_rng([seed, k])
+                    rep = np.array([reduce._estimate(B, v[:, rng.integers(0, v.shape[1], v.shape[1])], None)["B_crit"]
+                                    for _ in range(n_boot)])
+                    lo, hi = reduce._percentile(rep, LEVEL, n_boot)
+                    hi = np.inf if hi > bound else hi  # the fit does not bound B_crit from above
                 fits.append({"axis": axis, "value": int(value), "target": target, "B_crit": est["B_crit"], "lo": lo,
                              "hi": hi, "S_min": est["S_min"], "r2": est["r2"], "n_seeds": v.shape[1]})
                 steps += [{"axis": axis, "value": int(value), "target": target, "batch_size": int(b), "steps": m}
                           for b, m in zip(B, np.nanmedian(v, axis=1))]
-                values.append(float(value))
-                point.append(est["B_crit"])
-                reps.append(rep)
+                if np.isfinite(est["B_crit"]) and est["B_crit"] <= bound:  # an unbounded size is left out
+                    values.append(float(value))
+                    point.append(est["B_crit"])
+                    reps.append(np.where(rep <= bound, rep, np.nan))
             x = np.array(values)
-            slope_reps = [_slope(x, np.array([r[i] for r in reps])) for i in range(n_boot)]
-            lo, hi = reduce._percentile(slope_reps, LEVEL, n_boot)
+            slope_reps = [_slope(x, np.array([r[i] for r in reps]), every=True) for i in range(n_boot)]
+            lo, hi = reduce._percentile(slope_reps, LEVEL, n_boot) if reps else (np.nan, np.nan)
             slopes.append({"axis": axis, "target": target, "slope": _slope(x, np.array(point)), "lo": lo, "hi": hi,
-                           "n_points": int(np.isfinite(point).sum())})
+                           "n_points": len(values)})
     return ScalingFacts(experiment, pd.DataFrame(fits), pd.DataFrame(slopes), pd.DataFrame(steps))
 
 

@@ -41,6 +41,9 @@ def shape(local: pd.DataFrame) -> dict[str, str]:
     loc = local.sort_values("s").reset_index(drop=True)
     if len(loc) < 3:
         return {"start": "not resolved", "rise": "not resolved", "plateau": "not resolved"}
+    if loc[["b_crit", "lo", "hi"]].isna().to_numpy().any():
+        return {"start": "not resolved (a checkpoint has no interval: too few seeds or runs)",
+                "rise": "is not resolved", "plateau": "the plateau is not resolved"}
     first, later = loc.iloc[0], loc.iloc[1:]
     low, high = later.loc[later["b_crit"].idxmin()], later.loc[later["b_crit"].idxmax()]
     last, prev = loc.iloc[-1], loc.iloc[-2]
@@ -51,6 +54,7 @@ def shape(local: pd.DataFrame) -> dict[str, str]:
         start = f"above its value soon after ({low['b_crit']:.0f} at {pct(low)}): not near zero"
     else:
         start = "not resolved from the later values"
+    low = loc.loc[loc["b_crit"].idxmin()]  # the rise is read from the lowest checkpoint, the first included
     if last["lo"] > low["hi"] and low["s"] < last["s"]:
         rise = f"rises from {low['b_crit']:.0f} at {pct(low)} to {last['b_crit']:.0f} at {pct(last)}"
     elif last["hi"] < high["lo"] and high["s"] < last["s"]:
@@ -89,16 +93,17 @@ def branching_text(facts: Facts, drawn, md_table, figure_markdown, not_measured)
     ratio = (bs["b_simple"] / head["b_crit"]).dropna() if len(bs) else pd.Series(dtype=float)
     smallest = int(f.kept["batch_size"].min())
     track = ""
-    if len(ratio):
-        first, last = head["b_crit"].iloc[0], head["b_crit"].iloc[-1]
-        b0, b1 = bs["b_simple"].iloc[0], bs["b_simple"].iloc[-1]
-        same_way = np.sign(np.log(last / first)) == np.sign(np.log(b1 / b0))
+    if len(ratio) >= 2:
+        s0, s1 = ratio.index.min(), ratio.index.max()  # the first and last checkpoints both were measured at
+        first, last = head.loc[s0, "b_crit"], head.loc[s1, "b_crit"]
+        b0, b1 = bs.loc[s0, "b_simple"], bs.loc[s1, "b_simple"]
+        moves = "moves the same way as" if np.sign(last - first) == np.sign(b1 - b0) else (
+            "moves while it does not move:" if last == first else "moves against")
         near = int(((ratio <= B_SIMPLE_FACTOR) & (ratio >= 1 / B_SIMPLE_FACTOR)).sum())
         track = (f"B_simple, measured on the reference at the same checkpoints, is {ratio.min():.1f}–{ratio.max():.1f}× "
                  f"the local B_crit (tolerance {TOL:.0%}), within a factor of {B_SIMPLE_FACTOR:g} at {near} of "
-                 f"{len(ratio)} checkpoints, and it {'moves the same way as' if same_way else 'moves against'} the "
-                 f"local B_crit from the first to the last checkpoint ({b0:.0f} → {b1:.0f} against {first:.0f} → "
-                 f"{last:.0f}). ")
+                 f"{len(ratio)} checkpoints, and it {moves} the local B_crit from the first to the last checkpoint "
+                 f"({b0:.0f} → {b1:.0f} against {first:.0f} → {last:.0f}). ")
     return "\n".join([
         "### The critical batch size during training (Merrill et al. 2025)",
         "",
@@ -139,20 +144,23 @@ def warmup_text(facts: Facts, drawn, md_table, figure_markdown, not_measured) ->
     w = facts.warmup
     if w is None:
         return "### Batch-size warm-up\n\n" + not_measured(facts, "warmup", "make sweep GRID=warmup")
-    if w.schedules.empty:
-        return "### Batch-size warm-up\n\nNo scheduled run reached the target.\n"
+    if w.schedules.empty or w.best_constant == 0 or w.schedules["steps"].notna().sum() == 0:
+        return ("### Batch-size warm-up\n\nNot compared: " + ("no constant batch size reached the target in more than "
+                "half of its seeds" if w.best_constant == 0 else "no schedule reached the target in more than half "
+                "of its seeds") + f" ({len(w.schedules)} schedules in the sweep).\n")
     t = w.schedules.sort_values(["final_b", "steps"])
     show = pd.DataFrame({
         "schedule (STEPSxB@LR, then the final B at 1.0)": t["schedule"].map(lambda s: f"`{s}`"),
-        "final B": t["final_b"], "steps": t["steps"].map(lambda v: f"{v:.0f}"),
-        "examples": t["examples"].map(lambda v: f"{v:.0f}"),
+        "final B": t["final_b"], "seeds reached": [f"{a}/{b}" for a, b in t[["n_reached", "n_seeds"]].to_numpy()],
+        "steps": t["steps"].map(lambda v: f"{v:.0f}" if np.isfinite(v) else "–"),
+        "examples": t["examples"].map(lambda v: f"{v:.0f}" if np.isfinite(v) else "–"),
         f"steps / B = {w.best_constant}'s": [interval(*r, fmt=".2f") for r in t["vs_best"]],
         "steps / constant B with at least its examples": [interval(*r, fmt=".2f") for r in t["vs_equal"]]})
     c = w.constant.set_index("batch_size")
     best = c.loc[w.best_constant]
     lower = [r for r in t.itertuples() if _ok(*r.vs_equal) and r.vs_equal[2] < 1]
     higher = [r for r in t.itertuples() if _ok(*r.vs_equal) and r.vs_equal[1] > 1]
-    fastest = t.loc[t["steps"].idxmin()]
+    fastest = t.loc[t["steps"].dropna().idxmin()]
     verdict = (f"{len(lower)} of {len(t)} warm-ups took fewer steps than the constant batch with at least their "
                f"examples (interval below 1), {len(higher)} took more, and the rest are not resolved (or needed more "
                "examples than every constant B)")
@@ -173,7 +181,7 @@ def warmup_text(facts: Facts, drawn, md_table, figure_markdown, not_measured) ->
         f"{verdict}. The fastest warm-up took {fastest['steps']:.0f} steps, "
         f"{interval(*fastest['vs_best'], fmt='.2f')}× the best constant B's "
         + (f"(a saving of {saving:.0%}; Merrill et al. report 43% on OLMo 1B)." if saving > 0 and fastest['vs_best'][2] < 1
-           else "(no saving; Merrill et al. report 43% fewer steps on OLMo 1B)."),
+           else "(no saving resolved; Merrill et al. report 43% fewer steps on OLMo 1B)."),
         "",
         figure_markdown(drawn, "q9b_warmup", "Q9b. Steps against examples to the target: constant batch sizes (the "
                         "curve, labelled by B) and the doubling warm-ups."),
@@ -207,10 +215,12 @@ def scaling_text(facts: Facts, drawn, md_table, figure_markdown, not_measured) -
         return "grows" if lo > 0 else "falls" if hi < 0 else "no trend resolved"
 
     d, m = slope("data", "loss"), slope("width", "loss")
-    data_grows, width_flat = says("data", "loss") == "grows", says("width", "loss") == "no trend resolved"
-    narrower = _ok(*d, *m) and abs(m[0]) < abs(d[0])
-    verdict = ("holds" if data_grows and (width_flat or narrower) else
-               "holds in part" if data_grows or width_flat else "does not hold")
+    data_grows = says("data", "loss") == "grows"
+    # "barely with model size": the width slope's whole interval is smaller in size than the data slope's lower bound
+    width_small = data_grows and _ok(*m) and max(abs(m[1]), abs(m[2])) < d[1]
+    verdict = ("holds" if data_grows and width_small else
+               "holds for data size only (the width slope is not resolved as smaller)" if data_grows else
+               "does not hold" if says("data", "loss") in ("falls", "no trend resolved") else "is not resolved")
     return "\n".join([
         "### Data size and model size (Zhang et al. 2024)",
         "",
@@ -226,7 +236,7 @@ def scaling_text(facts: Facts, drawn, md_table, figure_markdown, not_measured) -
         f"against width {interval(*m, fmt='.2f')} ({says('width', 'loss')}); validation target: data "
         f"{interval(*slope('data', 'val'), fmt='.2f')}, width {interval(*slope('width', 'val'), fmt='.2f')}. Zhang et "
         f"al.'s claim (B_crit grows with data and barely with model size) **{verdict}** here on the training-loss "
-        "target.",
+        "target (\"barely\": the width slope's interval lies closer to 0 than the data slope's lower bound).",
         "",
         figure_markdown(drawn, "q9c_scaling", "Q9c. B_crit against the training-set size and against the MLP's width, "
                         "with the log-log fits."),
@@ -284,33 +294,42 @@ def nqm_text(facts: Facts, drawn, md_table, figure_markdown, not_measured) -> st
 
 
 def practice(facts: Facts) -> str:
-    """The "what to do" paragraph, from whichever of the three experiments ran."""
+    """The "what to do" paragraph, from whichever of the three experiments ran; each piece of advice only where its
+    interval resolves it."""
     parts = []
     f, w, sc = facts.branching, facts.warmup, facts.scaling
     if f is not None and not f.local.empty:
-        head = f.local[f.local["tol"] == TOL].sort_values("s")
-        parts.append(f"start near the local B_crit at initialisation (about {head['b_crit'].iloc[0]:.0f} for SGD on "
-                     f"the MNIST-1D MLP; it ranged over {head['b_crit'].min():.0f}–{head['b_crit'].max():.0f} across "
-                     "the checkpoints)")
-        if not f.b_simple.empty:
+        head = f.local[f.local["tol"] == TOL].sort_values("s").dropna(subset=["b_crit"])
+        smallest = int(f.kept["batch_size"].min())
+        if len(head) and head["b_crit"].iloc[0] > smallest and _ok(head["lo"].iloc[0]):
+            r0 = head.iloc[0]
+            grows = shape(f.local[f.local["tol"] == TOL])["rise"].startswith("rises")
+            parts.append(f"for SGD on a workload like this MNIST-1D MLP, start at B ≈ {r0['b_crit']:.0f} (the local "
+                         f"B_crit at initialisation, {interval(r0['b_crit'], r0['lo'], r0['hi'], fmt='.0f')}, tolerance "
+                         f"{TOL:.0%})" + (" and let it grow" if grows else "") + ": the local B_crit ranged over "
+                         f"{head['b_crit'].min():.0f}–{head['b_crit'].max():.0f} across the checkpoints, "
+                         f"{head['b_crit'].iloc[-1]:.0f} at {head['fraction'].iloc[-1]:.0%} of the way to the target"
+                         + ("" if grows else " (no rise the intervals resolve)"))
+        if not f.b_simple.empty and len(head):
             r = (f.b_simple.set_index("s")["b_simple"] / head.set_index("s")["b_crit"]).dropna()
-            parts.append(f"read B_simple as a rough guide: it was {r.min():.1f}–{r.max():.1f}× the local B_crit")
-    if w is not None and not w.schedules.empty:
+            if len(r):
+                parts.append(f"read B_simple as a rough guide to it: {r.min():.1f}–{r.max():.1f}× the local B_crit here")
+    if w is not None and not w.schedules.empty and w.schedules["steps"].notna().any():
         lower = [r for r in w.schedules.itertuples() if _ok(*r.vs_equal) and r.vs_equal[2] < 1]
-        parts.append("a doubling warm-up saved steps at no more examples in "
-                     f"{len(lower)} of {len(w.schedules)} schedules here, so "
-                     + ("it is worth trying when the step count matters" if lower else
-                        "a constant B chosen from the steps-against-examples curve was at least as good on this "
-                        "workload"))
+        best = [r for r in w.schedules.itertuples() if _ok(*r.vs_best) and r.vs_best[2] < 1]
+        parts.append(f"a doubling warm-up took fewer steps than a constant B with at least its examples in {len(lower)} "
+                     f"of {len(w.schedules)} schedules and fewer than the fastest constant B in {len(best)}, so "
+                     + ("a warm-up can pay when steps cost more than examples" if lower or best else
+                        "on this workload a constant B read off the steps-against-examples curve was as good"))
     if sc is not None and not sc.slopes.empty:
         d = sc.slopes.set_index(["axis", "target"])
-        if ("data", "loss") in d.index and np.isfinite(d.loc[("data", "loss"), "slope"]):
-            k = d.loc[("data", "loss"), "slope"]
-            parts.append(f"when the data set grows by 2×, expect B_crit to change by about {2 ** k:.2f}× "
-                         f"(slope {k:.2f})")
-        if ("width", "loss") in d.index and np.isfinite(d.loc[("width", "loss"), "slope"]):
-            k = d.loc[("width", "loss"), "slope"]
-            parts.append(f"when the model widens by 2×, by about {2 ** k:.2f}× (slope {k:.2f})")
+        for axis, what in (("data", "the training set grows"), ("width", "the model widens")):
+            if (axis, "loss") not in d.index:
+                continue
+            k, lo, hi = d.loc[(axis, "loss"), ["slope", "lo", "hi"]]
+            if _ok(k, lo, hi):
+                parts.append(f"when {what} by 2×, expect B_crit to change by {2 ** k:.2f}× "
+                             f"[{2 ** lo:.2f}, {2 ** hi:.2f}] (slope {interval(k, lo, hi, fmt='.2f')})")
     if not parts:
         return ""
     return "**What to do.** On this evidence: " + "; ".join(parts) + ".\n"

@@ -393,7 +393,9 @@ def _base_type(hint: Any) -> type:
 
 
 def _coerced(d: Mapping[str, Any]) -> dict[str, Any]:
-    """Ints given for float fields become floats, lists for sequence fields tuples; nothing else changes."""
+    """Ints given for float fields become floats, lists for sequence fields tuples; a schedule is written one way
+    (``mbstudy.schedule.format_schedule``: no spaces, each rate as Python prints it) and ``n_train`` equal to the
+    data set's own size becomes 0, so that one configuration has one hash; nothing else changes."""
     out = {}
     for k, v in d.items():
         base = _base_type(HINTS[k]) if k in HINTS else None
@@ -401,6 +403,13 @@ def _coerced(d: Mapping[str, Any]) -> dict[str, Any]:
             v = float(v)
         elif k in SEQUENCE_FIELDS and isinstance(v, list):
             v = tuple(v)
+        elif k == "schedule" and isinstance(v, str):
+            try:
+                v = _schedule.format_schedule(_schedule.parse(v))
+            except ValueError:
+                pass  # the field's check reports it
+        elif k == "n_train" and d.get("dataset") in DATASETS and v == DATASETS[d["dataset"]].n_train:
+            v = 0
         out[k] = v
     return out
 

@@ -16,9 +16,14 @@ Two uses in the study (Q9):
   loaded (:func:`mbstudy.train.train`'s ``start``; both are tested);
 - **batch-size warm-up**: phases of growing B (:func:`doubling`).
 
-The data order is the run's own (:func:`mbstudy.step.batch_indices`) at each
-phase's batch size, indexed by the global step: step t of a phase at B draws
-the examples step t of a constant-B run would.
+The data order of a phase at B continues a constant-B run's
+(:func:`mbstudy.step.batch_indices`) from the examples seen so far: its first
+step draws the batch a constant run at B would draw after
+``examples_at(start) // B`` steps, so a warm-up sees its examples as the
+constant-B runs it is compared with do (about once per epoch), and a phase at
+the run's own batch size draws exactly what the constant run draws at that
+step. (Rounded down to whole batches where the examples seen are not a
+multiple of B.)
 
 Evaluations keep a fixed number of examples between them:
 ``eval_every * batch_size`` (the run's own B). A phase at B_p evaluates every
@@ -78,12 +83,13 @@ def parse(text: str) -> list[tuple[int, int, float]]:
 
 
 def format_schedule(entries) -> str:
-    """The schedule string of ``(steps, batch size, learning rate)`` entries (the inverse of :func:`parse`).
+    """The schedule string of ``(steps, batch size, learning rate)`` entries (the inverse of :func:`parse`), each
+    rate as Python prints a float (the shortest text that reads back to the same number).
 
-    >>> format_schedule([(64, 16, 0.1), (32, 32, 0.2)])
-    '64x16@0.1,32x32@0.2'
+    >>> format_schedule([(64, 16, 0.1), (32, 32, 2e-1), (8, 64, 1)])
+    '64x16@0.1,32x32@0.2,8x64@1.0'
     """
-    return ",".join(f"{s}x{b}@{lr:.6g}" for s, b, lr in entries)
+    return ",".join(f"{s}x{b}@{float(lr)!r}" for s, b, lr in entries)
 
 
 def phases(text: str, *, batch_size: int, learning_rate: float, steps: int, eval_every: int) -> list[Phase]:
@@ -104,6 +110,18 @@ def phases(text: str, *, batch_size: int, learning_rate: float, steps: int, eval
         out.append(Phase(start, n, b, lr, every))
         start += n
     return out
+
+
+def data_step(phase_list: list[Phase], step: int) -> int:
+    """The step of the data order (:func:`mbstudy.step.batch_indices` at the batch size of the phase that holds
+    ``step``) that step ``step`` draws: the phase's start in examples, in whole batches, plus its steps so far.
+
+    >>> p = phases("64x16@0.1", batch_size=64, learning_rate=0.4, steps=10, eval_every=16)
+    >>> data_step(p, 10), data_step(p, 64), data_step(p, 70)
+    (10, 16, 22)
+    """
+    phase = next((p for p in phase_list if step < p.end), phase_list[-1])
+    return examples_at(phase_list, phase.start) // phase.batch_size + (step - phase.start)
 
 
 def examples_at(phase_list: list[Phase], step: int) -> int:

@@ -39,6 +39,7 @@ from mbstudy.data import Dataset, load_dataset, with_validation
 from mbstudy.evaluate import EvalData, evaluate_jit, training_loss_jit
 from mbstudy.losses import LOSSES
 from mbstudy.metrics import metric_for
+from mbstudy.schedule import data_step
 from mbstudy.step import Program, TrainState, batch_indices, init_state, run_chunk_jit, traced_hyper
 
 __all__ = ["Checkpoint", "RunResult", "TrainConfig", "eval_data", "train"]
@@ -166,14 +167,17 @@ def _check_against(cfg: TrainConfig, data: Dataset) -> None:
         raise ConfigError(found)
 
 
+def _on_grid(phases, step: int) -> bool:
+    """Whether the run evaluates at ``step`` (a phase boundary or a whole number of its intervals into a phase)."""
+    return any(p.start <= step <= p.end and ((step - p.start) % p.eval_every == 0 or step == p.end) for p in phases)
+
+
 def _start_state(cfg: TrainConfig, start: Checkpoint, fresh: TrainState) -> tuple[int, TrainState]:
     """``start`` checked against the run: an evaluation step of ``cfg`` and a state of its model and optimizer."""
     if not isinstance(start, Checkpoint):
         raise TypeError(f"start: expected an mbstudy.train.Checkpoint; received {type(start).__name__}")
     step = int(start.step)
-    on_grid = any(p.start <= step <= p.end and ((step - p.start) % p.eval_every == 0 or step == p.end)
-                  for p in cfg.phases())
-    if not on_grid or int(start.state.step) != step:
+    if not _on_grid(cfg.phases(), step) or int(start.state.step) != step:
         raise ValueError(f"start: step {step} (state at step {int(start.state.step)}) is not an evaluation step of "
                          f"this run ({cfg.total_steps()} steps; phases {cfg.schedule or 'none'}); checkpoint at one")
     shapes = lambda t: jax.tree.map(lambda a: (jnp.shape(a), jnp.result_type(a)), t)  # noqa: E731
@@ -187,7 +191,7 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
           start: Checkpoint | None = None) -> RunResult:
     """Train one configuration and return its metric history.
 
-    ``data`` defaults to ``load_dataset(cfg.dataset, seed=cfg.data_seed)``;
+    ``data`` defaults to ``load_dataset(cfg.dataset, seed=cfg.data_seed, n_train=cfg.n_train or None)``;
     pass it to reuse one loaded data set across runs. ``on_eval(step, params)``
     is called at every evaluation (for example to keep parameter snapshots).
     ``give_up`` (only with ``cfg.stop_at_target``): a step count, a dict of one
@@ -199,12 +203,14 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
     and here against the data it is given.
 
     A run with a ``schedule`` (:mod:`mbstudy.schedule`) trains its phases in
-    turn, one compiled program per distinct batch size. ``keep``: steps (at
-    evaluations) whose state is kept in ``RunResult.checkpoints``; ``start``: a
-    :class:`Checkpoint` to continue from instead of the initial state (the
-    history, the targets and the divergence test's initial loss then count from
-    its step). Continuing from a run's checkpoint gives, bit for bit, what the
-    run itself computed after it.
+    turn, one compiled program per distinct batch size. ``keep``: evaluation
+    steps whose state is kept in ``RunResult.checkpoints`` (a run that stops
+    early keeps only those it reached); ``start``: a :class:`Checkpoint` to
+    continue from instead of the initial state (the history, the targets and
+    the divergence test's initial loss then count from its step). Continuing
+    from a run's checkpoint computes, bit for bit, what the run itself computed
+    after it; only the divergence test can read differently, since its
+    reference loss is the checkpoint's rather than the initial one.
 
     >>> from mbstudy.train import TrainConfig, train
     >>> r = train(TrainConfig(dataset="teacher", hidden=(16,), optimizer="adam",
@@ -236,8 +242,10 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
     step = 0
     if start is not None:
         step, state = _start_state(cfg, start, state)
-    if not all(isinstance(k, int) and 0 <= k <= total for k in keep):
-        raise ValueError(f"keep: expected steps from 0 to {total}; received {keep!r}")
+    off = [k for k in keep if not (isinstance(k, int) and _on_grid(phases, k))]
+    if off:
+        raise ValueError(f"keep: {off} are not evaluation steps of this run ({total} steps; evaluations every "
+                         f"{', '.join(str(p.eval_every) for p in phases)} steps in its phases); keep evaluation steps")
     checkpoints: dict[int, TrainState] = {}
 
     timings = {"compile_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
@@ -292,7 +300,7 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
         i = next(i for i, p in enumerate(phases) if step < p.end)  # the phase this chunk is in
         phase, hyper = phases[i], hypers[i]
         n = min(phase.eval_every, phase.end - step)
-        idx = batch_indices(cfg.seed, step, n, data.n_train, phase.batch_size)
+        idx = batch_indices(cfg.seed, data_step(phases, step), n, data.n_train, phase.batch_size)
         chunk, dt = _compiled(run_chunk_jit, (state, hyper, evd.x_train, evd.y_train, idx),
                               {"program": dataclasses.replace(program, batch_size=phase.batch_size)})
         timings["compile_s"] += dt

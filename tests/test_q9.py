@@ -132,7 +132,7 @@ def test_a_checkpoint_that_does_not_fit_is_refused():
         train(TrainConfig(**BASE), start=Checkpoint(40, ref.checkpoints[32]))
     with pytest.raises(ValueError, match="do not fit this run's model"):
         train(TrainConfig(**{**BASE, "hidden": (50, 50)}), start=Checkpoint(32, ref.checkpoints[32]))
-    with pytest.raises(ValueError, match="keep: expected steps"):
+    with pytest.raises(ValueError, match="keep: .* are not evaluation steps"):
         train(TrainConfig(**BASE), keep=(1000,))
 
 
@@ -183,3 +183,36 @@ def test_the_branching_grid_branches_from_its_reference():
             ((steps, b, lr),) = schedule.parse(c.schedule)
             assert (b, lr) == (ref.batch_size, ref.learning_rate) and steps % ref.eval_every == 0
         assert c.examples_at(c.total_steps()) - c.examples_at(c.total_steps() - c.steps) == 8192
+
+
+def test_a_branch_replays_the_reference_in_chunks_of_another_length():
+    """The B = 1024 branches replay the reference's prefix in chunks of 32 steps (evaluations every 1024 examples),
+    the reference runs it in chunks of 16: the state at the branch point is the same, bit for bit."""
+    ref = train(TrainConfig(**BASE))
+    branch = train(TrainConfig(**{**BASE, "schedule": "128x32@0.316", "batch_size": 1024, "eval_every": 1, "steps": 2,
+                                  "learning_rate": 1.0, "stats_every": 64}))
+    assert branch.history["step"][:5].tolist() == [0, 32, 64, 96, 128]
+    at = {int(s): v for s, v in zip(branch.history["step"], branch.history["train/loss"])}
+    for s, v in zip(ref.history["step"], ref.history["train/loss"]):
+        if int(s) in at:
+            assert at[int(s)] == v, s
+
+
+def test_a_phase_continues_the_data_order_from_the_examples_seen():
+    phases = TrainConfig(**{**BASE, "schedule": "64x16@0.1,16x64@0.4", "steps": 32}).phases()
+    assert [schedule.data_step(phases, t) for t in (0, 63, 64, 79, 80, 81)] == [0, 63, 16, 31, 64, 65]
+    # at its own batch size a phase draws what the constant run draws at that step
+    same = TrainConfig(**{**BASE, "schedule": "64x32@0.316", "steps": 32}).phases()
+    assert [schedule.data_step(same, t) for t in (0, 63, 64, 95)] == [0, 63, 64, 95]
+
+
+def test_one_configuration_has_one_hash():
+    spaced = TrainConfig(**{**BASE, "schedule": " 64x32@3.16e-1 , 32x64@1 ", "steps": 32})
+    assert spaced.schedule == "64x32@0.316,32x64@1.0"
+    assert spaced.hash() == TrainConfig(**{**BASE, "schedule": "64x32@0.316,32x64@1.0", "steps": 32}).hash()
+    assert TrainConfig(n_train=4000).n_train == 0 and TrainConfig(n_train=4000).hash() == TrainConfig().hash()
+
+
+def test_keep_refuses_steps_that_are_not_evaluations():
+    with pytest.raises(ValueError, match=r"keep: \[40\] are not evaluation steps"):
+        train(TrainConfig(**BASE), keep=(32, 40))

@@ -153,9 +153,66 @@ def test_the_q9_report_states_computed_verdicts():
 
     f = facts_mod.Facts(**synthetic_q9())
     text = report_q9.q9(f, set(), report.md_table, report.figure_markdown, report._not_measured)
-    assert "local B_crit" in text and "rises" in text  # 8 -> 128 over the three checkpoints
+    assert "| 64 | 12% | 32 [32, 32] | 32 [32, 32] | 32 [32, 32] |" in text  # the built-in 32 at step 64
+    assert "rises from 8" in text and "128 at 25%" in text  # 8 -> 32 -> 128 over the three checkpoints
     assert "1 of 2 warm-ups took fewer steps" in text
     assert "against data size 0.50" in text and "**holds**" in text
     assert "What to do" in text
     missing = report_q9.q9(facts_mod.Facts(), set(), report.md_table, report.figure_markdown, report._not_measured)
     assert missing.count("Not measured yet") == 4
+
+
+def test_a_diverged_rate_counts_as_infinite_loss_not_as_the_seeds_that_survived():
+    runs, hist = synthetic_branching()
+    # at s = 0, B = 64, the best rate diverges after 2048 examples in 4 of 5 seeds: its history stops there
+    bad = runs[runs["schedule"].eq("") & runs["batch_size"].eq(64) & runs["learning_rate"].eq(BEST_RATE)
+               & runs["seed"].lt(4) & runs["target_loss"].isna()]
+    runs.loc[bad.index, "outcome"] = "diverged"
+    merged = hist.merge(runs[["run_id", "batch_size"]], on="run_id", how="left")
+    cut = hist["run_id"].isin(bad["run_id"]) & (merged["step"] * merged["batch_size"] > 2048).to_numpy()
+    f = q9.branch_facts(runs, hist[~cut], n_boot=50)
+    kept = f.kept.set_index(["s", "batch_size"])
+    assert kept.loc[(0, 64), "learning_rate"] != BEST_RATE  # the diverged rate is not chosen
+    assert kept.loc[(0, 64), "kept"] < 0.2  # the other rates keep 80% of (8/64)^1.2: about 0.07
+
+
+def test_a_missing_cell_leaves_the_local_critical_batch_size_unknown():
+    runs, hist = synthetic_branching()
+    gone = runs[runs["schedule"].eq("64x32@0.316") & runs["batch_size"].eq(8)]
+    f = q9.branch_facts(runs.drop(gone.index), hist[~hist["run_id"].isin(gone["run_id"])], n_boot=50)
+    local = f.local[f.local["tol"] == q9.TOL].set_index("s")
+    assert np.isnan(local.loc[64, "b_crit"])  # B = 8 is below the shortfall at 64: not measured, not a shortfall
+    assert local.loc[0, "b_crit"] == 8 and local.loc[128, "b_crit"] == 128  # the other checkpoints are unaffected
+
+
+def test_one_seed_gives_no_intervals_and_no_resolved_verdicts():
+    from analysis import report_q9
+
+    runs, hist = synthetic_branching(seeds=1)
+    f = q9.branch_facts(runs, hist, n_boot=50)
+    assert f.local["lo"].isna().all() and f.local["b_crit"].notna().all()
+    assert report_q9.shape(f.local[f.local["tol"] == q9.TOL])["start"].startswith("not resolved")
+    sc = q9.scaling_facts(synthetic_scaling(seeds=1), n_boot=50)
+    assert sc.fits["lo"].isna().all() and sc.slopes["lo"].isna().all() and sc.slopes["slope"].notna().all()
+
+
+def test_a_schedule_that_most_seeds_never_finish_is_not_compared():
+    w = synthetic_warmup()
+    late = w["schedule"].eq("64x16@0.316,32x32@0.632") & w["seed"].lt(2)
+    w.loc[late, ["steps_to_target", "examples_to_target"]] = np.nan
+    w.loc[late, "outcome"] = "completed"  # ran out of budget
+    s = q9.warmup_facts(w, n_boot=50).schedules.set_index("schedule")
+    row = s.loc["64x16@0.316,32x32@0.632"]
+    assert (row["n_reached"], row["n_seeds"]) == (1, 3) and np.isnan(row["steps"]) and np.isnan(row["vs_equal"][0])
+    assert s.loc["128x16@0.316", "vs_equal"][0] == pytest.approx(1.3)
+
+
+def test_the_report_survives_partial_warmup_data():
+    from analysis import facts as facts_mod
+    from analysis import report, report_q9
+
+    w = synthetic_warmup()
+    w.loc[w["schedule"] != "", ["steps_to_target", "examples_to_target"]] = np.nan
+    f = facts_mod.Facts(warmup=q9.warmup_facts(w, n_boot=20))
+    text = report_q9.warmup_text(f, set(), report.md_table, report.figure_markdown, report._not_measured)
+    assert "no schedule reached the target in more than half of its seeds" in text
