@@ -218,8 +218,11 @@ def scaling_text(facts: Facts, drawn, md_table, figure_markdown, not_measured) -
     data_grows = says("data", "loss") == "grows"
     # "barely with model size": the width slope's whole interval is smaller in size than the data slope's lower bound
     width_small = data_grows and _ok(*m) and max(abs(m[1]), abs(m[2])) < d[1]
+    width_says = says("width", "loss")
     verdict = ("holds" if data_grows and width_small else
-               "holds for data size only (the width slope is not resolved as smaller)" if data_grows else
+               f"holds for data size, not for model size (B_crit {width_says} with width)" if data_grows
+               and width_says in ("grows", "falls") else
+               "holds for data size; the model-size part is not resolved" if data_grows else
                "does not hold" if says("data", "loss") in ("falls", "no trend resolved") else "is not resolved")
     return "\n".join([
         "### Data size and model size (Zhang et al. 2024)",

@@ -216,3 +216,13 @@ def test_one_configuration_has_one_hash():
 def test_keep_refuses_steps_that_are_not_evaluations():
     with pytest.raises(ValueError, match=r"keep: \[40\] are not evaluation steps"):
         train(TrainConfig(**BASE), keep=(32, 40))
+
+
+def test_only_matches_values_as_the_configuration_stores_them():
+    from experiments.engine import grid
+
+    configs = grid.load("scaling").configs
+    kept = grid.select(configs, {"n_train": [4000]}, "scaling")  # stored as 0, the data set's own size
+    assert kept and all(c.n_train == 0 for c in kept)
+    sched = grid.select(grid.load("warmup").configs, {"schedule": "32x64@1,16x128@1"}, "warmup")
+    assert {c.schedule for c in sched} == {"32x64@1.0,16x128@1.0"}
