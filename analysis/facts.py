@@ -339,12 +339,9 @@ def collect(default: str = "default", science: str = "science", progress: bool =
         start = None if b is None else b.curves[(b.curves["s"] == 0) & (b.curves["examples"] == 0)]["loss"].median()
         values = (None if at0 is None or at0.empty else float(at0["b_simple"].iloc[0]), start,
                   None if b is None else b.target)
-        if not all(v is not None and np.isfinite(v) and v > 0 for v in values):
-            raise load.MissingRuns("the NQM is matched to the branching reference's B_simple and loss at step 0, "
-                                   "which the store does not hold; run make sweep GRID=branching")
-        return nqm_facts(*values)
+        return nqm_facts(*values) if all(v is not None and np.isfinite(v) and v > 0 for v in values) else None
 
-    attempt("nqm", read_nqm)
+    found["nqm"] = read_nqm()  # None without the branching reference's B_simple and loss at step 0 (Q9 says so)
     if "default" in found:
         found["noise"] = noise_facts(found["default"])
     return Facts(**found, missing=missing)

@@ -147,7 +147,8 @@ def scaling(facts: Facts) -> Figure:
         ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.set_xlabel(labels[axis])
         ax.set_ylabel("B_crit (hyperbola fit, 95% CI over seeds)")
-        ax.legend(fontsize=6, loc="upper left")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, loc="upper left")
     axes[0].set_title("against data size (MLP 40-100-100-10)", fontsize=8)
     axes[1].set_title("against model width (N = 4000)", fontsize=8)
     fig.suptitle("Q9c: the critical batch size against data size and model size (MNIST-1D, SGD; dashed: "
@@ -192,5 +193,5 @@ SPECS = [  # (name, the Facts fields it needs, the function): registered by anal
     ("q9a_local_critical", ("branching",), local_critical),
     ("q9b_warmup", ("warmup",), warmup),
     ("q9c_scaling", ("scaling",), scaling),
-    ("q9d_nqm", ("nqm",), nqm),
+    ("q9d_nqm", ("branching", "nqm"), nqm),
 ]

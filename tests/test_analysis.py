@@ -166,18 +166,20 @@ def test_collect_on_an_empty_store_records_every_experiment_as_missing(tmp_path,
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setattr(load, "CACHE", tmp_path / "cache")
     facts = facts_mod.collect(progress=False)
-    assert all(getattr(facts, name) is None for name in (*facts_mod.EXPERIMENTS, "noise"))
+    assert all(getattr(facts, name) is None for name in (*facts_mod.EXPERIMENTS, "noise", "nqm"))
     commands = {"default": "make sweep GRID=default", "science": "make sweep GRID=science",
                 "workloads": "make sweep GRID=science", "generalisation": "make sweep GRID=generalisation",
                 "equivalence": "make equivalence", "reduction": "make reduction", "bench": "make bench",
                 "published": "make sweep GRID=published", "accumulation": "make sweep GRID=accumulation",
-                "beta2": "make sweep GRID=beta2", "sde": "make sweep GRID=sde"}
+                "beta2": "make sweep GRID=beta2", "sde": "make sweep GRID=sde",
+                "branching": "make sweep GRID=branching", "warmup": "make sweep GRID=warmup",
+                "scaling": "make sweep GRID=scaling"}
     assert set(facts.missing) == set(facts_mod.EXPERIMENTS) == set(commands)
     for name, command in commands.items():
         assert command in facts.missing[name], (name, facts.missing[name])
     assert figures.render(facts, tmp_path / "figures") == {} and not (tmp_path / "figures").exists()
     assert set(figures.skipped(facts)) == {"default", "science", "workloads", "generalisation", "reduction", "bench",
-                                             "accumulation", "beta2", "sde"}
+                                             "accumulation", "beta2", "sde", "branching", "warmup", "scaling"}
     text = report.text(facts, {}, "now")
     for q in report.QUESTIONS:
         assert f"## {q}." in text, q
