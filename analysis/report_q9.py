@@ -18,7 +18,10 @@ LIMITS = ("One workload (the MNIST-1D MLP) and one optimizer (SGD) for the branc
           "fits; a training-loss target on a data set seen for many epochs, where Merrill et al. and Zhang et al. "
           "train language models for about one epoch to a validation loss; batch sizes in factors of 2 (branches) "
           "and 4 (scaling), so a local B_crit is resolved to a factor of 2 and its interval is a set of grid "
-          "values; quarter- and half-decade learning-rate grids; 5 seeds (3 for the scaling sweep). The NQM's "
+          "values; quarter- and half-decade learning-rate grids; 5 seeds (3 for the scaling sweep). MNIST-1D at "
+          "each size is a fresh draw of the generator (not nested in the larger ones), with its own 1000-example "
+          "test set. A warm-up phase continues the data order of a constant run at its B from the examples seen "
+          "so far, not an epoch of its own. The NQM's "
           "spectrum is assumed (a power law, noise proportional to the curvature), not measured: the study "
           "measures no Hessian, so the model is matched on B_simple at initialisation and on the target's share of "
           "the initial loss only.")
@@ -125,13 +128,13 @@ def branching_text(facts: Facts, drawn, md_table, figure_markdown, not_measured)
         f"Against Merrill et al.'s shape (near zero at initialisation, a quick rise, a plateau), at tolerance "
         f"{TOL:.0%}: at initialisation the local B_crit is "
         f"{interval(head['b_crit'].iloc[0], head['lo'].iloc[0], head['hi'].iloc[0], fmt='.0f')}, {v['start']}; over "
-        f"training it {v['rise']}; {v['plateau']}. The same three verdicts hold at tolerance(s) "
-        f"{', '.join(f'{t:.0%}' for t in agree)}"
-        + ("" if len(agree) == len(TOLERANCES) else
-           f"; at {', '.join(f'{t:.0%}' for t in TOLERANCES if t not in agree)} they read: " +
-           "; ".join(f"{t:.0%}: {verdicts[t]['start']}, {verdicts[t]['rise']}, {verdicts[t]['plateau']}"
-                     for t in TOLERANCES if t not in agree))
-        + ". " + track,
+        f"training it {v['rise']}; {v['plateau']}. "
+        + ("The same three verdicts hold at every tolerance. " if len(agree) == len(TOLERANCES) else
+           (f"The same verdicts hold at {', '.join(f'{t:.0%}' for t in agree if t != TOL)}; " if len(agree) > 1 else
+            "At the other tolerances they differ: ") +
+           "; ".join(f"at {t:.0%}, B_crit at initialisation is {verdicts[t]['start']}, over training it "
+                     f"{verdicts[t]['rise']}, {verdicts[t]['plateau']}" for t in TOLERANCES if t not in agree) + ". ")
+        + track,
         "",
         figure_markdown(drawn, "q9a_local_critical",
                         "Q9a. Left: the share of the smallest batch's loss decrease kept by each B, per branch point. "
