@@ -42,6 +42,7 @@ import pandas as pd
 
 from analysis import reduce
 from analysis.q8 import paired_ratio
+from mbstudy.schedule import parse
 
 TOLERANCES = (0.1, 0.2, 0.5)
 TOL = 0.2  # the headline tolerance: a branch keeps 80% of the smallest batch's loss decrease
@@ -59,9 +60,9 @@ def branch_point(schedule) -> int:
     >>> branch_point("704x32@0.316"), branch_point(""), branch_point(None)
     (704, 0, 0)
     """
-    if not isinstance(schedule, str) or not schedule.strip():
+    if not isinstance(schedule, str):
         return 0
-    return sum(int(entry.split("x")[0]) for entry in schedule.split(","))
+    return sum(steps for steps, _, _ in parse(schedule))
 
 
 def _interval(values, level: float = LEVEL) -> tuple[float, float]:
