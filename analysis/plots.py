@@ -12,6 +12,7 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.ticker
+from matplotlib.ticker import FormatStrFormatter
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -30,6 +31,16 @@ def use_style() -> None:
     """The seaborn paper theme with ``mbstudy.mplstyle`` on top (changes matplotlib's global rcParams)."""
     sns.set_theme(context="paper", style="whitegrid")
     plt.style.use(STYLE)
+
+
+def optimizer_colors(seen=()) -> dict:
+    """One colour of seaborn's "deep" palette per optimizer, in registry order (then any others in ``seen``):
+    the same optimizer has the same colour in every figure."""
+    from analysis.order import optimizers_in
+    from mbstudy.optimizers import OPTIMIZERS
+
+    names = optimizers_in({*OPTIMIZERS, *map(str, seen)})
+    return dict(zip(names, sns.color_palette("deep", len(names))))
 
 
 def b_palette(batch_sizes) -> dict:
@@ -189,3 +200,23 @@ def plot_pow2(ax, p2: pd.DataFrame) -> None:
     ax.set_xlabel("2^k")
     ax.set_ylabel("step time / step time at 2^k")
     ax.legend()
+
+
+# ------------------------------------------------------- shared helpers
+
+
+def log2_axis(ax, axis: str = "x") -> None:
+    getattr(ax, f"set_{axis}scale")("log", base=2)
+    fmt = FormatStrFormatter("%g")
+    getattr(ax, f"{axis}axis").set_major_formatter(fmt)
+
+
+def errorbar(ax, x, y, lo, hi, **kw) -> None:
+    """Error bars from an interval; an interval open above (hi = inf) gets an arrow up instead of a bar."""
+    x, y, lo, hi = (np.asarray(v, float) for v in (x, y, lo, hi))
+    open_above = np.isinf(hi)
+    err = [np.nan_to_num(np.clip(y - lo, 0, None)), np.where(open_above, 0.0, np.nan_to_num(np.clip(hi - y, 0, None)))]
+    bars = ax.errorbar(x, y, yerr=err, capsize=2, ms=4, lw=1, **kw)
+    if open_above.any():
+        ax.plot(x[open_above], y[open_above] * 1.6, "^", ms=4, color=bars[0].get_color())
+        ax.vlines(x[open_above], y[open_above], y[open_above] * 1.6, color=bars[0].get_color(), lw=1)

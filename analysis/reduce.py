@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mbstudy.metrics import TARGETS
 
 GROUP = ("optimizer", "reduction", "batch_size")
 
@@ -39,9 +38,6 @@ def select(runs: pd.DataFrame, best: pd.DataFrame, by=GROUP) -> pd.DataFrame:
     """The runs (all seeds) at each group's best learning rate."""
     keys = [*by, "learning_rate"]
     return runs.merge(best[keys], on=keys)
-
-
-TARGET_METRICS = TARGETS  # a target and its summary metric (mbstudy.metrics)
 
 
 def reached_steps(runs: pd.DataFrame, metric: str = "steps_to_target") -> pd.Series:
@@ -167,16 +163,16 @@ def bootstrap_fit(table: pd.DataFrame, *, n_boot: int = 1000, level: float = 0.9
     """
     B = np.asarray(table.index, float)
     values = table.to_numpy(float)
-    point = _estimate(B, values, small_b)
+    point = estimate_fit(B, values, small_b)
     n_seeds = values.shape[1]
     if n_seeds < 2:
         return {k: (v, np.nan, np.nan) for k, v in point.items()}
     rng = np.random.default_rng(seed)
-    reps = [_estimate(B, values[:, rng.integers(0, n_seeds, n_seeds)], small_b) for _ in range(n_boot)]
-    return {k: (v, *_percentile([rep[k] for rep in reps], level, n_boot)) for k, v in point.items()}
+    reps = [estimate_fit(B, values[:, rng.integers(0, n_seeds, n_seeds)], small_b) for _ in range(n_boot)]
+    return {k: (v, *percentile_interval([rep[k] for rep in reps], level, n_boot)) for k, v in point.items()}
 
 
-def _estimate(B: np.ndarray, values: np.ndarray, small_b: int | None) -> dict[str, float]:
+def estimate_fit(B: np.ndarray, values: np.ndarray, small_b: int | None) -> dict[str, float]:
     """The fit of the median over seeds (columns) at each batch size (rows), and the small-B slope."""
     # NaN: a seed with no finished run at that B, left out as steps_to_target leaves it out; inf: not reached
     med = np.nanmedian(values, axis=1)
@@ -187,11 +183,12 @@ def _estimate(B: np.ndarray, values: np.ndarray, small_b: int | None) -> dict[st
     return out
 
 
-def _percentile(values, level: float, n_boot: int) -> tuple[float, float]:
-    """The percentile interval of the finite replicates; NaN when fewer than half of them are finite."""
+def percentile_interval(values, level: float, n_boot: int, need: float = 0.5) -> tuple[float, float]:
+    """The percentile interval at ``level`` of the finite replicates among ``n_boot``; NaN when fewer than
+    ``need`` of them (a fraction) are finite, or none is."""
     r = np.asarray(values, float)
     r = r[np.isfinite(r)]
-    if len(r) < 0.5 * n_boot:
+    if len(r) == 0 or len(r) < need * n_boot:
         return np.nan, np.nan
     lo, hi = np.quantile(r, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
@@ -217,14 +214,14 @@ def bootstrap_ratio(num: pd.DataFrame, den: pd.DataFrame, *, key: str = "B_crit"
     B = np.asarray(index, float)
 
     def ratio(cols) -> float:
-        return _estimate(B, a[:, cols], None)[key] / _estimate(B, b[:, cols], None)[key]
+        return estimate_fit(B, a[:, cols], None)[key] / estimate_fit(B, b[:, cols], None)[key]
 
     point = ratio(np.arange(len(seeds))) if seeds else np.nan
     if len(seeds) < 2:
         return point, np.nan, np.nan
     rng = np.random.default_rng(seed)
     reps = [ratio(rng.integers(0, len(seeds), len(seeds))) for _ in range(n_boot)]
-    return (point, *_percentile(reps, level, n_boot))
+    return (point, *percentile_interval(reps, level, n_boot))
 
 
 def loglog_slope(x, y) -> float:
@@ -285,3 +282,38 @@ def first_crossing(cur: pd.DataFrame, x: str, level: float, by=GROUP) -> pd.Data
         hit = g[g["mean"] <= level]
         rows.append({**dict(zip(by, keys)), x: float(hit[x].iloc[0]) if len(hit) else np.nan})
     return pd.DataFrame(rows, columns=[*by, x])
+
+
+def paired_ratio(num: pd.Series, den: pd.Series, *, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """median(num) / median(den) over the seeds both have (index: seed), with a paired bootstrap over seeds:
+    ``(estimate, lo, hi)``; inf where a median is inf (the target not reached), NaN intervals under 2 seeds.
+
+    >>> r = paired_ratio(pd.Series([2.0, 4, 6]), pd.Series([1.0, 2, 3]), n_boot=50)
+    >>> r[0], r[1] <= 2 <= r[2]
+    (2.0, True)
+    """
+    seeds = sorted(set(num.dropna().index) & set(den.dropna().index))
+    a, b = num.reindex(seeds).to_numpy(float), den.reindex(seeds).to_numpy(float)
+    if not seeds:
+        return np.nan, np.nan, np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        point = float(np.median(a) / np.median(b))
+        if len(seeds) < 2:
+            return point, np.nan, np.nan
+        rng = np.random.default_rng(seed)
+        picks = rng.integers(0, len(seeds), (n_boot, len(seeds)))
+        reps = np.median(a[picks], axis=1) / np.median(b[picks], axis=1)
+    return (point, *percentile_interval(reps, 0.95, n_boot))
+
+
+def median_interval(values, *, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """The median of ``values`` (one per seed) and its percentile-bootstrap interval over seeds."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return np.nan, np.nan, np.nan
+    if len(v) == 1:
+        return float(v[0]), np.nan, np.nan
+    rng = np.random.default_rng(seed)
+    reps = np.median(v[rng.integers(0, len(v), (n_boot, len(v)))], axis=1)
+    return (float(np.median(v)), *percentile_interval(reps, 0.95, n_boot, need=0))

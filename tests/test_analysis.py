@@ -129,8 +129,10 @@ def test_figures_and_report_from_the_smoke_sweep(tmp_path, monkeypatch):
 
     path = report.build("smoke", "smoke", tmp_path / "report", progress=False)
     text = path.read_text()
-    for q in report.QUESTIONS:
-        assert f"## {q}." in text, q
+    from analysis.sections import SECTIONS
+
+    for s in SECTIONS:
+        assert s.text is None or f"## {s.header}" in text, s.key
     figs = tmp_path / "report" / "figures"
     for name in ("a_loss_curves", "b_heatmaps", "c_steps_to_target", "d_b_simple", "e_loss_vs_time"):
         for ext in ("png", "pdf"):
@@ -147,26 +149,29 @@ def test_figures_and_report_from_the_smoke_sweep(tmp_path, monkeypatch):
 
 
 def test_every_registered_figure_declares_the_facts_it_needs():
-    from analysis import figures
-    from analysis.facts import EXPERIMENTS, Facts
+    from analysis.section import FigureSpec, Section, figures_of
+    from analysis.sections import FIGURES, PROVIDERS, SECTIONS, context
 
-    assert figures.FIGURES, "no figure registered"
-    for name, spec in figures.FIGURES.items():
-        assert spec.name == name and spec.needs, name
-        assert set(spec.needs) <= set(Facts.__dataclass_fields__) - {"missing"}, (name, spec.needs)
-        assert spec.needs[0] in EXPERIMENTS, f"{name}: its first need names the experiment it is logged on"
-    with pytest.raises(ValueError, match="needs must name Facts fields"):
-        figures.figure("z_nothing", needs=("no_such_experiment",))
+    assert FIGURES, "no figure registered"
+    for name, spec in FIGURES.items():
+        assert spec.name == name and spec.needs and spec.caption, name
+        assert set(spec.needs) <= set(PROVIDERS), (name, spec.needs)
+    twice = Section("x", figures=(FigureSpec("a_loss_curves", lambda ctx: None, ("default",), "again"),))
+    with pytest.raises(ValueError, match="registered twice"):
+        figures_of((*SECTIONS, twice))
+    with pytest.raises(KeyError, match="no provider of facts 'no_such_experiment'"):
+        context().get("no_such_experiment")
 
 
 def test_collect_on_an_empty_store_records_every_experiment_as_missing(tmp_path, monkeypatch):
-    from analysis import facts as facts_mod
-    from analysis import figures, report
+    from analysis import render, report
+    from analysis.sections import PROVIDERS, SECTIONS, context
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setattr(load, "CACHE", tmp_path / "cache")
-    facts = facts_mod.collect(progress=False)
-    assert all(getattr(facts, name) is None for name in (*facts_mod.EXPERIMENTS, "noise", "nqm"))
+    facts = context(progress=False)
+    facts.compute_all()
+    assert all(facts.get(name) is None for name in PROVIDERS)
     commands = {"default": "make sweep GRID=default", "science": "make sweep GRID=science",
                 "workloads": "make sweep GRID=science", "generalisation": "make sweep GRID=generalisation",
                 "equivalence": "make equivalence", "reduction": "make reduction", "bench": "make bench",
@@ -174,15 +179,15 @@ def test_collect_on_an_empty_store_records_every_experiment_as_missing(tmp_path,
                 "beta2": "make sweep GRID=beta2", "sde": "make sweep GRID=sde",
                 "branching": "make sweep GRID=branching", "warmup": "make sweep GRID=warmup",
                 "scaling": "make sweep GRID=scaling"}
-    assert set(facts.missing) == set(facts_mod.EXPERIMENTS) == set(commands)
+    assert set(facts.missing) == set(commands)  # noise and nqm are derived: None without a message of their own
     for name, command in commands.items():
         assert command in facts.missing[name], (name, facts.missing[name])
-    assert figures.render(facts, tmp_path / "figures") == {} and not (tmp_path / "figures").exists()
-    assert set(figures.skipped(facts)) == {"default", "science", "workloads", "generalisation", "reduction", "bench",
-                                             "accumulation", "beta2", "sde", "branching", "warmup", "scaling"}
-    text = report.text(facts, {}, "now")
-    for q in report.QUESTIONS:
-        assert f"## {q}." in text, q
+    assert render.render(facts, tmp_path / "figures") == {} and not (tmp_path / "figures").exists()
+    assert set(render.skipped(facts)) == {"default", "science", "workloads", "generalisation", "reduction", "bench",
+                                            "accumulation", "beta2", "sde", "branching", "warmup", "scaling"}
+    text = report.text(facts, "now")
+    for s in SECTIONS:
+        assert s.text is None or f"## {s.header}" in text, s.key
     for command in commands.values():
         assert command in text, command
 
@@ -193,7 +198,7 @@ def test_figures_and_report_are_built_from_one_collect(fixture_store, monkeypatc
     from analysis import report
 
     calls = {"collect": 0, "history": 0}
-    collect, load_history = report.collect, load.load_history
+    collect, load_history = report.context, load.load_history
 
     def counted_collect(*a, **k):
         calls["collect"] += 1
@@ -203,7 +208,7 @@ def test_figures_and_report_are_built_from_one_collect(fixture_store, monkeypatc
         calls["history"] += 1
         return load_history(runs, name, keys=keys, **k)
 
-    monkeypatch.setattr(report, "collect", counted_collect)
+    monkeypatch.setattr(report, "context", counted_collect)
     monkeypatch.setattr(load, "load_history", counted_history)
     path = report.build("fake", "fake", fixture_store / "report", progress=False)
     # one collect; histories: the default sweep's, and the science sweep's B_simple of its fastest runs

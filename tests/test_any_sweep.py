@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import facts as facts_mod
-from analysis import figures, load, overlap, plots
+from analysis import figures, load, overlap, plots, render, sweep_report
+from analysis.section import Context, FigureSpec
+from analysis.sections import FIGURES, context, cost, identity, main_sweep, noise, steps_to_target, sum_or_mean
 
 # the study's grids (experiments/grids/default.toml, science.toml) and the benchmark's three networks
 BATCHES = [1, 4, 16, 64, 256, 1024]
@@ -63,8 +64,8 @@ def synthetic_side_experiments() -> dict:
                              "git_commit": "abc"})
             for st in (0, 1, 10, 100, 1000, 2000):
                 red_hist += [(rid, "dist/pair", st, 1e-12 * (1 + st) ** 2), (rid, "dist/control", st, 1e-6)]
-    reduction = facts_mod.reduction_facts(pd.DataFrame(red_runs),
-                                          pd.DataFrame(red_hist, columns=["run_id", "metric", "step", "value"]))
+    reduction = sum_or_mean.reduction_facts(pd.DataFrame(red_runs),
+                                            pd.DataFrame(red_hist, columns=["run_id", "metric", "step", "value"]))
     rows = []
     for net, p in NETS.items():
         for b in (1, 8, 32, 128, 512):
@@ -78,21 +79,26 @@ def synthetic_side_experiments() -> dict:
         rows.append({"bench_session": "s", "end_time": 1, "kind": "pow2", "k": str(k), "device": "cpu:cpu",
                      "mode": "quick", "cpu": "x86", "git_commit": "abc", "us/pow2_minus_1": 98.0 + k,
                      "us/pow2": 100.0 + k, "us/pow2_plus_1": 104.0 + k})
-    bench = facts_mod.bench_facts(pd.DataFrame(rows))
+    bench = cost.bench_facts(pd.DataFrame(rows))
     eq = pd.DataFrame([{"setting": s, "dtype": d, "err/per_sample_mean_vs_batch": 1e-7, "git_commit": "abc",
                         "err/accumulated_equal_weights_mistake": 0.3, "err/single_output_vs_true": 0.9,
                         "err/true_vs_finite_difference": 1e-9, "err/b_simple_vs_direct": 1e-12}
                        for s in ("a", "b", "c") for d in ("float32", "float64")])
-    return {"reduction": reduction, "bench": bench, "equivalence": facts_mod.EquivalenceFacts("equivalence", eq)}
+    return {"reduction": reduction, "bench": bench, "equivalence": identity.EquivalenceFacts("equivalence", eq)}
+
+
+def facts_of(missing=None, **preset) -> Context:
+    """A context holding these facts and no others (every other provider None)."""
+    return context(preset=preset, only=preset, missing=missing)
 
 
 @functools.cache
-def study_facts() -> facts_mod.Facts:
+def study_facts() -> Context:
     """Every experiment of the study, synthetic, at the study's grid sizes."""
     runs, hist = synthetic_runs()
-    default = facts_mod.default_facts(runs, hist, "default")
-    science = facts_mod.science_facts(runs[runs["reduction"] == "mean"], "science")
-    from analysis import generalisation, workloads
+    default = main_sweep.default_facts(runs, hist, "default")
+    science = steps_to_target.science_facts(runs[runs["reduction"] == "mean"], "science")
+    from analysis.sections import generalisation, workloads
     from tests.test_q8_analysis import synthetic_q8
     from tests.test_q9_analysis import synthetic_q9
     from tests.test_workloads import synthetic_b_simple, synthetic_generalisation, synthetic_science
@@ -100,9 +106,9 @@ def study_facts() -> facts_mod.Facts:
     sci_runs, _ = synthetic_science(seeds=3)
     work = workloads.workload_facts(sci_runs, "science", synthetic_b_simple(sci_runs), n_boot=50)
     gen_runs, gen_hist = synthetic_generalisation(("mnist1d", "digits", "teacher"))
-    return facts_mod.Facts(default=default, science=science, noise=facts_mod.noise_facts(default),
-                           workloads=work, generalisation=generalisation.generalisation_facts(gen_runs, gen_hist),
-                           **synthetic_side_experiments(), **synthetic_q8(), **synthetic_q9())
+    return facts_of(default=default, science=science, noise=noise.noise_facts(default),
+                    workloads=work, generalisation=generalisation.generalisation_facts(gen_runs, gen_hist),
+                    **synthetic_side_experiments(), **synthetic_q8(), **synthetic_q9())
 
 
 # ------------------------------------------------------------ the overlap check
@@ -132,10 +138,10 @@ def test_overlap_check_finds_overlapping_text_and_passes_a_clean_figure():
     plots.plt.close("all")
 
 
-@pytest.mark.parametrize("name", list(figures.FIGURES))
+@pytest.mark.parametrize("name", list(FIGURES))
 def test_every_registered_figure_has_no_overlapping_text_at_its_saved_size(name):
     plots.use_style()
-    fig = figures.draw(figures.FIGURES[name], study_facts())
+    fig = render.draw(FIGURES[name], study_facts())
     assert fig is not None, f"{name}: the synthetic study facts should draw it"
     pairs = overlap.find(fig)
     plots.plt.close(fig)
@@ -149,32 +155,32 @@ def test_render_warns_about_overlapping_text(tmp_path, monkeypatch):
         axes[1].set_title("another one")
         return fig
 
-    monkeypatch.setattr(figures, "FIGURES", {"z": figures.FigureSpec("z", crowded, ("bench",), False)})
+    monkeypatch.setattr(render, "FIGURES", {"z": FigureSpec("z", crowded, ("bench",), "crowded", log_artifact=False)})
     with pytest.warns(overlap.OverlappingText, match="z: overlapping text"):
-        files = figures.render(facts_mod.Facts(**synthetic_side_experiments()), tmp_path)
+        files = render.render(facts_of(**synthetic_side_experiments()), tmp_path)
     assert (tmp_path / "z.png").exists() and set(files) == {"z"}, "the figure is still saved"
 
 
 # ------------------------------------------------------------ any sweep, synthetic
 
 
-def sweep_facts(**kw) -> facts_mod.Facts:
+def sweep_facts(**kw) -> Context:
     """Facts as ``collect_sweep`` builds them, from a synthetic sweep (``synthetic_runs`` options)."""
     runs, hist = synthetic_runs(**kw)
-    default = facts_mod.default_facts(runs, hist, "mine")
+    default = main_sweep.default_facts(runs, hist, "mine")
     science = None
     if "steps_to_target" in runs and runs["steps_to_target"].notna().any():
-        science = facts_mod.science_facts(runs[runs["reduction"] == default.curve_reduction], "mine")
+        science = steps_to_target.science_facts(runs[runs["reduction"] == default.curve_reduction], "mine")
     missing = {} if science else {"science": "no run reached a target loss (no steps_to_target)"}
-    return facts_mod.Facts(default=default, science=science, noise=facts_mod.noise_facts(default), missing=missing)
+    return facts_of(default=default, science=science, noise=noise.noise_facts(default), missing=missing)
 
 
 def draw_all(facts) -> tuple[dict, dict]:
     """Every sweep figure: (name -> overlapping pairs) for those drawn, (name -> reason) for the others."""
     plots.use_style()
     drawn, reasons = {}, {}
-    for name in figures.sweep_figures():
-        fig = figures.attempt(figures.FIGURES[name], facts)
+    for name in render.sweep_figures():
+        fig = render.attempt(FIGURES[name], facts)
         if isinstance(fig, str):
             reasons[name] = fig
         else:
@@ -184,7 +190,7 @@ def draw_all(facts) -> tuple[dict, dict]:
 
 
 def test_sweep_figures_are_the_sweep_ones():
-    assert set(figures.sweep_figures()) == {"a_loss_curves", "b_heatmaps", "e_loss_vs_time", "c_steps_to_target",
+    assert set(render.sweep_figures()) == {"a_loss_curves", "b_heatmaps", "e_loss_vs_time", "c_steps_to_target",
                                             "c2_best_lr", "d_b_simple"}
 
 
@@ -235,11 +241,11 @@ def smoke_store(tmp_path_factory):
 
 @pytest.fixture
 def report_dirs(smoke_store, tmp_path, monkeypatch):
-    """The store, and figures.OUT / figures.SWEEPS moved under tmp_path/report; the real report/figures watched."""
+    """The store, and render.OUT / sweep_report.SWEEPS moved under tmp_path/report; the real report/figures watched."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{smoke_store / 'mlflow.db'}")
     monkeypatch.setattr(load, "CACHE", smoke_store / "cache")
-    monkeypatch.setattr(figures, "OUT", tmp_path / "report" / "figures")
-    monkeypatch.setattr(figures, "SWEEPS", tmp_path / "report" / "sweeps")
+    monkeypatch.setattr(render, "OUT", tmp_path / "report" / "figures")
+    monkeypatch.setattr(sweep_report, "SWEEPS", tmp_path / "report" / "sweeps")
     real = load.tracking.ROOT / "report" / "figures"
     before = {p.name: p.stat().st_mtime_ns for p in real.glob("*")}
     yield tmp_path / "report"
@@ -303,7 +309,7 @@ def test_a_name_that_is_no_sweep_is_refused_with_what_the_store_holds(report_dir
 
 @pytest.mark.slow
 @pytest.mark.parametrize("varied", range(32), ids=lambda m: "+".join(
-    d for i, d in enumerate(facts_mod.SWEEP_DIMENSIONS) if m >> i & 1) or "nothing")
+    d for i, d in enumerate(sweep_report.SWEEP_DIMENSIONS) if m >> i & 1) or "nothing")
 def test_every_subset_of_the_sweep_dimensions_draws_or_skips_cleanly(varied):
     """Each of the 32 subsets of (optimizer, reduction, B, lr, seed) varied (two values), the rest fixed."""
     two = {"optimizer": ("sgd", "adam"), "reduction": ("mean", "sum"), "batch_size": [4, 64],
@@ -321,12 +327,12 @@ def test_every_subset_of_the_sweep_dimensions_draws_or_skips_cleanly(varied):
 def test_runs_that_differ_beyond_the_sweep_dimensions_are_named():
     runs, _ = synthetic_runs(optimizers=("sgd",), reductions=("mean",), batches=[4], lrs=[0.1], seeds=(0,),
                              steps=40, every=20)
-    assert facts_mod._pooled(runs) == ()
+    assert sweep_report._pooled(runs) == ()
     runs = pd.concat([runs.assign(hidden="8"), runs.assign(hidden="16,16")], ignore_index=True)
-    assert facts_mod._pooled(runs) == ("hidden",)
-    source = facts_mod.SweepSource("mine", "mine", None, len(runs), {"optimizer": ("sgd",), "seed": (0, 1)},
+    assert sweep_report._pooled(runs) == ("hidden",)
+    source = sweep_report.SweepSource("mine", "mine", None, len(runs), {"optimizer": ("sgd",), "seed": (0, 1)},
                                    ("hidden",))
-    text = figures.describe_source(source)
+    text = sweep_report.describe_source(source)
     assert "varies seed (2); fixed optimizer=sgd" in text and "differ in hidden" in text
     assert source.label == "mine"
-    assert facts_mod.SweepSource("p" * 32, "mine", "p" * 32, 1, {}, ()).label == "mine-pppppppp"
+    assert sweep_report.SweepSource("p" * 32, "mine", "p" * 32, 1, {}, ()).label == "mine-pppppppp"

@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import q8, report, report_q8
-from analysis.facts import Facts
+from analysis import report
+from analysis.sections import accumulation, beta2, sde
+from tests.test_any_sweep import facts_of
 
 
 def _acc_runs(factor: dict[int, float], micro: int = 8, seeds=(0, 1, 2), s_b: float = 4000.0) -> pd.DataFrame:
@@ -27,27 +28,27 @@ def _acc_runs(factor: dict[int, float], micro: int = 8, seeds=(0, 1, 2), s_b: fl
 
 
 def test_accumulation_ratios_are_the_examples_over_k_steps_of_b():
-    f = q8.accumulation_facts(_acc_runs({1: 1.0, 2: 1.0, 4: 1.5, 8: 3.0}), n_boot=200)
+    f = accumulation.accumulation_facts(_acc_runs({1: 1.0, 2: 1.0, 4: 1.5, 8: 3.0}), n_boot=200)
     t = f.table[f.table["target"] == "loss"].set_index("k")
     assert t.loc[[1, 2, 4, 8], "examples_ratio"].tolist() == pytest.approx([1.0, 1.0, 1.5, 3.0])
     assert t.loc[8, "examples_lo"] == pytest.approx(3.0) and t.loc[8, "examples_hi"] == pytest.approx(3.0)
     assert t.loc[8, "time_ratio"] == pytest.approx(3.0)  # time = steps x k micro-steps: the examples ratio
     assert t.loc[4, "examples"] == pytest.approx(1.5 * 4000 * 1.1 * 8)  # median seed (1 + 1/10), examples = s kb
-    assert report_q8.verdict(t.loc[2, "examples_lo"], t.loc[2, "examples_hi"]) == "no measurable difference"
-    assert report_q8.verdict(t.loc[8, "examples_lo"], t.loc[8, "examples_hi"]) == "costs more"
+    assert accumulation.verdict(t.loc[2, "examples_lo"], t.loc[2, "examples_hi"]) == "no measurable difference"
+    assert accumulation.verdict(t.loc[8, "examples_lo"], t.loc[8, "examples_hi"]) == "costs more"
 
 
 def test_a_run_that_never_reached_the_target_is_never_the_fastest():
     runs = _acc_runs({1: 1.0, 2: 1.0})
     runs.loc[(runs["accumulation"] == 2) & (runs["learning_rate"] == 0.1), "outcome"] = "diverged"
-    t = q8.accumulation_facts(runs, n_boot=50).table.set_index(["target", "k"])
+    t = accumulation.accumulation_facts(runs, n_boot=50).table.set_index(["target", "k"])
     assert t.loc[("loss", 2), "examples_ratio"] == pytest.approx(3.0)  # the slower rate is now the fastest
 
 
 def test_the_hyperbola_ratio():
-    assert q8.hyperbola_ratio(174, 8, 1) == 1.0
-    assert q8.hyperbola_ratio(174, 8, 64) == pytest.approx((174 + 512) / (174 + 8))
-    assert q8.hyperbola_ratio(1e-9, 256, 8) == pytest.approx(8.0)  # far above B_crit: k x the examples
+    assert accumulation.hyperbola_ratio(174, 8, 1) == 1.0
+    assert accumulation.hyperbola_ratio(174, 8, 64) == pytest.approx((174 + 512) / (174 + 8))
+    assert accumulation.hyperbola_ratio(1e-9, 256, 8) == pytest.approx(8.0)  # far above B_crit: k x the examples
 
 
 def _beta2_runs() -> pd.DataFrame:
@@ -62,7 +63,7 @@ def _beta2_runs() -> pd.DataFrame:
 
 
 def test_the_beta2_table_counts_divergence_and_the_robust_band():
-    f = q8.beta2_facts(_beta2_runs())
+    f = beta2.beta2_facts(_beta2_runs())
     t = f.table.set_index("arm")
     assert set(t.index) == {"adam, β2 = 0.999", "adam, β2 half-life", "sgd"}
     assert t.loc["adam, β2 = 0.999", "diverged"] == pytest.approx(0.5)  # two of four rates diverge
@@ -72,7 +73,7 @@ def test_the_beta2_table_counts_divergence_and_the_robust_band():
     assert t.loc["adam, β2 half-life", "band"] == pytest.approx(1.0)
     assert t.loc["adam, β2 = 0.999", "band"] == pytest.approx(np.log10(3.16))
     assert t.loc["sgd", "steps"] == 500 and t.loc["sgd", "best_lr"] == pytest.approx(3.16e-3)
-    assert q8.arm_ratio(f, "sgd", "adam, β2 half-life", 1, n_boot=50)[0] == pytest.approx(1.0)
+    assert beta2.arm_ratio(f, "sgd", "adam, β2 half-life", 1, n_boot=50)[0] == pytest.approx(1.0)
 
 
 def _sde(offset: dict[str, float]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -90,7 +91,7 @@ def _sde(offset: dict[str, float]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def test_the_sde_distances_against_the_seed_noise():
-    f = q8.sde_facts(*_sde({"linear": 0.5, "none": 0.02}), n_boot=200)
+    f = sde.sde_facts(*_sde({"linear": 0.5, "none": 0.02}), n_boot=200)
     d = f.distances.set_index("rule")
     assert d.loc["square-root", "distance"] == pytest.approx(0.0, abs=1e-12) and d.loc["square-root", "within"]
     assert d.loc["linear", "distance"] == pytest.approx(0.5) and not d.loc["linear", "within"]
@@ -100,15 +101,15 @@ def test_the_sde_distances_against_the_seed_noise():
 
 
 def test_the_q8_section_states_the_numbers_it_computed():
-    acc = q8.accumulation_facts(_acc_runs({1: 1.0, 2: 1.0, 4: 1.5, 8: 3.0}), n_boot=100)
-    facts = Facts(accumulation=acc, beta2=q8.beta2_facts(_beta2_runs()),
-                  sde=q8.sde_facts(*_sde({"linear": 0.5}), n_boot=100))
-    text = report.text(facts, drawn=set(), generated="test")
+    acc = accumulation.accumulation_facts(_acc_runs({1: 1.0, 2: 1.0, 4: 1.5, 8: 3.0}), n_boot=100)
+    facts = facts_of(accumulation=acc, beta2=beta2.beta2_facts(_beta2_runs()),
+                    sde=sde.sde_facts(*_sde({"linear": 0.5}), n_boot=100))
+    text = report.text(facts, "test")
     section = text.split("## Q8.")[1]
     assert "3.00 [3.00, 3.00]×" in section  # the k = 8 cost, with its interval
     assert "**Holds**" in section and "Within the seed noise: square-root rule at κ = 2" in section
     assert "Adam's β2 is the other knob" in text.split("## Q4.")[1].split("## Q5.")[0]
-    missing = report.text(Facts(missing={"accumulation": "run make sweep GRID=accumulation"}), set(), "test")
+    missing = report.text(facts_of(missing={"accumulation": "run make sweep GRID=accumulation"}), "test")
     assert "Not measured yet: run make sweep GRID=accumulation" in missing.split("## Q8.")[1]
 
 
@@ -118,11 +119,11 @@ def synthetic_q8() -> dict:
     acc = []
     for opt in ("sgd", "momentum", "adam"):
         for micro, ks in ((8, (1, 2, 4, 8, 16, 32, 64)), (256, (1, 2, 4, 8))):
-            part = _acc_runs({k: q8.hyperbola_ratio(200, micro, k) for k in ks}, micro=micro)
+            part = _acc_runs({k: accumulation.hyperbola_ratio(200, micro, k) for k in ks}, micro=micro)
             acc.append(part.assign(optimizer=opt))
-    beta2 = []
+    arms = []
     for B in (1, 4, 16, 64, 256, 1024, 3200):
-        beta2.append(_beta2_runs().assign(batch_size=B, steps_to_target=lambda d: d["steps_to_target"] * (1 + 200 / B)))
+        arms.append(_beta2_runs().assign(batch_size=B, steps_to_target=lambda d: d["steps_to_target"] * (1 + 200 / B)))
     runs, hist = [], []
     for kappa in (2, 4, 8):
         r, h = _sde({"linear": 0.1 * kappa, "none": 0.05 * kappa})
@@ -133,9 +134,9 @@ def synthetic_q8() -> dict:
     sde_hist = pd.concat(hist)
     sde_hist = sde_hist.merge(sde_runs[["run_id", "batch_size"]], on="run_id")
     sde_hist = sde_hist.assign(step=sde_hist["step"] * 64 // sde_hist["batch_size"]).drop(columns="batch_size")
-    return {"accumulation": q8.accumulation_facts(pd.concat(acc, ignore_index=True), n_boot=50),
-            "beta2": q8.beta2_facts(pd.concat(beta2, ignore_index=True)),
-            "sde": q8.sde_facts(sde_runs, sde_hist, n_boot=50)}
+    return {"accumulation": accumulation.accumulation_facts(pd.concat(acc, ignore_index=True), n_boot=50),
+            "beta2": beta2.beta2_facts(pd.concat(arms, ignore_index=True)),
+            "sde": sde.sde_facts(sde_runs, sde_hist, n_boot=50)}
 
 
 def test_the_synthetic_q8_facts_have_every_part():

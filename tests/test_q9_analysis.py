@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import q9
+from analysis.sections import branching, critical_batch, nqm, scaling, warmup
 
 CHECKPOINTS = {0: 8, 64: 32, 128: 128}  # branch point -> the local critical batch size built into the losses
 BRANCH_B = (2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -84,29 +84,29 @@ def synthetic_scaling(seeds: int = 3) -> pd.DataFrame:
 def synthetic_q9() -> dict:
     """Q9's four facts at (about) the study's grid sizes: what tests/test_any_sweep.py's figure checks draw."""
     runs, hist = synthetic_branching()
-    branching = q9.branch_facts(runs, hist, n_boot=100)
-    return {"branching": branching, "warmup": q9.warmup_facts(synthetic_warmup(), n_boot=100),
-            "scaling": q9.scaling_facts(synthetic_scaling(), n_boot=100),
-            "nqm": q9.nqm_facts(110.0, 2.4, 0.7, dim=200)}
+    branches = branching.branch_facts(runs, hist, n_boot=100)
+    return {"branching": branches, "warmup": warmup.warmup_facts(synthetic_warmup(), n_boot=100),
+            "scaling": scaling.scaling_facts(synthetic_scaling(), n_boot=100),
+            "nqm": nqm.nqm_facts(110.0, 2.4, 0.7, dim=200)}
 
 
 def test_branch_point_reads_the_schedule():
-    assert q9.branch_point("704x32@0.316") == 704
-    assert q9.branch_point("64x16@0.1,32x32@0.2") == 96
-    assert q9.branch_point("") == q9.branch_point(float("nan")) == 0
+    assert branching.branch_point("704x32@0.316") == 704
+    assert branching.branch_point("64x16@0.1,32x32@0.2") == 96
+    assert branching.branch_point("") == branching.branch_point(float("nan")) == 0
 
 
 def test_local_critical_is_the_largest_b_before_the_first_shortfall():
     kept = np.array([[1.0, 0.95, 0.85, 0.9, 0.4], [1.0, 0.7, 1.0, 1.0, 1.0]])
     bs = np.array([2, 4, 8, 16, 32])
-    assert q9.local_critical(kept, bs, 0.1).tolist() == [4, 2]  # B = 16 passes, but B = 8 fell short first
-    assert q9.local_critical(kept, bs, 0.2).tolist() == [16, 2]
-    assert q9.local_critical(kept, bs, 0.5).tolist() == [16, 32]
+    assert branching.local_critical(kept, bs, 0.1).tolist() == [4, 2]  # B = 16 passes, but B = 8 fell short first
+    assert branching.local_critical(kept, bs, 0.2).tolist() == [16, 2]
+    assert branching.local_critical(kept, bs, 0.5).tolist() == [16, 32]
 
 
 def test_branch_facts_recover_the_built_in_local_critical_batch_sizes():
     f = synthetic_q9()["branching"]
-    for tol in q9.TOLERANCES:
+    for tol in branching.TOLERANCES:
         got = f.local[f.local["tol"] == tol].set_index("s")["b_crit"].to_dict()
         assert got == {s: float(b) for s, b in CHECKPOINTS.items()}, tol
     kept = f.kept.set_index(["s", "batch_size"])["kept"]
@@ -114,7 +114,7 @@ def test_branch_facts_recover_the_built_in_local_critical_batch_sizes():
     assert (f.kept["learning_rate"] == BEST_RATE).all() and f.edge == 0.0  # the middle rate keeps the most
     assert f.ref_steps[0] == 520.0 and f.budget == BUDGET and f.reference_b == 32 and f.target == 0.7
     assert f.b_simple.set_index("s")["b_simple"].to_dict() == {0: 102.0, 64: 202.0, 128: 302.0}
-    assert f.local.set_index(["tol", "s"])["fraction"][(q9.TOL, 128)] == pytest.approx(128 / 520)
+    assert f.local.set_index(["tol", "s"])["fraction"][(branching.TOL, 128)] == pytest.approx(128 / 520)
 
 
 def test_warmup_facts_pair_each_schedule_with_constant_batches():
@@ -148,17 +148,16 @@ def test_the_nqm_orders_the_optimizers_as_zhang_et_al_found():
 
 
 def test_the_q9_report_states_computed_verdicts():
-    from analysis import facts as facts_mod
-    from analysis import report, report_q9
+    from tests.test_any_sweep import facts_of
 
-    f = facts_mod.Facts(**synthetic_q9())
-    text = report_q9.q9(f, set(), report.md_table, report.figure_markdown, report._not_measured)
+    f = facts_of(**synthetic_q9())
+    text = critical_batch.text(f)
     assert "| 64 | 12% | 32 [32, 32] | 32 [32, 32] | 32 [32, 32] |" in text  # the built-in 32 at step 64
     assert "rises from 8" in text and "128 at 25%" in text  # 8 -> 32 -> 128 over the three checkpoints
     assert "1 of 2 warm-ups took fewer steps" in text
     assert "against data size 0.50" in text and "**holds**" in text
     assert "What to do" in text
-    missing = report_q9.q9(facts_mod.Facts(), set(), report.md_table, report.figure_markdown, report._not_measured)
+    missing = critical_batch.text(facts_of())
     assert missing.count("Not measured yet") == 4
 
 
@@ -170,7 +169,7 @@ def test_a_diverged_rate_counts_as_infinite_loss_not_as_the_seeds_that_survived(
     runs.loc[bad.index, "outcome"] = "diverged"
     merged = hist.merge(runs[["run_id", "batch_size"]], on="run_id", how="left")
     cut = hist["run_id"].isin(bad["run_id"]) & (merged["step"] * merged["batch_size"] > 2048).to_numpy()
-    f = q9.branch_facts(runs, hist[~cut], n_boot=50)
+    f = branching.branch_facts(runs, hist[~cut], n_boot=50)
     kept = f.kept.set_index(["s", "batch_size"])
     assert kept.loc[(0, 64), "learning_rate"] != BEST_RATE  # the diverged rate is not chosen
     assert kept.loc[(0, 64), "kept"] < 0.2  # the other rates keep 80% of (8/64)^1.2: about 0.07
@@ -179,20 +178,18 @@ def test_a_diverged_rate_counts_as_infinite_loss_not_as_the_seeds_that_survived(
 def test_a_missing_cell_leaves_the_local_critical_batch_size_unknown():
     runs, hist = synthetic_branching()
     gone = runs[runs["schedule"].eq("64x32@0.316") & runs["batch_size"].eq(8)]
-    f = q9.branch_facts(runs.drop(gone.index), hist[~hist["run_id"].isin(gone["run_id"])], n_boot=50)
-    local = f.local[f.local["tol"] == q9.TOL].set_index("s")
+    f = branching.branch_facts(runs.drop(gone.index), hist[~hist["run_id"].isin(gone["run_id"])], n_boot=50)
+    local = f.local[f.local["tol"] == branching.TOL].set_index("s")
     assert np.isnan(local.loc[64, "b_crit"])  # B = 8 is below the shortfall at 64: not measured, not a shortfall
     assert local.loc[0, "b_crit"] == 8 and local.loc[128, "b_crit"] == 128  # the other checkpoints are unaffected
 
 
 def test_one_seed_gives_no_intervals_and_no_resolved_verdicts():
-    from analysis import report_q9
-
     runs, hist = synthetic_branching(seeds=1)
-    f = q9.branch_facts(runs, hist, n_boot=50)
+    f = branching.branch_facts(runs, hist, n_boot=50)
     assert f.local["lo"].isna().all() and f.local["b_crit"].notna().all()
-    assert report_q9.shape(f.local[f.local["tol"] == q9.TOL])["start"].startswith("not resolved")
-    sc = q9.scaling_facts(synthetic_scaling(seeds=1), n_boot=50)
+    assert branching.shape(f.local[f.local["tol"] == branching.TOL])["start"].startswith("not resolved")
+    sc = scaling.scaling_facts(synthetic_scaling(seeds=1), n_boot=50)
     assert sc.fits["lo"].isna().all() and sc.slopes["lo"].isna().all() and sc.slopes["slope"].notna().all()
 
 
@@ -201,18 +198,17 @@ def test_a_schedule_that_most_seeds_never_finish_is_not_compared():
     late = w["schedule"].eq("64x16@0.316,32x32@0.632") & w["seed"].lt(2)
     w.loc[late, ["steps_to_target", "examples_to_target"]] = np.nan
     w.loc[late, "outcome"] = "completed"  # ran out of budget
-    s = q9.warmup_facts(w, n_boot=50).schedules.set_index("schedule")
+    s = warmup.warmup_facts(w, n_boot=50).schedules.set_index("schedule")
     row = s.loc["64x16@0.316,32x32@0.632"]
     assert (row["n_reached"], row["n_seeds"]) == (1, 3) and np.isnan(row["steps"]) and np.isnan(row["vs_equal"][0])
     assert s.loc["128x16@0.316", "vs_equal"][0] == pytest.approx(1.3)
 
 
 def test_the_report_survives_partial_warmup_data():
-    from analysis import facts as facts_mod
-    from analysis import report, report_q9
+    from tests.test_any_sweep import facts_of
 
     w = synthetic_warmup()
     w.loc[w["schedule"] != "", ["steps_to_target", "examples_to_target"]] = np.nan
-    f = facts_mod.Facts(warmup=q9.warmup_facts(w, n_boot=20))
-    text = report_q9.warmup_text(f, set(), report.md_table, report.figure_markdown, report._not_measured)
+    f = facts_of(warmup=warmup.warmup_facts(w, n_boot=20))
+    text = warmup.text(f)
     assert "no schedule reached the target in more than half of its seeds" in text

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import generalisation, reduce, workloads
+from analysis import reduce
+from analysis.sections import generalisation, workloads
 from experiments.engine import grid as grids
 from mbstudy import load_dataset
 from mbstudy.config import ConfigError, TrainConfig
@@ -222,14 +223,15 @@ def test_a_pruned_run_that_reached_one_target_counts_for_it():
 
 def test_the_readme_findings_table_is_written_between_its_markers(tmp_path):
     from analysis import findings
-    from analysis.facts import Facts
+    from analysis.sections import SECTIONS
+    from tests.test_any_sweep import facts_of
 
     root = Path(__file__).resolve().parent.parent
     assert findings.START in (root / "README.md").read_text(), "the README carries the generated block"
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{findings.START}\nold typed table\n{findings.END}\nrest\n")
-    text = findings.table(Facts())
-    assert text.count("\n") == len(findings.ROWS) + 1 and "not measured in this store" in text
+    text = findings.table(facts_of())
+    assert text.count("\n") == sum(s.finding is not None for s in SECTIONS) + 1 and "not measured in this store" in text
     assert findings.update_readme(readme, text)
     body = readme.read_text()
     assert "old typed table" not in body and body.startswith("intro\n") and body.endswith("rest\n")

@@ -1,0 +1,36 @@
+"""The report's sections, in order: the one table that ``make report``, ``make figures``, ``make report SWEEP=``
+and the README's findings table read.
+
+Each entry is a :class:`analysis.section.Section` (a question or an experiment: its facts, figures and text,
+:mod:`analysis.section`); a section made of experiments lists them as its ``parts``. Adding a section is one module
+here and one line in :data:`SECTIONS`.
+"""
+
+from __future__ import annotations
+
+from analysis.section import Context, figures_of, providers_of
+from analysis.sections import (accumulate_or_step, chain_rule, cost, critical_batch, generalisation, identity,
+                               main_sweep, noise, powers_of_two, published, steps_to_target, sum_or_mean)
+
+SECTIONS = (
+    main_sweep.SECTION,  # the main sweep's facts (no text of its own): read by Q4, Q5 and Q7
+    identity.SECTION,  # Q1
+    chain_rule.SECTION,  # Q2
+    cost.SECTION,  # Q3
+    sum_or_mean.SECTION,  # Q4
+    steps_to_target.SECTION,  # Q5, with the workloads part
+    generalisation.SECTION,  # Q5b
+    powers_of_two.SECTION,  # Q6
+    noise.SECTION,  # Q7
+    accumulate_or_step.SECTION,  # Q8: accumulation, beta2, sde
+    critical_batch.SECTION,  # Q9: branching, warmup, scaling, nqm
+    published.SECTION,  # the sanity check
+)
+
+PROVIDERS = providers_of(SECTIONS)
+FIGURES = figures_of(SECTIONS)
+
+
+def context(**kwargs) -> Context:
+    """A context over every section's facts and figures (keyword arguments: :class:`analysis.section.Context`'s)."""
+    return Context(PROVIDERS, FIGURES, **kwargs)

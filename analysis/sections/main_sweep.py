@@ -1,0 +1,78 @@
+"""The main sweep (``make sweep``, grid ``default``): every (optimizer, reduction, B, lr, seed) trained for a
+fixed number of steps. Its facts are read by Q4 (heatmaps, the best rate of sum against mean), Q5 (loss
+curves) and Q7 (B_simple over training); this part of the report has no text of its own.
+
+In ``--sweep NAME`` mode the same facts are computed from that one sweep's runs
+(:func:`analysis.sweeps.collect_sweep`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from analysis import load, reduce
+from analysis.order import optimizers_in, reference_optimizer
+from analysis.section import Context, Provider, Section
+
+LOSS_LEVEL = 1.0  # the training loss whose first crossing is counted in examples (Q5, figure a)
+
+
+@dataclass(frozen=True)
+class DefaultFacts:
+    """The main sweep (``make sweep``): every (optimizer, reduction, B, lr, seed)."""
+
+    experiment: str  # the MLflow experiment (``--default``)
+    runs: pd.DataFrame  # one row per finished run (``load.load_runs``)
+    optimizers: tuple[str, ...]  # those in the runs, in the registry's order
+    best_lr: pd.DataFrame  # lowest final training loss per (optimizer, reduction, B): ``reduce.best_lr``
+    loss_curves: pd.DataFrame  # training loss over steps at each group's best lr: ``reduce.curves``
+    examples_to_loss_1: pd.Series  # per B: fewest examples (over optimizers) to reach LOSS_LEVEL, mean reduction
+    heatmap: pd.DataFrame  # median final loss and diverged fraction per (optimizer, reduction, B, lr)
+    sum_mean_slopes: pd.DataFrame  # per optimizer: slope in B of best lr(sum) / best lr(mean)
+    largest_stable_sgd_lr: pd.Series  # per (reduction, B): the largest lr of the reference optimizer that did not diverge
+    b_simple_curves: pd.DataFrame  # B_simple over steps at each group's best lr (may be empty)
+
+    @property
+    def curve_reduction(self) -> str:
+        """The reduction the loss-curve figures show: ``mean``, or the first one the runs have."""
+        reds = set(self.runs["reduction"])
+        return "mean" if "mean" in reds or not reds else sorted(reds)[0]
+
+    @property
+    def mean_loss_curves(self) -> pd.DataFrame:
+        """The loss curves of ``curve_reduction`` (``mean`` in the study)."""
+        return self.loss_curves[self.loss_curves["reduction"] == self.curve_reduction]
+
+
+def default_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str) -> DefaultFacts:
+    best = reduce.best_lr(runs)
+    at_best = reduce.select(runs, best)
+    curves = reduce.curves(history, at_best)
+    reds = set(runs["reduction"])
+    mean_curves = curves[curves["reduction"] == ("mean" if "mean" in reds or not reds else sorted(reds)[0])]
+    crossing = reduce.first_crossing(mean_curves, "examples", LOSS_LEVEL)
+    ref = runs[runs["optimizer"] == reference_optimizer()]
+    return DefaultFacts(
+        experiment=experiment,
+        runs=runs,
+        optimizers=optimizers_in(runs["optimizer"]),
+        best_lr=best,
+        loss_curves=curves,
+        examples_to_loss_1=crossing.groupby("batch_size")["examples"].min().dropna(),
+        heatmap=reduce.heatmap_table(runs),
+        sum_mean_slopes=reduce.sum_mean_best_lr_slopes(best),
+        largest_stable_sgd_lr=ref[ref["outcome"].isin(["completed", "pruned"])].groupby(
+            ["reduction", "batch_size"])["learning_rate"].max(),
+        b_simple_curves=reduce.curves(history, at_best, metric="grad/b_simple"),
+    )
+
+
+def _read(ctx: Context) -> DefaultFacts:
+    name = ctx.experiments["default"]
+    runs = load.load_runs(name, hint=f"make sweep GRID={name}")
+    return default_facts(runs, load.load_history(runs, name, progress=ctx.progress), name)
+
+
+SECTION = Section("main sweep", provides=(Provider("default", _read),))

@@ -1,0 +1,173 @@
+"""Q9, part 2: batch-size warm-up against constant batch sizes (``warmup.toml``): steps and examples to the target
+of doubling schedules against constant batch sizes, paired by seed: against the constant B with the fewest steps,
+and against the constant B that needed the fewest examples at or above the schedule's own (so that a ratio below 1
+is fewer steps at no more examples). A schedule needs more than half of its seeds to reach the target to be
+compared."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+from analysis import load, plots, reduce
+from analysis.markdown import finite, interval, md_table
+from analysis.plots import Skip
+from analysis.section import Context, FigureSpec, Provider, Section
+from mbstudy.schedule import parse
+
+plt = plots.plt
+
+
+@dataclass(frozen=True)
+class WarmupFacts:
+    experiment: str
+    constant: pd.DataFrame  # batch_size, learning_rate, steps, examples (medians over seeds of per-seed minima)
+    per_seed: pd.DataFrame  # arm ("B=<b>" or the schedule), seed, steps, examples: each seed's fastest run
+    schedules: pd.DataFrame  # schedule, final_b, steps, examples, vs_best (ratio, lo, hi), vs_equal (ratio, lo, hi):
+    # vs_equal against the constant B with the fewest examples at or above the schedule's (_constant_at)
+    best_constant: int  # the constant B with the fewest steps
+
+
+def _constant_at(examples: float, per_seed: pd.DataFrame) -> float:
+    """The steps of the constant batch size that needed the fewest examples at or above ``examples`` (one seed's
+    curve, on its branch from the most example-efficient B upward, where more examples buy fewer steps); NaN when
+    every constant B needed fewer. A schedule with fewer steps than that constant B, which also had at least its
+    examples, took fewer steps at no more examples: a saving no interpolation had to invent."""
+    c = per_seed.dropna().sort_values("batch_size")
+    if c.empty:
+        return np.nan
+    c = c.iloc[int(np.argmin(c["examples"].to_numpy())):]
+    c = c[c["examples"].cummax() == c["examples"]]  # the points where the examples grow with B
+    above = c[c["examples"] >= examples]
+    return float(above["steps"].iloc[0]) if len(above) else np.nan
+
+
+def warmup_facts(runs: pd.DataFrame, experiment: str = "warmup", n_boot: int = 1000) -> WarmupFacts:
+    runs = runs.assign(schedule=runs["schedule"].fillna("") if "schedule" in runs else "")
+    steps = reduce.reached_steps(runs)  # inf: not reached
+    examples = runs.get("examples_to_target", pd.Series(np.nan, index=runs.index)).astype(float)
+    runs = runs.assign(s=steps, e=examples.where(np.isfinite(steps), np.inf))
+    runs["arm"] = np.where(runs["schedule"] == "", "B=" + runs["batch_size"].astype(str), runs["schedule"])
+    fastest = runs.sort_values("s").groupby(["arm", "seed"], as_index=False).first()
+    per_seed = fastest[["arm", "seed", "batch_size", "s", "e"]].rename(columns={"s": "steps", "e": "examples"})
+    const = runs[runs["schedule"] == ""]
+    constant = reduce.steps_to_target(const, by=("batch_size",))[["batch_size", "learning_rate", "steps", "examples"]]
+    best_b = int(constant.loc[constant["steps"].idxmin(), "batch_size"]) if len(constant) else 0
+
+    cps = per_seed[per_seed["arm"].str.startswith("B=") & np.isfinite(per_seed["steps"])]
+    best = cps[cps["batch_size"] == best_b].set_index("seed")["steps"]
+    rows = []
+    nan3 = (np.nan, np.nan, np.nan)
+    for sched, g in per_seed[~per_seed["arm"].str.startswith("B=")].groupby("arm"):
+        g = g.set_index("seed")
+        reached = np.isfinite(g["steps"])
+        ok = reached.sum() > len(g) / 2 and best_b > 0  # as reduce.steps_to_target: more than half the seeds
+        # a seed that never reached the target is a loss against any constant B (ratio inf), not a missing pair
+        equal = pd.Series({seed: _constant_at(e, cps[cps["seed"] == seed][["batch_size", "examples", "steps"]])
+                           if np.isfinite(e) else 1.0 for seed, e in g["examples"].items()})
+        rows.append({"schedule": sched, "final_b": int(g["batch_size"].iloc[0]),
+                     "steps": g["steps"].median() if ok else np.nan,
+                     "examples": g["examples"].median() if ok else np.nan,
+                     "n_seeds": len(g), "n_reached": int(reached.sum()),
+                     "vs_best": reduce.paired_ratio(g["steps"], best, n_boot=n_boot) if ok else nan3,
+                     "vs_equal": reduce.paired_ratio(g["steps"], equal, n_boot=n_boot) if ok else nan3})
+    return WarmupFacts(experiment, constant, per_seed, pd.DataFrame(rows), best_b)
+
+
+def text(ctx: Context) -> str:
+    w = ctx.warmup
+    if w is None:
+        return "### Batch-size warm-up\n\n" + ctx.not_measured("warmup", "make sweep GRID=warmup")
+    if w.schedules.empty or w.best_constant == 0 or w.schedules["steps"].notna().sum() == 0:
+        return ("### Batch-size warm-up\n\nNot compared: " + ("no constant batch size reached the target in more than "
+                "half of its seeds" if w.best_constant == 0 else "no schedule reached the target in more than half "
+                "of its seeds") + f" ({len(w.schedules)} schedules in the sweep).\n")
+    t = w.schedules.sort_values(["final_b", "steps"])
+    show = pd.DataFrame({
+        "schedule (STEPSxB@LR, then the final B at 1.0)": t["schedule"].map(lambda s: f"`{s}`"),
+        "final B": t["final_b"], "seeds reached": [f"{a}/{b}" for a, b in t[["n_reached", "n_seeds"]].to_numpy()],
+        "steps": t["steps"].map(lambda v: f"{v:.0f}" if np.isfinite(v) else "–"),
+        "examples": t["examples"].map(lambda v: f"{v:.0f}" if np.isfinite(v) else "–"),
+        f"steps / B = {w.best_constant}'s": [interval(*r, fmt=".2f") for r in t["vs_best"]],
+        "steps / constant B with at least its examples": [interval(*r, fmt=".2f") for r in t["vs_equal"]]})
+    c = w.constant.set_index("batch_size")
+    best = c.loc[w.best_constant]
+    lower = [r for r in t.itertuples() if finite(*r.vs_equal) and r.vs_equal[2] < 1]
+    higher = [r for r in t.itertuples() if finite(*r.vs_equal) and r.vs_equal[1] > 1]
+    fastest = t.loc[t["steps"].dropna().idxmin()]
+    verdict = (f"{len(lower)} of {len(t)} warm-ups took fewer steps than the constant batch with at least their "
+               f"examples (interval below 1), {len(higher)} took more, and the rest are not resolved (or needed more "
+               "examples than every constant B)")
+    saving = 1 - fastest["vs_best"][0]
+    return "\n".join([
+        "### Batch-size warm-up",
+        "",
+        f"Constant batch sizes from {int(c.index.min())} to {int(c.index.max())} (three rates each) against doubling "
+        "schedules (`mbstudy.schedule.doubling`: B doubles every fixed number of examples, the learning rate "
+        "linear in B and capped at 1.0), all to the training-loss target, evaluated every 1024 examples. The "
+        f"fewest steps at a constant B: {best['steps']:.0f} at B = {w.best_constant} ({best['examples']:.0f} examples). "
+        "Each schedule's steps are compared, paired by seed (median ratio, 95% bootstrap), with that best constant B "
+        "and with the constant B that needed the fewest examples at or above the schedule's own (from the most "
+        "example-efficient B upward): below 1 there is fewer steps at no more examples.",
+        "",
+        md_table(show),
+        "",
+        f"{verdict}. The fastest warm-up took {fastest['steps']:.0f} steps, "
+        f"{interval(*fastest['vs_best'], fmt='.2f')}× the best constant B's "
+        + (f"(a saving of {saving:.0%}; Merrill et al. report 43% on OLMo 1B)." if saving > 0 and fastest['vs_best'][2] < 1
+           else "(no saving resolved; Merrill et al. report 43% fewer steps on OLMo 1B)."),
+        "",
+        ctx.figure("q9b_warmup"),
+    ])
+
+
+def warmup_figure(ctx: Context):
+    """Steps against examples to the target: constant batch sizes (the curve) and the doubling warm-ups."""
+    w = ctx.warmup
+    if w.constant.empty or w.schedules.empty:
+        raise Skip("the warm-up sweep holds no constant-B or no scheduled run that reached the target")
+    finals = sorted(w.schedules["final_b"].unique())
+    fig, axes = plt.subplots(1, len(finals), figsize=(4.6 * len(finals), 3.7), squeeze=False, sharey=True)
+    firsts = [parse(s)[0] for s in w.schedules["schedule"]]
+    starts = sorted({b for _, b, _ in firsts})
+    colors = dict(zip(starts, plots.sns.color_palette("deep", len(starts))))
+    markers = dict(zip(sorted({n * b for n, b, _ in firsts}), "Ds^vP"))
+    for j, final in enumerate(finals):
+        ax = axes[0, j]
+        c = w.constant
+        ax.plot(c["examples"], c["steps"], "k-", lw=1, marker="o", ms=3, label="constant B (median over seeds)")
+        for b, e, s in zip(c["batch_size"], c["examples"], c["steps"]):
+            ax.annotate(f"{b}", (e, s), textcoords="offset points", xytext=(3, 3), fontsize=6)
+        sch = w.schedules[w.schedules["final_b"] == final]
+        for row in sch.sort_values("schedule").itertuples():
+            (steps, b0, _), *_ = parse(row.schedule)
+            ax.plot(row.examples, row.steps, markers.get(steps * b0, "o"), color=colors[b0], ms=5, ls="none",
+                    label=f"doubling from {b0}, {steps * b0} examples per phase")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("examples to the training-loss target")
+        ax.set_title(f"warm-ups to B = {final}", fontsize=8)
+        if j == 0:
+            ax.set_ylabel("steps to the target")
+        ax.legend(fontsize=6, loc="upper right")
+    fig.suptitle("Q9b: batch-size warm-up against constant batch sizes (MNIST-1D MLP, SGD; median over seeds)",
+                 fontsize=9)
+    return fig
+
+
+
+
+SECTION = Section(
+    "warmup",
+    text=text,
+    provides=(Provider("warmup", lambda ctx: warmup_facts(load.load_runs("warmup", hint="make sweep GRID=warmup"))),),
+    figures=(FigureSpec("q9b_warmup", warmup_figure, ("warmup",),
+                        ("Q9b. Steps against examples to the target: constant batch sizes (the "
+                        "curve, labelled by B) and the doubling warm-ups.")),),
+)
