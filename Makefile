@@ -8,6 +8,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 GRID     ?= default
+SWEEP    ?=
+PARTIAL  ?=
 DRY_RUN  ?=
 SET      ?=
 WORKERS  ?=
@@ -105,11 +107,11 @@ measure-throughput: setup ## version 1's science grid (one seed) and the default
 bench-full: setup ## the same with longer timing budgets
 	$(PY) -m experiments.bench --full
 
-figures: setup ## draw report/figures/*.png|pdf from whatever runs the store holds; SWEEP=name|parent-run-id: one sweep's, into report/sweeps/name/figures/
-	$(PY) -m analysis.figures $(if $(SWEEP),--sweep "$(SWEEP)")
+figures: setup ## draw report/figures/*.png|pdf from the whole study's runs; SWEEP=name|parent-run-id: one sweep's, into report/sweeps/name/figures/; PARTIAL=dir: whatever the store holds, into dir/figures/
+	$(PY) -m analysis.figures $(if $(SWEEP),--sweep "$(SWEEP)") $(if $(PARTIAL),--partial "$(PARTIAL)")
 
-report: setup ## write report/REPORT.md (and its figures) from the runs alone; SWEEP=name|parent-run-id: report/sweeps/name/REPORT.md
-	$(PY) -m analysis.report $(if $(SWEEP),--sweep "$(SWEEP)")
+report: setup ## write report/REPORT.md (and its figures) from the whole study's runs (refused, nothing written, if the store lacks part of it); SWEEP=name|parent-run-id: report/sweeps/name/REPORT.md; PARTIAL=dir: whatever the store holds, into dir/
+	$(PY) -m analysis.report $(if $(SWEEP),--sweep "$(SWEEP)") $(if $(PARTIAL),--partial "$(PARTIAL)")
 
 ui: setup ## the MLflow UI on http://127.0.0.1:5000 (PORT=n) against the same store
 	@echo "MLflow UI for $(URI) on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"

@@ -42,7 +42,12 @@ def main(argv=None) -> int:
     ap.add_argument("--science", default="science", help="the science sweep (default: science)")
     ap.add_argument("--out", type=Path, default=None,
                     help=f"the folder for the files (default: {render.OUT}, or with --sweep report/sweeps/NAME/figures)")
+    ap.add_argument("--partial", type=Path, metavar="DIR", default=None,
+                    help="draw whatever the store holds into DIR/figures (without it, a store that lacks part of "
+                         "the study is refused and nothing is drawn)")
     a = ap.parse_args(argv)
+    if a.partial is not None and (a.out is not None or a.sweep is not None):
+        ap.error("--partial DIR names the folder itself: give it without --out or --sweep")
     if a.sweep is not None:
         try:
             ctx, source = sweep_report.collect_sweep(a.sweep)
@@ -60,7 +65,13 @@ def main(argv=None) -> int:
         return 0
     ctx = context(experiments={"default": a.default, "science": a.science})
     ctx.compute_all()
-    for name, paths in render.render(ctx, a.out or render.OUT).items():
+    if a.partial is None:
+        try:
+            render.check_complete(ctx, "make figures")
+        except render.IncompleteStore as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    for name, paths in render.render(ctx, a.partial / "figures" if a.partial else a.out or render.OUT).items():
         print(f"drew {name}: {', '.join(str(p) for p in paths)}")
     for name, msg in render.skipped(ctx).items():
         print(f"skipped {name}: {msg}", file=sys.stderr)

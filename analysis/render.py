@@ -22,6 +22,23 @@ plt = plots.plt
 OUT = load.tracking.ROOT / "report" / "figures"
 
 
+class IncompleteStore(RuntimeError):
+    """The store lacks runs some section needs: the study's write-up is not replaced by a poorer one."""
+
+
+def check_complete(ctx: Context, what: str) -> None:
+    """Raise :class:`IncompleteStore` (naming every missing experiment and the command that makes it) unless every
+    section's facts were found; ``what`` is the command that was refused (``make report``)."""
+    if not ctx.missing:
+        return
+    lines = "\n".join(f"  - {name}: {msg}" for name, msg in ctx.missing.items())
+    raise IncompleteStore(
+        f"{what}: the store ({load.tracking.tracking_uri()}) lacks what {len(ctx.missing)} part(s) of the study "
+        f"need, so nothing was written (the write-up in report/ stays as it is):\n{lines}\n"
+        "Make them with `make study-extended` (it resumes: only what is missing is trained), or write what this "
+        "store holds elsewhere with `PARTIAL=DIR` (`--partial DIR`), or one sweep's report with `SWEEP=name`.")
+
+
 def attempt(spec: FigureSpec, ctx: Context) -> Figure | str:
     """The figure, or one line saying why it cannot be drawn from these facts. No files, no MLflow."""
     absent = [n for n in spec.needs if ctx.get(n) is None]

@@ -86,18 +86,25 @@ def text(ctx: Context, generated: str) -> str:
     return "\n".join(lines)
 
 
-def build(default: str = "default", science: str = "science", out: Path = REPORT_DIR, progress: bool = True) -> Path:
-    """Compute the facts once, draw the figures into ``out/figures`` and write ``out/REPORT.md``."""
+def build(default: str = "default", science: str = "science", out: Path = REPORT_DIR, progress: bool = True,
+          partial: bool = False) -> Path:
+    """Compute the facts once, draw the figures into ``out/figures`` and write ``out/REPORT.md``.
+
+    Raises :class:`analysis.render.IncompleteStore`, before writing anything, when the store lacks what a section
+    needs, unless ``partial`` (then the sections say what is missing). The README's findings table is rewritten
+    only from a complete study written to ``report/``."""
     t0 = time.perf_counter()
     ctx = context(experiments={"default": default, "science": science}, progress=progress)
     ctx.compute_all()
+    if not partial:
+        render.check_complete(ctx, "make report")
     render.render(ctx, out / "figures")
     out.mkdir(parents=True, exist_ok=True)
     path = out / "REPORT.md"
     path.write_text(text(ctx, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
     print(f"wrote {path} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     readme = load.tracking.ROOT / "README.md"
-    if out == REPORT_DIR and readme.exists() and findings.update_readme(readme, findings.table(ctx)):
+    if not ctx.missing and out == REPORT_DIR and readme.exists() and findings.update_readme(readme, findings.table(ctx)):
         print(f"updated the findings table of {readme} from the same runs", file=sys.stderr)
     return path
 
@@ -111,7 +118,12 @@ def main(argv=None) -> int:
     ap.add_argument("--science", default="science")
     ap.add_argument("--out", type=Path, default=None,
                     help=f"the report folder (default: {REPORT_DIR}, or with --sweep report/sweeps/NAME)")
+    ap.add_argument("--partial", type=Path, metavar="DIR", default=None,
+                    help="write the report of whatever the store holds into DIR, saying what is missing (without it, "
+                         "a store that lacks part of the study is refused and nothing is written)")
     a = ap.parse_args(argv)
+    if a.partial is not None and (a.out is not None or a.sweep is not None):
+        ap.error("--partial DIR names the folder itself: give it without --out or --sweep")
     if a.sweep is not None:
         try:
             print(build_sweep(a.sweep, a.out))
@@ -119,7 +131,11 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         return 0
-    print(build(a.default, a.science, a.out or REPORT_DIR))
+    try:
+        print(build(a.default, a.science, a.partial or a.out or REPORT_DIR, partial=a.partial is not None))
+    except render.IncompleteStore as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -127,7 +127,7 @@ def test_figures_and_report_from_the_smoke_sweep(tmp_path, monkeypatch):
     assert sweep_mod.main(["smoke", "--workers", "2", "--no-progress"]) == 0
     from analysis import report
 
-    path = report.build("smoke", "smoke", tmp_path / "report", progress=False)
+    path = report.build("smoke", "smoke", tmp_path / "report", progress=False, partial=True)
     text = path.read_text()
     from analysis.sections import SECTIONS
 
@@ -192,6 +192,29 @@ def test_collect_on_an_empty_store_records_every_experiment_as_missing(tmp_path,
         assert command in text, command
 
 
+def test_a_store_without_the_whole_study_is_refused_and_nothing_is_written(fixture_store, tmp_path, monkeypatch,
+                                                                           capsys):
+    from analysis import figures, render, report
+
+    readme = tmp_path / "README.md"
+    readme.write_text("untouched")
+    monkeypatch.setattr(report, "REPORT_DIR", tmp_path / "report")
+    monkeypatch.setattr(render, "OUT", tmp_path / "report" / "figures")
+    monkeypatch.setattr(load.tracking, "ROOT", tmp_path)
+    assert report.main(["--default", "fake", "--science", "fake"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing was written" in err and "make study-extended" in err and "PARTIAL=DIR" in err
+    assert "beta2: " in err and "make sweep GRID=beta2" in err, "each missing experiment with its command"
+    assert "default:" not in err and "science:" not in err, "what the store has is not listed"
+    assert not (tmp_path / "report").exists() and readme.read_text() == "untouched"
+    assert figures.main(["--default", "fake", "--science", "fake"]) == 2
+    assert "make figures" in capsys.readouterr().err and not (tmp_path / "report").exists()
+    assert report.main(["--default", "fake", "--science", "fake", "--partial", str(tmp_path / "partial")]) == 0
+    text = (tmp_path / "partial" / "REPORT.md").read_text()
+    assert "Not measured yet" in text and (tmp_path / "partial" / "figures" / "a_loss_curves.png").exists()
+    assert readme.read_text() == "untouched", "a partial report never rewrites the README's findings"
+
+
 def test_figures_and_report_are_built_from_one_collect(fixture_store, monkeypatch):
     import re
 
@@ -210,7 +233,7 @@ def test_figures_and_report_are_built_from_one_collect(fixture_store, monkeypatc
 
     monkeypatch.setattr(report, "context", counted_collect)
     monkeypatch.setattr(load, "load_history", counted_history)
-    path = report.build("fake", "fake", fixture_store / "report", progress=False)
+    path = report.build("fake", "fake", fixture_store / "report", progress=False, partial=True)
     # one collect; histories: the default sweep's, and the science sweep's B_simple of its fastest runs
     assert calls == {"collect": 1, "history": 2}
     text = path.read_text()
