@@ -47,7 +47,7 @@ from mbstudy.losses import LOSSES, REDUCTIONS, loss_for_task
 from mbstudy.model import ACTIVATIONS
 from mbstudy.optimizers import OPTIMIZERS
 from mbstudy import schedule as _schedule
-from mbstudy.workloads import MODELS, build
+from mbstudy.model_registry import MODELS, build
 
 INT32_MAX = 2**31 - 1  # the compiled loop counts steps in int32; JAX's PRNG takes 32-bit seeds
 
@@ -218,7 +218,7 @@ class TrainConfig:
     ``loss="auto"`` picks cross-entropy for classification data and MSE for
     regression. ``momentum`` is used by ``optimizer="momentum"`` only (heavy
     ball, ``v <- g + momentum v``, ``theta <- theta - lr v``), ``eps``, ``beta1`` and
-    ``beta2`` by ``adam`` only (:mod:`mbstudy.rules` rescales them with B).
+    ``beta2`` by ``adam`` only (:mod:`mbstudy.scaling_rules` rescales them with B).
     ``accumulation`` = k computes each step's gradient over k micro-batches of
     ``batch_size / k`` examples (the same examples, in the same order, as the
     step at ``batch_size``) and sums them before the one update: gradient
@@ -235,7 +235,7 @@ class TrainConfig:
     out the full statistics: at the evaluations between, only the training
     loss (what targets and divergence read) is computed, exactly as it is at
     the others; the first and last evaluations are always full.
-    ``model`` picks the network (:mod:`mbstudy.workloads`): ``"mlp"`` reads
+    ``model`` picks the network (:mod:`mbstudy.model_registry`): ``"mlp"`` reads
     ``hidden`` and ``activation``; ``"cnn"`` (the MNIST-1D paper's ReLU CNN,
     :class:`mbstudy.model.CNN`) reads ``channels`` and takes its input length
     from the data set.
@@ -246,7 +246,7 @@ class TrainConfig:
     data_seed: int = _field(0, "program", "the data set's seed", _at_least(0, "a non-negative int"))
     n_train: int = _field(0, "program", "the training-set size to generate (0: the data set's own; "
                           "mnist1d takes any multiple of 10), before the validation split", _check_n_train, since=2)
-    model: str = _field("mlp", "program", "a registered model (mbstudy.workloads.MODELS): mlp or cnn",
+    model: str = _field("mlp", "program", "a registered model (mbstudy.model_registry.MODELS): mlp or cnn",
                         _one_of(lambda: list(MODELS)), since=2)
     hidden: tuple[int, ...] = _field((100, 100), "program", "hidden-layer widths of the MLP (checked by type)")
     activation: str = _field("tanh", "program", "the MLP's activation", _one_of(lambda: sorted(ACTIVATIONS)))
@@ -262,7 +262,7 @@ class TrainConfig:
                              lambda v, d: None if 0 <= v < 1 else f"expected 0 <= momentum < 1; received {v!r}")
     eps: float = _field(1e-8, "traced", "Adam's epsilon", lambda v, d: None if v > 0 else f"expected > 0; received {v!r}")
     beta1: float = _field(0.9, "program", "Adam's first-moment decay (optimizer adam)", _check_beta, since=2)
-    beta2: float = _field(0.999, "program", "Adam's second-moment decay (optimizer adam); mbstudy.rules "
+    beta2: float = _field(0.999, "program", "Adam's second-moment decay (optimizer adam); mbstudy.scaling_rules "
                           "converts it between batch sizes", _check_beta, since=2)
     batch_size: int = _field(64, "program", "examples per step, drawn without replacement", _check_batch_size)
     accumulation: int = _field(1, "program", "micro-batches per step: the step's batch_size examples in this many "
@@ -298,7 +298,7 @@ class TrainConfig:
     # ----------------------------------------------------------------- uses
 
     def build_model(self, data: Dataset) -> Any:
-        """The model of field ``model`` for ``data`` (:func:`mbstudy.workloads.build`)."""
+        """The model of field ``model`` for ``data`` (:func:`mbstudy.model_registry.build`)."""
         return build(self, data)
 
     def loss_name(self, data: Dataset) -> str:
