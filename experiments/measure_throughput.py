@@ -38,7 +38,7 @@ from pathlib import Path
 from experiments.engine import grid as grids
 
 SCIENCE_V1 = Path(__file__).resolve().parent / "throughput" / "science_v1.toml"  # a grid the old code can read
-from experiments.engine import tracking
+from experiments.engine import store
 
 BASELINE = "fa30feb"
 KEY = ["optimizer", "reduction", "batch_size", "learning_rate", "seed"]
@@ -46,7 +46,7 @@ KEY = ["optimizer", "reduction", "batch_size", "learning_rate", "seed"]
 
 def _extract(commit: str, into: Path) -> None:
     """The tree of ``commit`` (git archive) into ``into``."""
-    archive = subprocess.run(["git", "archive", commit], cwd=tracking.ROOT, capture_output=True)
+    archive = subprocess.run(["git", "archive", commit], cwd=store.ROOT, capture_output=True)
     if archive.returncode != 0:
         raise SystemExit(f"error: --baseline {commit}: git archive failed ({archive.stderr.decode().strip()}); "
                          "this needs a git clone with the project's history (git fetch --unshallow)")
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             if not old_grid.exists():  # a grid the old code does not ship: run this one there
                 old_grid.write_text(source.read_text())
             times, outs, runs = {}, {}, {}
-            for which, tree, grid in (("old", old_tree, str(old_grid)), ("new", tracking.ROOT, str(source))):
+            for which, tree, grid in (("old", old_tree, str(old_grid)), ("new", store.ROOT, str(source))):
                 uri = f"sqlite:///{d}/{source.stem}-{which}.db"
                 times[which], outs[which] = _sweep(tree, grid, uri, Path(d) / f"jax-{source.stem}-{which}", args.workers,
                                                    args.set)

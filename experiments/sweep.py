@@ -65,10 +65,10 @@ import os
 import sys
 
 from experiments.engine import grid as grids
-from experiments.engine import tracking
-from experiments.engine.driver import (dry_run_text, interrupted_status, preflight, run_sweep, sigterm_as_interrupt,
-                                      summary_text)
+from experiments.engine import store
+from experiments.engine.driver import dry_run_text, preflight, run_sweep, summary_text
 from experiments.engine.executors import EXECUTORS, ExecutorUnavailable
+from experiments.engine.interrupts import interrupted_status, sigterm_as_interrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         try:
             print(dry_run_text(sweep, args.workers))
-        except tracking.StoreUnreachable as e:
+        except store.StoreUnreachable as e:
             print(f"error: {e}", file=sys.stderr)
             return 3
         return 0
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             preflight(executor)
             status, counts, parent = run_sweep(sweep, executor, progress=not args.no_progress,
                                                prune=sweep.prune and not args.no_prune)
-    except (tracking.StoreUnreachable, ExecutorUnavailable) as e:
+    except (store.StoreUnreachable, ExecutorUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
     except KeyboardInterrupt as e:  # outside the executor's run (before it, or while ending the sweep)

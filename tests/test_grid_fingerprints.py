@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from experiments.engine import grid as grids
-from experiments.engine import lifecycle
+from experiments.engine import dispatch, pruning
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = Path(__file__).with_name("fingerprints") / "grids.json"
@@ -47,9 +47,9 @@ def identity(name: str) -> dict:
         "n": len(configs),
         "cfg_hash": [c.hash() for c in configs],
         "group_hash": _digest(c.hash(without=("seed",)) for c in configs),
-        "prune_group": _digest(str(lifecycle.prune_group(c)) for c in configs),
+        "prune_group": _digest(str(pruning.prune_group(c)) for c in configs),
         "run_name": _digest(_old_style_name(c) for c in configs),
-        "dispatch": _digest(c.hash() for c in lifecycle.dispatch_order(configs)),
+        "dispatch": _digest(c.hash() for c in dispatch.dispatch_order(configs)),
     }
 
 

@@ -287,21 +287,3 @@ def load(grid: str, overrides: list[str] | None = None, only: list[str] | None =
     if selected:
         configs = select(configs, selected, source)
     return Sweep(path.stem, str(spec.get("description", "")), source, tuple(configs), prune)
-
-
-# ------------------------------------------------------------------ identity
-
-
-def config_dict(cfg: TrainConfig, *, without: tuple[str, ...] = ()) -> dict[str, Any]:
-    """:meth:`mbstudy.config.TrainConfig.as_dict`."""
-    return cfg.as_dict(without=without)
-
-
-def config_hash(cfg: TrainConfig, *, without: tuple[str, ...] = ()) -> str:
-    """:meth:`mbstudy.config.TrainConfig.hash`: 16 hex digits; ``without`` drops fields (the seed)."""
-    return cfg.hash(without=without)
-
-
-def run_name(cfg: TrainConfig) -> str:
-    """:meth:`mbstudy.config.TrainConfig.run_name`."""
-    return cfg.run_name()

@@ -30,7 +30,7 @@ class Executor:
 
     def preflight(self) -> None:
         """Checks that need no store, before anything is written; raise ExecutorUnavailable or
-        ``tracking.StoreUnreachable`` (both exit 3)."""
+        ``store.StoreUnreachable`` (both exit 3)."""
 
     def connect(self) -> None:
         """Get ready to train; called before the parent run exists, so a failure leaves nothing behind."""
@@ -38,5 +38,5 @@ class Executor:
     def run(self, todo: list, ctx: SweepContext, *, bar, counts: SweepCounts, board=None) -> int:
         """Train ``todo`` (in dispatch order), updating ``counts`` and the progress ``bar``; the exit status.
 
-        ``board``: the sweep's :class:`~experiments.engine.lifecycle.PruneBoard` (None: no pruning)."""
+        ``board``: the sweep's :class:`~experiments.engine.pruning.PruneBoard` (None: no pruning)."""
         raise NotImplementedError
