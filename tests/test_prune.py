@@ -260,13 +260,15 @@ def test_the_throughput_measurement_runs_old_and_new_and_compares_their_answers(
 def test_the_throughput_comparison_finds_a_changed_answer():
     from experiments.measure_throughput import compare
 
-    base = pd.DataFrame({"optimizer": "sgd", "reduction": "mean", "batch_size": [4, 4, 8], "learning_rate": [0.1, 1.0, 0.1],
-                         "seed": 0, "outcome": "completed", "steps_to_target": [30.0, 20.0, 10.0],
-                         "final/train/loss": [0.5, 0.4, 0.3]})
-    assert compare(base, base.copy()) == []
-    pruned = base.assign(outcome=["pruned", "completed", "completed"], steps_to_target=[np.nan, 20.0, 10.0])
-    assert compare(base, pruned) == [], "a pruned run is not compared; the answer is the same"
-    worse = base.assign(steps_to_target=[30.0, 25.0, 10.0])
-    problems = compare(base, worse)
-    assert any("per (optimizer, batch size) differs" in p for p in problems)
+    def runs(outcomes=("completed",) * 3, steps=(30.0, 20.0, 10.0)):  # keyed as measure_throughput.KEY
+        keys = [("sgd", "mean", 4, 0.1, 0), ("sgd", "mean", 4, 1.0, 0), ("sgd", "mean", 8, 0.1, 0)]
+        return {k: {"outcome": o, "steps_to_target": s, "final/train/loss": loss}
+                for k, o, s, loss in zip(keys, outcomes, steps, (0.5, 0.4, 0.3))}
+
+    assert compare(runs(), runs()) == []
+    pruned = runs(outcomes=("pruned", "completed", "completed"), steps=(None, 20.0, 10.0))
+    assert compare(runs(), pruned) == [], "a pruned run is not compared; the answer is the same"
+    problems = compare(runs(), runs(steps=(30.0, 25.0, 10.0)))
+    assert any("per (optimizer, batch size, seed) differs" in p for p in problems)
     assert any("steps_to_target differs for 1 of 3 runs" in p for p in problems)
+    assert compare(runs(), dict(list(runs().items())[:2])) == ["the sweeps trained different configurations (3 old, 2 new)"]
