@@ -57,6 +57,30 @@ class RayExecutor(Executor):
 
     name = "ray"
 
+    def __init__(self, *, workers: int, unit_size: int = 0, max_retries: int = 3):
+        super().__init__(workers=workers)
+        self.unit_size = unit_size  # runs per task (0: chosen from the sweep's size, default_unit_size)
+        self.max_retries = max_retries  # how often Ray retries a task whose worker died
+
+    @classmethod
+    def add_options(cls, parser) -> None:
+        parser.add_argument("--unit-size", type=int, default=0, metavar="N",
+                            help="ray: runs per task, sharing one compiled program (default: 0, chosen from the "
+                                 "sweep's size)")
+        parser.add_argument("--max-retries", type=int, default=3, metavar="N",
+                            help="ray: how often Ray retries a task whose worker died (default: 3)")
+
+    @classmethod
+    def option_problems(cls, args) -> list[str]:
+        return [f"{flag}: expected {what}; received {value}" for flag, value, ok, what in (
+            ("--unit-size", args.unit_size, args.unit_size >= 0, "a positive int, or 0 to choose one"),
+            ("--max-retries", args.max_retries, args.max_retries >= 0, "an int >= 0"),
+        ) if not ok]
+
+    @classmethod
+    def from_options(cls, args) -> RayExecutor:
+        return cls(workers=args.workers, unit_size=args.unit_size, max_retries=args.max_retries)
+
     def preflight(self) -> None:
         check_store_for_cluster()
         if importlib.util.find_spec("ray") is None:
