@@ -244,8 +244,8 @@ def select(configs, only: dict[str, Any], source: str) -> list[TrainConfig]:
     wanted = {k: [tuple(x) if isinstance(x, list) else x for x in (v if _is_axis(k, v) else [v])]
               for k, v in only.items()}
 
-    def spelled(c: TrainConfig, k: str, v: Any) -> Any:  # a value as the configuration stores it (config._coerced)
-        return config._coerced({"dataset": c.dataset, k: v})[k]
+    def spelled(c: TrainConfig, k: str, v: Any) -> Any:  # a value as the configuration stores it (config.coerced)
+        return config.coerced({"dataset": c.dataset, k: v})[k]
 
     kept = [c for c in configs if all(getattr(c, k) in [spelled(c, k, v) for v in vals] for k, vals in wanted.items())]
     if not kept:

@@ -1,0 +1,49 @@
+"""What identifies a configuration: its hash (the ``cfg_hash`` a stored run carries), its run name and the key
+of the compiled program it shares with others.
+
+A field added after runs were stored (``since`` > 1 in its metadata) is left
+out of :func:`as_dict`, and so of the hash, while it has its default: every
+configuration stored before it existed keeps its hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+
+def _defaults(cfg) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cfg)}
+
+
+def as_dict(cfg, *, without: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields as JSON-able values (tuples as lists), ``without`` some, and those added later (``since`` > 1)
+    left out while they have their default."""
+    fields = _defaults(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()
+            if k not in without and not (fields[k].metadata["since"] > 1 and v == fields[k].default)}
+
+
+def cfg_hash(cfg, *, without: tuple[str, ...] = ()) -> str:
+    """A stable hash of the configuration (16 hex digits of the sha256 of :func:`as_dict` as sorted JSON)."""
+    blob = json.dumps(as_dict(cfg, without=without), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_name(cfg) -> str:
+    """``[model-]optimizer-reduction-B<batch>[-acc<k>][-b1<beta1>-b2<beta2>]-lr<rate>[-after<schedule>]-s<seed>``."""
+    fields = _defaults(cfg)
+    prefix = "" if cfg.model == "mlp" else f"{cfg.model}-"  # MLP runs keep the names they always had
+    extra = "".join(f"-{tag}{getattr(cfg, k):.6g}" for k, tag in (("accumulation", "acc"), ("beta1", "b1"),
+                                                                   ("beta2", "b2"))
+                    if getattr(cfg, k) != fields[k].default and (k == "accumulation" or cfg.optimizer == "adam"))
+    sched = f"-after{cfg.schedule.replace(' ', '')}" if cfg.schedule else ""
+    return (f"{prefix}{cfg.optimizer}-{cfg.reduction}-B{cfg.batch_size}{extra}-lr{cfg.learning_rate:.3g}"
+            f"{sched}-s{cfg.seed}")
+
+
+def program_key(cfg) -> tuple[tuple[str, Any], ...]:
+    """``(field, value)`` of every ``program`` field: runs with the same key share one compiled program."""
+    return tuple((f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.metadata["role"] == "program")
