@@ -130,11 +130,12 @@ class TrainConfig:
                                       "(regression); none: no target", checks.target_val, since=2)
 
     def __post_init__(self) -> None:
-        for name, value in checks.coerced(dataclasses.asdict(self), HINTS).items():
-            object.__setattr__(self, name, value)
-        found = problems(dataclasses.asdict(self))
+        given = dataclasses.asdict(self)
+        found = problems(given)  # on the values as given, so that a message shows what was received
         if found:
             raise ConfigError(found)
+        for name, value in checks.coerced(given, HINTS).items():
+            object.__setattr__(self, name, value)
 
     # ----------------------------------------------------------------- uses
 
