@@ -22,6 +22,8 @@ import pytest
 
 from experiments.engine import grid as grids
 from experiments.engine import dispatch, pruning
+from mbstudy.config import FIELDS
+from mbstudy.optimizers import OPTIMIZERS
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = Path(__file__).with_name("fingerprints") / "grids.json"
@@ -37,8 +39,15 @@ def _digest(lines) -> str:
 
 
 def _old_style_name(cfg) -> str:
-    """The run name as the code before the refactor wrote it."""
-    return cfg.run_name()
+    """The run name as the code before the refactor wrote it. It showed Adam's betas where they were not their
+    defaults, but not eps or momentum; names now show every hyper-parameter of the optimizer's registry entry
+    that is not its default (so the sde grid's square-root arms gain ``-eps...``), and lose nothing else."""
+    name = cfg.run_name()
+    values = cfg.hyper_values()
+    for h in OPTIMIZERS[cfg.optimizer].hyper:
+        if h.name in ("eps", "momentum") and values[h.name] != FIELDS[h.name].default:
+            name = name.replace(f"-{h.tag}{values[h.name]:.6g}", "", 1)
+    return name
 
 
 def identity(name: str) -> dict:

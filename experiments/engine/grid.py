@@ -246,7 +246,7 @@ def select(configs, only: dict[str, Any], source: str) -> list[TrainConfig]:
               for k, v in only.items()}
 
     def spelled(c: TrainConfig, k: str, v: Any) -> Any:  # a value as the configuration stores it (config.coerced)
-        return config.coerced({"dataset": c.dataset, k: v})[k]
+        return config.coerced({"dataset": c.dataset, "optimizer": c.optimizer, k: v})[k]
 
     kept = [c for c in configs if all(getattr(c, k) in [spelled(c, k, v) for v in vals] for k, vals in wanted.items())]
     if not kept:

@@ -119,11 +119,25 @@ def optimizer(v, d):
     bad = one_of(lambda: list(OPTIMIZERS))(v, d)
     if bad:
         return bad
-    missing = [k for k in OPTIMIZERS[v].fields if k not in d]
+    opt = OPTIMIZERS[v]
+    missing = [k for k in opt.fields if k not in d]
     if missing:
-        return (f"{v!r} reads {missing}, which are not TrainConfig fields; add them to mbstudy/config/fields.py "
-                "(see CONTRIBUTING.md, 'An optimizer')")
+        return (f"{v!r} reads {missing} as TrainConfig fields, which they are not: declare them its own "
+                "(Hyper(name, default=...), carried by opt_args; see CONTRIBUTING.md, 'An optimizer')")
+    clash = [k for k in opt.own if k in d]
+    if clash:
+        return (f"{v!r} declares {clash} its own, but they are TrainConfig fields: declare them Hyper(name, "
+                "field=True) to read the field (its default is the field's), or name them otherwise (b2 for "
+                "beta2) to keep defaults of their own")
     return None
+
+
+def opt_args(v, d):
+    name = d.get("optimizer")
+    opt = OPTIMIZERS.get(name) if isinstance(name, str) else None
+    if opt is None:
+        return None  # the optimizer's own check reports it
+    return "; ".join(opt.parse_args(v)[1]) or None
 
 
 def learning_rate(v, d):
@@ -268,8 +282,9 @@ def type_problem(name: str, value: Any, hint: Any) -> str | None:
 
 def coerced(d: Mapping[str, Any], hints: Mapping[str, Any]) -> dict[str, Any]:
     """Ints given for float fields become floats, lists for sequence fields tuples; a schedule is written one way
-    (``mbstudy.schedule.format_schedule``: no spaces, each rate as Python prints it) and ``n_train`` equal to the
-    data set's own size becomes 0, so that one configuration has one hash; nothing else changes."""
+    (``mbstudy.schedule.format_schedule``: no spaces, each rate as Python prints it), ``n_train`` equal to the
+    data set's own size becomes 0 and ``opt_args`` is written in the optimizer's order without the values at
+    their defaults, so that one configuration has one hash; nothing else changes."""
     out = {}
     for k, v in d.items():
         hint = hints.get(k)
@@ -284,6 +299,10 @@ def coerced(d: Mapping[str, Any], hints: Mapping[str, Any]) -> dict[str, Any]:
                 pass  # the field's check reports it
         elif k == "n_train" and d.get("dataset") in DATASETS and v == DATASETS[d["dataset"]].n_train:
             v = 0
+        elif k == "opt_args" and isinstance(v, str) and isinstance(d.get("optimizer"), str):
+            opt = OPTIMIZERS.get(d["optimizer"])
+            values, bad = opt.parse_args(v) if opt else ({}, ["unknown"])
+            v = v if bad else opt.format_args(values)  # its own order, defaults left out; a problem is reported
         out[k] = v
     return out
 

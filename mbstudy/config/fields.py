@@ -4,12 +4,15 @@ Every field carries its documentation, its check (``mbstudy/config/checks.py``)
 and its role in the metadata of ``dataclasses.field``:
 
 - ``program``: decides the compiled training program or the data it runs on
-  (model shape, loss, reduction, optimizer kind and its static values such as
-  Adam's betas, batch size, micro-batches, chunk lengths);
-  :meth:`TrainConfig.program_key` is exactly these fields, so runs that share
-  a key share one compiled program;
-- ``traced``: an argument of the compiled program (learning rate, momentum,
-  eps, the seed); a grid over it compiles once;
+  (model shape, loss, reduction, optimizer kind, batch size, micro-batches,
+  chunk lengths); :meth:`TrainConfig.program_key` is these fields and the
+  optimizer's static hyper-parameters, so runs that share a key share one
+  compiled program;
+- ``traced``: an argument of the compiled program (learning rate, the seed);
+  a grid over it compiles once;
+- ``optimizer``: a hyper-parameter some optimizers read (momentum, eps,
+  Adam's betas, ``opt_args``); its registry entry (:mod:`mbstudy.optimizers`)
+  says whether it is traced or static;
 - ``host``: read by the Python loop only (the target, when to stop).
 
 A configuration checks itself when it is made: every problem at once, each
@@ -59,7 +62,8 @@ class TrainConfig:
     ``loss="auto"`` picks cross-entropy for classification data and MSE for
     regression. ``momentum`` is used by ``optimizer="momentum"`` only (heavy
     ball, ``v <- g + momentum v``, ``theta <- theta - lr v``), ``eps``, ``beta1`` and
-    ``beta2`` by ``adam`` only (:mod:`mbstudy.scaling_rules` rescales them with B).
+    ``beta2`` by ``adam`` only (:mod:`mbstudy.scaling_rules` rescales them with B);
+    an optimizer's other hyper-parameters go in ``opt_args`` (:mod:`mbstudy.optimizers`).
     ``accumulation`` = k computes each step's gradient over k micro-batches of
     ``batch_size / k`` examples (the same examples, in the same order, as the
     step at ``batch_size``) and sums them before the one update: gradient
@@ -99,12 +103,15 @@ class TrainConfig:
                             checks.optimizer)
     learning_rate: float = _field(0.1, "traced", "the step size",
                                   checks.learning_rate)
-    momentum: float = _field(0.9, "traced", "heavy-ball momentum (optimizer momentum)",
+    momentum: float = _field(0.9, "optimizer", "heavy-ball momentum (optimizer momentum)",
                              checks.momentum)
-    eps: float = _field(1e-8, "traced", "Adam's epsilon", checks.eps)
-    beta1: float = _field(0.9, "program", "Adam's first-moment decay (optimizer adam)", checks.beta, since=2)
-    beta2: float = _field(0.999, "program", "Adam's second-moment decay (optimizer adam); mbstudy.scaling_rules "
+    eps: float = _field(1e-8, "optimizer", "Adam's epsilon", checks.eps)
+    beta1: float = _field(0.9, "optimizer", "Adam's first-moment decay (optimizer adam)", checks.beta, since=2)
+    beta2: float = _field(0.999, "optimizer", "Adam's second-moment decay (optimizer adam); mbstudy.scaling_rules "
                           "converts it between batch sizes", checks.beta, since=2)
+    opt_args: str = _field("", "optimizer", "the optimizer's own hyper-parameters (not TrainConfig fields) that "
+                           "differ from their defaults, as name=value pairs separated by commas, e.g. 'b2=0.95' "
+                           "(its entry in mbstudy.optimizers lists them and their defaults)", checks.opt_args, since=2)
     batch_size: int = _field(64, "program", "examples per step, drawn without replacement", checks.batch_size)
     accumulation: int = _field(1, "program", "micro-batches per step: the step's batch_size examples in this many "
                                "micro-batches, their gradients summed before one update", checks.accumulation, since=2)
@@ -146,13 +153,20 @@ class TrainConfig:
     def loss_name(self, data: Dataset) -> str:
         return loss_for_task(data.task) if self.loss == "auto" else self.loss
 
-    def hyper(self) -> dict[str, float]:
-        """The values the optimizer reads (traced in the compiled program)."""
-        return {k: getattr(self, k) for k in OPTIMIZERS[self.optimizer].hyper}
+    def hyper_values(self) -> dict[str, Any]:
+        """Every hyper-parameter the optimizer reads, by name: a field's value, or one of its own from ``opt_args``,
+        else its default (:meth:`mbstudy.optimizers.Optimizer.values`)."""
+        return OPTIMIZERS[self.optimizer].values(vars(self), self.opt_args)
 
-    def static_hyper(self) -> tuple[tuple[str, float], ...]:
-        """``(field, value)`` of the optimizer's static fields (compiled into the program: Adam's betas)."""
-        return tuple((k, getattr(self, k)) for k, _ in OPTIMIZERS[self.optimizer].static)
+    def hyper(self) -> dict[str, Any]:
+        """The optimizer's traced hyper-parameters (arguments of the compiled program)."""
+        values = self.hyper_values()
+        return {k: values[k] for k in OPTIMIZERS[self.optimizer].traced}
+
+    def static_hyper(self) -> tuple[tuple[str, Any], ...]:
+        """``(name, value)`` of the optimizer's static hyper-parameters (compiled into the program: Adam's betas)."""
+        values = self.hyper_values()
+        return tuple((k, values[k]) for k in OPTIMIZERS[self.optimizer].static)
 
     def phases(self) -> list[_schedule.Phase]:
         """The run's phases (:mod:`mbstudy.schedule`): the schedule's, then ``steps`` at ``batch_size``."""

@@ -13,6 +13,8 @@ import hashlib
 import json
 from typing import Any
 
+from mbstudy.optimizers import OPTIMIZERS
+
 
 def _defaults(cfg) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cfg)}
@@ -32,18 +34,33 @@ def cfg_hash(cfg, *, without: tuple[str, ...] = ()) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _shown(value: Any) -> str:
+    return str(value) if isinstance(value, bool) else f"{value:.6g}"
+
+
 def run_name(cfg) -> str:
-    """``[model-]optimizer-reduction-B<batch>[-acc<k>][-b1<beta1>-b2<beta2>]-lr<rate>[-after<schedule>]-s<seed>``."""
+    """``[model-]optimizer-reduction-B<batch>[-acc<k>][-<tag><value>...]-lr<rate>[-after<schedule>]-s<seed>``: every
+    hyper-parameter of the optimizer's registry entry (but the learning rate, always shown) whose value is not its
+    default, by its tag (Adam's ``-b20.99``), so runs that differ in one get different names."""
     fields = _defaults(cfg)
+    opt = OPTIMIZERS[cfg.optimizer]
+    values = cfg.hyper_values()
+    shown = [("acc", cfg.accumulation)] if cfg.accumulation != fields["accumulation"].default else []
+    shown += [(h.tag, values[h.name]) for h in opt.hyper if h.name != "learning_rate"
+              and values[h.name] != (fields[h.name].default if h.field else h.default)]
+    extra = "".join(f"-{tag}{_shown(value)}" for tag, value in shown)
     prefix = "" if cfg.model == "mlp" else f"{cfg.model}-"  # MLP runs keep the names they always had
-    extra = "".join(f"-{tag}{getattr(cfg, k):.6g}" for k, tag in (("accumulation", "acc"), ("beta1", "b1"),
-                                                                   ("beta2", "b2"))
-                    if getattr(cfg, k) != fields[k].default and (k == "accumulation" or cfg.optimizer == "adam"))
     sched = f"-after{cfg.schedule.replace(' ', '')}" if cfg.schedule else ""
     return (f"{prefix}{cfg.optimizer}-{cfg.reduction}-B{cfg.batch_size}{extra}-lr{cfg.learning_rate:.3g}"
             f"{sched}-s{cfg.seed}")
 
 
 def program_key(cfg) -> tuple[tuple[str, Any], ...]:
-    """``(field, value)`` of every ``program`` field: runs with the same key share one compiled program."""
-    return tuple((f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.metadata["role"] == "program")
+    """``(field, value)`` of every ``program`` field and of each static hyper-parameter the optimizer reads
+    (its registry entry's; its own ones last, together): runs with the same key share one compiled program."""
+    opt = OPTIMIZERS[cfg.optimizer]
+    key = tuple((f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+                if f.metadata["role"] == "program" or (f.name in opt.static))
+    values = cfg.hyper_values()
+    own = tuple((k, values[k]) for k, h in opt.own.items() if h.static)
+    return key + ((("static_hyper", own),) if own else ())
