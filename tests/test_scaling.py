@@ -31,7 +31,7 @@ from tests import processes
 
 from experiments.engine import grid as grids
 from experiments.engine import server as server_mod
-from experiments.engine import run_writer, store
+from experiments.engine import store
 from mbstudy.metrics import is_timing
 
 pytestmark = pytest.mark.slow

@@ -16,14 +16,14 @@ from typing import Any
 from mbstudy.optimizers import OPTIMIZERS
 
 
-def _defaults(cfg) -> dict[str, dataclasses.Field]:
+def _fields(cfg) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cfg)}
 
 
 def as_dict(cfg, *, without: tuple[str, ...] = ()) -> dict[str, Any]:
     """The fields as JSON-able values (tuples as lists), ``without`` some, and those added later (``since`` > 1)
     left out while they have their default."""
-    fields = _defaults(cfg)
+    fields = _fields(cfg)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()
             if k not in without and not (fields[k].metadata["since"] > 1 and v == fields[k].default)}
 
@@ -42,7 +42,7 @@ def run_name(cfg) -> str:
     """``[model-]optimizer-reduction-B<batch>[-acc<k>][-<tag><value>...]-lr<rate>[-after<schedule>]-s<seed>``: every
     hyper-parameter of the optimizer's registry entry (but the learning rate, always shown) whose value is not its
     default, by its tag (Adam's ``-b20.99``), so runs that differ in one get different names."""
-    fields = _defaults(cfg)
+    fields = _fields(cfg)
     opt = OPTIMIZERS[cfg.optimizer]
     values = cfg.hyper_values()
     shown = [("acc", cfg.accumulation)] if cfg.accumulation != fields["accumulation"].default else []
@@ -60,7 +60,7 @@ def program_key(cfg) -> tuple[tuple[str, Any], ...]:
     (its registry entry's; its own ones last, together): runs with the same key share one compiled program."""
     opt = OPTIMIZERS[cfg.optimizer]
     key = tuple((f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
-                if f.metadata["role"] == "program" or (f.name in opt.static))
+                if f.metadata["role"] == "program" or f.name in opt.static)
     values = cfg.hyper_values()
     own = tuple((k, values[k]) for k, h in opt.own.items() if h.static)
     return key + ((("static_hyper", own),) if own else ())
