@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.engine import tracking
+from experiments.engine import store as tracking
 from mbstudy.config import SEQUENCE_FIELDS, TrainConfig
 from mbstudy.metrics import history_metrics
 

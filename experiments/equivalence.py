@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 import mbstudy as mb  # noqa: E402
 from mbstudy.trees import flatten, relative_error  # noqa: E402
-from experiments.engine import tracking  # noqa: E402
+from experiments.engine import provenance, run_writer, store  # noqa: E402
 
 SETTINGS = {
     "seed000_teacher_128-64-10_mse": ("teacher", (128, 64, 10), "tanh", 32),
@@ -101,19 +101,19 @@ def _finite_difference_error(model, loss, params, x, y, g_mean, n: int = 40, h: 
 
 
 def main() -> int:
-    exp = tracking.get_or_create_experiment("equivalence", __doc__.split("\n\n")[0])
-    prov = tracking.provenance()
+    exp = store.get_or_create_experiment("equivalence", __doc__.split("\n\n")[0])
+    prov = provenance.provenance()
     for name, (dataset, sizes, act, B) in SETTINGS.items():
         for dtype_name, dtype in (("float32", jnp.float32), ("float64", jnp.float64)):
             with jax.enable_x64(dtype == jnp.float64):
                 err = measure(dataset, sizes, act, B, dtype)
             params = {"setting": name, "dataset": dataset, "sizes": ",".join(map(str, sizes)),
                       "activation": act, "batch_size": B, "dtype": dtype_name, "n_devices": len(jax.devices())}
-            tracking.write_run(exp, name=f"{name}-{dtype_name}", params=params, timestamp=0,
+            run_writer.write_run(exp, name=f"{name}-{dtype_name}", params=params, timestamp=0,
                                tags={"mbstudy.kind": "equivalence", **prov, "mbstudy.setting": name},
                                metrics={f"err/{k}": v for k, v in err.items()})
             print(f"{name:34s} {dtype_name}: " + ", ".join(f"{k}={v:.1e}" for k, v in err.items()), flush=True)
-    print(f"logged to {tracking.tracking_uri()}, experiment 'equivalence'")
+    print(f"logged to {store.tracking_uri()}, experiment 'equivalence'")
     return 0
 
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from experiments.engine import grid as grids
-from experiments.engine import tracking
+from experiments.engine import store
 from mbstudy.metrics import is_timing
 
 
@@ -36,7 +36,7 @@ def _histories(uri: str, experiment: str) -> dict[str, dict[str, list]]:
     exp = c.get_experiment_by_name(experiment)
     return {r.data.tags["cfg_hash"]: {k: [(m.step, m.value) for m in c.get_metric_history(r.info.run_id, k)]
                                       for k in r.data.metrics if not is_timing(k)}
-            for r in tracking.search_all(c, exp.experiment_id, "tags.`mbstudy.kind` = 'run' and attributes.status = 'FINISHED'")}
+            for r in store.search_all(c, exp.experiment_id, "tags.`mbstudy.kind` = 'run' and attributes.status = 'FINISHED'")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,27 +56,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.server:
             cases.append(("ray", "server", args.server))
         rows, stores = [], []
-        for i, (executor, store, uri) in enumerate(cases):
+        for i, (executor, kind, uri) in enumerate(cases):
             name = f"measure_{source.stem}_{stamp}_{i}"
             grid = Path(d) / f"{name}.toml"
             grid.write_text(source.read_text())
             env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"MLFLOW_TRACKING_URI": uri}
             t0 = time.perf_counter()
             p = subprocess.run([sys.executable, "-m", "experiments.sweep", str(grid), "--executor", executor,
-                                "--no-progress"], cwd=tracking.ROOT, env=env, capture_output=True, text=True)
+                                "--no-progress"], cwd=store.ROOT, env=env, capture_output=True, text=True)
             wall = time.perf_counter() - t0
             if p.returncode != 0:
-                print(f"error: the {executor} sweep into {store} failed:\n{p.stderr[-2000:]}", file=sys.stderr)
+                print(f"error: the {executor} sweep into {kind} failed:\n{p.stderr[-2000:]}", file=sys.stderr)
                 return 1
-            rows.append((executor, store, wall))
+            rows.append((executor, kind, wall))
             stores.append((uri, name))
         same = [_histories(*s) for s in stores]
         identical = all(h == same[0] for h in same[1:])
     base = rows[0][2]
     print(f"sweep '{source.stem}', {n} runs, back to back on {os.cpu_count()} cores:\n")
     print("| executor | store | wall | vs local |\n|---|---|---|---|")
-    for executor, store, wall in rows:
-        print(f"| {executor} | {store} | {wall:.1f} s | {wall / base:.2f}x |")
+    for executor, kind, wall in rows:
+        print(f"| {executor} | {kind} | {wall:.1f} s | {wall / base:.2f}x |")
     points = sum(len(v) for h in same[0].values() for v in h.values())
     print(f"\nruns and metric histories identical across the {len(rows)} stores: {identical} ({points} points each)")
     return 0 if identical else 1

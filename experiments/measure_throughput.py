@@ -17,16 +17,19 @@ compilation cache of its own, so both share one stretch of the machine's load:
 ``experiments/throughput/science_v1.toml --set seed=0`` to time one seed of that grid. Times are the
 whole command as a user waits for it. It prints, as Markdown,
 the wall time of each, their ratio, and each sweep's own summary (seconds
-summed over runs). It then checks the answers: every (optimizer, batch size)
-steps-to-target (``analysis.reduce.steps_to_target``) must be identical, and
-every run that both trained to its end must have the same outcome, the same
-steps-to-target and the same final training loss. Exit status 1 if any
+summed over runs). It then checks the answers: every (optimizer, batch size,
+seed)'s steps-to-target, the fewest steps over learning rates (so the
+analysis' steps-to-target, their median over seeds, too), must be identical,
+and every run that both trained to its end must have the same outcome, the
+same steps-to-target and the same final training loss. The runs are read
+from the two stores directly (``experiments/engine/store.py``). Exit status 1 if any
 differs, 2 for a bad argument or a missing baseline.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import subprocess
@@ -36,9 +39,10 @@ import time
 from pathlib import Path
 
 from experiments.engine import grid as grids
+from experiments.engine import store
+from mbstudy.config import TrainConfig
 
 SCIENCE_V1 = Path(__file__).resolve().parent / "throughput" / "science_v1.toml"  # a grid the old code can read
-from experiments.engine import tracking
 
 BASELINE = "fa30feb"
 KEY = ["optimizer", "reduction", "batch_size", "learning_rate", "seed"]
@@ -46,7 +50,7 @@ KEY = ["optimizer", "reduction", "batch_size", "learning_rate", "seed"]
 
 def _extract(commit: str, into: Path) -> None:
     """The tree of ``commit`` (git archive) into ``into``."""
-    archive = subprocess.run(["git", "archive", commit], cwd=tracking.ROOT, capture_output=True)
+    archive = subprocess.run(["git", "archive", commit], cwd=store.ROOT, capture_output=True)
     if archive.returncode != 0:
         raise SystemExit(f"error: --baseline {commit}: git archive failed ({archive.stderr.decode().strip()}); "
                          "this needs a git clone with the project's history (git fetch --unshallow)")
@@ -66,36 +70,50 @@ def _sweep(tree: Path, grid: str, uri: str, cache: Path, workers: int, sets: lis
     return wall, p.stdout
 
 
-def _runs(uri: str, experiment: str):
-    from analysis import load
+def _runs(uri: str, experiment: str) -> dict[tuple, dict]:
+    """Every FINISHED run of ``experiment`` in the store at ``uri``, by its ``KEY`` fields: its outcome,
+    steps to target and final training loss (None where it has none)."""
+    from mlflow import MlflowClient
 
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    return load.load_runs(experiment)
+    c = MlflowClient(uri)
+    exp = c.get_experiment_by_name(experiment)
+    runs = store.search_all(c, exp.experiment_id, "tags.`mbstudy.kind` = 'run' and attributes.status = 'FINISHED'")
+    return {tuple(TrainConfig.parse_param(k, r.data.params[k]) for k in KEY): {
+        "outcome": r.data.tags.get("outcome"), "steps_to_target": r.data.metrics.get("steps_to_target"),
+        "final/train/loss": r.data.metrics.get("final/train/loss")} for r in runs}
 
 
-def compare(old, new) -> list[str]:
+def fewest_steps(runs: dict[tuple, dict]) -> dict[tuple, float]:
+    """Each (optimizer, batch size, seed)'s fewest steps to the target over learning rates and reductions (inf:
+    no rate reached it). A pruned run did not reach it by where it stopped, so pruning leaves these unchanged.
+
+    >>> fewest_steps({("sgd", "mean", 8, 0.1, 0): {"steps_to_target": 300.0},
+    ...               ("sgd", "mean", 8, 1.0, 0): {"steps_to_target": None}})
+    {('sgd', 8, 0): 300.0}
+    """
+    out: dict[tuple, float] = {}
+    for (optimizer, _, batch_size, _, seed), r in runs.items():
+        steps = r["steps_to_target"]
+        key = (optimizer, batch_size, seed)
+        out[key] = min(out.get(key, math.inf), math.inf if steps is None else steps)
+    return out
+
+
+def compare(old: dict[tuple, dict], new: dict[tuple, dict]) -> list[str]:
     """What differs between two sweeps' answers (empty: nothing)."""
-    import numpy as np
-    import pandas as pd
-
-    from analysis import reduce
-
     problems = []
-    a, b = reduce.steps_to_target(old), reduce.steps_to_target(new)
-    cols = ["optimizer", "batch_size", "steps", "steps_min", "steps_max"]
-    if len(a) != len(b) or not a[cols].reset_index(drop=True).equals(b[cols].reset_index(drop=True)):
-        problems.append("steps-to-target per (optimizer, batch size) differs:\n"
-                        + pd.concat([a[cols], b[cols]], axis=1, keys=["old", "new"]).to_string())
-    o, n = old.set_index(KEY).sort_index(), new.set_index(KEY).sort_index()
-    if set(o.index) != set(n.index):
-        problems.append(f"the sweeps trained different configurations ({len(o)} old, {len(n)} new)")
-        return problems
-    both = n.index[n["outcome"] != "pruned"]
+    if set(old) != set(new):
+        return [f"the sweeps trained different configurations ({len(old)} old, {len(new)} new)"]
+    a, b = fewest_steps(old), fewest_steps(new)
+    differ = sorted(k for k in a if a[k] != b[k])
+    if differ:
+        problems.append("steps-to-target per (optimizer, batch size, seed) differs for " + ", ".join(
+            f"{k}: {a[k]} old, {b[k]} new" for k in differ[:5]) + (" ..." if len(differ) > 5 else ""))
+    both = sorted(k for k, r in new.items() if r["outcome"] != "pruned")
     for col in ("outcome", "steps_to_target", "final/train/loss"):
-        x, y = o.loc[both, col], n.loc[both, col]
-        same = (x == y) | (x.isna() & y.isna()) if col != "outcome" else x == y
-        if not bool(np.all(same)):
-            problems.append(f"{col} differs for {int((~same).sum())} of {len(both)} runs, e.g. {list(both[~same][:3])}")
+        differ = [k for k in both if old[k][col] != new[k][col]]
+        if differ:
+            problems.append(f"{col} differs for {len(differ)} of {len(both)} runs, e.g. {differ[:3]}")
     return problems
 
 
@@ -130,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             if not old_grid.exists():  # a grid the old code does not ship: run this one there
                 old_grid.write_text(source.read_text())
             times, outs, runs = {}, {}, {}
-            for which, tree, grid in (("old", old_tree, str(old_grid)), ("new", tracking.ROOT, str(source))):
+            for which, tree, grid in (("old", old_tree, str(old_grid)), ("new", store.ROOT, str(source))):
                 uri = f"sqlite:///{d}/{source.stem}-{which}.db"
                 times[which], outs[which] = _sweep(tree, grid, uri, Path(d) / f"jax-{source.stem}-{which}", args.workers,
                                                    args.set)
@@ -138,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{source.stem} {which}: {times[which]:.1f} s", file=sys.stderr)
             problems = compare(runs["old"], runs["new"])
             failed |= bool(problems)
-            pruned = int((runs["new"]["outcome"] == "pruned").sum())
+            pruned = sum(r["outcome"] == "pruned" for r in runs["new"].values())
             rows.append((source.stem, n, times, outs, pruned, problems))
     sets = f" with {' '.join('--set ' + kv for kv in args.set)}" if args.set else ""
     print(f"Sweep throughput, old ({args.baseline}) against new (this checkout){sets}, back to back, "

@@ -26,7 +26,7 @@ import sys
 
 import numpy as np
 
-from experiments.engine import tracking
+from experiments.engine import provenance, run_writer, store
 from mbstudy import load_dataset
 from mbstudy.config import TrainConfig
 from mbstudy.trees import flatten
@@ -71,8 +71,8 @@ def compare(a_cfg: TrainConfig, b_cfg: TrainConfig, data) -> dict[str, np.ndarra
 
 
 def main() -> int:
-    exp = tracking.get_or_create_experiment("reduction", __doc__.split("\n\n")[0])
-    prov = tracking.provenance()
+    exp = store.get_or_create_experiment("reduction", __doc__.split("\n\n")[0])
+    prov = provenance.provenance()
     data = load_dataset("mnist1d")
     print(f"{'comparison':16s} {'B':>4s} {'final dist/pair':>16s} {'final dist/control':>19s}")
     for B in BATCH_SIZES:
@@ -84,12 +84,12 @@ def main() -> int:
                       "lr_a": a.learning_rate, "lr_b": b.learning_rate, "eps_a": a.eps, "eps_b": b.eps,
                       "reduction_a": a.reduction, "reduction_b": b.reduction, "perturbation": PERTURBATION,
                       "steps": a.steps, "dataset": a.dataset}
-            tracking.write_run(exp, name=f"{name}-B{B}", params=params, timestamp=0,
+            run_writer.write_run(exp, name=f"{name}-B{B}", params=params, timestamp=0,
                                tags={"mbstudy.kind": "reduction", **prov, "comparison": name},
                                histories={k: (h["step"], h[k]) for k in h if k != "step"},
                                metrics=final, step=int(h["step"][-1]))
             print(f"{name:16s} {B:>4d} {final['final/dist_pair']:>16.2e} {final['final/dist_control']:>19.2e}", flush=True)
-    print(f"logged to {tracking.tracking_uri()}, experiment 'reduction'")
+    print(f"logged to {store.tracking_uri()}, experiment 'reduction'")
     return 0
 
 

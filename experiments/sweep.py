@@ -65,10 +65,10 @@ import os
 import sys
 
 from experiments.engine import grid as grids
-from experiments.engine import tracking
-from experiments.engine.driver import (dry_run_text, interrupted_status, preflight, run_sweep, sigterm_as_interrupt,
-                                      summary_text)
+from experiments.engine import store
+from experiments.engine.driver import dry_run_text, preflight, run_sweep, summary_text
 from experiments.engine.executors import EXECUTORS, ExecutorUnavailable
+from experiments.engine.interrupts import interrupted_status, sigterm_as_interrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,10 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="local: worker processes on this machine (default); ray: Ray tasks (RAY_ADDRESS selects a cluster)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                     help="local: worker processes (default: cores; 1: in-process); ray: CPUs of the local instance")
-    ap.add_argument("--unit-size", type=int, default=0, metavar="N",
-                    help="ray: runs per task, sharing one compiled program (default: 0, chosen from the sweep's size)")
-    ap.add_argument("--max-retries", type=int, default=3, metavar="N",
-                    help="ray: how often Ray retries a task whose worker died (default: 3)")
+    for executor_class in EXECUTORS.values():  # each executor's own options (ray: --unit-size, --max-retries)
+        executor_class.add_options(ap)
     ap.add_argument("--dry-run", action="store_true",
                     help="check and list the configurations, say how many the store holds and estimate the time; "
                          "writes nothing")
@@ -96,11 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     try:
-        bad = [f"{flag}: expected {what}; received {value}" for flag, value, ok, what in (
-            ("--workers", args.workers, args.workers >= 1, "a positive int"),
-            ("--unit-size", args.unit_size, args.unit_size >= 0, "a positive int, or 0 to choose one"),
-            ("--max-retries", args.max_retries, args.max_retries >= 0, "an int >= 0"),
-        ) if not ok]
+        bad = [f"--workers: expected a positive int; received {args.workers}"] if args.workers < 1 else []
+        bad += [p for executor_class in EXECUTORS.values() for p in executor_class.option_problems(args)]
         if bad:
             raise grids.GridError("options", bad)
         sweep = grids.load(args.grid, args.set, args.only)
@@ -110,17 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         try:
             print(dry_run_text(sweep, args.workers))
-        except tracking.StoreUnreachable as e:
+        except store.StoreUnreachable as e:
             print(f"error: {e}", file=sys.stderr)
             return 3
         return 0
-    executor = EXECUTORS[args.executor](workers=args.workers, unit_size=args.unit_size, max_retries=args.max_retries)
+    executor = EXECUTORS[args.executor].from_options(args)
     try:
         with sigterm_as_interrupt():
             preflight(executor)
             status, counts, parent = run_sweep(sweep, executor, progress=not args.no_progress,
                                                prune=sweep.prune and not args.no_prune)
-    except (tracking.StoreUnreachable, ExecutorUnavailable) as e:
+    except (store.StoreUnreachable, ExecutorUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
     except KeyboardInterrupt as e:  # outside the executor's run (before it, or while ending the sweep)

@@ -56,7 +56,7 @@ class Program:
     optimizer: str
     batch_size: int
     accumulation: int = 1  # micro-batches per step (gradient accumulation)
-    static_hyper: tuple[tuple[str, float], ...] = ()  # the optimizer's static values (Optimizer.static)
+    static_hyper: tuple[tuple[str, Any], ...] = ()  # the optimizer's static values (TrainConfig.static_hyper)
 
 
 def make_optimizer(kind: str, hyper: Mapping[str, Any]) -> optax.GradientTransformation:
@@ -67,8 +67,10 @@ def make_optimizer(kind: str, hyper: Mapping[str, Any]) -> optax.GradientTransfo
 
 
 def traced_hyper(optimizer: str, values: Mapping[str, float]) -> dict[str, jax.Array]:
-    """The optimizer's hyper-parameters as float32 scalars: arguments, not constants, of the compiled loop."""
-    return {k: jnp.float32(values[k]) for k in OPTIMIZERS[optimizer].hyper}
+    """The optimizer's traced hyper-parameters as float32 (int32 for an int) scalars: arguments, not constants,
+    of the compiled loop."""
+    return {h.name: (jnp.int32 if h.kind is int else jnp.float32)(values[h.name])
+            for h in OPTIMIZERS[optimizer].hyper if not h.static}
 
 
 def batch_indices(seed: int, step0: int, n_steps: int, n: int, batch_size: int) -> np.ndarray:

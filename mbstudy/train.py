@@ -148,23 +148,33 @@ def _give_up_step(limit, pending: list[str]) -> int | None:
     return None if any(x is None for x in steps) else int(max(steps))
 
 
-def _check_against(cfg: TrainConfig, data: Dataset) -> None:
-    """The checks that need the loaded data (a data set passed in may differ from the registered one)."""
+def _model_for(cfg: TrainConfig, data: Dataset, *, given: bool) -> Any:
+    """The model of ``cfg`` for ``data``, after the only checks that need the loaded data.
+
+    A configuration was checked once, when it was made (:mod:`mbstudy.config.checks`), against its
+    registered data set. Two things only the loaded data can say: whether the model fits its inputs (their
+    shape is known once they are loaded), and, for a data set the caller passes in (``given``), which may
+    differ from the registered one, whether the sizes the configuration asks for fit it.
+    """
     found = []
-    if cfg.batch_size > data.n_train:
-        found.append(f"batch_size: expected 1 <= batch_size <= {data.n_train} (the {data.name} training set); "
-                     f"received {cfg.batch_size}")
-    big = sorted({p.batch_size for p in cfg.phases()[:-1] if p.batch_size > data.n_train})
-    if big:
-        found.append(f"schedule: batch size(s) {big} exceed the {data.name} training set ({data.n_train})")
-    if cfg.noise_batch > data.n_train:
-        found.append(f"noise_batch: expected 0 (the whole training set) or 2..{data.n_train}; received {cfg.noise_batch}")
+    if given:
+        if cfg.batch_size > data.n_train:
+            found.append(f"batch_size: expected 1 <= batch_size <= {data.n_train} (the {data.name} training set); "
+                         f"received {cfg.batch_size}")
+        big = sorted({p.batch_size for p in cfg.phases()[:-1] if p.batch_size > data.n_train})
+        if big:
+            found.append(f"schedule: batch size(s) {big} exceed the {data.name} training set ({data.n_train})")
+        if cfg.noise_batch > data.n_train:
+            found.append(f"noise_batch: expected 0 (the whole training set) or 2..{data.n_train}; "
+                         f"received {cfg.noise_batch}")
+    model = None
     try:
-        cfg.build_model(data)
+        model = cfg.build_model(data)
     except ValueError as e:
         found.append(f"model: {cfg.model!r} cannot take the {data.name} data ({data.n_inputs} inputs): {e}")
     if found:
         raise ConfigError(found)
+    return model
 
 
 def _on_grid(phases, step: int) -> bool:
@@ -199,8 +209,8 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
     read at every evaluation; see the module docstring for when the run stops,
     ``pruned``. A configuration with ``val_fraction`` trains on the training set
     less its validation split (carved here unless ``data`` has one).
-    A configuration checks itself when it is made (:class:`mbstudy.config.ConfigError`),
-    and here against the data it is given.
+    A configuration checks itself when it is made (:class:`mbstudy.config.ConfigError`); here only what
+    needs the loaded data is checked (:func:`_model_for`).
 
     A run with a ``schedule`` (:mod:`mbstudy.schedule`) trains its phases in
     turn, one compiled program per distinct batch size. ``keep``: evaluation
@@ -220,15 +230,14 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg: expected an mbstudy.config.TrainConfig; received {type(cfg).__name__}")
-    data = split_for(cfg, data if data is not None else load_dataset(cfg.dataset, seed=cfg.data_seed,
-                                                                     n_train=cfg.n_train or None))
-    _check_against(cfg, data)
+    given = data is not None
+    data = split_for(cfg, data if given else load_dataset(cfg.dataset, seed=cfg.data_seed, n_train=cfg.n_train or None))
+    model = _model_for(cfg, data, given=given)
     targets = [t for t, v in (("loss", cfg.target_loss), ("val", cfg.target_val)) if v is not None]
     if give_up is not None and not (cfg.stop_at_target and targets):
         raise ValueError("give_up: only a run that stops at its targets (stop_at_target and target_loss or "
                          "target_val) can be given up; its later history would be lost otherwise")
     limit = give_up if callable(give_up) else (lambda: give_up)
-    model = cfg.build_model(data)
     loss_name = cfg.loss_name(data)
     program = Program(model, loss_name, cfg.reduction, cfg.optimizer, cfg.batch_size, cfg.accumulation,
                       cfg.static_hyper())

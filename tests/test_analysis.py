@@ -8,7 +8,7 @@ import pytest
 
 from analysis import load, reduce
 from experiments import sweep as sweep_mod
-from experiments.engine import tracking
+from experiments.engine import store
 
 B_CRIT, S_MIN = 120.0, 300.0
 BATCHES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048]
@@ -26,7 +26,7 @@ def fixture_store(tmp_path, monkeypatch):
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setattr(load, "CACHE", tmp_path / "cache")
-    c = tracking.client()
+    c = store.client()
     exp = c.create_experiment("fake")
     rng = np.random.default_rng(0)
     for b in BATCHES:
@@ -100,7 +100,7 @@ def test_history_is_cached(fixture_store, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a cached run must not be fetched again")
 
-    monkeypatch.setattr(tracking.client().__class__, "get_metric_history", boom)
+    monkeypatch.setattr(store.client().__class__, "get_metric_history", boom)
     again = load.load_history(runs, "fake", keys=("train/loss",), progress=False)
     pd.testing.assert_frame_equal(first.sort_values(["run_id", "step"]).reset_index(drop=True),
                                   again.sort_values(["run_id", "step"]).reset_index(drop=True))
@@ -141,7 +141,7 @@ def test_figures_and_report_from_the_smoke_sweep(tmp_path, monkeypatch):
         assert f"](figures/{name}.png)" in text, "figures are linked relative to report/"
     assert "make reduction" in text and "make bench" in text, "missing side experiments name their command"
     parent = load.latest_parent("smoke")
-    arts = {a.path for a in tracking.client().list_artifacts(parent, "figures")}
+    arts = {a.path for a in store.client().list_artifacts(parent, "figures")}
     assert "figures/b_heatmaps.png" in arts, "figures are logged on the sweep's parent run"
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from experiments.bench import cli, output, per_example
-from experiments.engine import tracking
+from experiments.engine import store
 from mbstudy import grads as G
 
 
@@ -31,8 +31,8 @@ def test_smallest_bench_schema_and_mlflow(tmp_path, monkeypatch, capsys):
     assert any(t.startswith(("MET", "MISSED")) for t in out["targets"])
     md = files[0].with_suffix(".md").read_text()
     assert "| 40-100-100-10 | 15,210 | 8 |" in md
-    exp = tracking.client().get_experiment_by_name("benchmarks")
-    runs = tracking.search_all(tracking.client(), exp.experiment_id, "tags.`mbstudy.kind` = 'bench'")
+    exp = store.client().get_experiment_by_name("benchmarks")
+    runs = store.search_all(store.client(), exp.experiment_id, "tags.`mbstudy.kind` = 'bench'")
     per_example = [r for r in runs if r.data.params.get("kind") == "per_example"]
     assert len(runs) == 3 and {r.data.params["B"] for r in per_example} == {"8", "32"}
     assert all("ratio/fast_to_floor" in r.data.metrics and r.data.tags.get("cpu") for r in per_example)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from experiments.engine import driver, lifecycle, sql_writer, tracking
+from experiments.engine import dispatch, driver, lifecycle, run_writer, sql_writer, store as mlflow_store
 from experiments.engine import grid as grids
 from experiments.engine.executors import EXECUTORS
 from experiments.engine.executors import ray as ray_mod
@@ -87,19 +87,19 @@ def test_write_run_logs_over_1000_metrics_in_batches_and_ends_finished(store, mo
         return original(self, run_id, metrics=metrics, params=params, tags=tags, **kw)
 
     monkeypatch.setattr(MlflowClient, "log_batch", spy)
-    exp = tracking.get_or_create_experiment("writer")
+    exp = mlflow_store.get_or_create_experiment("writer")
     steps = np.arange(1200)
-    run_id = tracking.write_run(
+    run_id = run_writer.write_run(
         exp, name="many", params={"hidden": (3, 4), "lr": 0.1}, tags={"mbstudy.kind": "test"},
         histories={"a": (steps, steps * 0.5), "b": (steps, np.where(steps == 3, np.nan, 1.0))},
         metrics={"final/a": 2.0}, step=1199)
     metric_calls = [m for m, _, _ in calls if m]
-    assert len(metric_calls) == 3 and max(metric_calls) <= tracking.BATCH and sum(metric_calls) == 1200 + 1199 + 1
-    run = tracking.client().get_run(run_id)
+    assert len(metric_calls) == 3 and max(metric_calls) <= run_writer.BATCH and sum(metric_calls) == 1200 + 1199 + 1
+    run = mlflow_store.client().get_run(run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "many"
     assert run.data.params == {"hidden": "3,4", "lr": "0.1"} and run.data.tags["mbstudy.kind"] == "test"
-    assert len(tracking.client().get_metric_history(run_id, "a")) == 1200
-    assert len(tracking.client().get_metric_history(run_id, "b")) == 1199, "non-finite points are left out"
+    assert len(mlflow_store.client().get_metric_history(run_id, "a")) == 1200
+    assert len(mlflow_store.client().get_metric_history(run_id, "b")) == 1199, "non-finite points are left out"
     assert run.data.metrics["final/a"] == 2.0
 
 
@@ -153,24 +153,24 @@ def test_every_executor_takes_each_run_through_the_one_lifecycle(store, monkeypa
     sweep = dataclasses.replace(grids.load("smoke"), name=f"lifecycle-{name}")
     sweep = dataclasses.replace(sweep, configs=sweep.configs[:3])
 
-    status, counts, parent = driver.run_sweep(sweep, EXECUTORS[name](workers=1, unit_size=2), progress=False)
+    status, counts, parent = driver.run_sweep(sweep, EXECUTORS[name](workers=1, **({"unit_size": 2} if name == "ray" else {})), progress=False)
     assert status == 0 and counts.trained == 3 and calls == {"start_run": 3, "finish_run": 3}
-    exp = tracking.client().get_experiment_by_name(sweep.name).experiment_id
-    runs = tracking.search_all(tracking.client(), exp, "tags.`mbstudy.kind` = 'run'")
+    exp = mlflow_store.client().get_experiment_by_name(sweep.name).experiment_id
+    runs = mlflow_store.search_all(mlflow_store.client(), exp, "tags.`mbstudy.kind` = 'run'")
     assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == 3
     assert {r.data.tags["mbstudy.executor"] for r in runs} == {name}
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent}
-    assert tracking.client().get_run(parent).info.status == "FINISHED"
+    assert mlflow_store.client().get_run(parent).info.status == "FINISHED"
 
 
 def test_runs_of_one_program_are_adjacent_and_ray_units_follow_that_order():
     configs = grids.load("default").configs
-    order = lifecycle.dispatch_order(configs)
-    keys = [lifecycle.program_key(c) for c in order]
-    assert sorted(order, key=lambda c: (lifecycle.program_key(c), c.learning_rate, c.seed)) == order
+    order = dispatch.dispatch_order(configs)
+    keys = [c.program_key() for c in order]
+    assert sorted(order, key=lambda c: (c.program_key(), c.learning_rate, c.seed)) == order
     assert len(set(keys)) == len([k for i, k in enumerate(keys) if i == 0 or k != keys[i - 1]]), "one block each"
     units = ray_mod.units(order, 8)
-    assert [c for u in units for c in u] == order and all(len({lifecycle.program_key(c) for c in u}) == 1 for u in units)
+    assert [c for u in units for c in u] == order and all(len({c.program_key() for c in u}) == 1 for u in units)
 
 
 @pytest.mark.slow
@@ -196,7 +196,7 @@ def test_a_second_process_loads_compiled_programs_from_the_cache(tmp_path):
 
 
 def _logged(run_id):
-    c = tracking.client()
+    c = mlflow_store.client()
     run = c.get_run(run_id)
     histories = {k: [(m.step, m.value) for m in c.get_metric_history(run_id, k)] for k in run.data.metrics}
     tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
@@ -225,15 +225,15 @@ def test_one_transaction_writes_what_mlflows_log_batch_writes(store, monkeypatch
                       stop_at_target=False, stats_every=20)
     result = train(cfg)
     assert np.isnan(result.history["grad/b_simple"]).any(), "points not measured are left out, both ways"
-    exp = tracking.get_or_create_experiment("writer")
+    exp = mlflow_store.get_or_create_experiment("writer")
     prov = {"git_commit": "abc", "device": "cpu"}
-    fast = tracking.start_child(exp, "", "fast", cfg.hash(), "g", "writer")
-    sql = sql_writer.sql_store(tracking.client())
+    fast = run_writer.start_child(exp, "", "fast", cfg.hash(), "g", "writer")
+    sql = sql_writer.sql_store(mlflow_store.client())
     assert sql is not None
-    tracking.log_result(fast, result, cfg.to_params(), prov)
+    run_writer.log_result(fast, result, cfg.to_params(), prov)
     monkeypatch.setattr(sql_writer, "sql_store", lambda client: None)
-    slow = tracking.start_child(exp, "", "slow", cfg.hash(), "g", "writer")
-    tracking.log_result(slow, result, cfg.to_params(), prov)
+    slow = run_writer.start_child(exp, "", "slow", cfg.hash(), "g", "writer")
+    run_writer.log_result(slow, result, cfg.to_params(), prov)
 
     a, b = _logged(fast), _logged(slow)
     assert a[0] == b[0] == "FINISHED"
@@ -244,26 +244,26 @@ def test_one_transaction_writes_what_mlflows_log_batch_writes(store, monkeypatch
     rows_a, rows_b = _metric_rows(sql, fast), _metric_rows(sql, slow)
     assert rows_a[0] == rows_b[0] and rows_a[1] == rows_b[1], "the same metric and latest-metric rows, is_nan included"
     assert len(rows_a[2]) == len(rows_b[2]) == 1, "one timestamp for every point of a run, both ways"
-    found = tracking.search_all(tracking.client(), exp, "metrics.`final/train/loss` > 0 and params.hidden = '8'")
+    found = mlflow_store.search_all(mlflow_store.client(), exp, "metrics.`final/train/loss` > 0 and params.hidden = '8'")
     assert {r.info.run_id for r in found} == {fast, slow}
-    assert tracking.client().get_run(fast).info.end_time >= tracking.client().get_run(fast).info.start_time
-    assert tracking.client().get_run(fast).inputs.dataset_inputs[0].dataset.name == "teacher_5x3"
+    assert mlflow_store.client().get_run(fast).info.end_time >= mlflow_store.client().get_run(fast).info.start_time
+    assert mlflow_store.client().get_run(fast).inputs.dataset_inputs[0].dataset.name == "teacher_5x3"
 
 
 def test_the_fast_path_refuses_a_run_that_already_has_the_metric(store):
     from mlflow.entities import Metric
 
-    exp = tracking.get_or_create_experiment("writer")
-    rid = tracking.start_child(exp, "", "r", "h", "g", "writer")
-    store_ = sql_writer.sql_store(tracking.client())
+    exp = mlflow_store.get_or_create_experiment("writer")
+    rid = run_writer.start_child(exp, "", "r", "h", "g", "writer")
+    store_ = sql_writer.sql_store(mlflow_store.client())
     assert sql_writer.insert_run_data(store_, rid, {"a": 1}, {"t": "x"}, [Metric("m", 1.0, 5, 0), Metric("m", 2.0, 5, 3)])
     assert not sql_writer.insert_run_data(store_, rid, {}, {}, [Metric("m", 0.5, 6, 9)], status="FINISHED")
-    run = tracking.client().get_run(rid)
+    run = mlflow_store.client().get_run(rid)
     assert run.data.metrics == {"m": 2.0} and run.info.status == "RUNNING", "nothing written the second time"
     assert run.data.params == {"a": "1"} and run.data.tags["t"] == "x"
     assert not sql_writer.insert_run_data(store_, rid, {}, {"t": "y"}, [Metric("n", 1.0, 5, 0)]), "a tag set before"
     assert not sql_writer.insert_run_data(store_, rid, {"a": 1}, {}, [Metric("n", 1.0, 5, 0)]), "a param set before"
-    assert "n" not in tracking.client().get_run(rid).data.metrics
+    assert "n" not in mlflow_store.client().get_run(rid).data.metrics
 
 
 def test_a_key_written_between_check_and_insert_leaves_the_run_to_log_batch(store, monkeypatch):
@@ -276,15 +276,15 @@ def test_a_key_written_between_check_and_insert_leaves_the_run_to_log_batch(stor
 
     cfg = TrainConfig(dataset="teacher_5x3", hidden=(8,), steps=20, eval_every=10)
     result = train(cfg)
-    exp = tracking.get_or_create_experiment("writer")
-    rid = tracking.start_child(exp, "", "raced", cfg.hash(), "g", "writer")
+    exp = mlflow_store.get_or_create_experiment("writer")
+    rid = run_writer.start_child(exp, "", "raced", cfg.hash(), "g", "writer")
 
     def raced(*a, **k):
         raise MlflowException("raced") from sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("UNIQUE"))
 
     monkeypatch.setattr(sql_writer, "insert_run_data", raced)
-    tracking.log_result(rid, result, cfg.to_params(), {"git_commit": "abc"})
-    run = tracking.client().get_run(rid)
+    run_writer.log_result(rid, result, cfg.to_params(), {"git_commit": "abc"})
+    run = mlflow_store.client().get_run(rid)
     assert run.info.status == "FINISHED" and run.data.params["hidden"] == "8" and "time/log_s" in run.data.metrics
 
 
@@ -295,8 +295,8 @@ def test_two_writers_adding_the_same_data_set_at_once_both_link_it(store, monkey
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    exp = tracking.get_or_create_experiment("writer")
-    rid = tracking.start_child(exp, "", "r", "h", "g", "writer")
+    exp = mlflow_store.get_or_create_experiment("writer")
+    rid = run_writer.start_child(exp, "", "r", "h", "g", "writer")
     real, calls = MlflowClient.log_inputs, []
 
     def collide_once(self, *a, **k):
@@ -306,15 +306,15 @@ def test_two_writers_adding_the_same_data_set_at_once_both_link_it(store, monkey
         return real(self, *a, **k)
 
     monkeypatch.setattr(MlflowClient, "log_inputs", collide_once)
-    tracking.RunWriter(rid).log_dataset("teacher_5x3", "0" * 32, "src")
+    run_writer.RunWriter(rid).log_dataset("teacher_5x3", "0" * 32, "src")
     assert len(calls) == 2
-    assert tracking.client().get_run(rid).inputs.dataset_inputs[0].dataset.name == "teacher_5x3"
+    assert mlflow_store.client().get_run(rid).inputs.dataset_inputs[0].dataset.name == "teacher_5x3"
 
     # through a tracking server the collision arrives as a RestException carrying the server's SQLAlchemy error
     # (seen in CI: "(Background on this error at: https://sqlalche.me/e/21/gkpj)"), with no Python cause
     from mlflow.exceptions import RestException
 
-    rid2 = tracking.start_child(exp, "", "r2", "h2", "g", "writer")
+    rid2 = run_writer.start_child(exp, "", "r2", "h2", "g", "writer")
     calls.clear()
 
     def collide_over_rest(self, *a, **k):
@@ -325,13 +325,13 @@ def test_two_writers_adding_the_same_data_set_at_once_both_link_it(store, monkey
         return real(self, *a, **k)
 
     monkeypatch.setattr(MlflowClient, "log_inputs", collide_over_rest)
-    tracking.RunWriter(rid2).log_dataset("teacher_5x3", "0" * 32, "src")
+    run_writer.RunWriter(rid2).log_dataset("teacher_5x3", "0" * 32, "src")
     assert len(calls) == 2
-    assert tracking.client().get_run(rid2).inputs.dataset_inputs[0].dataset.name == "teacher_5x3"
+    assert mlflow_store.client().get_run(rid2).inputs.dataset_inputs[0].dataset.name == "teacher_5x3"
 
     def other_error(self, *a, **k):
         raise RestException({"error_code": "INVALID_PARAMETER_VALUE", "message": "no such run"})
 
     monkeypatch.setattr(MlflowClient, "log_inputs", other_error)
     with pytest.raises(MlflowException, match="no such run"):
-        tracking.RunWriter(rid2).log_dataset("teacher_5x3", "0" * 32, "src")
+        run_writer.RunWriter(rid2).log_dataset("teacher_5x3", "0" * 32, "src")

@@ -115,8 +115,6 @@ TRAIN_CASES = {
 
 
 def _training_fingerprints(out: dict[str, str]) -> None:
-    from experiments.engine import grid as grids
-
     data = load_dataset("mnist1d")
     for name, kw in TRAIN_CASES.items():
         cfg = TrainConfig(batch_size=32, steps=60, eval_every=20, **kw)
@@ -127,16 +125,16 @@ def _training_fingerprints(out: dict[str, str]) -> None:
         out[f"train/{name}/outcome"] = f"{r.outcome}:{r.steps_to_target}:{r.model_params}:{r.data_digest}"
         summary = _old_summary(r.summary())
         out[f"train/{name}/summary"] = json.dumps(summary, sort_keys=True)
-        out[f"train/{name}/cfg_hash"] = grids.config_hash(cfg)
-        out[f"train/{name}/group_hash"] = grids.config_hash(cfg, without=("seed",))
+        out[f"train/{name}/cfg_hash"] = cfg.hash()
+        out[f"train/{name}/group_hash"] = cfg.hash(without=("seed",))
         out[f"train/{name}/params"] = json.dumps(
-            {k: str(v) if not isinstance(v, list) else ",".join(map(str, v)) for k, v in grids.config_dict(cfg).items()},
+            {k: str(v) if not isinstance(v, list) else ",".join(map(str, v)) for k, v in cfg.as_dict().items()},
             sort_keys=True)
     teacher = load_dataset("teacher")
     cfg = TrainConfig(dataset="teacher", hidden=(64,), batch_size=10, steps=40, eval_every=20, learning_rate=0.01)
     r = train(cfg, teacher)
     out["train/teacher/history"] = _digest(list(_old_keys(r.history).values()))
-    out["train/teacher/cfg_hash"] = grids.config_hash(cfg)
+    out["train/teacher/cfg_hash"] = cfg.hash()
 
 
 def fingerprint() -> dict[str, str]:

@@ -17,7 +17,7 @@ import pytest
 
 from analysis import load, reduce
 from experiments import sweep as sweep_mod
-from experiments.engine import driver, grid as grids, lifecycle, tracking
+from experiments.engine import dispatch, driver, grid as grids, pruning, store
 from experiments.engine.executors import EXECUTORS
 from mbstudy import load_dataset
 from mbstudy.config import TrainConfig
@@ -92,11 +92,11 @@ def test_only_a_run_that_stops_at_its_target_can_be_given_up():
     cfg = TrainConfig(dataset="teacher_5x3", hidden=(8,), steps=20, eval_every=10, target_loss=0.25)
     with pytest.raises(ValueError, match="give_up: only a run that stops at its target"):
         train(cfg, give_up=10)
-    assert lifecycle.prune_group(cfg) is None
+    assert pruning.prune_group(cfg) is None
 
 
 def _finished(cfg, steps, outcome="completed", tagged=True):
-    tags = {"outcome": outcome, **({"prune_group": lifecycle.prune_group(cfg)} if tagged else {})}
+    tags = {"outcome": outcome, **({"prune_group": pruning.prune_group(cfg)} if tagged else {})}
     metrics = {} if steps is None else {"steps_to_target": float(steps)}
     return SimpleNamespace(data=SimpleNamespace(params=cfg.to_params(), tags=tags, metrics=metrics))
 
@@ -105,16 +105,16 @@ def test_the_board_starts_from_the_store_and_keeps_the_minimum():
     base = TrainConfig(target_loss=0.7, stop_at_target=True, batch_size=8)
     a, b, c = (dataclasses.replace(base, learning_rate=lr) for lr in (0.01, 0.1, 1.0))
     other = dataclasses.replace(base, batch_size=16)
-    board = lifecycle.PruneBoard([a, b, c, other], [
+    board = pruning.PruneBoard([a, b, c, other], [
         _finished(a, 300), _finished(b, 200, tagged=False),  # an older run without the tag: its params say
         _finished(c, 100, outcome="diverged"), _finished(dataclasses.replace(base, batch_size=64), 5)])
-    assert board.limit(c) == {"loss": 200} and board.best_lr[lifecycle.prune_group(a)] == 0.1
+    assert board.limit(c) == {"loss": 200} and board.best_lr[pruning.prune_group(a)] == 0.1
     assert board.limit(other) == {}, "no run of that group yet"
     assert board.limit(dataclasses.replace(base, batch_size=64)) is None, "a group outside the sweep is ignored"
     board.record(c, {"loss": 250})
     assert board.limit(a) == {"loss": 200}
     board.record(c, {"loss": 150})
-    assert board.limit(b) == {"loss": 150} and board.best_lr[lifecycle.prune_group(a)] == 1.0
+    assert board.limit(b) == {"loss": 150} and board.best_lr[pruning.prune_group(a)] == 1.0
     assert board.limit(TrainConfig()) is None, "a run that does not stop at a target has no group"
 
 
@@ -124,7 +124,7 @@ def test_with_two_targets_the_board_keeps_each_minimum_and_a_pruned_runs_reached
     a, b = (dataclasses.replace(base, learning_rate=lr) for lr in (0.01, 0.1))
     pruned = _finished(a, 300, outcome="pruned")
     pruned.data.metrics["steps_to_val_target"] = 120.0
-    board = lifecycle.PruneBoard([a, b], [pruned])
+    board = pruning.PruneBoard([a, b], [pruned])
     assert board.limit(b) == {"loss": 300, "val": 120}
     board.record(b, {"val": 90})
     assert board.limit(a) == {"loss": 300, "val": 90}
@@ -134,8 +134,8 @@ def test_dispatch_starts_each_group_nearest_its_likely_best_rate():
     rates = (0.001, 0.01, 0.1, 1.0, 10.0)
     base = TrainConfig(target_loss=0.7, stop_at_target=True)
     todo = [dataclasses.replace(base, batch_size=b, learning_rate=lr) for b in (8, 16) for lr in rates]
-    board = lifecycle.PruneBoard(todo)
-    order = lifecycle.Dispatcher(todo, board)
+    board = pruning.PruneBoard(todo)
+    order = dispatch.Dispatcher(todo, board)
     first = next(order)
     assert (first.batch_size, first.learning_rate) == (8, 0.1), "no result yet: the middle of the grid"
     board.record(first, {"loss": 100})
@@ -144,8 +144,8 @@ def test_dispatch_starts_each_group_nearest_its_likely_best_rate():
     assert {c.batch_size for c in rest8} == {8}, "one compiled program's runs together"
     board.record(dataclasses.replace(base, batch_size=8, learning_rate=1.0), {"loss": 50})
     assert next(order).learning_rate == 1.0, "the next batch size starts at the previous one's best"
-    without = [(c.batch_size, c.learning_rate) for c in lifecycle.Dispatcher(todo)]
-    assert without == [(c.batch_size, c.learning_rate) for c in lifecycle.dispatch_order(todo)]
+    without = [(c.batch_size, c.learning_rate) for c in dispatch.Dispatcher(todo)]
+    assert without == [(c.batch_size, c.learning_rate) for c in dispatch.dispatch_order(todo)]
 
 
 # ------------------------------------------------------------- end to end
@@ -212,8 +212,8 @@ def test_kill_9_with_pruning_then_resume_loses_and_duplicates_nothing(grid_file,
         proc.wait()
     use_store(monkeypatch, db)
     assert sweep_mod.main([str(grid_file), "--workers", "2", "--no-progress"]) == 0
-    exp = tracking.client().get_experiment_by_name("prune").experiment_id
-    every = tracking.search_all(tracking.client(), exp, "tags.`mbstudy.kind` = 'run'")
+    exp = store.client().get_experiment_by_name("prune").experiment_id
+    every = store.search_all(store.client(), exp, "tags.`mbstudy.kind` = 'run'")
     finished = [r.data.tags["cfg_hash"] for r in every if r.info.status == "FINISHED"]
     configs = grids.load(str(grid_file)).configs
     assert sorted(finished) == sorted(c.hash() for c in configs), "exactly one FINISHED run per configuration"
@@ -243,7 +243,7 @@ def test_the_statistics_cadence_keeps_the_smoke_sweeps_answers(tmp_path, monkeyp
 
 def test_lanes_hand_out_one_program_per_worker_in_turn():
     todo = [TrainConfig(batch_size=b, learning_rate=lr) for b in (4, 8, 16) for lr in (0.1, 0.2)]
-    got = [(c.batch_size, c.learning_rate) for c in lifecycle.Dispatcher(todo, lanes=2)]
+    got = [(c.batch_size, c.learning_rate) for c in dispatch.Dispatcher(todo, lanes=2)]
     assert got == [(4, 0.1), (8, 0.1), (4, 0.2), (8, 0.2), (16, 0.1), (16, 0.2)]
     assert sorted(got) == sorted((c.batch_size, c.learning_rate) for c in todo)
 
@@ -260,13 +260,15 @@ def test_the_throughput_measurement_runs_old_and_new_and_compares_their_answers(
 def test_the_throughput_comparison_finds_a_changed_answer():
     from experiments.measure_throughput import compare
 
-    base = pd.DataFrame({"optimizer": "sgd", "reduction": "mean", "batch_size": [4, 4, 8], "learning_rate": [0.1, 1.0, 0.1],
-                         "seed": 0, "outcome": "completed", "steps_to_target": [30.0, 20.0, 10.0],
-                         "final/train/loss": [0.5, 0.4, 0.3]})
-    assert compare(base, base.copy()) == []
-    pruned = base.assign(outcome=["pruned", "completed", "completed"], steps_to_target=[np.nan, 20.0, 10.0])
-    assert compare(base, pruned) == [], "a pruned run is not compared; the answer is the same"
-    worse = base.assign(steps_to_target=[30.0, 25.0, 10.0])
-    problems = compare(base, worse)
-    assert any("per (optimizer, batch size) differs" in p for p in problems)
+    def runs(outcomes=("completed",) * 3, steps=(30.0, 20.0, 10.0)):  # keyed as measure_throughput.KEY
+        keys = [("sgd", "mean", 4, 0.1, 0), ("sgd", "mean", 4, 1.0, 0), ("sgd", "mean", 8, 0.1, 0)]
+        return {k: {"outcome": o, "steps_to_target": s, "final/train/loss": loss}
+                for k, o, s, loss in zip(keys, outcomes, steps, (0.5, 0.4, 0.3))}
+
+    assert compare(runs(), runs()) == []
+    pruned = runs(outcomes=("pruned", "completed", "completed"), steps=(None, 20.0, 10.0))
+    assert compare(runs(), pruned) == [], "a pruned run is not compared; the answer is the same"
+    problems = compare(runs(), runs(steps=(30.0, 25.0, 10.0)))
+    assert any("per (optimizer, batch size, seed) differs" in p for p in problems)
     assert any("steps_to_target differs for 1 of 3 runs" in p for p in problems)
+    assert compare(runs(), dict(list(runs().items())[:2])) == ["the sweeps trained different configurations (3 old, 2 new)"]

@@ -1,100 +1,19 @@
-"""Q8: the scaling rules against hand-computed values, the grids that hold their values, Adam's betas and
-gradient accumulation as configuration fields, and accumulation inside the compiled training loop."""
+"""Q8: the accumulation grid, Adam's betas and gradient accumulation as configuration fields, and accumulation
+inside the compiled training loop (the scaling rules and the grids that hold their values: tests/test_scaling_rules.py)."""
 
 from __future__ import annotations
 
-import math
-import tomllib
 
 import jax
 import numpy as np
 import pytest
 
 from experiments.engine import grid as grids
-from mbstudy import accumulated_grad, rules
+from mbstudy import accumulated_grad
 from mbstudy.config import ConfigError, TrainConfig
 from mbstudy.data import load_dataset
 from mbstudy.step import batch_indices, init_state, traced_hyper
 from mbstudy.train import train
-
-# ------------------------------------------------------------------ the rules, by hand
-
-
-def test_the_half_life_of_beta2_by_hand():
-    # ln 0.999 = -0.00100050033358; 128 * ln 0.5 / ln 0.999 = 128 * 0.693147180560 / 0.00100050033358
-    assert rules.half_life(0.999, 128) == pytest.approx(88678.4703, rel=1e-9)
-    assert rules.half_life(0.5, 1) == pytest.approx(1.0)  # beta2 = 1/2 per example: one example
-    assert rules.half_life(0.25, 10) == pytest.approx(5.0)  # (1/4)^(1/2) = 1/2 after half a step: 5 examples
-
-
-def test_beta2_at_a_fixed_half_life_by_hand():
-    t = rules.half_life(0.999, 128)
-    assert rules.beta2_at(128, t) == pytest.approx(0.999, abs=1e-15)
-    assert rules.beta2_at(256, t) == pytest.approx(0.998001, abs=1e-12)  # 0.999^2
-    assert rules.beta2_at(64, t) == pytest.approx(math.sqrt(0.999), abs=1e-12)  # 0.99949987...
-    assert rules.beta2_at(1, t) == pytest.approx(0.99999218362, abs=1e-11)  # 0.999^(1/128)
-    assert rules.beta2_at(100, 100) == 0.5
-    assert rules.rescale_beta(0.999, 128, 512) == pytest.approx(0.996005996001, abs=1e-12)  # 0.999^4
-    assert rules.rescale_beta(0.9, 32, 16) == pytest.approx(0.948683298, abs=1e-9)  # sqrt(0.9)
-
-
-def test_the_sde_square_root_rule_by_hand():
-    got = rules.sde_rule(4, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8)
-    assert got == {"learning_rate": 0.002, "beta1": 0.6, "beta2": 0.996, "eps": 5e-9}
-    two = rules.sde_rule(2, learning_rate=0.01, beta1=0.9, beta2=0.999, eps=1e-8)
-    assert two["learning_rate"] == pytest.approx(0.0141421356237) and two["beta1"] == 0.8
-    assert two["beta2"] == 0.998 and two["eps"] == pytest.approx(7.07106781187e-09)
-    # to first order in 1 - beta2 the square-root rule's beta2 is the half-life rule's
-    assert rules.sde_rule(2, learning_rate=1, beta1=0.9, beta2=0.999, eps=1)["beta2"] == pytest.approx(
-        rules.rescale_beta(0.999, 1, 2), abs=2e-6)
-    assert rules.linear_rule(4, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8) == {
-        "learning_rate": 0.004, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
-
-
-@pytest.mark.parametrize("call, field", [
-    (lambda: rules.sde_rule(10, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8), "kappa"),
-    (lambda: rules.sde_rule(0, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8), "kappa"),
-    (lambda: rules.beta2_at(-1, 100), "batch_size"),
-    (lambda: rules.half_life(1.0, 128), "beta2"),
-    (lambda: rules.half_life(float("nan"), 128), "beta2"),
-    (lambda: rules.rescale_beta(0.9, 32, float("inf")), "to_batch"),
-])
-def test_the_rules_refuse_values_outside_their_domain(call, field):
-    with pytest.raises(ValueError, match=field):
-        call()
-
-
-# ------------------------------------------------------------------ the grids hold the rules' values
-
-
-def _spec(name: str) -> dict:
-    return tomllib.loads(grids.resolve(name).read_text())
-
-
-def test_the_beta2_grid_holds_the_half_life_rule():
-    t = rules.half_life(*rules.REFERENCE)
-    table = next(w["by_batch_size"]["beta2"] for w in _spec("beta2")["workloads"] if "by_batch_size" in w)
-    assert len(table) >= 5
-    for b, beta2 in table.items():
-        assert beta2 == pytest.approx(rules.beta2_at(int(b), t), abs=1e-12), b
-    sweep = grids.load("beta2")
-    assert not sweep.prune, "the robustness band needs every rate's steps: the beta2 grid is not pruned"
-    fixed = {c.beta2 for c in sweep.configs if c.optimizer == "adam"} - set(table.values())
-    assert fixed == {0.999}
-
-
-def test_the_sde_grid_holds_the_rules():
-    configs = grids.load("sde").configs
-    ref = {"learning_rate": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
-    have = {(c.batch_size, c.learning_rate, c.beta1, c.beta2, c.eps) for c in configs}
-    for kappa in (2, 4, 8):
-        for rule in (rules.sde_rule, rules.linear_rule):
-            v = rule(kappa, **ref)
-            assert (32 * kappa, v["learning_rate"], v["beta1"], v["beta2"], v["eps"]) in have, (kappa, rule)
-        assert (32 * kappa, 0.01, 0.9, 0.999, 1e-8) in have  # no rescaling
-    for c in configs:  # equal examples seen, evaluated at the same examples
-        assert c.steps * c.batch_size == 65536 and c.eval_every * c.batch_size == 1024
-
 
 def test_the_accumulation_grid_is_micro_batches_of_8_and_256():
     configs = grids.load("accumulation").configs

@@ -14,11 +14,11 @@ import optax
 import pytest
 
 from experiments import sweep as sweep_mod
-from experiments.engine import grid as grids
-from experiments.engine import tracking
+from experiments.engine import store
 from mbstudy import data as data_mod
 from mbstudy import losses as losses_mod
 from mbstudy import optimizers as optimizers_mod
+from mbstudy.optimizers import Hyper
 from mbstudy.config import ConfigError, TrainConfig
 from mbstudy.train import train
 
@@ -72,8 +72,8 @@ def test_a_tiny_sweep_with_the_toys(toys, tmp_path, monkeypatch, capsys):
                     'steps = 20\neval_every = 10\n[grid]\nbatch_size = [4, 16]\nlearning_rate = [0.01, 0.003]\n')
     assert sweep_mod.main([str(grid), "--workers", "1", "--no-progress"]) == 0
     assert "trained 4 · skipped 0" in capsys.readouterr().out
-    exp = tracking.client().get_experiment_by_name("toy")
-    runs = tracking.search_all(tracking.client(), exp.experiment_id, "tags.`mbstudy.kind` = 'run'")
+    exp = store.client().get_experiment_by_name("toy")
+    runs = store.search_all(store.client(), exp.experiment_id, "tags.`mbstudy.kind` = 'run'")
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
     for r in runs:
         assert r.data.params["optimizer"] == "toy_signsgd" and r.data.params["loss"] == "toy_mae"
@@ -122,4 +122,197 @@ def test_program_key_is_the_compiled_fields_only():
     a = TrainConfig()
     assert a.program_key() == dataclasses.replace(a, learning_rate=0.5, seed=3, target_loss=0.1).program_key()
     assert a.program_key() != dataclasses.replace(a, batch_size=32).program_key()
-    assert grids.config_hash(a) == a.hash() and grids.run_name(a) == a.run_name()
+
+
+# ------------------------------------------------------------------ an optimizer the code has never heard of
+
+
+@pytest.fixture
+def lion():
+    """optax.lion, registered as it comes: its own b1, b2 (static) and weight_decay (traced), defaults optax's."""
+    opt = optimizers_mod.register_optimizer(optimizers_mod.Optimizer(
+        "lion_toy", optax.lion, label="Lion", hyper=(
+            "learning_rate", Hyper("b1", static=True), Hyper("b2", static=True), Hyper("weight_decay"))))
+    try:
+        yield opt
+    finally:
+        optimizers_mod.OPTIMIZERS.pop("lion_toy", None)
+
+
+LION = dict(dataset="teacher", hidden=(8,), optimizer="lion_toy", learning_rate=1e-3, batch_size=32, steps=20,
+            eval_every=10)
+
+
+def test_a_registered_optimizer_comes_last_with_its_label(lion):
+    assert list(optimizers_mod.OPTIMIZERS) == ["sgd", "momentum", "adam", "lion_toy"], "the registry's order"
+    assert [o.label for o in optimizers_mod.OPTIMIZERS.values()] == ["SGD", "heavy-ball momentum", "Adam", "Lion"]
+
+
+def test_its_factory_defaults_apply(lion):
+    cfg = TrainConfig(**LION)
+    assert cfg.static_hyper() == (("b1", 0.9), ("b2", 0.99)), "optax.lion's b2 = 0.99, not TrainConfig's beta2"
+    assert cfg.hyper() == {"learning_rate": 1e-3, "weight_decay": 1e-3}
+    grads = {"w": jnp.array([0.3, -2.0, 1e-4]), "b": jnp.array([[-0.5]])}
+    params = {"w": jnp.array([1.0, 2.0, -3.0]), "b": jnp.array([[4.0]])}
+    ours, theirs = lion.make({**cfg.hyper(), **dict(cfg.static_hyper())}), optax.lion(1e-3)
+    state_a, state_b = ours.init(params), theirs.init(params)
+    for _ in range(3):  # the momentum (b2) shows from the second step on
+        (ua, state_a), (ub, state_b) = ours.update(grads, state_a, params), theirs.update(grads, state_b, params)
+        np.testing.assert_array_equal(ua["w"], ub["w"])
+        np.testing.assert_array_equal(ua["b"], ub["b"])
+
+
+def test_it_trains_and_a_traced_hyper_parameter_compiles_once(lion):
+    first = train(TrainConfig(**LION, seed=7))
+    assert first.outcome == "completed" and np.isfinite(first.history["train/loss"]).all()
+    assert first.history["train/loss"][-1] < first.history["train/loss"][0]
+    other_decay = train(TrainConfig(**LION, seed=7, opt_args="weight_decay=0.01"))
+    assert other_decay.timings["compile_s"] == 0.0, "weight_decay is traced: the same program"
+    assert not np.array_equal(other_decay.history["train/loss"], first.history["train/loss"])
+    other_b2 = TrainConfig(**LION, seed=7, opt_args="b2=0.95")
+    assert other_b2.program_key() != TrainConfig(**LION).program_key(), "b2 is static: another program"
+    assert TrainConfig(**LION, opt_args="weight_decay=0.01").program_key() == TrainConfig(**LION).program_key()
+
+
+def test_its_run_name_params_and_hash_round_trip(lion):
+    base = TrainConfig(**LION)
+    cfg = TrainConfig(**LION, opt_args=" weight_decay = 0.01, b2=0.95")
+    assert cfg.opt_args == "b2=0.95,weight_decay=0.01", "written one way: the entry's order"
+    assert base.run_name() == "lion_toy-mean-B32-lr0.001-s0"
+    assert cfg.run_name() == "lion_toy-mean-B32-b20.95-weight_decay0.01-lr0.001-s0"
+    assert TrainConfig(**LION, opt_args="b2=0.99") == base, "a default given is the default: one hash"
+    assert len({base.hash(), cfg.hash(), TrainConfig(**LION, opt_args="b2=0.95").hash()}) == 3
+    assert "opt_args" not in base.as_dict(), "at its default opt_args is no part of the hash (since=2)"
+    params = cfg.to_params()
+    assert params["opt_args"] == "b2=0.95,weight_decay=0.01"
+    assert {k: v for k, v in params.items() if k.startswith("optimizer/")} == {
+        "optimizer/b1": "0.9", "optimizer/b2": "0.95", "optimizer/weight_decay": "0.01"}
+    assert TrainConfig.parse_param("optimizer/b2", "0.95") == 0.95
+    back = TrainConfig.from_params(params)
+    assert back == cfg and back.hash() == cfg.hash() and back.run_name() == cfg.run_name()
+
+
+@pytest.mark.parametrize("opt_args, message", [
+    ("b3=0.9", "opt_args: 'lion_toy' has no hyper-parameter 'b3' (did you mean 'b2'?); its own are b1, b2, weight_decay"),
+    ("wieght_decay=0.1", "(did you mean 'weight_decay'?)"),
+    ("b2=high", "opt_args: b2: expected a number; received 'high'"),
+    ("b2=inf", "opt_args: b2: expected a finite number; received 'inf'"),
+    ("b2", "opt_args: expected name=value pairs separated by commas, such as 'b2=0.95'; received 'b2'"),
+    ("b2=0.9,b2=0.8", "opt_args: b2: given twice; give it once"),
+    ("learning_rate=0.1", "opt_args: 'learning_rate' is the TrainConfig field 'lion_toy' reads: set the field"),
+])
+def test_its_hyper_parameters_are_checked_against_the_registry(lion, opt_args, message):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(**LION, opt_args=opt_args)
+    assert message in str(e.value)
+
+
+def test_an_optimizer_without_its_own_takes_no_opt_args():
+    with pytest.raises(ConfigError, match=r"opt_args: 'adam' has no hyper-parameters of its own \(it reads the "
+                                          r"TrainConfig fields learning_rate, beta1, beta2, eps\); received 'b2'"):
+        TrainConfig(optimizer="adam", opt_args="b2=0.9")
+
+
+def test_a_grid_sweeps_an_optimizers_own_hyper_parameter(lion, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    grid = tmp_path / "lion.toml"
+    grid.write_text('[base]\ndataset = "teacher"\nhidden = [8]\noptimizer = "lion_toy"\nlearning_rate = 0.001\n'
+                    'batch_size = 32\nsteps = 20\neval_every = 10\n[grid]\nopt_args = ["", "b2=0.95"]\n')
+    assert sweep_mod.main([str(grid), "--workers", "1", "--no-progress"]) == 0
+    exp = store.client().get_experiment_by_name("lion")
+    runs = store.search_all(store.client(), exp.experiment_id, "tags.`mbstudy.kind` = 'run'")
+    assert sorted(r.info.run_name for r in runs) == ["lion_toy-mean-B32-b20.95-lr0.001-s0", "lion_toy-mean-B32-lr0.001-s0"]
+    assert sorted(r.data.params["optimizer/b2"] for r in runs) == ["0.95", "0.99"]
+    for r in runs:
+        assert TrainConfig.from_params(r.data.params).hash() == r.data.tags["cfg_hash"]
+
+
+def test_an_entry_that_would_shadow_a_field_or_has_no_default_is_refused():
+    optimizers_mod.register_optimizer(optimizers_mod.Optimizer(
+        "adam_b2_toy", lambda learning_rate, beta2: optax.adam(learning_rate, b2=beta2),
+        ("learning_rate", Hyper("beta2", default=0.95, static=True))))
+    try:
+        with pytest.raises(ConfigError, match=r"optimizer: 'adam_b2_toy' declares \['beta2'\] its own, but they are "
+                                              r"TrainConfig fields: declare them Hyper\(name, field=True\)"):
+            TrainConfig(optimizer="adam_b2_toy")
+    finally:
+        optimizers_mod.OPTIMIZERS.pop("adam_b2_toy")
+    with pytest.raises(ValueError, match=r"its own hyper-parameter 'rho' needs a default"):
+        optimizers_mod.Optimizer("x", lambda learning_rate, rho: optax.sgd(learning_rate), ("learning_rate", Hyper("rho")))
+    with pytest.raises(ValueError, match=r"a bool cannot be traced; set static=True"):
+        Hyper("nesterov", default=False)
+    with pytest.raises(ValueError, match=r"a TrainConfig field's default is the field's"):
+        Hyper("beta2", default=0.95, field=True)
+
+
+# ------------------------------------------------------------------ a model, a field, an executor, an experiment
+
+
+def test_a_model_registered_from_here_trains_from_a_configuration():
+    """CONTRIBUTING, 'A model': one register_model call; its builder reads the configuration and the data."""
+    from mbstudy import MLP
+    from mbstudy import model_registry
+
+    model_registry.register_model("linear_toy", lambda cfg, data: MLP((data.n_inputs, data.n_outputs)))
+    try:
+        cfg = TrainConfig(dataset="teacher", model="linear_toy", batch_size=16, steps=20, eval_every=10)
+        r = train(cfg)
+        assert r.outcome == "completed" and r.model_params == 128 * 10 + 10
+        assert cfg.run_name().startswith("linear_toy-sgd-mean-B16") and cfg.to_params()["model"] == "linear_toy"
+    finally:
+        model_registry.MODELS.pop("linear_toy")
+    with pytest.raises(ValueError, match="register_model: 'mlp' is taken"):
+        model_registry.register_model("mlp", lambda cfg, data: None)
+
+
+def test_a_later_field_at_its_default_leaves_every_stored_hash_as_it_was():
+    """CONTRIBUTING, 'A configuration field': a field added with since=2 is no part of the hash at its default."""
+    from mbstudy.config import FIELDS
+
+    later = [k for k, f in FIELDS.items() if f.metadata["since"] > 1]
+    assert {"model", "beta2", "opt_args", "val_fraction"} <= set(later)
+    cfg = TrainConfig(optimizer="adam", learning_rate=1e-3, batch_size=32)
+    assert not set(later) & set(cfg.as_dict()) and cfg.hash() == "14269d28466688f4", "the hash before they existed"
+    assert dataclasses.replace(cfg, beta2=0.99).hash() != cfg.hash()
+
+
+def test_an_executor_added_to_the_table_runs_a_sweep(tmp_path, monkeypatch):
+    """CONTRIBUTING, 'An executor': a subclass of Executor that takes each run through the lifecycle, one entry in
+    EXECUTORS; --executor offers it."""
+    from experiments.engine import lifecycle
+    from experiments.engine.dispatch import Dispatcher
+    from experiments.engine.executors import EXECUTORS, Executor
+
+    class InTurn(Executor):
+        """Every run in this process, one after another, in the dispatcher's order."""
+
+        name = "in_turn"
+
+        def run(self, todo, ctx, *, bar, counts, board=None) -> int:
+            for cfg in Dispatcher(todo, board):
+                counts.add(lifecycle.run_one(ctx, cfg))
+                bar.update(1)
+            return int(counts.failed > 0)
+
+    monkeypatch.setitem(EXECUTORS, "in_turn", InTurn)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert sweep_mod.main(["smoke", "--executor", "in_turn", "--only", "optimizer=sgd", "--set", "steps=10",
+                           "--set", "eval_every=5", "--no-progress"]) == 0
+    exp = store.client().get_experiment_by_name("smoke")
+    runs = store.search_all(store.client(), exp.experiment_id, "tags.`mbstudy.kind` = 'run'")
+    assert runs and {r.data.tags["mbstudy.executor"] for r in runs} == {"in_turn"}
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_an_experiment_beyond_the_grids_writes_through_the_run_writer(tmp_path, monkeypatch):
+    """CONTRIBUTING, 'An experiment beyond the grids': its runs go through run_writer.write_run."""
+    from experiments.engine import provenance, run_writer
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = store.get_or_create_experiment("toy_experiment", "what the toy experiment measures")
+    run_id = run_writer.write_run(exp, name="toy-B8", params={"batch_size": 8, "hidden": (4, 4)},
+                                  tags={"mbstudy.kind": "toy", **provenance.provenance()},
+                                  metrics={"error": 0.25}, histories={"loss": ([0, 1, 2], [1.0, 0.5, float("nan")])})
+    run = store.client().get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.params == {"batch_size": "8", "hidden": "4,4"}
+    assert run.data.metrics["error"] == 0.25 and len(store.client().get_metric_history(run_id, "loss")) == 2

@@ -31,7 +31,7 @@ from tests import processes
 
 from experiments.engine import grid as grids
 from experiments.engine import server as server_mod
-from experiments.engine import tracking
+from experiments.engine import store
 from mbstudy.metrics import is_timing
 
 pytestmark = pytest.mark.slow
@@ -85,7 +85,7 @@ def snapshot(uri: str, experiment: str) -> dict[str, tuple]:
     c = MlflowClient(uri)
     exp = c.get_experiment_by_name(experiment)
     out = {}
-    for r in tracking.search_all(c, exp.experiment_id, "tags.`mbstudy.kind` = 'run'"):
+    for r in store.search_all(c, exp.experiment_id, "tags.`mbstudy.kind` = 'run'"):
         hist = {k: [(m.step, m.value) for m in c.get_metric_history(r.info.run_id, k)]
                 for k in r.data.metrics if not is_timing(k)}
         tags = {k: r.data.tags.get(k) for k in ("outcome", "data_digest", "model_params", "group_hash", "sweep")}
@@ -169,7 +169,7 @@ def ray_cluster():
 def test_ray_into_postgres_server_gives_the_same_runs_as_local_on_sqlite(smoke_local, smoke_on_server):
     local, ray = snapshot(smoke_local, "smoke"), snapshot(smoke_on_server, "smoke")
     assert len(local) == len(ray) == 13
-    assert set(local) == {grids.config_hash(c) for c in grids.load("smoke").configs} == set(ray)
+    assert set(local) == {c.hash() for c in grids.load("smoke").configs} == set(ray)
     for h in local:
         status, params, tags, hist = ray[h]
         assert status == "FINISHED"
@@ -181,8 +181,8 @@ def test_ray_into_postgres_server_gives_the_same_runs_as_local_on_sqlite(smoke_l
 
     c = MlflowClient(smoke_on_server)
     exp = c.get_experiment_by_name("smoke").experiment_id
-    assert {r.data.tags["mbstudy.executor"] for r in tracking.search_all(c, exp, "tags.`mbstudy.kind` = 'run'")} == {"ray"}
-    parents = tracking.search_all(c, exp, "tags.`mbstudy.kind` = 'parent'")
+    assert {r.data.tags["mbstudy.executor"] for r in store.search_all(c, exp, "tags.`mbstudy.kind` = 'run'")} == {"ray"}
+    parents = store.search_all(c, exp, "tags.`mbstudy.kind` = 'parent'")
     assert [(p.data.tags["mbstudy.executor"], p.info.status) for p in parents] == [("ray", "FINISHED")]
 
 
@@ -196,15 +196,15 @@ def test_resume_holds_across_executors(smoke_local, tmp_path):
     uri = f"sqlite:///{db}"
     c = MlflowClient(uri)
     exp = c.get_experiment_by_name("smoke").experiment_id
-    runs = tracking.search_all(c, exp, "tags.`mbstudy.kind` = 'run'")
+    runs = store.search_all(c, exp, "tags.`mbstudy.kind` = 'run'")
     for r in runs[:3]:  # as if the local sweep had been killed during these three
         c.set_terminated(r.info.run_id, "KILLED")
     p = sweep(["smoke", "--executor", "ray", "--workers", "2"], env_for(uri))
     assert p.returncode == 0, p.stdout + p.stderr
     assert "trained 3 · skipped 10" in p.stdout
-    after = tracking.search_all(c, exp, "tags.`mbstudy.kind` = 'run'")
+    after = store.search_all(c, exp, "tags.`mbstudy.kind` = 'run'")
     finished = sorted(r.data.tags["cfg_hash"] for r in after if r.info.status == "FINISHED")
-    assert finished == sorted(grids.config_hash(cfg) for cfg in grids.load("smoke").configs)
+    assert finished == sorted(cfg.hash() for cfg in grids.load("smoke").configs)
     assert len(after) == 16
 
 
@@ -214,7 +214,7 @@ def test_ui_in_a_real_browser_shows_the_experiment_a_run_and_its_train_loss_char
     from playwright.sync_api import expect, sync_playwright
 
     run = next(c for c in grids.load("smoke").configs if c.optimizer == "sgd" and c.learning_rate < 1)
-    name = grids.run_name(run)
+    name = run.run_name()
     shot = ROOT / "results" / "browser" / "mlflow-ui-train-loss.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
@@ -293,9 +293,9 @@ def test_a_worker_killed_mid_task_is_retried_and_leaves_one_finished_run_per_con
     assert killed, "no run was caught in the middle of training"
     assert proc.returncode == 0, out + err
     exp = c.get_experiment_by_name("killed_worker").experiment_id
-    runs = tracking.search_all(c, exp, "tags.`mbstudy.kind` = 'run'")
+    runs = store.search_all(c, exp, "tags.`mbstudy.kind` = 'run'")
     finished = sorted(r.data.tags["cfg_hash"] for r in runs if r.info.status == "FINISHED")
-    assert finished == sorted(grids.config_hash(cfg) for cfg in configs), "exactly one FINISHED run per configuration"
+    assert finished == sorted(cfg.hash() for cfg in configs), "exactly one FINISHED run per configuration"
     dead = c.get_run(killed)
     assert dead.info.status == "KILLED" and "Ray retried" in dead.data.tags["error"]
     assert len(runs) == len(configs) + 1, "the retry trained the killed configuration again, and nothing else"
@@ -326,7 +326,7 @@ def test_an_unreachable_database_uri_fails_fast(tmp_path):
 
 
 def test_a_sweep_straight_into_postgresql_gives_the_same_runs_as_sqlite(server, smoke_local):
-    """A database URI (no server): each run's data goes in one PostgreSQL transaction (tracking.log_result)."""
+    """A database URI (no server): each run's data goes in one PostgreSQL transaction (run_writer.log_result)."""
     uri = f"postgresql://mbstudy@127.0.0.1:{server.pg_port}/direct_sweep"
     server_mod.ensure_database(uri)
     p = sweep(["smoke", "--executor", "local", "--workers", "2"], env_for(uri))

@@ -15,7 +15,7 @@ import pytest
 
 from experiments import sweep as sweep_mod
 from experiments.engine import grid as grids
-from experiments.engine import tracking
+from experiments.engine import store as mlflow_store
 from tests import processes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,10 +29,10 @@ def store(tmp_path, monkeypatch):
 
 
 def runs(kind="run"):
-    exp = tracking.client().get_experiment_by_name("smoke")
+    exp = mlflow_store.client().get_experiment_by_name("smoke")
     if exp is None:
         return []
-    return tracking.search_all(tracking.client(), exp.experiment_id, f"tags.`mbstudy.kind` = '{kind}'")
+    return mlflow_store.search_all(mlflow_store.client(), exp.experiment_id, f"tags.`mbstudy.kind` = '{kind}'")
 
 
 def start_then_signal(store, args, sig, min_finished=2, timeout=240):

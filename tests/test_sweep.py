@@ -13,7 +13,7 @@ import pytest
 
 from experiments.engine import grid as grids
 from experiments import sweep as sweep_mod
-from experiments.engine import lifecycle, tracking
+from experiments.engine import lifecycle, provenance, store as mlflow_store
 from experiments.engine.executors.local import make_pool
 from tests import processes
 from mbstudy.config import TrainConfig
@@ -31,14 +31,14 @@ def store(tmp_path, monkeypatch):
 
 
 def all_runs(kind="run"):
-    exp = tracking.client().get_experiment_by_name("smoke")
+    exp = mlflow_store.client().get_experiment_by_name("smoke")
     if exp is None:
         return []
-    return tracking.search_all(tracking.client(), exp.experiment_id, f"tags.`mbstudy.kind` = '{kind}'")
+    return mlflow_store.search_all(mlflow_store.client(), exp.experiment_id, f"tags.`mbstudy.kind` = '{kind}'")
 
 
 def history(run_id, key):
-    return tracking.client().get_metric_history(run_id, key)
+    return mlflow_store.client().get_metric_history(run_id, key)
 
 
 # ----------------------------------------------------------------- end to end
@@ -53,7 +53,7 @@ def test_smoke_sweep_end_to_end_then_rerun_is_a_no_op(store, capsys):
     runs = all_runs()
     assert len(runs) == len(SMOKE.configs) == 13
     assert {r.info.status for r in runs} == {"FINISHED"}
-    assert {r.data.tags["cfg_hash"] for r in runs} == {grids.config_hash(c) for c in SMOKE.configs}
+    assert {r.data.tags["cfg_hash"] for r in runs} == {c.hash() for c in SMOKE.configs}
     parents = all_runs("parent")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
 
@@ -67,7 +67,7 @@ def test_smoke_sweep_end_to_end_then_rerun_is_a_no_op(store, capsys):
         assert t["outcome"] in ("completed", "diverged")
         for key in ("final/train/loss", "best/train/loss", "time/compile_s", "time/train_s", "time/log_s"):
             assert key in m, key
-        full = tracking.client().get_run(r.info.run_id)
+        full = mlflow_store.client().get_run(r.info.run_id)
         assert full.inputs.dataset_inputs[0].dataset.digest == t["data_digest"][:32]
         if t["outcome"] == "completed":
             steps = [h.step for h in history(r.info.run_id, "train/loss")]
@@ -115,7 +115,7 @@ def test_kill_9_then_resume_leaves_exactly_one_finished_run_per_config(store):
     runs = all_runs()
     finished = [r for r in runs if r.info.status == "FINISHED"]
     hashes = [r.data.tags["cfg_hash"] for r in finished]
-    assert sorted(hashes) == sorted(grids.config_hash(c) for c in SMOKE.configs), "exactly one FINISHED run per configuration"
+    assert sorted(hashes) == sorted(c.hash() for c in SMOKE.configs), "exactly one FINISHED run per configuration"
     assert {r.info.status for r in runs} <= {"FINISHED", "KILLED"}
     for r in finished:
         if r.data.tags["outcome"] == "completed":
@@ -192,9 +192,9 @@ def test_every_shipped_grid_is_valid():
 
 def test_config_hash_is_stable_and_seed_free_group():
     c = TrainConfig()
-    assert grids.config_hash(c) == grids.config_hash(TrainConfig())
-    assert grids.config_hash(c) != grids.config_hash(dataclasses.replace(c, seed=1))
-    assert grids.config_hash(c, without=("seed",)) == grids.config_hash(dataclasses.replace(c, seed=1), without=("seed",))
+    assert c.hash() == TrainConfig().hash()
+    assert c.hash() != dataclasses.replace(c, seed=1).hash()
+    assert c.hash(without=("seed",)) == dataclasses.replace(c, seed=1).hash(without=("seed",))
 
 
 # ------------------------------------------------- how runs are batched does not matter
@@ -215,13 +215,13 @@ def test_worker_processes_give_the_same_numbers_as_training_alone():
 def test_stale_runs_are_judged_by_their_own_process_and_by_their_parent(store):
     """A dead driver's parent, its child written elsewhere (a Ray worker on another host) and a child under an
     ended parent are stale; a live sweep's runs, on any host, are not."""
-    exp = tracking.get_or_create_experiment("stale")
-    c = tracking.client()
+    exp = mlflow_store.get_or_create_experiment("stale")
+    c = mlflow_store.client()
 
     def run(tags, kind="run"):
         return c.create_run(exp, tags={"mbstudy.kind": kind, **tags}).info.run_id
 
-    here, dead_pid = tracking.socket.gethostname(), 2**22 + 12345  # above Linux's pid_max: no such process
+    here, dead_pid = provenance.socket.gethostname(), 2**22 + 12345  # above Linux's pid_max: no such process
     dead_parent = run({"mbstudy.host": here, "mbstudy.pid": str(dead_pid)}, "parent")
     remote_child = run({"mlflow.parentRunId": dead_parent, "mbstudy.host": "node-7", "mbstudy.pid": "1"})
     live_parent = run({"mbstudy.host": here, "mbstudy.pid": str(os.getpid())}, "parent")
@@ -230,7 +230,7 @@ def test_stale_runs_are_judged_by_their_own_process_and_by_their_parent(store):
     c.set_terminated(ended_parent, "FINISHED")
     orphan = run({"mlflow.parentRunId": ended_parent, "mbstudy.host": "node-9", "mbstudy.pid": "1"})
 
-    assert tracking.mark_stale_runs_killed(exp) == 3
+    assert provenance.mark_stale_runs_killed(exp) == 3
     status = {i: c.get_run(i).info.status for i in (dead_parent, remote_child, orphan, live_parent, live_remote_child)}
     assert [status[i] for i in (dead_parent, remote_child, orphan)] == ["KILLED"] * 3
     assert [status[i] for i in (live_parent, live_remote_child)] == ["RUNNING"] * 2

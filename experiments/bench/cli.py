@@ -13,12 +13,12 @@ from experiments.bench.output import check_targets, log_to_mlflow, markdown
 from experiments.bench.per_example import bench_per_example
 from experiments.bench.timing import machine
 from experiments.bench.training import bench_cnn_training, bench_permutation, bench_pow2, bench_training
-from experiments.engine import tracking
+from experiments.engine import store
 from mbstudy import load_dataset, mnist1d_cnn
 
 NETS = {"128-64-10": (128, 64, 10), "40-100-100-10": (40, 100, 100, 10), "784-512-512-10": (784, 512, 512, 10)}
 BATCHES = (1, 8, 32, 128, 512)
-RESULTS = tracking.ROOT / "results"
+RESULTS = store.ROOT / "results"
 
 
 def main(argv=None) -> int:
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     (a.out / f"bench-{tag}.md").write_text(markdown(rows, info) + "\n" + "\n".join(f"- {t}" for t in targets) + "\n")
     if not a.no_mlflow:
         session = log_to_mlflow(rows, info, mode)
-        print(f"logged to {tracking.tracking_uri()}, experiment 'benchmarks', session {session}")
+        print(f"logged to {store.tracking_uri()}, experiment 'benchmarks', session {session}")
     print("\n".join(targets))
     print(f"wrote {a.out / f'bench-{tag}.md'} and .json in {time.perf_counter() - t0:.0f} s")
     return 0

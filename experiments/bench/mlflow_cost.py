@@ -8,7 +8,7 @@ import statistics
 import tempfile
 import time
 
-from experiments.engine import tracking
+from experiments.engine import provenance, run_writer, store
 
 
 def bench_logging(data) -> dict:
@@ -32,16 +32,16 @@ def bench_logging(data) -> dict:
         old = os.environ.get("MLFLOW_TRACKING_URI")
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{d}/mlflow.db"
         try:
-            exp = tracking.get_or_create_experiment("bench-logging")
-            prov = tracking.provenance()
+            exp = store.get_or_create_experiment("bench-logging")
+            prov = provenance.provenance()
             per_size = []
             for result in results:
                 times = []
                 for i in range(3):
                     t0 = time.perf_counter()
                     cfg = result.config
-                    rid = tracking.start_child(exp, "", f"{cfg.run_name()}-{i}", cfg.hash(), "g", "bench")
-                    tracking.log_result(rid, result, cfg.to_params(), prov)
+                    rid = run_writer.start_child(exp, "", f"{cfg.run_name()}-{i}", cfg.hash(), "g", "bench")
+                    run_writer.log_result(rid, result, cfg.to_params(), prov)
                     times.append(time.perf_counter() - t0)
                 per_size.append(statistics.median(times))
         finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from experiments.engine import tracking
+from experiments.engine import provenance, run_writer, store
 
 
 def markdown(rows: list[dict], info: dict) -> str:
@@ -121,14 +121,14 @@ def _cnn_targets(rows: list[dict]) -> list[str]:
 
 def log_to_mlflow(rows: list[dict], info: dict, mode: str) -> str:
     """A session run, and under it one run per row (params: its strings and sizes; metrics: its numbers)."""
-    exp = tracking.get_or_create_experiment("benchmarks", "make bench: cost of per-example gradients and training steps")
-    prov = tracking.provenance()
-    with tracking.writing_run(exp, name=f"bench-{mode}-{time.strftime('%Y%m%d-%H%M%S')}",
+    exp = store.get_or_create_experiment("benchmarks", "make bench: cost of per-example gradients and training steps")
+    prov = provenance.provenance()
+    with run_writer.writing_run(exp, name=f"bench-{mode}-{time.strftime('%Y%m%d-%H%M%S')}",
                               tags={"mbstudy.kind": "bench_session", **prov, **info}) as session:
         for r in rows:
             params = {k: v for k, v in r.items() if isinstance(v, str) or k in ("P", "B", "k")}
             params["device"] = info["device"]
-            tracking.write_run(exp, params=params, timestamp=0,
+            run_writer.write_run(exp, params=params, timestamp=0,
                                tags={"mbstudy.kind": "bench", "mlflow.parentRunId": session.run_id,
                                      "bench_session": session.run_id, **prov, **info, "mode": mode},
                                metrics={k: v for k, v in r.items() if k not in params and isinstance(v, (int, float))})

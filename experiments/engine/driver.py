@@ -4,74 +4,26 @@
 written; :func:`run_sweep` creates the experiment, ends stale runs, skips
 finished configurations, connects the executor, creates the parent run and
 hands the rest to the executor (``experiments/engine/executors/``), which
-takes every run through ``experiments/engine/lifecycle.py``.
+takes every run through ``experiments/engine/lifecycle.py``. Ctrl-C and SIGTERM: ``interrupts.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
-import threading
 import time
 
 from experiments.engine import grid as grids
-from experiments.engine import tracking
+from experiments.engine import provenance, run_writer, store
+from experiments.engine.dispatch import dispatch_order
 from experiments.engine.executors import Executor, SweepAborted
-from experiments.engine.lifecycle import (STOP, PruneBoard, SweepContext, SweepCounts, Terminated, defer_interrupt,
-                                          dispatch_order, raise_if_stopped, store_write)
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """While inside, SIGTERM raises :class:`~experiments.engine.lifecycle.Terminated` in the main thread, as
-    Ctrl-C raises KeyboardInterrupt, and sets ``lifecycle.STOP``, which the executors check between runs. Either
-    arriving inside a store write (``lifecycle.store_write``) is raised when the write ends, not in the middle of
-    a SQLite transaction."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_sigterm(signum, frame):
-        if STOP.is_set():  # a repeated SIGTERM (Slurm, Kubernetes) must not interrupt the cleanup of the first
-            return
-        STOP.set()
-        if not defer_interrupt(Terminated):  # inside a store write it is raised when the write ends
-            raise Terminated()
-
-    def on_sigint(signum, frame):
-        if not defer_interrupt(KeyboardInterrupt):
-            raise KeyboardInterrupt()
-
-    STOP.clear()
-    previous = signal.signal(signal.SIGTERM, on_sigterm), signal.signal(signal.SIGINT, on_sigint)
-    _SIGTERM_HANDLER[:] = [on_sigterm]
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous[0])
-        signal.signal(signal.SIGINT, previous[1])
-        _SIGTERM_HANDLER.clear()
-        STOP.clear()
-
-
-_SIGTERM_HANDLER: list = []  # the handler of the active sigterm_as_interrupt, if any
-
-
-def _reclaim_sigterm() -> None:
-    """Install our SIGTERM handler again: Ray's ``init`` replaces it with one that aborts the driver."""
-    if _SIGTERM_HANDLER and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _SIGTERM_HANDLER[0])
-
-
-def interrupted_status(e: BaseException) -> int:
-    """128 + the signal's number: 143 for SIGTERM, 130 for Ctrl-C (SIGINT)."""
-    return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+from experiments.engine.interrupts import Terminated, interrupted_status, raise_if_stopped, reclaim_sigterm, store_write
+from experiments.engine.lifecycle import SweepContext, SweepCounts
+from experiments.engine.pruning import PruneBoard
 
 
 def preflight(executor: Executor) -> None:
     """The store answers within 10 s, and the executor can run; else raises (exit 3), having written nothing."""
-    tracking.check_reachable()
+    store.check_reachable()
     executor.preflight()
 
 
@@ -79,23 +31,23 @@ def run_sweep(sweep: grids.Sweep, executor: Executor, *, progress: bool = True,
               prune: bool = True) -> tuple[int, SweepCounts, str]:
     """Train every configuration not yet FINISHED; returns (exit status, counts, parent run id).
 
-    ``prune``: give up runs that can no longer lower their group's steps-to-target (``lifecycle``'s pruning).
+    ``prune``: give up runs that can no longer lower their group's steps-to-target (``pruning.py``).
     """
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
-    exp_id = tracking.get_or_create_experiment(sweep.name, sweep.description)
-    counts = SweepCounts(stale=tracking.mark_stale_runs_killed(exp_id))
-    finished = tracking.finished_runs(exp_id)
+    exp_id = store.get_or_create_experiment(sweep.name, sweep.description)
+    counts = SweepCounts(stale=provenance.mark_stale_runs_killed(exp_id))
+    finished = store.finished_runs(exp_id)
     done = {r.data.tags.get("cfg_hash") for r in finished}
-    todo = dispatch_order(c for c in sweep.configs if grids.config_hash(c) not in done)
+    todo = dispatch_order(c for c in sweep.configs if c.hash() not in done)
     counts.skipped = len(sweep.configs) - len(todo)
     if not todo:  # a rerun of a complete sweep writes nothing
         counts.times["wall_s"] = time.perf_counter() - t_start
         return 0, counts, ""
-    prov = tracking.provenance()
+    prov = provenance.provenance()
     executor.connect()  # before the parent run exists, so a cluster that does not answer leaves nothing
-    _reclaim_sigterm()
+    reclaim_sigterm()
     parent = ""
     bar = tqdm(total=len(todo), desc=f"sweep {sweep.name} ({executor.name})", unit="run", disable=not progress,
                dynamic_ncols=True)
@@ -103,15 +55,15 @@ def run_sweep(sweep: grids.Sweep, executor: Executor, *, progress: bool = True,
     # dead worker. Every executor answers KeyboardInterrupt by ending its runs in flight.
     try:
         with store_write():  # an interrupt here is raised once the parent exists, so it is ended below
-            parent = tracking.start_parent(exp_id, sweep.name, sweep.source, len(sweep.configs), prov, executor.name)
-        ctx = SweepContext(tracking.tracking_uri(), exp_id, parent, sweep.name, prov, executor.name, prune)
+            parent = run_writer.start_parent(exp_id, sweep.name, sweep.source, len(sweep.configs), prov, executor.name)
+        ctx = SweepContext(store.tracking_uri(), exp_id, parent, sweep.name, prov, executor.name, prune)
         board = PruneBoard(todo, finished) if prune else None
         status = executor.run(todo, ctx, bar=bar, counts=counts, board=board)
         raise_if_stopped()  # a SIGTERM whose exception a library swallowed during the last runs
     except (KeyboardInterrupt, SweepAborted) as e:
         bar.close()
         if parent:
-            tracking.end_run(parent, "KILLED")
+            run_writer.end_run(parent, "KILLED")
         reason = ("terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
                   if isinstance(e, KeyboardInterrupt) else str(e))
         print(f"\n{reason}: the runs in flight are marked KILLED; "
@@ -121,7 +73,7 @@ def run_sweep(sweep: grids.Sweep, executor: Executor, *, progress: bool = True,
         bar.close()
         try:
             if parent:
-                tracking.end_run(parent, "FAILED")
+                run_writer.end_run(parent, "FAILED")
         except Exception:  # noqa: BLE001 - the store itself may be what failed
             pass
         raise
@@ -131,7 +83,7 @@ def run_sweep(sweep: grids.Sweep, executor: Executor, *, progress: bool = True,
         "runs/trained": counts.trained, "runs/skipped": counts.skipped, "runs/diverged": counts.diverged,
         "runs/pruned": counts.pruned, "runs/failed": counts.failed, **{f"time/{k}": v for k, v in counts.times.items()},
     }
-    with store_write(), tracking.writing_run(run_id=parent, status="FINISHED" if status == 0 else "FAILED") as run:
+    with store_write(), run_writer.writing_run(run_id=parent, status="FINISHED" if status == 0 else "FAILED") as run:
         run.log(metrics=summary)
     return status, counts, parent
 
@@ -158,8 +110,8 @@ def summary_text(sweep: grids.Sweep, counts: SweepCounts, parent: str, status: i
         + f" · failed {counts.failed}" + (f" · stale runs marked KILLED {counts.stale}" if counts.stale else ""),
         f"  wall {_duration(t['wall_s'])} · summed over runs: compile {_duration(t['compile_s'])},"
         f" train {_duration(t['train_s'])}, eval {_duration(t['eval_s'])}, log {_duration(t['log_s'])}",
-        f"  store {tracking.tracking_uri()} · experiment '{sweep.name}'" + (f" · parent run {parent}" if parent else " · nothing to do"),
-        f"  browse: {_browse_hint(tracking.tracking_uri())}",
+        f"  store {store.tracking_uri()} · experiment '{sweep.name}'" + (f" · parent run {parent}" if parent else " · nothing to do"),
+        f"  browse: {_browse_hint(store.tracking_uri())}",
     ]
     if status:
         lines.append("  some runs failed: their error is the run's 'error' tag; rerun the command to retry them")
@@ -171,18 +123,18 @@ def dry_run_text(sweep: grids.Sweep, workers: int) -> str:
     store exists: this writes nothing), and a wall-time estimate from the store's past runs of this sweep."""
     lines = [f"{c.hash()} {c.run_name()}" for c in sweep.configs]
     lines.append(f"{len(sweep.configs)} configurations in sweep '{sweep.name}' ({sweep.source})")
-    if not tracking.store_exists():
-        lines.append(f"store {tracking.tracking_uri()}: not created yet, so all {len(sweep.configs)} would train; "
+    if not store.store_exists():
+        lines.append(f"store {store.tracking_uri()}: not created yet, so all {len(sweep.configs)} would train; "
                      "no past runs to estimate the time from")
         return "\n".join(lines)
-    tracking.check_reachable()
-    store = tracking.reader()
-    exp = store.get_experiment_by_name(sweep.name)
-    past = [] if exp is None else tracking.search_all(
-        store, exp.experiment_id, "tags.`mbstudy.kind` = 'run' and attributes.status = 'FINISHED'")
+    store.check_reachable()
+    reader = store.reader()
+    exp = reader.get_experiment_by_name(sweep.name)
+    past = [] if exp is None else store.search_all(
+        reader, exp.experiment_id, "tags.`mbstudy.kind` = 'run' and attributes.status = 'FINISHED'")
     done = {r.data.tags.get("cfg_hash") for r in past}
     todo = [c for c in sweep.configs if c.hash() not in done]
-    lines.append(f"store {tracking.tracking_uri()}: holds {len(sweep.configs) - len(todo)} of them FINISHED; "
+    lines.append(f"store {store.tracking_uri()}: holds {len(sweep.configs) - len(todo)} of them FINISHED; "
                  f"{len(todo)} would train")
     lines.append(_estimate(todo, past, workers))
     return "\n".join(lines)

@@ -36,11 +36,12 @@ steps to target (the robustness band of ``beta2.toml``), not only the fastest.
 
 The runs are ``base x grid x (workload_1 + ...) x (arm_1 + arm_2 + ...)``,
 with ``by_batch_size`` applied last. ``--set field=value`` on the command line replaces ``field``
-everywhere (a list makes it a grid axis). Every configuration is checked by
-:func:`mbstudy.config.problems`, the check a :class:`~mbstudy.config.TrainConfig`
-runs on itself; unknown fields, wrong types, out-of-range values and
-``by_batch_size`` keys that match no batch size are all collected and reported
-together, before anything runs (``GridError``).
+everywhere (a list makes it a grid axis). Every configuration is made here, as
+a :class:`~mbstudy.config.TrainConfig`, which checks itself once; unknown fields,
+wrong types, out-of-range values (each configuration's
+:class:`~mbstudy.config.ConfigError`) and ``by_batch_size`` keys that match no
+batch size are all collected and reported together, before anything runs
+(``GridError``).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from mbstudy import config
-from mbstudy.config import FIELDS, SEQUENCE_FIELDS, TrainConfig
+from mbstudy.config import FIELDS, SEQUENCE_FIELDS, ConfigError, TrainConfig
 
 GRID_DIR = Path(__file__).resolve().parents[1] / "grids"
 _TOP_KEYS = {"description", "prune", "base", "grid", "arms", "by_batch_size", "workloads"}
@@ -211,11 +212,11 @@ def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None =
                 used.setdefault((where, field), set()).add(str(b))
                 if str(b) in table:
                     d[field] = table[str(b)]
-            bad = config.problems(d)
-            if bad:
-                problems += bad
+            try:
+                cfg = TrainConfig(**d)  # the one check of a configuration, where it is made
+            except ConfigError as e:
+                problems += e.problems
                 continue
-            cfg = TrainConfig(**d)
             if cfg not in seen:
                 seen.add(cfg)
                 configs.append(cfg)
@@ -244,8 +245,8 @@ def select(configs, only: dict[str, Any], source: str) -> list[TrainConfig]:
     wanted = {k: [tuple(x) if isinstance(x, list) else x for x in (v if _is_axis(k, v) else [v])]
               for k, v in only.items()}
 
-    def spelled(c: TrainConfig, k: str, v: Any) -> Any:  # a value as the configuration stores it (config._coerced)
-        return config._coerced({"dataset": c.dataset, k: v})[k]
+    def spelled(c: TrainConfig, k: str, v: Any) -> Any:  # a value as the configuration stores it (config.coerced)
+        return config.coerced({"dataset": c.dataset, "optimizer": c.optimizer, k: v})[k]
 
     kept = [c for c in configs if all(getattr(c, k) in [spelled(c, k, v) for v in vals] for k, vals in wanted.items())]
     if not kept:
@@ -287,21 +288,3 @@ def load(grid: str, overrides: list[str] | None = None, only: list[str] | None =
     if selected:
         configs = select(configs, selected, source)
     return Sweep(path.stem, str(spec.get("description", "")), source, tuple(configs), prune)
-
-
-# ------------------------------------------------------------------ identity
-
-
-def config_dict(cfg: TrainConfig, *, without: tuple[str, ...] = ()) -> dict[str, Any]:
-    """:meth:`mbstudy.config.TrainConfig.as_dict`."""
-    return cfg.as_dict(without=without)
-
-
-def config_hash(cfg: TrainConfig, *, without: tuple[str, ...] = ()) -> str:
-    """:meth:`mbstudy.config.TrainConfig.hash`: 16 hex digits; ``without`` drops fields (the seed)."""
-    return cfg.hash(without=without)
-
-
-def run_name(cfg: TrainConfig) -> str:
-    """:meth:`mbstudy.config.TrainConfig.run_name`."""
-    return cfg.run_name()

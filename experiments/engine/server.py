@@ -41,9 +41,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.engine import tracking
+from experiments.engine import store
 
-STATE = tracking.ROOT / ".mlflow-server"
+STATE = store.ROOT / ".mlflow-server"
 PG_USER = "mbstudy"
 
 
@@ -160,7 +160,7 @@ def ensure_database(uri: str) -> bool:
     from sqlalchemy.engine import make_url
 
     url = make_url(uri)
-    shown = tracking.redact(uri)
+    shown = store.redact(uri)
     if not url.drivername.startswith("postgres"):
         return False  # another database: MLflow creates its tables, the database must exist
     conn = dict(host=url.host or "127.0.0.1", port=url.port or 5432, user=url.username, password=url.password,
@@ -202,9 +202,9 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
         if proc.poll() is not None:
             raise ServerError(f"mlflow server exited with status {proc.returncode} before it was ready; its output above says why")
         try:
-            tracking.check_reachable(url, timeout=2)
+            store.check_reachable(url, timeout=2)
             return
-        except tracking.StoreUnreachable:
+        except store.StoreUnreachable:
             time.sleep(0.5)
     raise ServerError(f"mlflow server did not answer on {url} within {timeout:.0f} s")
 
@@ -269,12 +269,12 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", uri,
                "--artifacts-destination", dest, "--host", args.host, "--port", str(args.port),
                "--workers", args.workers, *extra]
-        print(f"starting the MLflow tracking server on {url} (backend store: {tracking.redact(uri)}, {where})")
+        print(f"starting the MLflow tracking server on {url} (backend store: {store.redact(uri)}, {where})")
         proc = subprocess.Popen(cmd, start_new_session=True)
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         _wait_ready(url, proc, args.ready_timeout)
         print(f"\nMLflow tracking server ready: {url}\n"
-              f"  backend store  {tracking.redact(uri)}  ({where})\n"
+              f"  backend store  {store.redact(uri)}  ({where})\n"
               f"  artifacts      {dest}\n"
               f"  use it         export MLFLOW_TRACKING_URI={url}   then   make sweep EXECUTOR=ray\n"
               f"  Ctrl-C stops it" + (" and the local PostgreSQL" if pg.started else ""), flush=True)

@@ -1,6 +1,6 @@
 """A finished run's params, tags and metric points in ONE database transaction (SQLite, PostgreSQL, MySQL).
 
-``tracking.log_result`` writes through here when the store is a database:
+``run_writer.log_result`` writes through here when the store is a database:
 the rows MLflow's ``log_batch`` writes (checked by ``tests/test_engine.py``),
 through MLflow's own tables and validation, without an ORM object per metric
 point, and never half a run. Anything this cannot write as a fresh insert

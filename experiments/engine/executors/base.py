@@ -18,19 +18,34 @@ class Executor:
 
     ``run`` goes through :mod:`experiments.engine.lifecycle` for every run. On
     ``KeyboardInterrupt`` it ends the runs it has in flight (KILLED) and
-    re-raises; the driver then ends the parent.
+    re-raises; the driver then ends the parent. An executor with settings of
+    its own (Ray's ``--unit-size``) adds them to the command line
+    (:meth:`add_options`), checks them (:meth:`option_problems`) and reads them
+    (:meth:`from_options`).
     """
 
     name = ""
 
-    def __init__(self, *, workers: int, unit_size: int = 0, max_retries: int = 3):
+    def __init__(self, *, workers: int):
         self.workers = workers
-        self.unit_size = unit_size
-        self.max_retries = max_retries
+
+    @classmethod
+    def add_options(cls, parser) -> None:
+        """Add this executor's own options to the ``argparse`` parser of ``experiments/sweep.py``; none here."""
+
+    @classmethod
+    def option_problems(cls, args) -> list[str]:
+        """What is wrong with this executor's options in the parsed ``args``, one message each (exit status 2)."""
+        return []
+
+    @classmethod
+    def from_options(cls, args) -> Executor:
+        """The executor the parsed command line ``args`` asks for."""
+        return cls(workers=args.workers)
 
     def preflight(self) -> None:
         """Checks that need no store, before anything is written; raise ExecutorUnavailable or
-        ``tracking.StoreUnreachable`` (both exit 3)."""
+        ``store.StoreUnreachable`` (both exit 3)."""
 
     def connect(self) -> None:
         """Get ready to train; called before the parent run exists, so a failure leaves nothing behind."""
@@ -38,5 +53,5 @@ class Executor:
     def run(self, todo: list, ctx: SweepContext, *, bar, counts: SweepCounts, board=None) -> int:
         """Train ``todo`` (in dispatch order), updating ``counts`` and the progress ``bar``; the exit status.
 
-        ``board``: the sweep's :class:`~experiments.engine.lifecycle.PruneBoard` (None: no pruning)."""
+        ``board``: the sweep's :class:`~experiments.engine.pruning.PruneBoard` (None: no pruning)."""
         raise NotImplementedError

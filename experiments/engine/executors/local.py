@@ -5,7 +5,7 @@ process). Each run is created RUNNING when it is handed to a worker, logged by
 this process when its result comes back, and only then set FINISHED. At most
 ``workers + 1`` runs are in flight, from ``workers`` compiled programs in
 turn, so that each program is compiled once and loaded from the compilation
-cache by the other workers (``lifecycle.Dispatcher``). With pruning, the
+cache by the other workers (``dispatch.Dispatcher``). With pruning, the
 workers read the prune board in shared memory at every evaluation, and runs
 are handed out likely best rate first.
 """
@@ -17,7 +17,9 @@ from concurrent.futures.process import BrokenProcessPool
 import multiprocessing as mp
 import signal
 
-from experiments.engine import lifecycle, tracking
+from experiments.engine import lifecycle, pruning, store
+from experiments.engine.dispatch import Dispatcher
+from experiments.engine.interrupts import raise_if_stopped, store_write
 from experiments.engine.executors.base import Executor, SweepAborted
 
 
@@ -26,7 +28,7 @@ def _worker_init(board_steps=None) -> None:
     # stops the pool itself, with SIGKILL; a worker that died first would look like a crash.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    lifecycle.set_board_steps(board_steps)
+    pruning.set_board_steps(board_steps)
 
 
 class InProcessPool(cf.Executor):
@@ -45,7 +47,7 @@ def make_pool(workers: int, board_steps=None) -> cf.Executor:
     """``workers`` spawned processes that ignore Ctrl-C and SIGTERM, or this process for 1; each sees the
     prune board's shared ``board_steps``."""
     if workers == 1:
-        lifecycle.set_board_steps(board_steps)
+        pruning.set_board_steps(board_steps)
         return InProcessPool()
     return cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
                                   initargs=(board_steps,))
@@ -59,7 +61,7 @@ class LocalExecutor(Executor):
     def run(self, todo, ctx, *, bar, counts, board=None) -> int:
         in_flight: dict[str, object] = {}  # run id -> config, from creation until FINISHED
         futures: dict[cf.Future, str] = {}
-        pending = lifecycle.Dispatcher(todo, board, lanes=self.workers)
+        pending = Dispatcher(todo, board, lanes=self.workers)
         pool = make_pool(self.workers, None if board is None else board.steps)
         status = 0
 
@@ -67,7 +69,7 @@ class LocalExecutor(Executor):
             cfg = next(pending, None)
             if cfg is None:
                 return False
-            with lifecycle.store_write():  # an interrupt is raised after the run is known to be in flight
+            with store_write():  # an interrupt is raised after the run is known to be in flight
                 run_id = lifecycle.start_run(ctx, cfg)
                 in_flight[run_id] = cfg
             futures[pool.submit(lifecycle.train_config, cfg, None if board is None else board.slot(cfg))] = run_id
@@ -99,7 +101,7 @@ class LocalExecutor(Executor):
                     del in_flight[run_id]
                     bar.update(1)
                     bar.set_postfix(diverged=counts.diverged, failed=counts.failed, refresh=False)
-                    lifecycle.raise_if_stopped()
+                    raise_if_stopped()
                     submit_next()
         except BaseException as e:  # Ctrl-C, SIGTERM, a dead worker, or the store failing: end what is in flight
             _shutdown(pool)
@@ -109,7 +111,7 @@ class LocalExecutor(Executor):
                 raise SweepAborted("a worker process died") from e
             raise
         finally:
-            lifecycle.set_board_steps(None)
+            pruning.set_board_steps(None)
         _shutdown(pool)
         return status
 
@@ -123,7 +125,7 @@ def _shutdown(pool: cf.Executor) -> None:
 
 def _kill_if_running(run_id: str) -> None:
     try:
-        c = tracking.client()
+        c = store.client()
         if c.get_run(run_id).info.status == "RUNNING":
             c.set_terminated(run_id, "KILLED")
     except Exception:  # noqa: BLE001 - the store may be what failed; resuming marks such runs KILLED

@@ -35,8 +35,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from experiments.engine import grid as grids
-from experiments.engine import lifecycle, tracking
+from experiments.engine import lifecycle, run_writer, store
+from experiments.engine.dispatch import Dispatcher
+from experiments.engine.interrupts import raise_if_stopped
 from experiments.engine.executors.base import Executor, ExecutorUnavailable
 from experiments.engine.lifecycle import RunRecord, SweepContext
 
@@ -56,6 +57,30 @@ class RayExecutor(Executor):
 
     name = "ray"
 
+    def __init__(self, *, workers: int, unit_size: int = 0, max_retries: int = 3):
+        super().__init__(workers=workers)
+        self.unit_size = unit_size  # runs per task (0: chosen from the sweep's size, default_unit_size)
+        self.max_retries = max_retries  # how often Ray retries a task whose worker died
+
+    @classmethod
+    def add_options(cls, parser) -> None:
+        parser.add_argument("--unit-size", type=int, default=0, metavar="N",
+                            help="ray: runs per task, sharing one compiled program (default: 0, chosen from the "
+                                 "sweep's size)")
+        parser.add_argument("--max-retries", type=int, default=3, metavar="N",
+                            help="ray: how often Ray retries a task whose worker died (default: 3)")
+
+    @classmethod
+    def option_problems(cls, args) -> list[str]:
+        return [f"{flag}: expected {what}; received {value}" for flag, value, ok, what in (
+            ("--unit-size", args.unit_size, args.unit_size >= 0, "a positive int, or 0 to choose one"),
+            ("--max-retries", args.max_retries, args.max_retries >= 0, "an int >= 0"),
+        ) if not ok]
+
+    @classmethod
+    def from_options(cls, args) -> RayExecutor:
+        return cls(workers=args.workers, unit_size=args.unit_size, max_retries=args.max_retries)
+
     def preflight(self) -> None:
         check_store_for_cluster()
         if importlib.util.find_spec("ray") is None:
@@ -68,7 +93,7 @@ class RayExecutor(Executor):
         # pruning: each run reads its group's best steps-to-target from the store when it starts (run_one),
         # and each unit starts nearest its groups' likely best rates (the store's, else the grid's middle)
         if board is not None:
-            todo = list(lifecycle.Dispatcher(todo, board))
+            todo = list(Dispatcher(todo, board))
         size = self.unit_size or default_unit_size(len(todo), self.workers)
         return run_units(self.ray, todo, ctx, unit_size=size, max_retries=self.max_retries, bar=bar, counts=counts)
 
@@ -87,7 +112,10 @@ def units(configs, unit_size: int) -> list[list]:
         raise ValueError(f"unit_size: expected a positive int; received {unit_size!r}")
 
     out = []
-    key = lifecycle.program_key
+
+    def key(cfg):
+        return cfg.program_key()
+
     for _, group in itertools.groupby(sorted(configs, key=key), key=key):  # sorted() is stable
         group = list(group)
         out += [group[i : i + unit_size] for i in range(0, len(group), unit_size)]
@@ -102,8 +130,8 @@ def train_unit(configs, ctx: SweepContext) -> list[RunRecord]:
     os.environ["MLFLOW_TRACKING_URI"] = ctx.tracking_uri
     records = []
     for cfg in configs:
-        h = grids.config_hash(cfg)
-        earlier = tracking.runs_of_config(ctx.experiment_id, h)
+        h = cfg.hash()
+        earlier = store.runs_of_config(ctx.experiment_id, h)
         if any(r.info.status == "FINISHED" for r in earlier):
             records.append(RunRecord(h, "skipped"))
             continue
@@ -135,14 +163,14 @@ def connect(workers: int):
     except ImportError:
         raise RayUnavailable(_MISSING) from None
     runtime_env = {
-        "working_dir": str(tracking.ROOT),
+        "working_dir": str(store.ROOT),
         "excludes": _EXCLUDES,
         # the workers log where the driver does, with its credentials (MLFLOW_TRACKING_USERNAME, ...)
         "env_vars": {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
-                    | {"MLFLOW_TRACKING_URI": tracking.tracking_uri()}
+                    | {"MLFLOW_TRACKING_URI": store.tracking_uri()}
                     # on this machine the workers share the project's compilation cache (lifecycle.use_compilation_cache)
                     | ({"JAX_COMPILATION_CACHE_DIR": os.environ.get("JAX_COMPILATION_CACHE_DIR")
-                        or str(tracking.ROOT / ".cache" / "jax")} if address is None or is_loopback(address) else {}),
+                        or str(store.ROOT / ".cache" / "jax")} if address is None or is_loopback(address) else {}),
     }
     kwargs = dict(runtime_env=runtime_env, include_dashboard=False, log_to_driver=False,
                   logging_level=logging.WARNING, configure_logging=True)
@@ -173,9 +201,9 @@ def is_loopback(address: str) -> bool:
 
 def check_store_for_cluster() -> None:
     """A cluster's workers may run on other machines: they cannot share a local SQLite file."""
-    uri = tracking.tracking_uri()
+    uri = store.tracking_uri()
     if os.environ.get("RAY_ADDRESS") and (uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri):
-        raise tracking.StoreUnreachable(
+        raise store.StoreUnreachable(
             f"RAY_ADDRESS={os.environ['RAY_ADDRESS']} with MLFLOW_TRACKING_URI={uri}: workers of a cluster cannot all "
             "write to a file on this machine; run `make server` and export MLFLOW_TRACKING_URI=http://127.0.0.1:5000 "
             "(or your team's server), or unset RAY_ADDRESS to use a local Ray instance")
@@ -204,13 +232,13 @@ def run_units(ray, todo, ctx: SweepContext, *, unit_size: int, max_retries: int,
                 print(f"\na Ray task failed ({cause}); its {len(unit)} run(s) are marked FAILED; rerun the command "
                       "to retry them", file=sys.stderr)
                 _end_unfinished(ctx, unit, "FAILED", f"the Ray task failed: {cause}")
-                records = [RunRecord(grids.config_hash(cfg), "failed") for cfg in unit]
+                records = [RunRecord(cfg.hash(), "failed") for cfg in unit]
             for rec in records:
                 counts.add(rec)
                 status = max(status, int(rec.status == "failed"))
             bar.update(len(unit))
             bar.set_postfix(diverged=counts.diverged, failed=counts.failed, refresh=False)
-            lifecycle.raise_if_stopped()
+            raise_if_stopped()
     except KeyboardInterrupt:
         if os.environ.get("RAY_ADDRESS"):  # a cluster outlives this driver: its tasks in flight must be cancelled
             for ref in refs:
@@ -236,13 +264,13 @@ def _end_running(ctx: SweepContext, runs, status: str, error: str) -> None:
     """End, with ``status`` and ``error``, those of ``runs`` that this sweep left RUNNING."""
     for r in runs:
         if r.info.status == "RUNNING" and r.data.tags.get("mlflow.parentRunId") == ctx.parent_id:
-            tracking.fail_child(r.info.run_id, error, status)
+            run_writer.fail_child(r.info.run_id, error, status)
 
 
 def _end_unfinished(ctx: SweepContext, unit, status: str, error: str) -> None:
     """End the unit's runs of this sweep that are still RUNNING (a task can no longer end them)."""
     for cfg in unit:
-        _end_running(ctx, tracking.runs_of_config(ctx.experiment_id, grids.config_hash(cfg)), status, error)
+        _end_running(ctx, store.runs_of_config(ctx.experiment_id, cfg.hash()), status, error)
 
 
 def default_unit_size(n_runs: int, workers: int) -> int:

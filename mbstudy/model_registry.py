@@ -1,4 +1,4 @@
-"""Workloads: the models a configuration can name (``TrainConfig.model``), one builder each.
+"""The model registry: the models a configuration can name (``TrainConfig.model``), one builder each.
 
 A builder takes the configuration and the loaded data set and returns a model
 of :mod:`mbstudy.model`'s protocol; the data fix the input and output sizes.
@@ -6,7 +6,7 @@ Adding a model is one :func:`register_model` call.
 
 >>> from mbstudy import load_dataset
 >>> from mbstudy.config import TrainConfig
->>> from mbstudy.workloads import build
+>>> from mbstudy.model_registry import build
 >>> build(TrainConfig(model="cnn"), load_dataset("mnist1d"))
 CNN(input_length=40, channels=25, n_classes=10)
 """

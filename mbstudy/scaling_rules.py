@@ -2,7 +2,7 @@
 
 Two published rules, as pure functions of Python numbers (the grids of
 ``experiments/grids/beta2.toml`` and ``sde.toml`` hold their values, and
-``tests/test_rules.py`` checks both against hand-computed numbers):
+``tests/test_scaling_rules.py`` checks both against hand-computed numbers):
 
 - **β2 at a fixed half-life in examples** (Marek et al. 2025, arXiv:2507.07101).
   Adam's second moment averages squared gradients with weight β2 per step; after
