@@ -30,9 +30,9 @@ import time
 from pathlib import Path
 
 from analysis import findings, load, render
-from analysis.sweep_report import build_sweep
 from analysis.section import Context
 from analysis.sections import SECTIONS, context
+from analysis.sweep_report import build_sweep
 
 REPORT_DIR = load.tracking.ROOT / "report"
 

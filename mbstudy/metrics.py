@@ -47,7 +47,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 
 # A run's targets and the summary metric of each (also RunResult's attribute): the steps at the first
 # evaluation that reached it. Training, pruning and the analysis read this one table.
-TARGETS = {"loss": "steps_to_target", "val": "steps_to_val_target"}
+TRAIN_TARGET, VAL_TARGET = "loss", "val"  # the training-loss target (target_loss) and the validation target
+TARGETS = {TRAIN_TARGET: "steps_to_target", VAL_TARGET: "steps_to_val_target"}
+TARGET_LABELS = {TRAIN_TARGET: "training-loss target", VAL_TARGET: "validation target"}  # how tables name them
 
 
 def is_timing(key: str) -> bool:

@@ -26,7 +26,7 @@ Adding an optimizer is one :func:`register_optimizer` call:
 >>> import optax
 >>> from mbstudy.optimizers import OPTIMIZERS, Hyper, Optimizer
 >>> [(o.name, o.label) for o in OPTIMIZERS.values()]
-[('sgd', 'SGD'), ('momentum', 'heavy-ball momentum'), ('adam', 'Adam')]
+[('sgd', 'SGD'), ('momentum', 'momentum'), ('adam', 'Adam')]
 >>> lion = Optimizer("lion", optax.lion, label="Lion", hyper=(
 ...     "learning_rate", Hyper("b1", static=True), Hyper("b2", static=True), Hyper("weight_decay")))
 >>> lion.defaults(), lion.traced, lion.static
@@ -112,13 +112,19 @@ class Optimizer:
 
     hyper: its hyper-parameters, in the order run names show them; a string is a traced ``TrainConfig`` field
       (``"learning_rate"``), a :class:`Hyper` says more.
-    label: how tables and figures name it ("heavy-ball momentum"); left out, the name.
+    label: how tables and figures name it ("SGD"); left out, the name.
+    scale_invariant: its update does not change when every gradient is multiplied by a constant (Adam's, up to
+      its eps; SGD's scales with it). The analysis reads it where the algebra differs: a sum over the batch is the
+      mean times B, which SGD needs a learning rate divided by B to undo and Adam does not.
+    nqm: the optimizer of the noisy quadratic model (:mod:`mbstudy.nqm`) that stands in for it ("" for none).
     """
 
     name: str
     factory: Callable[..., optax.GradientTransformation]
     hyper: tuple[Hyper | str, ...]
     label: str = ""
+    scale_invariant: bool = False
+    nqm: str = ""
 
     def __post_init__(self) -> None:
         try:
@@ -221,6 +227,7 @@ class Optimizer:
 
 
 OPTIMIZERS: dict[str, Optimizer] = {}
+REFERENCE = "sgd"  # the optimizer the study compares the others against (does momentum, or Adam, extend scaling?)
 
 
 def register_optimizer(opt: Optimizer) -> Optimizer:
@@ -234,12 +241,14 @@ def register_optimizer(opt: Optimizer) -> Optimizer:
 
 
 # plain SGD: theta <- theta - lr g
-register_optimizer(Optimizer("sgd", lambda learning_rate: optax.sgd(learning_rate), ("learning_rate",), label="SGD"))
+register_optimizer(Optimizer("sgd", lambda learning_rate: optax.sgd(learning_rate), ("learning_rate",), label="SGD",
+                             nqm="sgd"))
 # heavy ball: v <- g + momentum v, theta <- theta - lr v
 register_optimizer(Optimizer("momentum", lambda learning_rate, momentum: optax.sgd(learning_rate, momentum=momentum),
-                             ("learning_rate", Hyper("momentum", field=True, tag="mom")), label="heavy-ball momentum"))
+                             ("learning_rate", Hyper("momentum", field=True, tag="mom")), label="momentum", nqm="momentum"))
 # Adam (Kingma & Ba 2015); the betas static (see the module docstring), by default optax's (0.9, 0.999)
 register_optimizer(Optimizer("adam", lambda learning_rate, beta1, beta2, eps:
                              optax.adam(learning_rate, b1=beta1, b2=beta2, eps=eps),
                              ("learning_rate", Hyper("beta1", static=True, field=True, tag="b1"),
-                              Hyper("beta2", static=True, field=True, tag="b2"), "eps"), label="Adam"))
+                              Hyper("beta2", static=True, field=True, tag="b2"), "eps"), label="Adam",
+                             scale_invariant=True, nqm="preconditioned"))

@@ -51,13 +51,17 @@ def test_the_hyperbola_ratio():
     assert accumulation.hyperbola_ratio(1e-9, 256, 8) == pytest.approx(8.0)  # far above B_crit: k x the examples
 
 
+LABELS = {"fixed": "adam, β2 = 0.999", "half": "adam, β2 half-life", "sgd": "sgd"}  # the beta2 grid's arm labels
+
+
 def _beta2_runs() -> pd.DataFrame:
     rows = []
     for arm, optimizer, beta2 in (("fixed", "adam", 0.999), ("half", "adam", 0.99999), ("sgd", "sgd", 0.999)):
         for s in (0, 1, 2):
             for lr, steps in ((1e-3, 1000.0), (3.16e-3, 500.0), (1e-2, 900.0), (3.16e-2, np.nan)):
                 div = np.isnan(steps) or (arm == "fixed" and lr == 1e-2)
-                rows.append({"optimizer": optimizer, "beta2": beta2, "batch_size": 1, "seed": s, "learning_rate": lr,
+                rows.append({"arm": LABELS[arm], "optimizer": optimizer, "beta2": beta2, "batch_size": 1, "seed": s,
+                             "learning_rate": lr,
                              "outcome": "diverged" if div else "completed", "steps_to_target": steps})
     return pd.DataFrame(rows)
 
@@ -83,7 +87,7 @@ def _sde(offset: dict[str, float]) -> tuple[pd.DataFrame, pd.DataFrame]:
     for rule, B, lr, beta1 in arms:
         for s in range(5):
             rid = f"{rule}-{s}"
-            runs.append({"run_id": rid, "batch_size": B, "learning_rate": lr, "beta1": beta1, "seed": s})
+            runs.append({"run_id": rid, "arm": rule, "batch_size": B, "learning_rate": lr, "beta1": beta1, "seed": s})
             for e in range(0, 65537, 1024):
                 loss = 2.0 * np.exp(-e / 20000) * np.exp(offset.get(rule, 0.0) + 0.01 * s)
                 hist.append({"run_id": rid, "metric": "train/loss", "step": e // B, "value": loss})

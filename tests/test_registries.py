@@ -145,7 +145,7 @@ LION = dict(dataset="teacher", hidden=(8,), optimizer="lion_toy", learning_rate=
 
 def test_a_registered_optimizer_comes_last_with_its_label(lion):
     assert list(optimizers_mod.OPTIMIZERS) == ["sgd", "momentum", "adam", "lion_toy"], "the registry's order"
-    assert [o.label for o in optimizers_mod.OPTIMIZERS.values()] == ["SGD", "heavy-ball momentum", "Adam", "Lion"]
+    assert [o.label for o in optimizers_mod.OPTIMIZERS.values()] == ["SGD", "momentum", "Adam", "Lion"]
 
 
 def test_its_factory_defaults_apply(lion):

@@ -9,8 +9,20 @@ here and one line in :data:`SECTIONS`.
 from __future__ import annotations
 
 from analysis.section import Context, figures_of, providers_of
-from analysis.sections import (accumulate_or_step, chain_rule, cost, critical_batch, generalisation, identity,
-                               main_sweep, noise, powers_of_two, published, steps_to_target, sum_or_mean)
+from analysis.sections import (
+    accumulate_or_step,
+    chain_rule,
+    cost,
+    critical_batch,
+    generalisation,
+    identity,
+    main_sweep,
+    noise,
+    powers_of_two,
+    published,
+    steps_to_target,
+    sum_or_mean,
+)
 
 SECTIONS = (
     main_sweep.SECTION,  # the main sweep's facts (no text of its own): read by Q4, Q5 and Q7

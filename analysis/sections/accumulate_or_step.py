@@ -7,7 +7,8 @@ from __future__ import annotations
 from analysis.markdown import interval
 from analysis.section import Context, Section
 from analysis.sections import accumulation, beta2, sde
-from analysis.sections.beta2 import FIXED, HALF, arm_ratio
+from analysis.sections.beta2 import arm_ratio
+from mbstudy.metrics import TRAIN_TARGET
 
 LIMITS = ("The MNIST-1D MLP only, 3 seeds (5 for the SDE rule), half-decade learning-rate grids (the robust "
           "band's resolution is half a decade), one half-life (that of β2 = 0.999 at B = 128), Adam's β1 and ε "
@@ -23,7 +24,7 @@ def finding(ctx: Context) -> str | None:
     a, b, s = ctx.accumulation, ctx.beta2, ctx.sde
     parts = []
     if a is not None and len(a.table):
-        t = a.table[(a.table["target"] == "loss") & (a.table["k"] > 1)]
+        t = a.table[(a.table["target"] == TRAIN_TARGET) & (a.table["k"] > 1)]
         if len(t):
             w = t.loc[t["examples_ratio"].idxmax()]
             parts.append(f"accumulating k micro-batches is the batch kb: {t['examples_ratio'].min():.2f}–"
@@ -31,7 +32,8 @@ def finding(ctx: Context) -> str | None:
                          f"b = {int(w.micro)}, k = {int(w.k)}, {interval(w.examples_ratio, w.examples_lo, w.examples_hi, '.2f')})")
     if b is not None and len(b.table):
         B = int(b.table["batch_size"].min())
-        r = arm_ratio(b, HALF, FIXED, B)
+        fixed, half, _ = b.arms
+        r = arm_ratio(b, half, fixed, B)
         parts.append(f"β2 at a fixed half-life vs 0.999 at B = {B}: {interval(*r, fmt='.2f')}× the steps")
     if s is not None and len(s.distances):
         ok = s.distances[s.distances["within"]]

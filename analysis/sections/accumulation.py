@@ -21,7 +21,7 @@ from analysis.order import optimizers_in
 from analysis.plots import Skip
 from analysis.section import Context, FigureSpec, Provider, Section
 from analysis.sections.workloads import headline_b_crit, headline_panel
-from mbstudy.metrics import TARGETS
+from mbstudy.metrics import TARGETS, TRAIN_TARGET, VAL_TARGET
 
 plt = plots.plt
 TIME_METRICS = {target: metric.replace("steps_", "time_", 1) for target, metric in TARGETS.items()}
@@ -98,7 +98,7 @@ def text(ctx: Context) -> str:
     if a is None:
         return ctx.not_measured("accumulation", "make sweep GRID=accumulation")
     t = a.table
-    loss = t[(t["target"] == "loss") & (t["k"] > 1)]
+    loss = t[(t["target"] == TRAIN_TARGET) & (t["k"] > 1)]
     if loss.empty:
         return "The accumulation sweep holds no pair (accumulated, k = 1) that reached the training-loss target.\n"
     b_crit = headline_b_crit(ctx)
@@ -169,7 +169,7 @@ def text(ctx: Context) -> str:
               "On one device, take the small steps; accumulate only to reach a batch the memory cannot hold, and only "
               "up to about B_crit." if len(with_ci) else
               "; with one seed there are no intervals to say whether accumulation was ever faster.")))
-    val = t[(t["target"] == "val") & (t["k"] > 1)]
+    val = t[(t["target"] == VAL_TARGET) & (t["k"] > 1)]
     val_line = ""
     if len(val):
         costly = val[[verdict(lo, hi) == "costs more" for lo, hi in val[["examples_lo", "examples_hi"]].to_numpy()]]
@@ -216,7 +216,7 @@ def _against_science(ctx: Context, rows: pd.DataFrame) -> str:
 def accumulation_figure(ctx: Context):
     """Examples and time to the training-loss target of k accumulated micro-batches over k steps of b."""
     t = ctx.accumulation.table
-    t = t[(t["target"] == "loss") & (t["k"] > 1)]
+    t = t[(t["target"] == TRAIN_TARGET) & (t["k"] > 1)]
     if t.empty:
         raise Skip("no accumulation run and its k = 1 counterpart both reached the training-loss target")
     opts = optimizers_in(t["optimizer"])

@@ -5,21 +5,21 @@ robust band of learning rates; ratios between arms paired by seed. Also Q4's par
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from analysis import load, plots, reduce
+from analysis import load, order, plots, reduce
 from analysis.markdown import interval, md_table
 from analysis.plots import Skip
 from analysis.section import Context, FigureSpec, Provider, Section
 from analysis.sections.accumulation import verdict
 from analysis.sections.workloads import headline_b_crit
+from mbstudy.metrics import TRAIN_TARGET
 
 plt = plots.plt
-FIXED, HALF, SGD = "adam, β2 = 0.999", "adam, β2 half-life", "sgd"  # the beta2 sweep's arms
-ARMS = (FIXED, HALF, SGD)
+ROLES = ("fixed", "half_life", "plain")  # the beta2 grid's [meta] names its arms for these roles
 BAND = 2.0  # a learning rate is in the robust band when its steps to target are within this factor of the best
 
 
@@ -32,14 +32,12 @@ class Beta2Facts:
     table: pd.DataFrame
     per_seed: dict[str, pd.DataFrame]  # arm -> reduce.per_seed_steps (rows B, columns seeds), training-loss target
     runs: pd.DataFrame
+    roles: dict[str, str] = field(default_factory=dict)  # ROLES -> the arm's label: fixed β2, half-life β2, plain
 
-
-def beta2_arm(runs: pd.DataFrame) -> pd.Series:
-    """``sgd``, ``adam, β2 = 0.999`` or ``adam, β2 half-life`` of every run."""
-    beta2 = runs["beta2"].astype(float) if "beta2" in runs else pd.Series(0.999, index=runs.index)
-    adam = np.where(np.isclose(beta2, 0.999, rtol=0, atol=1e-12) & (runs["batch_size"] != 128),
-                    FIXED, HALF)
-    return pd.Series(np.where(runs["optimizer"] == "adam", adam, runs["optimizer"]), index=runs.index)
+    @property
+    def arms(self) -> tuple[str, str, str]:
+        """The labels of the fixed-β2, half-life-β2 and plain arms (the order of tables and figures)."""
+        return tuple(self.roles.get(r, r) for r in ROLES)
 
 
 def band_width(steps: pd.Series, factor: float = BAND) -> float:
@@ -56,8 +54,13 @@ def band_width(steps: pd.Series, factor: float = BAND) -> float:
     return float(np.log10(inside.max() / inside.min()))
 
 
-def beta2_facts(runs: pd.DataFrame, experiment: str = "beta2", n_boot: int = 1000) -> Beta2Facts:
-    runs = runs.assign(arm=beta2_arm(runs))
+def beta2_facts(runs: pd.DataFrame, experiment: str = "beta2", n_boot: int = 1000,
+                roles: dict[str, str] | None = None) -> Beta2Facts:
+    """``runs`` with an ``arm`` column (else each run's arm is its label in the grid ``<experiment>``); ``roles``:
+    which arm plays which part (default: the grid's ``[meta]``)."""
+    if "arm" not in runs:
+        runs = runs.assign(arm=order.labels_of(runs, experiment)["workload"])
+    roles = {r: order.meta(experiment).get(r, r) for r in ROLES} if roles is None else roles
     rows, per_seed = [], {}
     for arm, g in runs.groupby("arm"):
         per_seed[arm] = reduce.per_seed_steps(g, by=("batch_size",))
@@ -76,7 +79,7 @@ def beta2_facts(runs: pd.DataFrame, experiment: str = "beta2", n_boot: int = 100
                          "beta2": float(gb["beta2"].iloc[0]) if "beta2" in gb else np.nan,
                          "eval_every": float(gb["eval_every"].iloc[0]) if "eval_every" in gb else np.nan})
     table = pd.DataFrame(rows).sort_values(["arm", "batch_size"]).reset_index(drop=True)
-    return Beta2Facts(experiment, table, per_seed, runs)
+    return Beta2Facts(experiment, table, per_seed, runs, roles)
 
 
 def arm_ratio(facts: Beta2Facts, num: str, den: str, batch_size: int, n_boot: int = 1000) -> tuple[float, float, float]:
@@ -91,6 +94,7 @@ def text(ctx: Context) -> str:
     b = ctx.beta2
     if b is None:
         return ctx.not_measured("beta2", "make sweep GRID=beta2")
+    fixed, half, plain = b.arms
     t = b.table
     small, large = int(t["batch_size"].min()), int(t["batch_size"].max())
     at = t.set_index(["arm", "batch_size"])
@@ -102,16 +106,16 @@ def text(ctx: Context) -> str:
     smalls = [B for B in sizes if B <= 4]
     claims = []
     # 1. stability at small B
-    div = {arm: np.mean([get(arm, B, "diverged") for B in smalls]) for arm in (FIXED, HALF, SGD)}
-    div_at = {arm: {B: get(arm, B, "diverged") for B in sizes} for arm in (FIXED, HALF)}
-    r1 = arm_ratio(b, HALF, FIXED, small)
-    steps1 = get(HALF, small, "steps")
+    div = {arm: np.mean([get(arm, B, "diverged") for B in smalls]) for arm in (fixed, half, plain)}
+    div_at = {arm: {B: get(arm, B, "diverged") for B in sizes} for arm in (fixed, half)}
+    r1 = arm_ratio(b, half, fixed, small)
+    steps1 = get(half, small, "steps")
     if not np.isfinite(steps1):
         stable = f"**Does not hold** here: the half-life arm did not reach the target at B = {small}."
-    elif div[HALF] < div[FIXED] - 0.05:
+    elif div[half] < div[fixed] - 0.05:
         stable = "**Holds**, and the half-life β2 is what makes small B stabler here."
-    elif div[HALF] <= div[FIXED] + 0.05:
-        reached = [B for B in sizes if np.isfinite(get(HALF, B, "steps")) and np.isfinite(get(FIXED, B, "steps"))]
+    elif div[half] <= div[fixed] + 0.05:
+        reached = [B for B in sizes if np.isfinite(get(half, B, "steps")) and np.isfinite(get(fixed, B, "steps"))]
         where = "at every B" if len(reached) == len(sizes) else f"at B ∈ {{{', '.join(map(str, reached))}}}"
         stable = (f"**Holds** in the sense that both arms reach the target {where}, but β2 = 0.999 is as stable as "
                   "the half-life rule here: on this workload the rule is not what makes small batches train.")
@@ -123,25 +127,25 @@ def text(ctx: Context) -> str:
 
     claims.append(
         f"1. *Small batches down to B = 1 train stably with the half-life β2.* Of each arm's (rate, seed) runs, the "
-        f"half-life arm diverged in {per_b(HALF)}; β2 = 0.999 in {per_b(FIXED)} (the same rate grid). Plain SGD diverged in {div[SGD]:.0%} at B ≤ 4, on a grid that reaches rate 10 "
+        f"half-life arm diverged in {per_b(half)}; β2 = 0.999 in {per_b(fixed)} (the same rate grid). Plain SGD diverged in {div[plain]:.0%} at B ≤ 4, on a grid that reaches rate 10 "
         f"(Adam's stops at 0.1), so not comparable. At B = {small} the half-life arm's fewest steps are "
         f"{interval(*r1, fmt='.2f')}× the fixed arm's. A run stops at its target or its budget, so a divergence "
         f"after either is not counted. " + stable)
     # 2. robustness
-    band_small = {arm: np.nanmedian([get(arm, B, "band") for B in smalls]) for arm in (FIXED, HALF, SGD)}
-    band_large = {arm: get(arm, large, "band") for arm in (FIXED, HALF, SGD)}
+    band_small = {arm: np.nanmedian([get(arm, B, "band") for B in smalls]) for arm in (fixed, half, plain)}
+    band_large = {arm: get(arm, large, "band") for arm in (fixed, half, plain)}
     step = 0.45  # a difference of one half-decade grid step (0.5 decades, 3.16 is 10^0.4997)
-    diff = band_small[HALF] - band_large[HALF]
+    diff = band_small[half] - band_large[half]
     robust = ("**Holds**: the band is wider at small B." if diff >= step else
               "**Does not hold**: the band is narrower at small B." if diff <= -step else
               "**Not resolved**: the band is the same width at small and large B to within one grid step.")
     claims.append(
         f"2. *Small batches are more robust to the learning rate.* The band of rates within {BAND:g}× of the fewest "
-        f"steps spans {band_small[HALF]:.1f} decades at B ≤ 4 and {band_large[HALF]:.1f} at B = {large} with the "
-        f"half-life β2 ({band_small[FIXED]:.1f} and {band_large[FIXED]:.1f} with β2 = 0.999; SGD {band_small[SGD]:.1f} "
-        f"and {band_large[SGD]:.1f}; medians over seeds, on a half-decade grid). " + robust)
+        f"steps spans {band_small[half]:.1f} decades at B ≤ 4 and {band_large[half]:.1f} at B = {large} with the "
+        f"half-life β2 ({band_small[fixed]:.1f} and {band_large[fixed]:.1f} with β2 = 0.999; SGD {band_small[plain]:.1f} "
+        f"and {band_large[plain]:.1f}; medians over seeds, on a half-decade grid). " + robust)
     # 3. SGD competitive
-    r3 = {B: arm_ratio(b, SGD, HALF, B) for B in sizes}
+    r3 = {B: arm_ratio(b, plain, half, B) for B in sizes}
     known = {B: r for B, r in r3.items() if np.isfinite(r[0])}
     low = {B: r for B, r in known.items() if B <= 64}
     high = {B: r for B, r in known.items() if B > 64}
@@ -171,7 +175,7 @@ def text(ctx: Context) -> str:
     acc = ctx.accumulation
     bc = headline_b_crit(ctx)
     if acc is not None and len(acc.table) and bc:
-        big = acc.table[(acc.table["target"] == "loss") & (acc.table["k"] > 1)]
+        big = acc.table[(acc.table["target"] == TRAIN_TARGET) & (acc.table["k"] > 1)]
         big = big[big["optimizer"].isin(list(bc))]
         under = big[big["batch_size"] <= big["optimizer"].map(bc)]
         over = big[big["batch_size"] > big["optimizer"].map(bc)]
@@ -189,7 +193,7 @@ def text(ctx: Context) -> str:
                 "(the accumulation table above). " + v4 + "; on time, see the accumulation paragraph.")
     table = t.assign(**{"β2": t["beta2"].map(lambda v: f"{v:.6g}" if np.isfinite(v) else "–")})
     table = pd.DataFrame({
-        "arm": t["arm"], "B": t["batch_size"], "β2": table["β2"].where(t["arm"] != SGD, "–"),
+        "arm": t["arm"], "B": t["batch_size"], "β2": table["β2"].where(t["arm"] != plain, "–"),
         "steps": t["steps"], "examples": t["examples"], "best lr": t["best_lr"],
         "diverged": t["diverged"].map(lambda v: f"{v:.0%}"),
         f"band (decades, within {BAND:g}×)": [f"{m:.1f} [{lo:.1f}, {hi:.1f}]" if np.isfinite(m) else "–"
@@ -198,7 +202,7 @@ def text(ctx: Context) -> str:
         "**Adam's β2 at a fixed half-life in examples (Marek et al. 2025).** β2 averages squared gradients over "
         "about 1/(1 − β2) steps, so a fixed β2 averages over B/(1 − β2) examples: at B = 1 β2 = 0.999 remembers "
         "about 700 examples, at B = 3200 two million. Holding the half-life t½ fixed in examples gives "
-        "β2(B) = 0.5^(B / t½) (`mbstudy.rules.beta2_at`); t½ = 88,678 examples is β2 = 0.999 at B = 128. "
+        "β2(B) = 0.5^(B / t½) (`mbstudy.scaling_rules.beta2_at`); t½ = 88,678 examples is β2 = 0.999 at B = 128. "
         f"Experiment `{b.experiment}` (every run to its target, its budget or its divergence: no pruning), "
         f"MNIST-1D MLP, {int(t['n_seeds'].max())} seeds; Marek et al.'s claims, point by point:",
         "", *claims, "",
@@ -212,11 +216,12 @@ def q4_paragraph(ctx: Context) -> str:
     b = ctx.beta2
     if b is None or b.table.empty:
         return ""
+    fixed, half, _ = b.arms
     sizes = sorted(b.table["batch_size"].unique())
     small, large = sizes[0], sizes[-1]
-    r_small, r_large = arm_ratio(b, HALF, FIXED, small), arm_ratio(b, HALF, FIXED, large)
+    r_small, r_large = arm_ratio(b, half, fixed, small), arm_ratio(b, half, fixed, large)
     at = b.table.set_index(["arm", "batch_size"])
-    res = {B: float(at["eval_every"].get((FIXED, B), np.nan) / at["steps"].get((FIXED, B), np.nan)) for B in (small, large)}
+    res = {B: float(at["eval_every"].get((fixed, B), np.nan) / at["steps"].get((fixed, B), np.nan)) for B in (small, large)}
     contains = all(np.isfinite(r[1]) and r[1] <= 1 <= r[2] for r in (r_small, r_large))
     return (
         "**Adam's β2 is the other knob of its averaging.** Sum or mean rescales Adam's v by B² and leaves only ε "
@@ -236,9 +241,9 @@ def beta2_figure(ctx: Context):
     t = ctx.beta2.table
     if t.empty:
         raise Skip("the beta2 sweep holds no runs")
-    arms = [a for a in ARMS if a in set(t["arm"])]
+    arms = [a for a in ctx.beta2.arms if a in set(t["arm"])]
     fig, axes = plt.subplots(1, 3, figsize=(11.0, 3.2), squeeze=False)
-    colors = dict(zip(ARMS, plots.sns.color_palette("deep", 3)))
+    colors = dict(zip(ctx.beta2.arms, plots.sns.color_palette("deep", 3)))
     for arm in arms:
         s = t[t["arm"] == arm].sort_values("batch_size")
         kw = dict(fmt="o-", ms=3, lw=1, color=colors[arm], label=arm)

@@ -9,6 +9,7 @@ from analysis.markdown import finite, interval
 from analysis.section import Context, Section
 from analysis.sections import branching, nqm, scaling, warmup
 from analysis.sections.branching import TOL, shape
+from mbstudy.metrics import TRAIN_TARGET
 
 LIMITS = ("One workload (the MNIST-1D MLP) and one optimizer (SGD) for the branches, the warm-ups and the scaling "
           "fits; a training-loss target on a data set seen for many epochs, where Merrill et al. and Zhang et al. "
@@ -54,9 +55,9 @@ def practice(ctx: Context) -> str:
     if sc is not None and not sc.slopes.empty:
         d = sc.slopes.set_index(["axis", "target"])
         for axis, what in (("data", "the training set grows"), ("width", "the model widens")):
-            if (axis, "loss") not in d.index:
+            if (axis, TRAIN_TARGET) not in d.index:
                 continue
-            k, lo, hi = d.loc[(axis, "loss"), ["slope", "lo", "hi"]]
+            k, lo, hi = d.loc[(axis, TRAIN_TARGET), ["slope", "lo", "hi"]]
             if finite(k, lo, hi):
                 parts.append(f"when {what} by 2×, expect B_crit to change by {2 ** k:.2f}× "
                              f"[{2 ** lo:.2f}, {2 ** hi:.2f}] (slope {interval(k, lo, hi, fmt='.2f')})")
@@ -85,8 +86,8 @@ def finding(ctx: Context) -> str | None:
     if f.scaling is not None and not f.scaling.slopes.empty:
         sl = f.scaling.slopes.set_index(["axis", "target"])
         for axis in ("data", "width"):
-            if (axis, "loss") in sl.index:
-                x = sl.loc[(axis, "loss")]
+            if (axis, TRAIN_TARGET) in sl.index:
+                x = sl.loc[(axis, TRAIN_TARGET)]
                 parts.append(f"log-log slope against {axis} {interval(x['slope'], x['lo'], x['hi'], '.2f')}")
     if f.nqm is not None:
         order = f.nqm.fits.sort_values("B_crit")["optimizer"]

@@ -12,23 +12,24 @@ test error at every evaluation. From each run's history:
 For each (workload, B, budget, seed) the learning rate is the one with the
 lowest validation error at that budget (tuned per B, as Shallue et al. §4.8
 require), and the test error is read at the same evaluation. Error is
-1 − accuracy for classification and the MSE for regression (the teacher).
+1 − accuracy for classification and the MSE for regression data sets.
 Pure: DataFrames in, DataFrames out.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from analysis import load, plots
+from analysis import load, order, plots
 from analysis.markdown import md_table
 from analysis.plots import Skip
 from analysis.section import Context, FigureSpec, Provider, Section
-from analysis.sections.workloads import WORKLOADS, ordered, workload_of
+from analysis.sections.workloads import ordered, workload_of
 from mbstudy.data import DATASETS, n_validation
 
 plt = plots.plt
@@ -45,6 +46,7 @@ class GeneralisationFacts:
     runs: pd.DataFrame
     table: pd.DataFrame  # per workload, budget, B: test error median, lo, hi over seeds; n; learning rates chosen
     gaps: pd.DataFrame  # per workload, budget: test error at the largest B minus at the smallest, per seed and summary
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)  # workload -> its grid's label, in order
 
 
 def _errors(history: pd.DataFrame) -> pd.DataFrame:
@@ -82,8 +84,9 @@ def budget_points(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run_id", "budget", "step", "val", "test"])
 
 
-def generalisation_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "generalisation"
-                         ) -> GeneralisationFacts:
+def generalisation_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "generalisation",
+                         labels: dict[str, str] | None = None) -> GeneralisationFacts:
+    """``labels``: workload -> label, in order; by default the grid ``<experiment>``'s."""
     pts = budget_points(runs, history)
     cols = ["run_id", "workload", "optimizer", "batch_size", "learning_rate", "seed"]
     df = pts.merge(runs.assign(workload=workload_of(runs))[cols], on="run_id")
@@ -92,7 +95,8 @@ def generalisation_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: 
     table = best.groupby(["workload", "budget", "batch_size"], as_index=False).agg(
         median=("test", "median"), lo=("test", "min"), hi=("test", "max"), n=("test", "size"),
         step=("step", "median"), learning_rates=("learning_rate", lambda s: ",".join(f"{x:g}" for x in sorted(set(s)))))
-    return GeneralisationFacts(experiment, runs, table, gaps(best))
+    return GeneralisationFacts(experiment, runs, table, gaps(best),
+                               order.workload_labels(experiment) if labels is None else labels)
 
 
 def gaps(best: pd.DataFrame) -> pd.DataFrame:
@@ -169,7 +173,8 @@ def text(ctx: Context) -> str:
         "(sweep `generalisation`), read under three "
         f"budgets: {EPOCHS} epochs, {STEPS} steps, and the whole run at its best validation error (early stopping, "
         "the runs are long enough to be past it). The learning rate is chosen per B and budget by the validation "
-        "error; the test error (1 − accuracy; MSE for the teacher) is read at the same evaluation. The gap is the "
+        f"error; the test error (1 − accuracy; MSE for the {' and '.join(_regression(g))}) is read at the same "
+        "evaluation. The gap is the "
         "test error at the largest B minus at the smallest, seed by seed; a verdict needs every seed to agree.\n",
         f"**Answer:** {answer}\n",
         *lines, "",
@@ -182,13 +187,19 @@ def text(ctx: Context) -> str:
     ])
 
 
+def _regression(g: GeneralisationFacts) -> dict[str, str]:
+    """The regression data sets of the sweep (error = MSE) -> their workload."""
+    r = g.runs.assign(workload=workload_of(g.runs)).drop_duplicates("workload")
+    return {d: w for d, w in zip(r["dataset"], r["workload"]) if d in DATASETS and DATASETS[d].task == "regression"}
+
+
 def generalisation_figure(ctx: Context):
     """Test error against B, one panel per workload, one line per budget of Q5b."""
     g = ctx.generalisation
     t = figure_table(g)
     if t.empty:
         raise Skip("no completed run of the generalisation sweep logged a validation and test error")
-    cols = ordered(t["workload"])
+    cols = ordered(t["workload"], g.labels)
     fig, axes = plt.subplots(1, len(cols), figsize=(3.1 * len(cols), 3.0), squeeze=False)
     for j, c in enumerate(cols):
         ax = axes[0, j]
@@ -197,9 +208,9 @@ def generalisation_figure(ctx: Context):
             ax.errorbar(s["batch_size"], s["median"], yerr=[s["median"] - s["lo"], s["hi"] - s["median"]],
                         fmt="o-", ms=3, lw=1, capsize=2, label=b)
         ax.set_xscale("log", base=2)
-        ax.set_title(WORKLOADS.get(c, c), fontsize=8)
+        ax.set_title(g.labels.get(c, c), fontsize=8)
         ax.set_xlabel("batch size B")
-        ax.set_ylabel("test MSE" if c.startswith("teacher") else "test error (1 − accuracy)")
+        ax.set_ylabel("test MSE" if c in _regression(g).values() else "test error (1 − accuracy)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=7, bbox_to_anchor=(0.5, 0.0))
     worse = g.gaps[g.gaps["verdict"] == "larger B worse"]

@@ -12,14 +12,14 @@ from matplotlib.ticker import FormatStrFormatter
 
 from analysis import plots, reduce
 from analysis.markdown import interval, md_table
-from analysis.order import optimizers_in
+from analysis.order import label, optimizers_in
 from analysis.section import Context, FigureSpec, Provider, Section
 from analysis.sections.workloads import headline_panel
+from mbstudy.optimizers import OPTIMIZERS
 
 plt = plots.plt
 NQM_DIM = 1000  # directions of the matched model (Zhang et al. 2019 use 10^4; the curves' shape is the same)
 NQM_BATCH_SIZES = tuple(2 ** k for k in range(13))  # 1 .. 4096
-NQM_OPTIMIZERS = {"sgd": "sgd", "momentum": "momentum", "adam": "preconditioned"}  # the study's name -> the NQM's
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def nqm_facts(b_simple0: float, loss0: float, target: float, *, dim: int = NQM_D
 
     model = nqm.power_law(dim, b_simple0=b_simple0, loss0=1.0)
     rows, fits = [], []
-    for name, kind in NQM_OPTIMIZERS.items():
+    for name, kind in ((o.name, o.nqm) for o in OPTIMIZERS.values() if o.nqm):
         c = nqm.steps_curve(model, kind, list(NQM_BATCH_SIZES), target / loss0)
         rows += [{"optimizer": name, "batch_size": int(b), "steps": float(s), "lr": float(lr)}
                  for b, s, lr in zip(c["batch_size"], c["steps"], c["lr"])]
@@ -114,7 +114,8 @@ def nqm_figure(ctx: Context):
     fits = n.fits.set_index("optimizer")
     for opt in optimizers_in(n.curves["optimizer"]):
         c = n.curves[(n.curves["optimizer"] == opt) & np.isfinite(n.curves["steps"])]
-        name = "preconditioned (Adam's stand-in)" if opt == "adam" else opt
+        kind = OPTIMIZERS[opt].nqm if opt in OPTIMIZERS else opt
+        name = opt if kind == opt else f"{kind} ({label(opt)}'s stand-in)"
         axes[1].plot(c["batch_size"], c["steps"], "o-", ms=3, lw=1, color=colors[opt],
                      label=f"{name}: B_crit {fits.loc[opt, 'B_crit']:.0f}")
     axes[1].set_title(f"noisy quadratic model matched to B_simple = {n.b_simple0:.0f} at initialisation", fontsize=8)

@@ -8,13 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis import load
+from analysis import load, order
 from analysis.markdown import md_table
 from analysis.section import Context, Provider, Section
-
-
-# Greydanus 2020 (arXiv:2011.14439), the MNIST-1D paper's table of test accuracies
-PUBLISHED_ACCURACY = {"mlp": 0.68, "cnn": 0.94}
 
 
 @dataclass(frozen=True)
@@ -26,13 +22,20 @@ class PublishedFacts:
     accuracy: pd.DataFrame  # per model: mean, min and max over seeds of the final test accuracy, seeds, the paper's
 
 
-def published_facts(runs: pd.DataFrame, experiment: str = "published") -> PublishedFacts:
-    r = runs.assign(model=runs["model"] if "model" in runs else "mlp")
+def published_facts(runs: pd.DataFrame, experiment: str = "published", paper: dict[str, float] | None = None
+                    ) -> PublishedFacts:
+    """Per arm of the grid ``<experiment>`` (its label, under ``model``; else the run's model): the final test
+    accuracy over seeds against ``paper`` (arm -> the paper's accuracy; default: the grid's
+    ``[meta.paper_accuracy]``, Greydanus 2020's table)."""
+    arm = order.labels_of(runs, experiment)["arm"]
+    model = runs["model"] if "model" in runs else pd.Series("", index=runs.index)
+    r = runs.assign(model=arm.where(arm != "", model))
+    paper = order.meta(experiment).get("paper_accuracy", {}) if paper is None else paper
     acc = (r.groupby("model")["final/test/acc"].agg(mean="mean", low="min", high="max", seeds="size")
            .reset_index())
     best = r.groupby("model")["best/test/acc"].mean() if "best/test/acc" in r else None
     acc["best_mean"] = acc["model"].map(best) if best is not None else float("nan")
-    acc["paper"] = acc["model"].map(PUBLISHED_ACCURACY)
+    acc["paper"] = acc["model"].map(paper).astype(float)
     return PublishedFacts(experiment=experiment, runs=runs, accuracy=acc)
 
 

@@ -16,6 +16,7 @@ from analysis.markdown import finite, interval, md_table, open_interval
 from analysis.plots import Skip
 from analysis.section import Context, FigureSpec, Provider, Section
 from analysis.sections.branching import LEVEL, MIN_SEEDS, UNBOUNDED
+from mbstudy.metrics import TARGET_LABELS, TARGETS, TRAIN_TARGET, VAL_TARGET
 
 plt = plots.plt
 
@@ -50,7 +51,7 @@ def scaling_facts(runs: pd.DataFrame, experiment: str = "scaling", n_boot: int =
     axes = {"data": (runs[runs["width"] == BASE_WIDTH], "n"), "width": (runs[runs["n"] == BASE_N], "width")}
     fits, slopes, steps = [], [], []
     for axis, (sub, col) in axes.items():
-        for target, metric in (("loss", "steps_to_target"), ("val", "steps_to_val_target")):
+        for target, metric in TARGETS.items():
             values, point, reps = [], [], []  # reps: per value, n_boot B_crit replicates (seeds resampled)
             for k, (value, g) in enumerate(sub.groupby(col)):
                 t = reduce.per_seed_steps(g, by=("batch_size",), metric=metric)
@@ -89,7 +90,7 @@ def text(ctx: Context) -> str:
     for axis, label in (("data", "N (training set before the split)"), ("width", "width")):
         for value in sorted(sc.fits.loc[sc.fits["axis"] == axis, "value"].unique()):
             r = {"axis": label, "value": value}
-            for target, name in (("loss", "B_crit, train loss"), ("val", "B_crit, validation")):
+            for target, name in ((TRAIN_TARGET, "B_crit, train loss"), (VAL_TARGET, "B_crit, validation")):
                 x = sc.fits[(sc.fits["axis"] == axis) & (sc.fits["value"] == value) & (sc.fits["target"] == target)]
                 r[name] = open_interval(*x[["B_crit", "lo", "hi"]].iloc[0]) if len(x) else "–"
             rows.append(r)
@@ -107,16 +108,16 @@ def text(ctx: Context) -> str:
             return "not resolved"
         return "grows" if lo > 0 else "falls" if hi < 0 else "no trend resolved"
 
-    d, m = slope("data", "loss"), slope("width", "loss")
-    data_grows = says("data", "loss") == "grows"
+    d, m = slope("data", TRAIN_TARGET), slope("width", TRAIN_TARGET)
+    data_grows = says("data", TRAIN_TARGET) == "grows"
     # "barely with model size": the width slope's whole interval is smaller in size than the data slope's lower bound
     width_small = data_grows and finite(*m) and max(abs(m[1]), abs(m[2])) < d[1]
-    width_says = says("width", "loss")
+    width_says = says("width", TRAIN_TARGET)
     verdict = ("holds" if data_grows and width_small else
                f"holds for data size, not for model size (B_crit {width_says} with width)" if data_grows
                and width_says in ("grows", "falls") else
                "holds for data size; the model-size part is not resolved" if data_grows else
-               "does not hold" if says("data", "loss") in ("falls", "no trend resolved") else "is not resolved")
+               "does not hold" if says("data", TRAIN_TARGET) in ("falls", "no trend resolved") else "is not resolved")
     return "\n".join([
         "### Data size and model size (Zhang et al. 2024)",
         "",
@@ -128,9 +129,9 @@ def text(ctx: Context) -> str:
         "",
         md_table(pd.DataFrame(rows)),
         "",
-        f"Slopes (training-loss target): against data size {interval(*d, fmt='.2f')} (B_crit {says('data', 'loss')}), "
-        f"against width {interval(*m, fmt='.2f')} ({says('width', 'loss')}); validation target: data "
-        f"{interval(*slope('data', 'val'), fmt='.2f')}, width {interval(*slope('width', 'val'), fmt='.2f')}. Zhang et "
+        f"Slopes (training-loss target): against data size {interval(*d, fmt='.2f')} (B_crit {says('data', TRAIN_TARGET)}), "
+        f"against width {interval(*m, fmt='.2f')} ({says('width', TRAIN_TARGET)}); validation target: data "
+        f"{interval(*slope('data', VAL_TARGET), fmt='.2f')}, width {interval(*slope('width', VAL_TARGET), fmt='.2f')}. Zhang et "
         f"al.'s claim (B_crit grows with data and barely with model size) **{verdict}** here on the training-loss "
         "target (\"barely\": the width slope's interval lies closer to 0 than the data slope's lower bound).",
         "",
@@ -146,7 +147,7 @@ def scaling_figure(ctx: Context):
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.6))
     labels = {"data": "training-set size N (before the 20% validation split)", "width": "MLP width (two hidden layers)"}
     for ax, axis in zip(axes, ("data", "width")):
-        for k, (target, name) in enumerate((("loss", "training-loss target"), ("val", "validation target"))):
+        for k, (target, name) in enumerate(TARGET_LABELS.items()):
             fit = sc.fits[(sc.fits["axis"] == axis) & (sc.fits["target"] == target)].sort_values("value")
             fit = fit[np.isfinite(fit["B_crit"])]
             if fit.empty:

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis import load, plots, reduce
+from analysis import load, order, plots, reduce
 from analysis.markdown import interval, md_table
 from analysis.plots import Skip
 from analysis.section import Context, FigureSpec, Provider, Section
 
 plt = plots.plt
-RULES = ("square-root", "linear", "none")  # the sde sweep's rules, in the order tables and figures show them
+REFERENCE = "reference"  # the sde grid's label of the arm the rules scale from (its meta names the rate)
 LEVEL = 0.95
 
 
@@ -33,17 +33,16 @@ class SdeFacts:
     curves: pd.DataFrame  # rule, kappa, batch_size, seed, examples, loss
     distances: pd.DataFrame  # rule, kappa, distance [lo, hi], spread, noise, within (distance <= noise)
     reference_rates: pd.DataFrame  # learning_rate, final loss (median over seeds) at B0
+    rules: tuple[str, ...] = ()  # the rules' labels (the grid's arms but the reference), in the grid's order
 
 
-def sde_rule_of(runs: pd.DataFrame, b0: int, lr0: float) -> pd.Series:
-    """``reference``, ``square-root``, ``linear``, ``none`` (or ``other``) of every run of the sde grid."""
-    kappa = runs["batch_size"] / b0
-    beta1 = runs["beta1"].astype(float) if "beta1" in runs else pd.Series(0.9, index=runs.index)
-    lr = runs["learning_rate"].astype(float)
-    out = np.select(
-        [(kappa == 1) & np.isclose(lr, lr0), (kappa == 1), ~np.isclose(beta1, 0.9),
-         np.isclose(lr, lr0 * kappa), np.isclose(lr, lr0)],
-        ["reference", "other", *RULES], "other")
+def sde_rule_of(runs: pd.DataFrame, lr0: float) -> pd.Series:
+    """The rule of every run: its arm's label, ``reference`` for the reference arm's runs at ``lr0`` and ``other``
+    for its other rates (and for a run with no arm)."""
+    arm = runs["arm"].fillna("").astype(str)
+    ref = arm == REFERENCE
+    out = np.where(ref, np.where(np.isclose(runs["learning_rate"].astype(float), lr0), REFERENCE, "other"),
+                   np.where(arm == "", "other", arm))
     return pd.Series(out, index=runs.index)
 
 
@@ -54,9 +53,20 @@ def _distance(rule: np.ndarray, ref: np.ndarray) -> float:
     return float(np.mean(d)) if np.all(np.isfinite(d)) else np.inf
 
 
-def sde_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "sde", b0: int = 32, lr0: float = 0.01,
+def sde_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "sde", lr0: float | None = None,
               n_boot: int = 1000) -> SdeFacts:
-    runs = runs.assign(rule=sde_rule_of(runs, b0, lr0), kappa=(runs["batch_size"] // b0).astype(int))
+    """``runs`` with an ``arm`` column (else each run's arm is its label in the grid ``<experiment>``); ``lr0``:
+    the reference's rate (default: the grid's ``[meta] reference_learning_rate``). B0 is the reference arm's batch
+    size, κ = B / B0."""
+    if "arm" not in runs:
+        runs = runs.assign(arm=order.labels_of(runs, experiment)["arm"])
+    lr0 = float(order.meta(experiment).get("reference_learning_rate", np.nan)) if lr0 is None else lr0
+    rules = tuple(dict.fromkeys(a for a in runs["arm"] if a and a != REFERENCE))
+    grid = order.grid(experiment)
+    if grid is not None:  # the grid's order, not the runs'
+        rules = tuple(order.ordered(rules, dict.fromkeys(lab[1] for lab in grid.labels.values())))
+    b0 = int(runs.loc[runs["arm"] == REFERENCE, "batch_size"].iloc[0])
+    runs = runs.assign(rule=sde_rule_of(runs, lr0), kappa=(runs["batch_size"] // b0).astype(int))
     h = history[history["metric"] == "train/loss"].merge(
         runs[["run_id", "rule", "kappa", "batch_size", "seed", "learning_rate"]], on="run_id")
     h = h.assign(examples=h["step"] * h["batch_size"], loss=h["value"].astype(float))
@@ -69,7 +79,7 @@ def sde_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "sde"
     def matrix(d: pd.DataFrame) -> np.ndarray:
         return np.log(d.pivot_table(index="seed", columns="examples", values="loss", aggfunc="first").to_numpy(float))
 
-    ref = matrix(curves[curves["rule"] == "reference"])
+    ref = matrix(curves[curves["rule"] == REFERENCE])
     spread = float(np.mean(np.std(ref, axis=0, ddof=1))) if ref.shape[0] > 1 else np.nan
     rng = np.random.default_rng(0)
     n = len(ref)
@@ -78,7 +88,7 @@ def sde_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "sde"
     null = [_distance(ref[rng.integers(0, n, n)], ref[rng.integers(0, n, n)]) for _ in range(n_boot)]
     noise = float(np.quantile(null, LEVEL)) if n > 1 else np.nan
     rows = []
-    for (rule, kappa), d in curves[curves["rule"] != "reference"].groupby(["rule", "kappa"]):
+    for (rule, kappa), d in curves[curves["rule"] != REFERENCE].groupby(["rule", "kappa"]):
         m = matrix(d)
         cols = min(m.shape[1], ref.shape[1])
         m, r = m[:, :cols], ref[:, :cols]
@@ -89,10 +99,10 @@ def sde_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "sde"
                      "hi": hi, "spread": spread, "noise": noise, "within": bool(point <= noise), "n_seeds": len(m)})
     distances = pd.DataFrame(rows)
     if not distances.empty:
-        order = {rule: i for i, rule in enumerate(RULES)}
-        distances = distances.sort_values(["kappa", "rule"], key=lambda s: s.map(order) if s.name == "rule" else s)
+        rank = {rule: i for i, rule in enumerate(rules)}
+        distances = distances.sort_values(["kappa", "rule"], key=lambda s: s.map(rank) if s.name == "rule" else s)
         distances = distances.reset_index(drop=True)
-    return SdeFacts(experiment, b0, lr0, curves.reset_index(drop=True), distances, ref_rates)
+    return SdeFacts(experiment, b0, lr0, curves.reset_index(drop=True), distances, ref_rates, rules)
 def text(ctx: Context) -> str:
     s = ctx.sde
     if s is None:
@@ -108,7 +118,7 @@ def text(ctx: Context) -> str:
                          "distance D [95% CI]": [interval(*r, fmt=".3f") for r in d[["distance", "lo", "hi"]].to_numpy()],
                          "within seed noise": d["within"].map({True: "yes", False: "no"})})
     by_rule = {rule: ", ".join(f"κ = {k}" for k in within[within["rule"] == rule]["kappa"]) or "no κ"
-               for rule in RULES}
+               for rule in s.rules}
     missed = sorted(set(d["kappa"]) - set(within[within["rule"] == "square-root"]["kappa"]))
     return "\n".join([
         f"**The SDE square-root rule (Malladi et al. 2022) keeps Adam's loss-against-examples curve within seed "
@@ -138,16 +148,16 @@ def sde_figure(ctx: Context):
     s = ctx.sde
     c = s.curves
     kappas = sorted(k for k in c["kappa"].unique() if k > 1)
-    if not kappas or (c["rule"] == "reference").sum() == 0:
+    if not kappas or (c["rule"] == REFERENCE).sum() == 0:
         raise Skip("the sde sweep holds no reference or no scaled runs")
     fig, axes = plt.subplots(1, len(kappas), figsize=(3.4 * len(kappas), 3.1), squeeze=False, sharey=True)
-    colors = dict(zip(RULES, plots.sns.color_palette("deep", 3)))
-    ref = c[c["rule"] == "reference"].groupby("examples")["loss"].agg(["median", "min", "max"])
+    colors = dict(zip(s.rules, plots.sns.color_palette("deep", len(s.rules))))
+    ref = c[c["rule"] == REFERENCE].groupby("examples")["loss"].agg(["median", "min", "max"])
     for j, kappa in enumerate(kappas):
         ax = axes[0, j]
         ax.fill_between(ref.index, ref["min"], ref["max"], color="0.8", label=f"reference B = {s.b0} (seed range)")
         ax.plot(ref.index, ref["median"], color="k", lw=1.2, label=f"reference B = {s.b0}, lr = {s.lr0:g}")
-        for rule in RULES:
+        for rule in s.rules:
             d = c[(c["rule"] == rule) & (c["kappa"] == kappa)].groupby("examples")["loss"].median()
             if len(d):
                 row = s.distances[(s.distances["rule"] == rule) & (s.distances["kappa"] == kappa)]

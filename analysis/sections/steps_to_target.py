@@ -18,6 +18,7 @@ from analysis.section import Context, FigureSpec, Provider, Section
 from analysis.sections import workloads
 from analysis.sections.main_sweep import LOSS_LEVEL
 from analysis.sections.workloads import SMALL_B, workload_of
+from mbstudy.metrics import TRAIN_TARGET
 
 plt = plots.plt
 SMALL_B_LR = 64  # the best SGD learning rate's slope is measured for B up to this
@@ -206,7 +207,7 @@ def finding(ctx: Context) -> str | None:
     w = ctx.workloads
     if w is None or w.checks.empty:
         return None
-    c = w.checks[w.checks["target"] == "loss"]
+    c = w.checks[w.checks["target"] == TRAIN_TARGET]
     parts = []
     for wl in w.workloads:
         sub = c[c["workload"] == wl]
@@ -226,7 +227,7 @@ def _read(ctx: Context) -> ScienceFacts:
     if w is None:
         raise load.MissingRuns(ctx.missing["workloads"])
     name = workloads.headline(w)
-    panel = w.panels.get((name, "loss"))  # its bootstrap is the headline's: not computed twice
+    panel = w.panels.get((name, TRAIN_TARGET))  # its bootstrap is the headline's: not computed twice
     runs = w.runs[workload_of(w.runs) == name].reset_index(drop=True)
     return science_facts(runs, w.experiment, panel.fits if panel is not None else None)
 

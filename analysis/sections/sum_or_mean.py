@@ -12,11 +12,12 @@ from matplotlib.colors import LogNorm
 
 from analysis import load, plots
 from analysis.markdown import md_table
-from analysis.order import ordered
+from analysis.order import label, ordered, reference_optimizer
 from analysis.plots import Skip
 from analysis.section import Context, FigureSpec, Provider, Section
 from analysis.sections import beta2
 from mbstudy.losses import REDUCTIONS
+from mbstudy.optimizers import OPTIMIZERS
 
 plt = plots.plt
 
@@ -44,11 +45,14 @@ def text(ctx: Context) -> str:
     parts = []
     if ctx.default is not None and len(ctx.default.sum_mean_slopes):
         sl = {r.optimizer: r.slope for r in ctx.default.sum_mean_slopes.itertuples()}
+        linear, invariant = _by_scaling(ctx.default.optimizers)
+        opts = [*linear, *invariant]
         parts.append(
-            "**For SGD and momentum, sum is mean with the learning rate multiplied by B; for Adam the reduction "
-            "barely matters.** Across the default sweep, the best learning rate of `sum` divided by that of "
-            f"`mean` scales as B^s with s = **{sl.get('sgd', np.nan):.2f}** (SGD), **{sl.get('momentum', np.nan):.2f}** "
-            f"(momentum) and **{sl.get('adam', np.nan):.2f}** (Adam); the algebra predicts −1, −1 and 0 "
+            f"**For {_and([label(o) for o in linear])}, sum is mean with the learning rate multiplied by B; for "
+            f"{_and([label(o) for o in invariant])} the reduction barely matters.** Across the default sweep, the best "
+            "learning rate of `sum` divided by that of `mean` scales as B^s with s = "
+            + _and([f"**{sl.get(o, np.nan):.2f}** ({label(o)})" for o in opts])
+            + f"; the algebra predicts {_and(['0' if o in invariant else '−1' for o in opts])} "
             "(the learning-rate grid is one decade apart, which limits the slope's resolution). At a fixed "
             "learning rate, sum reduction is the linear scaling rule built in. "
             + _stable_band(ctx.default.largest_stable_sgd_lr) + "\n")
@@ -78,14 +82,26 @@ def text(ctx: Context) -> str:
     return "\n".join(p for p in parts if p)
 
 
+def _and(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1] if items else ""
+
+
+def _by_scaling(optimizers) -> tuple[list[str], list[str]]:
+    """The optimizers whose update scales with the gradient (SGD's), and those invariant to its scale (Adam's)."""
+    invariant = [o for o in optimizers if o in OPTIMIZERS and OPTIMIZERS[o].scale_invariant]
+    return [o for o in optimizers if o not in invariant], invariant
+
+
 def _stable_band(ok: pd.Series) -> str:
-    """The largest learning rate that did not diverge, per B, for SGD with sum and with mean."""
+    """The largest learning rate that did not diverge, per B, for the reference optimizer with sum and with mean."""
     parts = []
-    for red in ("mean", "sum"):
+    for red in REDUCTIONS:
         if red in ok.index.get_level_values(0):
             v = ok.loc[red]
             parts.append(f"{red}: {v.iloc[0]:g} at B = {v.index[0]} to {v.iloc[-1]:g} at B = {v.index[-1]}")
-    return ("The largest SGD learning rate that did not diverge went " + "; ".join(parts) + ".") if parts else ""
+    return (f"The largest {label(reference_optimizer())} learning rate that did not diverge went " + "; ".join(parts)
+            + ".") if parts else ""
 
 
 def heatmaps(ctx: Context):
@@ -140,8 +156,13 @@ def finding(ctx: Context) -> str | None:
     if ctx.default is None or ctx.default.sum_mean_slopes.empty:
         return None
     s = {r.optimizer: r.slope for r in ctx.default.sum_mean_slopes.itertuples()}
-    return (f"SGD/momentum: the best lr of sum over mean scales as B^{s.get('sgd', np.nan):.2f} / "
-            f"B^{s.get('momentum', np.nan):.2f} (algebra: B^−1). Adam: B^{s.get('adam', np.nan):.2f}.")
+    linear, invariant = _by_scaling(ctx.default.optimizers)
+
+    def slopes(opts):
+        return " / ".join(f"B^{s.get(o, np.nan):.2f}" for o in opts)
+
+    return (f"{'/'.join(label(o) for o in linear)}: the best lr of sum over mean scales as {slopes(linear)} (algebra: "
+            f"B^−1). {'/'.join(label(o) for o in invariant)}: {slopes(invariant)}.")
 
 
 SECTION = Section(

@@ -5,9 +5,9 @@ B_crit against the reference optimizer's), and B_simple against B_crit.
 The facts (:func:`workload_facts`) are pure: the science sweep's runs table (``analysis.load``) and, optionally,
 a history of ``grad/b_simple`` in, a frozen dataclass out.
 
-A workload is ``<dataset>-<model>`` (``mnist1d-mlp``, ``mnist1d-cnn``, ``digits-mlp``, ``teacher-mlp``); a
-target is ``loss`` (the training-loss target, ``steps_to_target``) or ``val`` (the validation target,
-``steps_to_val_target``).
+A workload is ``<dataset>-<model>``, labelled and ordered as the grid's ``[[workloads]]`` (the first is the
+headline); a target is one of :data:`mbstudy.metrics.TARGETS` (the training-loss target, ``steps_to_target``, or
+the validation target, ``steps_to_val_target``).
 """
 
 from __future__ import annotations
@@ -17,23 +17,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis import load, plots, reduce
+from analysis import load, order, plots, reduce
 from analysis.markdown import interval, md_table
 from analysis.order import optimizers_in, reference_optimizer
 from analysis.plots import Skip
 from analysis.section import Context, FigureSpec, Provider, Section
-from mbstudy.metrics import TARGETS
+from mbstudy.metrics import TARGET_LABELS, TARGETS, TRAIN_TARGET
 
 plt = plots.plt
-HEADLINE = "mnist1d-mlp"  # the workload of Q5's detailed figures and of Q7-Q9's comparisons
-
-WORKLOADS = {  # the order of tables and panels, and each workload's label
-    "mnist1d-mlp": "MNIST-1D, MLP 40-100-100-10",
-    "mnist1d-cnn": "MNIST-1D, CNN (Greydanus 2020)",
-    "digits-mlp": "digits (scikit-learn), MLP 64-100-100-10",
-    "teacher-mlp": "teacher (seed 000), MLP 128-64-10, MSE",
-}
-TARGET_LABELS = {"loss": "training-loss target", "val": "validation target"}
 SMALL_B = 16  # the perfect-scaling slope is fitted for B up to this
 B_SIMPLE_FACTOR = 3.0  # "B_simple ≈ B_crit" holds when their ratio is within this factor either way
 
@@ -46,10 +37,9 @@ def workload_of(runs: pd.DataFrame) -> pd.Series:
     return data.astype(str) + "-" + model.astype(str)
 
 
-def ordered(names) -> list[str]:
-    """``names`` in :data:`WORKLOADS` order, others after them by name."""
-    names = set(names)
-    return [w for w in WORKLOADS if w in names] + sorted(names - set(WORKLOADS))
+def ordered(names, labels: dict[str, str]) -> list[str]:
+    """``names`` in the order of ``labels`` (the grid's), others after them by name."""
+    return order.ordered(names, labels)
 
 
 @dataclass(frozen=True)
@@ -57,7 +47,7 @@ class Panel:
     """One (workload, target): steps to the target per optimizer and B, with the hyperbola fits."""
 
     workload: str
-    target: str  # "loss" or "val"
+    target: str  # one of mbstudy.metrics.TARGETS
     steps: pd.DataFrame  # reduce.steps_to_target, with "optimizer"
     per_seed: pd.DataFrame  # reduce.per_seed_steps: rows (optimizer, B), columns seeds
     fits: dict[str, dict[str, tuple[float, float, float]]]  # per optimizer: reduce.bootstrap_fit
@@ -73,17 +63,23 @@ class WorkloadFacts:
     checks: pd.DataFrame  # one row per (workload, target, optimizer): see shape_checks
     b_simple: pd.DataFrame = field(default_factory=pd.DataFrame)  # see b_simple_table
     runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # every finished run of the sweep
+    labels: dict[str, str] = field(default_factory=dict)  # workload -> its grid's label, in the grid's order
 
     @property
     def workloads(self) -> list[str]:
-        return ordered({w for w, _ in self.panels})
+        return ordered({w for w, _ in self.panels}, self.labels)
+
+    def label(self, workload: str) -> str:
+        """How tables and figures name a workload: its grid's label, else its name."""
+        return self.labels.get(workload, workload)
 
 
-def panels(runs: pd.DataFrame, n_boot: int = 1000) -> dict[tuple[str, str], Panel]:
-    """One :class:`Panel` per workload and target that some run reached."""
+def panels(runs: pd.DataFrame, n_boot: int = 1000, labels: dict[str, str] | None = None
+           ) -> dict[tuple[str, str], Panel]:
+    """One :class:`Panel` per workload and target that some run reached, workloads in the order of ``labels``."""
     out = {}
     work = runs.assign(workload=workload_of(runs))
-    for w in ordered(work["workload"]):
+    for w in ordered(work["workload"], labels or {}):
         sub = work[work["workload"] == w]
         for target, metric in TARGETS.items():
             if metric not in sub or sub[metric].notna().sum() == 0:
@@ -149,7 +145,7 @@ def b_simple_table(runs: pd.DataFrame, history: pd.DataFrame, checks: pd.DataFra
     per_run = h.groupby("run_id")["value"].agg(at_init="first", over_training="median", at_end="last")
     df = runs.assign(workload=workload_of(runs)).merge(per_run, left_on="run_id", right_index=True)
     out = df.groupby(["workload", "optimizer"], as_index=False)[["at_init", "over_training", "at_end"]].median()
-    crit = checks[checks["target"] == "loss"][["workload", "optimizer", "B_crit", "B_crit_lo", "B_crit_hi"]]
+    crit = checks[checks["target"] == TRAIN_TARGET][["workload", "optimizer", "B_crit", "B_crit_lo", "B_crit_hi"]]
     out = out.merge(crit, on=["workload", "optimizer"], how="inner")
     for k in ("at_init", "over_training", "at_end"):
         out[f"{k}_ratio"] = out[k] / out["B_crit"]
@@ -164,17 +160,20 @@ def fastest_runs(runs: pd.DataFrame, metric: str = "steps_to_target") -> pd.Data
 
 
 def workload_facts(runs: pd.DataFrame, experiment: str, history: pd.DataFrame | None = None,
-                   n_boot: int = 1000) -> WorkloadFacts:
-    pan = panels(runs, n_boot)
+                   n_boot: int = 1000, labels: dict[str, str] | None = None) -> WorkloadFacts:
+    """``labels``: workload -> label in the order tables and panels show them; by default the grid
+    ``experiments/grids/<experiment>.toml``'s (:func:`analysis.order.workload_labels`)."""
+    labels = order.workload_labels(experiment) if labels is None else labels
+    pan = panels(runs, n_boot, labels)
     checks = shape_checks(pan, n_boot)
     bs = b_simple_table(runs, history, checks) if history is not None and len(checks) else pd.DataFrame()
-    return WorkloadFacts(experiment, pan, checks, bs, runs)
+    return WorkloadFacts(experiment, pan, checks, bs, runs, labels)
 
 
 def checks_table(c: pd.DataFrame) -> pd.DataFrame:
     """The shape checks as the report prints them: one row per workload, target and optimizer."""
     return pd.DataFrame({
-        "workload": c["workload"], "target": c["target"].map(lambda t: "train loss" if t == "loss" else "validation"),
+        "workload": c["workload"], "target": c["target"].map(lambda t: "train loss" if t == TRAIN_TARGET else "validation"),
         "optimizer": c["optimizer"], "seeds": c["n_seeds"].astype(int), "B's": c["batch_sizes"].astype(int),
         "B_crit [95% CI]": [interval(*r) for r in c[["B_crit", "B_crit_lo", "B_crit_hi"]].to_numpy()],
         "S_min [95% CI]": [interval(*r) for r in c[["S_min", "S_min_lo", "S_min_hi"]].to_numpy()],
@@ -202,7 +201,7 @@ def text(ctx: Context) -> str:
     ratio = c[c["optimizer"] != reference_optimizer()]
     parts = [
         f"### Across {n_work} workloads and two targets\n",
-        f"The science sweep trains {n_work} workloads ({', '.join(WORKLOADS.get(x, x) for x in w.workloads)}), each "
+        f"The science sweep trains {n_work} workloads ({', '.join(w.label(x) for x in w.workloads)}), each "
         "with a training-loss target and a validation target on a 20% split of its training set (the test set is "
         "never used to choose anything), and measures the steps to each target as above: per seed the fewest steps "
         "over the learning rates, then the median over seeds, with 95% bootstrap intervals over seeds.\n",
@@ -314,7 +313,7 @@ def steps_to_target_by_workload(ctx: Context):
                     ax.plot(grid, s_min * (1 + b_crit / grid), "-", color=color, lw=1, alpha=0.7)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
-            ax.set_title(f"{WORKLOADS.get(c, c)}\n{TARGET_LABELS[t]}", fontsize=8)
+            ax.set_title(f"{w.label(c)}\n{TARGET_LABELS[t]}", fontsize=8)
             ax.set_xlabel("batch size B")
             if j == 0:
                 ax.set_ylabel("steps to target")
@@ -329,11 +328,13 @@ def steps_to_target_by_workload(ctx: Context):
 
 def b_simple_vs_b_crit(ctx: Context):
     """B_simple (at initialisation, over training, where the run stopped) against the fitted B_crit, y = x."""
-    t = ctx.workloads.b_simple
+    w = ctx.workloads
+    t = w.b_simple
     if t.empty or not np.isfinite(t["B_crit"]).any():
         raise Skip("no B_simple history of the science sweep's fastest runs, or no fitted B_crit")
     fig, ax = plt.subplots(figsize=(5.2, 4.2))
-    palette = dict(zip(WORKLOADS, plots.sns.color_palette("colorblind", len(WORKLOADS))))
+    names = ordered(set(w.labels) | set(t["workload"]), w.labels)
+    palette = dict(zip(names, plots.sns.color_palette("colorblind", len(names))))
     for k, (marker, label) in MARKERS.items():
         for r in t.itertuples():
             err = [[r.B_crit - r.B_crit_lo], [r.B_crit_hi - r.B_crit]] if np.isfinite(r.B_crit_lo) else None
@@ -343,7 +344,7 @@ def b_simple_vs_b_crit(ctx: Context):
         ax.plot([], [], marker, color="gray", label=label, ls="none")
     for wl, color in palette.items():
         if wl in set(t["workload"]):
-            ax.plot([], [], "-", color=color, label=WORKLOADS[wl])
+            ax.plot([], [], "-", color=color, label=w.label(wl))
     vals = np.concatenate([t["B_crit"], t["at_init"], t["over_training"], t["at_end"]]).astype(float)
     vals = vals[np.isfinite(vals) & (vals > 0)]
     lo, hi = vals.min() / 2, vals.max() * 2
@@ -370,15 +371,16 @@ def _read(ctx: Context) -> WorkloadFacts:
 
 
 def headline(w: WorkloadFacts) -> str:
-    """The workload the report's detailed Q5 figures show: :data:`HEADLINE` when the sweep has it, else its first."""
+    """The workload the report's detailed Q5 figures (and Q7-Q9's comparisons) show: the grid's first that the
+    sweep has, else the sweep's first."""
     work = workload_of(w.runs)
-    return HEADLINE if (work == HEADLINE).any() else work.iloc[0]
+    return ordered(set(work), w.labels)[0]
 
 
-def headline_panel(ctx: Context, target: str = "loss") -> Panel | None:
+def headline_panel(ctx: Context, target: str = TRAIN_TARGET) -> Panel | None:
     """The headline workload's panel at ``target`` (None when the science sweep is missing)."""
     w = ctx.workloads
-    return None if w is None else w.panels.get((HEADLINE, target))
+    return None if w is None or w.runs.empty else w.panels.get((headline(w), target))
 
 
 def headline_b_crit(ctx: Context) -> dict[str, float]:

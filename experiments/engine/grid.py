@@ -30,6 +30,13 @@ batch_size = [1, 8, 64, 1150]
 "1" = 8000
 ```
 
+A workload or an arm may carry a ``label = "..."``: how the analysis names the
+runs it made (a sweep's :attr:`Sweep.labels` maps each configuration's hash to
+its workload's and its arm's labels; the first entry that makes a configuration
+names it). A top-level ``[meta]`` table holds facts the analysis compares the runs
+with (a paper's numbers), read as :attr:`Sweep.meta` and never part of a
+configuration.
+
 A top-level ``prune = false`` trains every run to its targets or its budget,
 as ``--no-prune`` does: for an analysis that reads every learning rate's
 steps to target (the robustness band of ``beta2.toml``), not only the fastest.
@@ -56,7 +63,8 @@ from mbstudy import config
 from mbstudy.config import FIELDS, SEQUENCE_FIELDS, ConfigError, TrainConfig
 
 GRID_DIR = Path(__file__).resolve().parents[1] / "grids"
-_TOP_KEYS = {"description", "prune", "base", "grid", "arms", "by_batch_size", "workloads"}
+_TOP_KEYS = {"description", "prune", "base", "grid", "arms", "by_batch_size", "workloads", "meta"}
+LABEL = "label"  # the key of a workload's or an arm's label (not a configuration field)
 
 
 class GridError(ValueError):
@@ -74,6 +82,8 @@ class Sweep:
     source: str
     configs: tuple[TrainConfig, ...]
     prune: bool = True  # the definition's ``prune = false`` turns pruning off (what --no-prune does)
+    labels: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # cfg hash -> (workload, arm) labels
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)  # the definition's [meta] table
 
 
 def available() -> list[str]:
@@ -163,10 +173,29 @@ def _tables(spec: dict[str, Any]) -> tuple[dict, dict, list[dict], dict[str, dic
     return base, grid, arms, by_batch_size, problems
 
 
+def _labels(entries: list[dict], key: str, problems: list[str]) -> list[str]:
+    """Each entry's ``label`` (popped from it; "" when absent)."""
+    out = []
+    for i, e in enumerate(entries):
+        label = e.pop(LABEL, "")
+        if not isinstance(label, str):
+            problems.append(f"{key}[{i}].{LABEL}: expected a string naming the {key[:-1]}; received {label!r:.60}")
+            label = ""
+        out.append(label)
+    return out
+
+
 def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None = None) -> list[TrainConfig]:
     """The configurations of a parsed definition, checked; raises GridError with every problem."""
+    return _expand(spec, source, overrides)[0]
+
+
+def _expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None = None
+            ) -> tuple[list[TrainConfig], dict[str, tuple[str, str]]]:
+    """:func:`expand`, and each configuration's (workload, arm) labels by its hash."""
     base, grid, arms, by_batch_size, problems = _tables(spec)
     workloads = _alternatives(spec, "workloads", problems)
+    arm_labels, workload_labels = _labels(arms, "arms", problems), _labels(workloads, "workloads", problems)
     own = [_by_batch_size(w.pop("by_batch_size", {}), f"workloads[{i}].by_batch_size", problems)
            for i, w in enumerate(workloads)]  # each workload's own tables
     for name, table in (("base", base), ("grid", grid), *((f"arms[{i}]", a) for i, a in enumerate(arms)),
@@ -196,10 +225,11 @@ def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None =
     if problems:
         raise GridError(source, problems)
 
-    configs, seen, batch_sizes = [], set(), set()
+    configs, seen, batch_sizes, labels = [], set(), set(), {}
     used: dict[tuple[str, str], set[str]] = {}  # (where, field) -> the batch sizes its table was consulted for
     for i, (workload, arm) in enumerate(itertools.product(workloads, arms)):
         w = i // len(arms)
+        label = (workload_labels[w], arm_labels[i % len(arms)])
         tables = {**{f: ("by_batch_size", t) for f, t in by_batch_size.items()},
                   **{f: (f"workloads[{w}].by_batch_size", t) for f, t in own[w].items()}}
         axes = {**grid, **workload, **arm}
@@ -220,6 +250,8 @@ def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None =
             if cfg not in seen:
                 seen.add(cfg)
                 configs.append(cfg)
+                if any(label):
+                    labels[cfg.hash()] = label
     for where, tables in (("by_batch_size", by_batch_size),
                           *((f"workloads[{i}].by_batch_size", t) for i, t in enumerate(own))):
         if "batch_size" in (overrides or {}):  # `--set batch_size=64` picks some of the file's budgets: fine
@@ -234,7 +266,7 @@ def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None =
         raise GridError(source, list(dict.fromkeys(problems)))  # one line per distinct problem
     if not configs:
         raise GridError(source, ["the grid is empty: it expands to no runs; give every axis at least one value"])
-    return configs
+    return configs, labels
 
 
 def select(configs, only: dict[str, Any], source: str) -> list[TrainConfig]:
@@ -279,12 +311,18 @@ def load(grid: str, overrides: list[str] | None = None, only: list[str] | None =
     if not isinstance(prune, bool):
         problems.append(f"prune: expected true or false (false: train every run to its targets or budget); "
                         f"received {prune!r:.60}")
+    meta = spec.get("meta", {})
+    if not isinstance(meta, dict):
+        problems.append(f"meta: expected a table ([meta]) of facts for the analysis; received {meta!r:.60}")
+        meta = {}
     try:
-        configs = expand(spec, source, parsed)
+        configs, labels = _expand(spec, source, parsed)
     except GridError as e:
         raise GridError(source, problems + e.problems) from None
     if problems:
         raise GridError(source, problems)
     if selected:
         configs = select(configs, selected, source)
-    return Sweep(path.stem, str(spec.get("description", "")), source, tuple(configs), prune)
+    kept = {c.hash() for c in configs}
+    return Sweep(path.stem, str(spec.get("description", "")), source, tuple(configs), prune,
+                 {h: lab for h, lab in labels.items() if h in kept}, meta)
