@@ -316,3 +316,32 @@ def test_an_experiment_beyond_the_grids_writes_through_the_run_writer(tmp_path, 
     run = store.client().get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.params == {"batch_size": "8", "hidden": "4,4"}
     assert run.data.metrics["error"] == 0.25 and len(store.client().get_metric_history(run_id, "loss")) == 2
+
+
+@pytest.mark.slow
+def test_a_new_optimizer_flows_into_every_section_of_the_report(lion, tmp_path, monkeypatch, capsys):
+    """optax.lion, which no file of the project names, swept beside SGD; then the report and its figures from that
+    store: every section is built (those whose experiments the store lacks say so), and Lion is in the main
+    sweep's and the science sweep's tables and figures, named by its label, coloured after the registry's own."""
+    from analysis import load, plots, report
+    from analysis.sections import SECTIONS
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setattr(load, "CACHE", tmp_path / "cache")
+    grid = tmp_path / "lionsweep.toml"
+    grid.write_text('[base]\ndataset = "teacher"\nhidden = [16]\nsteps = 200\neval_every = 10\ntarget_loss = 0.5\n'
+                    'stop_at_target = false\nval_fraction = 0.2\n[grid]\nbatch_size = [8, 32, 128]\nseed = [0, 1]\n'
+                    'reduction = ["mean", "sum"]\n'
+                    '[[arms]]\noptimizer = "sgd"\nlearning_rate = [0.03, 0.1]\n'
+                    '[[arms]]\noptimizer = "lion_toy"\nlearning_rate = [0.001, 0.003]\n')
+    assert sweep_mod.main([str(grid), "--workers", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    path = report.build("lionsweep", "lionsweep", tmp_path / "report", progress=False, partial=True)
+    text = path.read_text()
+    for s in SECTIONS:
+        assert s.text is None or f"## {s.header}" in text, s.key
+    assert "lion_toy" in text and "KeyError" not in text
+    drawn = {p.stem for p in (tmp_path / "report" / "figures").glob("*.png")}
+    assert {"a_loss_curves", "b_heatmaps", "c_steps_to_target"} <= drawn, drawn
+    assert "lion_toy" in plots.optimizer_colors(), "a colour of its own"
+    assert "Not measured yet" in text, "the sections whose experiments the store lacks say so"
