@@ -25,10 +25,12 @@ def md_table(df: pd.DataFrame, floatfmt: str = ".2e") -> str:
 
 
 def figure_markdown(drawn: Collection[str], name: str, caption: str) -> str:
-    """The Markdown that shows figure ``name`` with its caption, or "" when it was not drawn."""
+    """The Markdown that shows figure ``name`` with its caption, or "" when it was not drawn. It links the PNG
+    only: the PDF beside it is written by ``make report`` but not committed, so a link to it would be dead in a
+    clone."""
     if name not in drawn:
         return ""
-    return f"![{caption}](figures/{name}.png)\n\n*{caption}* ([PDF](figures/{name}.pdf))\n"
+    return f"![{caption}](figures/{name}.png)\n\n*{caption}*\n"
 
 
 def interval(est, lo, hi, fmt=".3g") -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.ticker
+from matplotlib.cm import ScalarMappable  # noqa: F401 - the heatmaps' colour bar (analysis.sections.sum_or_mean)
 from matplotlib.ticker import FormatStrFormatter
 
 matplotlib.use("Agg")
@@ -21,6 +22,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 STYLE = Path(__file__).with_name("mbstudy.mplstyle")
+HEATMAP_CMAP = "mako_r"  # the heatmaps' colour map (and their colour bar's)
 
 
 class Skip(Exception):
@@ -51,9 +53,38 @@ def b_palette(batch_sizes) -> dict:
 
 
 def legend_right(fig, ax) -> None:
-    """The legend of ``ax``, once, outside the figure on the right."""
+    """The legend of ``ax``, once, outside the figure on the right (at most 8 rows a column); inside ``ax`` when it
+    is the figure's only panel and the legend is short (a legend outside one small panel leaves most of the figure
+    empty, a long one inside covers the curves)."""
     handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right center")
+    if len(fig.axes) == 1 and len(labels) <= 7:
+        ax.legend(handles, labels, fontsize=6.5, loc="best")
+        return
+    fig.legend(handles, labels, loc="outside right center", ncol=1 + (len(labels) - 1) // 8)  # at most 8 rows
+
+
+def suptitle(fig, text: str, **kw) -> None:
+    """``fig.suptitle(text, **kw)``, each line wrapped to the figure's width (a title wider than a narrow figure
+    would widen the saved image around it and leave the panels small in it)."""
+    import textwrap
+
+    size = kw.get("fontsize", plt.rcParams["figure.titlesize"])
+    size = size if isinstance(size, (int, float)) else 11.0
+    width = max(30, int(fig.get_figwidth() * 72 / (0.62 * size)))  # characters per line at that size, bold
+    fig.suptitle("\n".join(textwrap.fill(line, width) for line in text.split("\n")), **kw)
+
+
+def covered(fig) -> float:
+    """The share of the saved (tight) image that the axes cover: a figure whose panels fill less than about a
+    third of it is mostly empty space (a legend or title far from a lone small panel)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.get_tightbbox(renderer)
+    dpi = fig.dpi
+    area = box.width * box.height * dpi * dpi
+    panels = sum(ax.get_window_extent(renderer).width * ax.get_window_extent(renderer).height
+                 for ax in fig.axes if ax.get_visible() and ax.axison)
+    return float(panels / area) if area else 0.0
 
 
 # ------------------------------------------------------ loss curves (a, e)
@@ -88,7 +119,7 @@ def plot_heatmap(ax, table: pd.DataFrame, norm=None) -> None:
     p = table.pivot_table(index="learning_rate", columns="batch_size", values="value").sort_index(ascending=False)
     d = table.pivot_table(index="learning_rate", columns="batch_size", values="diverged").reindex_like(p)
     masked = p.where(d < 0.5)
-    sns.heatmap(masked, ax=ax, norm=norm, cmap="mako_r", cbar=False, linewidths=0.3, linecolor="white",
+    sns.heatmap(masked, ax=ax, norm=norm, cmap=HEATMAP_CMAP, cbar=False, linewidths=0.3, linecolor="white",
                 annot=masked.map(lambda v: f"{v:.2g}" if np.isfinite(v) else ""), fmt="", annot_kws={"fontsize": 5.5})
     for i, lr in enumerate(p.index):
         for j, b in enumerate(p.columns):
@@ -105,7 +136,11 @@ def plot_heatmap(ax, table: pd.DataFrame, norm=None) -> None:
 def plot_steps_to_target(ax, st: pd.DataFrame, fit: dict, y: str = "steps") -> None:
     """Steps (or examples) to target against B, log-log, with the fitted hyperbola and B_crit."""
     B = st["batch_size"].to_numpy(float)
-    ax.plot(B, st[y], "o", ms=4, label="measured (best lr)")
+    bound = (st["n_bound"] > 0).to_numpy() if "n_bound" in st else np.zeros(len(st), bool)
+    ax.plot(B[~bound], st[y][~bound], "o", ms=4, label="measured (best lr)")
+    if bound.any():
+        ax.plot(B[bound], st[y][bound], "v", ms=5, mfc="none", color="C3",
+                label="reached at the first evaluation:\nat most this (not fitted)")
     if y == "steps" and st["steps_max"].notna().any():
         ax.vlines(B, st["steps_min"], st["steps_max"], alpha=0.4)
     if np.isfinite(fit.get("B_crit", np.nan)):

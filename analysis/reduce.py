@@ -6,6 +6,8 @@ returns DataFrames or plain dicts, so each is tested on synthetic tables.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -47,6 +49,14 @@ def reached_steps(runs: pd.DataFrame, metric: str = "steps_to_target") -> pd.Ser
     return col.where(runs["outcome"].isin(["completed", "pruned"]), np.nan).astype(float).fillna(np.inf)
 
 
+def first_eval_bound(runs: pd.DataFrame, metric: str = "steps_to_target") -> pd.Series:
+    """Whether each run reached the target at its first evaluation (``metric`` ≤ its ``eval_every``): its steps
+    are then only an upper bound (the target was crossed somewhere in the first interval), not a measurement."""
+    if metric not in runs or "eval_every" not in runs:
+        return pd.Series(False, index=runs.index)
+    return (runs[metric].astype(float) <= runs["eval_every"].astype(float)).fillna(False)
+
+
 def steps_to_target(runs: pd.DataFrame, by=("optimizer", "batch_size"), metric: str = "steps_to_target") -> pd.DataFrame:
     """Shallue et al.'s steps-to-result: the first evaluation that reaches the target, minimised over learning
     rates for each seed, then the median over seeds, per group.
@@ -58,13 +68,16 @@ def steps_to_target(runs: pd.DataFrame, by=("optimizer", "batch_size"), metric: 
     taken per seed, pruning (which compares runs of one seed) changes nothing
     here. Returns the group keys, ``learning_rate`` (the rate that is best for
     the most seeds that reached the target; ties: the smallest), ``steps`` (median over seeds),
-    ``steps_min``, ``steps_max`` (range over seeds), ``n_seeds`` and
-    ``examples = steps * batch_size``. Groups that do not reach the target are
-    left out.
+    ``steps_min``, ``steps_max`` (range over seeds), ``n_seeds``,
+    ``examples = steps * batch_size`` and ``n_bound``: the seeds whose fastest
+    run reached the target at its first evaluation (an upper bound,
+    :func:`first_eval_bound`; a fit leaves such a group out). Groups that do
+    not reach the target are left out.
     """
-    df = runs.assign(s=reached_steps(runs, metric)).sort_values("learning_rate", kind="stable")
+    df = runs.assign(s=reached_steps(runs, metric), bound=first_eval_bound(runs, metric))
+    df = df.sort_values("learning_rate", kind="stable")
     keys = [*by, "seed"] if "seed" in df else list(by)
-    per_seed = df.loc[df.groupby(keys)["s"].idxmin(), [*keys, "learning_rate", "s"]]
+    per_seed = df.loc[df.groupby(keys)["s"].idxmin(), [*keys, "learning_rate", "s", "bound"]]
 
     # a seed that reached the target at no rate has no best rate: it votes for none
     per_seed["voted"] = per_seed["learning_rate"].where(np.isfinite(per_seed["s"]))
@@ -75,10 +88,11 @@ def steps_to_target(runs: pd.DataFrame, by=("optimizer", "batch_size"), metric: 
 
     best = per_seed.groupby(list(by), as_index=False).agg(
         learning_rate=("voted", mode_rate), steps=("s", "median"), steps_min=("s", "min"),
-        steps_max=("s", "max"), n_seeds=("s", "size"))
+        steps_max=("s", "max"), n_seeds=("s", "size"), n_bound=("bound", "sum"))
     best = best[np.isfinite(best["steps"])]
     if best.empty:
         return best.assign(examples=[])
+    best["n_bound"] = best["n_bound"].astype(int)
     best["steps_max"] = best["steps_max"].replace(np.inf, np.nan)
     best["examples"] = best["steps"] * best["batch_size"]
     return best.sort_values(list(by)).reset_index(drop=True)
@@ -133,12 +147,23 @@ def best_lr_to_target(runs: pd.DataFrame, by=GROUP, metric: str = "steps_to_targ
     return out
 
 
-def per_seed_steps(runs: pd.DataFrame, by=("optimizer", "batch_size"), metric: str = "steps_to_target") -> pd.DataFrame:
+def per_seed_steps(runs: pd.DataFrame, by=("optimizer", "batch_size"), metric: str = "steps_to_target",
+                   drop_bounds: bool = False) -> pd.DataFrame:
     """Per group and seed, the fewest steps to target over learning rates (inf: no rate reached it):
-    a table with one row per group and one column per seed (what :func:`steps_to_target` takes the median of)."""
+    a table with one row per group and one column per seed (what :func:`steps_to_target` takes the median of).
+    ``drop_bounds``: a group where some seed's fastest run reached the target at its first evaluation (an upper
+    bound, :func:`first_eval_bound`) is NaN throughout, so a fit leaves it out."""
     s = reached_steps(runs, metric)
     seed = runs["seed"] if "seed" in runs else pd.Series(0, index=runs.index)
-    return s.groupby([*(runs[k] for k in by), seed.rename("seed")]).min().unstack("seed")
+    keys = [*(runs[k] for k in by), seed.rename("seed")]
+    table = s.groupby(keys).min().unstack("seed")
+    if drop_bounds:
+        df = pd.DataFrame({"s": s, "bound": first_eval_bound(runs, metric)})
+        fastest = df.sort_values("s", kind="stable").groupby(keys).head(1)
+        bounded = fastest[fastest["bound"]].groupby([k.loc[fastest[fastest["bound"]].index] for k in keys[:-1]]).size()
+        if len(bounded):
+            table.loc[table.index.isin(bounded.index)] = np.nan
+    return table
 
 
 def bootstrap_fit(table: pd.DataFrame, *, n_boot: int = 1000, level: float = 0.95, small_b: int | None = None,
@@ -174,7 +199,9 @@ def bootstrap_fit(table: pd.DataFrame, *, n_boot: int = 1000, level: float = 0.9
 def estimate_fit(B: np.ndarray, values: np.ndarray, small_b: int | None) -> dict[str, float]:
     """The fit of the median over seeds (columns) at each batch size (rows), and the small-B slope."""
     # NaN: a seed with no finished run at that B, left out as steps_to_target leaves it out; inf: not reached
-    med = np.nanmedian(values, axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a batch size left out (NaN for every seed)
+        med = np.nanmedian(values, axis=1)
     fit = fit_hyperbola(B, med)
     out = {k: fit[k] for k in ("B_crit", "S_min", "E_min", "r2")}
     if small_b is not None:

@@ -156,6 +156,12 @@ def sweep_text(ctx: Context, source: SweepSource, drawn: Collection[str], reason
                   "rates, then the median over seeds (more than half of them must reach the target); the rate is "
                   "the one fastest for the most seeds:", ""]
         lines += [md_table(steps, ".3g") if len(steps) else "No learning rate reached the target.", ""]
+        bounds = steps[steps["n_bound"] > 0] if len(steps) and "n_bound" in steps else steps.iloc[:0]
+        if len(bounds):
+            lines += [f"{len(bounds)} of these (optimizer, B) reached the target at the first evaluation in some seed "
+                      "(`n_bound`): their steps are upper bounds, not measurements; they are marked ▽ in the figure "
+                      "and left out of the fit. Evaluate more often (`eval_every`) at those batch sizes to measure "
+                      "them.", ""]
         if len(fits):
             lines += ["S(B) = S_min (1 + B_crit / B) fitted per optimizer (NaN: fewer than 3 batch sizes):", "",
                       md_table(fits[["optimizer", "S_min", "E_min", "B_crit", "r2", "n"]], ".3g"), ""]

@@ -1,6 +1,7 @@
 """Analysis on stores built in the test: known curves in, known answers out."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -315,3 +316,23 @@ def test_pruned_runs_have_no_final_value_in_the_heatmap():
                          "final/train/loss": [0.5, 0.9, 9.0]})
     row = reduce.heatmap_table(runs).iloc[0]
     assert row["value"] == np.median([0.5, 9.0]) and np.isclose(row["diverged"], 1 / 3)
+
+
+def test_the_committed_report_links_only_files_a_clone_has():
+    """Every relative link of report/REPORT.md and README.md points at a file git tracks (a link to an ignored PDF
+    would be dead in a fresh clone)."""
+    import re
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True)
+                  .stdout.split())
+    for doc in ("report/REPORT.md", "README.md"):
+        text = (root / doc).read_text()
+        base = Path(doc).parent
+        for target in re.findall(r"\]\(([^)#\s]+)\)", text):
+            if "://" in target:
+                continue
+            path = (base / target).as_posix()
+            path = str(Path(path)).replace("\\", "/")
+            assert path in tracked or any(t.startswith(path.rstrip("/") + "/") for t in tracked), f"{doc} -> {target}"

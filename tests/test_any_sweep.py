@@ -336,3 +336,35 @@ def test_runs_that_differ_beyond_the_sweep_dimensions_are_named():
     assert "varies seed (2); fixed optimizer=sgd" in text and "differ in hidden" in text
     assert source.label == "mine"
     assert sweep_report.SweepSource("p" * 32, "mine", "p" * 32, 1, {}, ()).label == "mine-pppppppp"
+
+
+@pytest.mark.parametrize("kw", [dict(optimizers=("sgd",), reductions=("mean",), seeds=(0,)),
+                                dict(optimizers=("adam",), reductions=("mean",), seeds=(0,), target=False),
+                                dict()], ids=["one-optimizer-one-seed", "one-optimizer-no-target", "three"])
+def test_no_figure_of_a_sweep_is_mostly_empty(kw):
+    """The panels cover at least a third of every saved image: a lone panel keeps its legend inside, two panels
+    sit side by side, and a title is wrapped to the figure instead of widening it."""
+    plots.use_style()
+    facts = sweep_facts(steps=400, every=40, **kw)
+    for name in render.sweep_figures():
+        fig = render.attempt(FIGURES[name], facts)
+        if isinstance(fig, str):
+            continue
+        share = plots.covered(fig)
+        plots.plt.close(fig)
+        assert share >= 1 / 3, f"{name}: the panels cover {share:.0%} of the image"
+
+
+def test_a_point_reached_at_the_first_evaluation_is_marked_and_left_out_of_the_fit():
+    runs, hist = synthetic_runs(optimizers=("sgd",), reductions=("mean",), seeds=(0, 1), steps=2000, every=100)
+    runs["eval_every"] = 100
+    big = runs["batch_size"] == runs["batch_size"].max()
+    runs.loc[big & runs["steps_to_target"].notna(), "steps_to_target"] = 100.0  # at the first evaluation
+    facts = steps_to_target.science_facts(runs, "mine")
+    st = facts.steps_to_target["sgd"]
+    assert st.set_index("batch_size").loc[runs["batch_size"].max(), "n_bound"] == 2
+    assert facts.fits["sgd"]["n"] == len(st) - 1, "the bound is not fitted"
+    fig = render.attempt(FIGURES["c_steps_to_target"], facts_of(science=facts))
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    plots.plt.close(fig)
+    assert any("first evaluation" in lab for lab in labels), labels

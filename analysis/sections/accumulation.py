@@ -248,7 +248,7 @@ def accumulation_figure(ctx: Context):
                 ax.set_ylabel(f"accumulated / k steps of b\n({label})")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, 0.0))
-    fig.suptitle("Q8: one step of k accumulated micro-batches of b against k steps of b (MNIST-1D MLP, "
+    plots.suptitle(fig, "Q8: one step of k accumulated micro-batches of b against k steps of b (MNIST-1D MLP, "
                  "training-loss target)\nmedian over seeds, 95% paired bootstrap; dashed: the hyperbola's "
                  "(B_crit + kb)/(B_crit + b)", fontsize=9)
     return fig

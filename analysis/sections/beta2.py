@@ -261,7 +261,7 @@ def beta2_figure(ctx: Context):
     axes[0, 0].set_yscale("log")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, 0.0))
-    fig.suptitle("Q8: Adam with β2 fixed at 0.999 against β2 at a fixed half-life of 88,678 examples, and plain "
+    plots.suptitle(fig, "Q8: Adam with β2 fixed at 0.999 against β2 at a fixed half-life of 88,678 examples, and plain "
                  "SGD (MNIST-1D MLP; medians over seeds, bars: range)", fontsize=9)
     return fig
 

@@ -329,7 +329,7 @@ def local_critical_figure(ctx: Context):
     ax.set_ylabel("batch size")
     ax.set_title("local critical batch size and B_simple over training (median, 95% CI over seeds)", fontsize=8)
     ax.legend(fontsize=6, loc="lower right")
-    fig.suptitle(f"Q9a: the critical batch size during training: branches from a reference (MNIST-1D MLP, SGD, "
+    plots.suptitle(fig, f"Q9a: the critical batch size during training: branches from a reference (MNIST-1D MLP, SGD, "
                  f"B = {f.reference_b}, lr = {f.reference_lr:g})", fontsize=9)
     return fig
 

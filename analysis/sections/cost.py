@@ -142,7 +142,7 @@ def per_example_cost(ctx: Context):
     plots.legend_right(fig, axes[0, 0])
     big = pe[pe["P"] == pe["P"].max()]
     ff = big[big["B"] >= 32]["ratio/fast_to_floor"]
-    fig.suptitle(f"Per-example gradients on {b.runs['device'].iloc[0]}: vmap(grad) costs "
+    plots.suptitle(fig, f"Per-example gradients on {b.runs['device'].iloc[0]}: vmap(grad) costs "
                  f"{big['ratio/vmap_to_batch'].min():.0f}–{big['ratio/vmap_to_batch'].max():.0f}× the batch gradient "
                  f"at P = {int(big['P'].iloc[0]):,};\nthe one-pass recipe runs at "
                  f"{ff.min():.1f}–{ff.max():.1f}× the write floor (B ≥ 32)")

@@ -214,7 +214,7 @@ def generalisation_figure(ctx: Context):
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=7, bbox_to_anchor=(0.5, 0.0))
     worse = g.gaps[g.gaps["verdict"] == "larger B worse"]
-    fig.suptitle(f"Q5b: test error against B, momentum, learning rate tuned per B and budget (median, range over "
+    plots.suptitle(fig, f"Q5b: test error against B, momentum, learning rate tuned per B and budget (median, range over "
                  f"seeds); larger B worse in {len(worse)} of {len(g.gaps)} (workload, budget) pairs")
     return fig
 

@@ -16,7 +16,7 @@ from analysis import load, reduce
 from analysis.order import optimizers_in, reference_optimizer
 from analysis.section import Context, Provider, Section
 
-LOSS_LEVEL = 1.0  # the training loss whose first crossing is counted in examples (Q5, figure a)
+LOSS_LEVEL = 1.0  # the training loss whose first crossing is counted in examples (Q5, figure a), if no run sets one
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,8 @@ class DefaultFacts:
     optimizers: tuple[str, ...]  # those in the runs, in the registry's order
     best_lr: pd.DataFrame  # lowest final training loss per (optimizer, reduction, B): ``reduce.best_lr``
     loss_curves: pd.DataFrame  # training loss over steps at each group's best lr: ``reduce.curves``
-    examples_to_loss_1: pd.Series  # per B: fewest examples (over optimizers) to reach LOSS_LEVEL, mean reduction
+    loss_level: float  # the runs' training-loss target when they share one, else LOSS_LEVEL
+    examples_to_level: pd.Series  # per B: fewest examples (over optimizers) to reach loss_level, mean reduction
     heatmap: pd.DataFrame  # median final loss and diverged fraction per (optimizer, reduction, B, lr)
     sum_mean_slopes: pd.DataFrame  # per optimizer: slope in B of best lr(sum) / best lr(mean)
     largest_stable_sgd_lr: pd.Series  # per (reduction, B): the largest lr of the reference optimizer that did not diverge
@@ -52,7 +53,9 @@ def default_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str) ->
     curves = reduce.curves(history, at_best)
     reds = set(runs["reduction"])
     mean_curves = curves[curves["reduction"] == ("mean" if "mean" in reds or not reds else sorted(reds)[0])]
-    crossing = reduce.first_crossing(mean_curves, "examples", LOSS_LEVEL)
+    targets = set(runs["target_loss"].dropna()) if "target_loss" in runs else set()
+    level = float(targets.pop()) if len(targets) == 1 else LOSS_LEVEL
+    crossing = reduce.first_crossing(mean_curves, "examples", level)
     ref = runs[runs["optimizer"] == reference_optimizer()]
     return DefaultFacts(
         experiment=experiment,
@@ -60,7 +63,8 @@ def default_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str) ->
         optimizers=optimizers_in(runs["optimizer"]),
         best_lr=best,
         loss_curves=curves,
-        examples_to_loss_1=crossing.groupby("batch_size")["examples"].min().dropna(),
+        loss_level=level,
+        examples_to_level=crossing.groupby("batch_size")["examples"].min().dropna(),
         heatmap=reduce.heatmap_table(runs),
         sum_mean_slopes=reduce.sum_mean_best_lr_slopes(best),
         largest_stable_sgd_lr=ref[ref["outcome"].isin(["completed", "pruned"])].groupby(

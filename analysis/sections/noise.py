@@ -91,7 +91,7 @@ def b_simple(ctx: Context):
             axes[0, j].get_legend().remove()
     plots.legend_right(fig, axes[0, 0])
     trend = "shrinks" if n.end_median < n.at_init else "grows"
-    fig.suptitle(f"B_simple {trend} during training: {n.at_init:.0f} at initialisation, "
+    plots.suptitle(fig, f"B_simple {trend} during training: {n.at_init:.0f} at initialisation, "
                  f"median {n.end_median:.0f} at the end ({n.end_median / n.at_init:.0f}×)")
     return fig
 

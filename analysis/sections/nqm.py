@@ -127,7 +127,7 @@ def nqm_figure(ctx: Context):
         ax.set_ylabel("steps to the target (best learning rate)")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6, loc="upper right")
-    fig.suptitle(f"Q9d: the noisy quadratic model's steps against B beside the measured ones (target "
+    plots.suptitle(fig, f"Q9d: the noisy quadratic model's steps against B beside the measured ones (target "
                  f"{n.target:g} of an initial loss {n.loss0:.2f})", fontsize=9)
     return fig
 

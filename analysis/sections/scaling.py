@@ -54,7 +54,7 @@ def scaling_facts(runs: pd.DataFrame, experiment: str = "scaling", n_boot: int =
         for target, metric in TARGETS.items():
             values, point, reps = [], [], []  # reps: per value, n_boot B_crit replicates (seeds resampled)
             for k, (value, g) in enumerate(sub.groupby(col)):
-                t = reduce.per_seed_steps(g, by=("batch_size",), metric=metric)
+                t = reduce.per_seed_steps(g, by=("batch_size",), metric=metric, drop_bounds=True)
                 B, v = np.asarray(t.index, float), t.to_numpy(float)
                 est = reduce.estimate_fit(B, v, None)
                 bound = UNBOUNDED * B.max()
@@ -171,7 +171,7 @@ def scaling_figure(ctx: Context):
             ax.legend(fontsize=6, loc="upper left")
     axes[0].set_title("against data size (MLP 40-100-100-10)", fontsize=8)
     axes[1].set_title("against model width (N = 4000)", fontsize=8)
-    fig.suptitle("Q9c: the critical batch size against data size and model size (MNIST-1D, SGD; dashed: "
+    plots.suptitle(fig, "Q9c: the critical batch size against data size and model size (MNIST-1D, SGD; dashed: "
                  "least-squares fit on log-log axes;\narrow: an interval the fit leaves open above)", fontsize=9)
     return fig
 

@@ -170,7 +170,7 @@ def sde_figure(ctx: Context):
         if j == 0:
             ax.set_ylabel("training loss (median over seeds)")
     noise = s.distances["noise"].iloc[0] if len(s.distances) else np.nan
-    fig.suptitle(f"Q8: Adam scaled from B = {s.b0} to κB by the SDE square-root rule, the linear rule or not at all "
+    plots.suptitle(fig, f"Q8: Adam scaled from B = {s.b0} to κB by the SDE square-root rule, the linear rule or not at all "
                  f"(MNIST-1D MLP)\nD: mean |Δ log loss| against the reference (seed noise: {noise:.2f})", fontsize=9)
     return fig
 

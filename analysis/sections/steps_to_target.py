@@ -16,7 +16,6 @@ from analysis.order import optimizers_in, reference_optimizer
 from analysis.plots import Skip
 from analysis.section import Context, FigureSpec, Provider, Section
 from analysis.sections import workloads
-from analysis.sections.main_sweep import LOSS_LEVEL
 from analysis.sections.workloads import SMALL_B, workload_of
 from mbstudy.metrics import TRAIN_TARGET
 
@@ -46,13 +45,14 @@ def science_facts(runs: pd.DataFrame, experiment: str, intervals: dict | None = 
     """``intervals``: the bootstrap fits per optimizer when already computed (the workloads' panel of these runs)."""
     optimizers = optimizers_in(runs["optimizer"])
     steps = {o: reduce.steps_to_target(runs[runs["optimizer"] == o]) for o in optimizers}
+    measured = {o: st[st["n_bound"] == 0] if len(st) else st for o, st in steps.items()}  # bounds left out
     fits = {o: reduce.fit_hyperbola(st["batch_size"], st["steps"]) if len(st) else reduce.fit_hyperbola([], [])
-            for o, st in steps.items()}
+            for o, st in measured.items()}
     small = {o: st[st["batch_size"] <= SMALL_B] for o, st in steps.items() if len(st)}
     best = reduce.best_lr_to_target(runs) if "steps_to_target" in runs else reduce.best_lr(runs)
     sgd = best[(best["optimizer"] == reference_optimizer()) & best["stable"]].sort_values("batch_size")
     sgd = sgd[sgd["batch_size"] <= SMALL_B_LR]
-    table = reduce.per_seed_steps(runs)
+    table = reduce.per_seed_steps(runs, drop_bounds=True)
     if intervals is None:
         intervals = {o: reduce.bootstrap_fit(table.loc[o], small_b=SMALL_B) for o in steps if len(steps[o])}
     return ScienceFacts(
@@ -90,11 +90,11 @@ def _fit_table(rows: pd.DataFrame, ci: dict) -> pd.DataFrame:
 
 def text(ctx: Context) -> str:
     parts = []
-    ex = ctx.default.examples_to_loss_1 if ctx.default else None
+    ex = ctx.default.examples_to_level if ctx.default else None
     if ex is not None and len(ex) >= 2:
         parts.append(
             "**Per step, bigger batches make more progress; per example seen, small batches are more "
-            f"efficient.** In the default sweep (best learning rate per B), reaching training loss {LOSS_LEVEL:g} took "
+            f"efficient.** In the default sweep (best learning rate per B), reaching training loss {ctx.default.loss_level:g} took "
             f"{ex.iloc[0]:,.0f} examples at B = {ex.index[0]} against {ex.iloc[-1]:,.0f} at B = {ex.index[-1]}.\n")
     parts.append(ctx.figure("a_loss_curves"))
     sci = ctx.science
@@ -135,20 +135,24 @@ def loss_curves(ctx: Context):
     opts, mean_cur = d.optimizers, d.mean_loss_curves
     if mean_cur.empty:
         raise Skip("the runs logged no train/loss history")
-    fig, axes = plt.subplots(2, len(opts), figsize=(3.2 * len(opts), 5.4), squeeze=False)
+    if len(opts) == 1:  # one optimizer: steps and examples side by side, not a tall, narrow column
+        fig, row = plt.subplots(1, 2, figsize=(6.4, 2.9), squeeze=False)
+        axes = row.T  # axes[i, 0]: i = 0 steps, 1 examples
+    else:
+        fig, axes = plt.subplots(2, len(opts), figsize=(3.2 * len(opts), 5.4), squeeze=False)
     for j, opt in enumerate(opts):
         for i, x in enumerate(["step", "examples"]):
             plots.plot_curves(axes[i, j], mean_cur[mean_cur["optimizer"] == opt], x=x)
-            axes[i, j].set_title(opt if i == 0 else "")
+            axes[i, j].set_title(opt if i == 0 or len(opts) == 1 else "")
     plots.legend_right(fig, axes[0, -1])
     final = mean_cur.sort_values("step").groupby(["optimizer", "batch_size"]).tail(1)
     f = final.groupby("batch_size")["mean"].min()
-    ex = d.examples_to_loss_1
-    per_example = (f"\nexamples to reach loss {LOSS_LEVEL:g}: {ex.iloc[0]:.2g} at B={ex.index[0]} vs "
+    ex = d.examples_to_level
+    per_example = (f"\nexamples to reach loss {d.loss_level:g}: {ex.iloc[0]:.2g} at B={ex.index[0]} vs "
                    f"{ex.iloc[-1]:.2g} at B={ex.index[-1]}") if len(ex) >= 2 else ""
     last = f" vs {f.iloc[-1]:.2g} at B={f.index[-1]}" if len(f) >= 2 else ""
-    fig.suptitle(f"Best lr per B, {d.curve_reduction} reduction. Final loss: {f.iloc[0]:.2g} at B={f.index[0]}"
-                 f"{last}{per_example}")
+    plots.suptitle(fig, f"Best lr per B, {d.curve_reduction} reduction. Final loss: {f.iloc[0]:.2g} at "
+                        f"B={f.index[0]}{last}{per_example}")
     return fig
 
 
@@ -165,8 +169,8 @@ def loss_vs_time(ctx: Context):
     plots.legend_right(fig, axes[0, -1])
     tt = mean_cur.sort_values("step").groupby("batch_size")["time_s"].last()
     steps = int(d.runs["steps"].max()) if "steps" in d.runs else int(mean_cur["step"].max())
-    fig.suptitle(f"Against training time ({steps} steps: {tt.min():.2g} s at B={tt.idxmin()} "
-                 f"to {tt.max():.2g} s at B={tt.idxmax()})")
+    plots.suptitle(fig, f"Against training time ({steps} steps: {tt.min():.2g} s at B={tt.idxmin()} "
+                        f"to {tt.max():.2g} s at B={tt.idxmax()})")
     return fig
 
 
@@ -184,7 +188,7 @@ def steps_to_target(ctx: Context):
             plots.plot_steps_to_target(axes[1, j], st, fit, "examples")
         axes[0, j].set_title(opt)
     crit = ", ".join(f"{o} {s.fits[o]['B_crit']:.0f}" for o in opts if np.isfinite(s.fits[o]["B_crit"]))
-    fig.suptitle("Steps to target: perfect scaling, then diminishing returns\nfitted B_crit: " + crit if crit else
+    plots.suptitle(fig, "Steps to target: perfect scaling, then diminishing returns\nfitted B_crit: " + crit if crit else
                  "Steps to target against B\nno hyperbola fit: it needs 3 batch sizes that reach the target")
     return fig
 

@@ -125,7 +125,10 @@ def heatmaps(ctx: Context):
             axes[i, j].set_title(f"{opt}, {red}")
     sl = {r.optimizer: r.slope for r in d.sum_mean_slopes.itertuples()}
     slopes = ", ".join(f"{o} s={sl[o]:.2f}" for o in opts if o in sl)
-    fig.suptitle("Final training loss (× = diverged)"
+    if norm is not None:
+        fig.colorbar(plots.ScalarMappable(norm=norm, cmap=plots.HEATMAP_CMAP), ax=axes, shrink=0.8,
+                     label="final training loss (median over seeds)")
+    plots.suptitle(fig, "Final training loss (× = diverged)"
                  + (f"\nbest lr of sum / best lr of mean scales as B^s: {slopes}" if slopes else ""))
     return fig
 
@@ -140,7 +143,7 @@ def reduction_distance(ctx: Context):
     plots.plot_distance(axes[1], h[h["comparison"] == "adam_same_eps"])
     axes[1].set_title("Adam, sum vs mean at the same eps")
     worst = r.final_ratio[r.runs["comparison"] != "adam_same_eps"].max()
-    fig.suptitle(f"Sum vs mean: the algebraic pairs end within {worst:.2g}× of the perturbation control")
+    plots.suptitle(fig, f"Sum vs mean: the algebraic pairs end within {worst:.2g}× of the perturbation control")
     return fig
 
 

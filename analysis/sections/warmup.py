@@ -156,7 +156,7 @@ def warmup_figure(ctx: Context):
         if j == 0:
             ax.set_ylabel("steps to the target")
         ax.legend(fontsize=6, loc="upper right")
-    fig.suptitle("Q9b: batch-size warm-up against constant batch sizes (MNIST-1D MLP, SGD; median over seeds)",
+    plots.suptitle(fig, "Q9b: batch-size warm-up against constant batch sizes (MNIST-1D MLP, SGD; median over seeds)",
                  fontsize=9)
     return fig
 

@@ -85,7 +85,7 @@ def panels(runs: pd.DataFrame, n_boot: int = 1000, labels: dict[str, str] | None
             if metric not in sub or sub[metric].notna().sum() == 0:
                 continue
             st = reduce.steps_to_target(sub, metric=metric)
-            table = reduce.per_seed_steps(sub, metric=metric)
+            table = reduce.per_seed_steps(sub, metric=metric, drop_bounds=True)
             fits = {o: reduce.bootstrap_fit(table.loc[o], small_b=SMALL_B, n_boot=n_boot)
                     for o in st["optimizer"].unique() if o in table.index.get_level_values(0)}
             out[(w, target)] = Panel(w, target, st, table, fits, int(table.shape[1]))
@@ -321,7 +321,7 @@ def steps_to_target_by_workload(ctx: Context):
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, 0.0))
     c = w.checks
     perfect = int((c["slope_verdict"].str.startswith("perfect")).sum())
-    fig.suptitle(f"Steps to target on {len(cols)} workloads: median over seeds (bars: range), fitted hyperbola; "
+    plots.suptitle(fig, f"Steps to target on {len(cols)} workloads: median over seeds (bars: range), fitted hyperbola; "
                  f"small-B slope consistent with −1 in {perfect} of {len(c)} fits")
     return fig
 
