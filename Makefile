@@ -26,7 +26,7 @@ KNOWN_EXTRAS := bench ray server browser
 # the store: MLFLOW_TRACKING_URI if set, else mlflow.db in the project root
 URI     := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 
-.PHONY: help setup test test-fast lock clean-venv sweep ui server server-stop ray-start ray-stop equivalence reduction study study-extended study-quick figures report bench bench-full setup-bench measure-throughput
+.PHONY: help setup test test-fast lock clean-venv sweep ui server server-stop ray-start ray-stop equivalence reduction baselines study study-extended study-quick figures report bench bench-full setup-bench measure-throughput
 
 help: ## list the targets
 	@echo "mbstudy — make TARGET"
@@ -84,6 +84,9 @@ equivalence: setup ## log every gradient identity's error, float32 and float64 (
 
 reduction: setup ## train sum against mean side by side, with the 1e-7 perturbation control (Q4)
 	$(PY) -m experiments.reduction
+
+baselines: setup ## what a linear model reaches on each workload's data (the floor every target must be beyond)
+	$(PY) -m experiments.baselines
 
 study: setup ## everything the report uses: the default, science, generalisation, seeds and published sweeps, both experiments and the benchmark, with an ETA across them (resumable)
 	$(PY) -m experiments.study

@@ -180,37 +180,99 @@ class Summary:
         return f"{format(self.value, fmt)} [{format(self.lo, fmt)}, {format(self.hi, fmt)}]"
 
 
-def summarise_b_crit(batch_sizes, per_seed_steps, level: float = 0.95) -> dict[str, Summary]:
-    """B_crit, S_min and E_min over seeds from a (B × seeds) table of steps (inf or NaN: not reached).
-
-    Each seed is fitted alone; a seed whose B_crit falls outside the batch sizes it was fitted on makes B_crit a
-    bound (at the largest / smallest B that seed reached; S_min then too, as it is not separated from B_crit),
-    while E_min = S_min B_crit, the area under the curve's small-B end, is still measured when B_crit is
-    censored above."""
+def seed_fits(batch_sizes, per_seed_steps) -> dict[str, np.ndarray]:
+    """Each seed's hyperbola fit from a (B × seeds) table of steps (inf or NaN: not measured): arrays over seeds of
+    ``B_crit``, ``S_min``, ``E_min``, ``censored`` (:func:`fit_hyperbola`) and ``edge``, the largest B (censored
+    above) or the smallest B (censored below) that seed's curve was fitted on; a seed with fewer than 3 points has
+    NaN values and censored 0."""
     B = np.asarray(batch_sizes, float)
     S = np.asarray(per_seed_steps, float).T  # (seeds, B)
     logs = np.log(np.where(np.isfinite(S) & (S > 0), S, np.nan))
     fit = fit_hyperbola(B, logs)
-    ok = fit["n"] >= 3
-    cens = fit["censored"][ok]
-    out = {}
-    for name in ("B_crit", "S_min", "E_min"):
-        v = fit[name][ok]
-        if not len(v):
-            out[name] = Summary(np.nan, np.nan, np.nan, 0)
-            continue
-        if name != "E_min" and (cens != 0).any():
-            up = (cens > 0).sum() >= (cens < 0).sum()
-            reached = np.where(np.isfinite(logs[ok]), B, np.nan)
-            edge = np.nanmax(reached[cens > 0]) if up else np.nanmin(reached[cens < 0])
-            if name == "S_min":
-                out[name] = Summary(np.nan, np.nan, np.nan, int(len(v)))
-            else:
-                out[name] = Summary(float(edge), np.nan, np.nan, int(len(v)), ">=" if up else "<=")
-            continue
-        est, lo, hi = t_interval(np.log(v), level)
-        out[name] = Summary(float(est), float(lo), float(hi), int(len(v)))
+    reached = np.isfinite(logs)
+    top = np.where(reached, B, -np.inf).max(axis=1, initial=-np.inf)
+    bottom = np.where(reached, B, np.inf).min(axis=1, initial=np.inf)
+    fit["edge"] = np.where(fit["censored"] > 0, top, np.where(fit["censored"] < 0, bottom, np.nan))
+    return fit
+
+
+def summarise(values, censored=None, edge=None, level: float = 0.95) -> Summary:
+    """A positive quantity over seeds: its geometric mean with the t-interval on the log scale; a bound when some
+    seed's value is censored (``censored`` +1 above / -1 below, ``edge`` the seed's measured end): ``≥`` the
+    largest edge of the seeds censored above (or ``≤`` the smallest below), which is what the curves show."""
+    v = np.asarray(values, float)
+    cens = np.zeros(len(v), int) if censored is None else np.asarray(censored, int)
+    ok = np.isfinite(v) & (v > 0)
+    if not ok.any():
+        return Summary(np.nan, np.nan, np.nan, 0)
+    if (cens[ok] != 0).any():
+        e = np.asarray(edge, float)[ok]
+        up = (cens[ok] > 0).sum() >= (cens[ok] < 0).sum()
+        edge_value = np.nanmax(e[cens[ok] > 0]) if up else np.nanmin(e[cens[ok] < 0])
+        return Summary(float(edge_value), np.nan, np.nan, int(ok.sum()), ">=" if up else "<=")
+    est, lo, hi = t_interval(np.log(v[ok]), level)
+    return Summary(float(est), float(lo), float(hi), int(ok.sum()))
+
+
+def summarise_b_crit(batch_sizes, per_seed_steps, level: float = 0.95) -> dict[str, Summary]:
+    """B_crit, S_min and E_min over seeds from a (B × seeds) table of steps (inf or NaN: not reached).
+
+    Each seed is fitted alone (:func:`seed_fits`); a seed whose B_crit falls outside the batch sizes it was fitted
+    on makes B_crit a bound (S_min then has no value, as it is not separated from B_crit), while E_min = S_min
+    B_crit, the curve's small-B end, is still measured when B_crit is censored above."""
+    f = seed_fits(batch_sizes, per_seed_steps)
+    out = {"B_crit": summarise(f["B_crit"], f["censored"], f["edge"], level)}
+    s_min = summarise(f["S_min"], level=level)
+    out["S_min"] = s_min if not out["B_crit"].bound else Summary(np.nan, np.nan, np.nan, s_min.n)
+    above = np.where(f["censored"] < 0, np.nan, f["E_min"])
+    out["E_min"] = summarise(above, level=level) if not (f["censored"] < 0).any() else Summary(np.nan, np.nan, np.nan, 0)
     return out
+
+
+def seed_slopes(batch_sizes, per_seed_steps, max_b: float) -> np.ndarray:
+    """Each seed's least-squares slope of log steps against log B over the batch sizes up to ``max_b`` it reached
+    (NaN with fewer than 2 of them)."""
+    B = np.asarray(batch_sizes, float)
+    S = np.asarray(per_seed_steps, float).T
+    out = []
+    for row in S:
+        ok = (B <= max_b) & np.isfinite(row) & (row > 0)
+        out.append(np.polyfit(np.log(B[ok]), np.log(row[ok]), 1)[0] if ok.sum() >= 2 else np.nan)
+    return np.array(out, float)
+
+
+def mean_interval(values, level: float = 0.95) -> tuple[float, float, float, float]:
+    """The mean of ``values`` over seeds, its t-interval and the p-value that the mean is 0 (a slope's −1 is
+    tested by passing slope + 1)."""
+    x = np.asarray(values, float)
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return np.nan, np.nan, np.nan, np.nan
+    m = float(x.mean())
+    if len(x) < 2:
+        return m, np.nan, np.nan, np.nan
+    half = _st.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return m, m - half, m + half, float(t_pvalue(x))
+
+
+def paired_ratio(a, b, censored_a=None, censored_b=None, level: float = 0.95) -> tuple[float, float, float, float, int]:
+    """a / b seed by seed (the same seed: the same initialisation and data order), summarised as the geometric
+    mean with its t-interval and the p-value of a ratio of 1: ``(estimate, lo, hi, p, n)``; a seed censored in
+    either is left out, and with any such seed the comparison is not made (NaNs): a bound is not a value."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    cens = np.zeros(len(a), bool)
+    for c in (censored_a, censored_b):
+        if c is not None:
+            cens |= np.asarray(c) != 0
+    if cens.any():
+        return np.nan, np.nan, np.nan, np.nan, int((~cens).sum())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(a) - np.log(b)
+    logs = logs[np.isfinite(logs)]
+    if not len(logs):
+        return np.nan, np.nan, np.nan, np.nan, 0
+    est, lo, hi = t_interval(logs, level)
+    return float(est), float(lo), float(hi), float(t_pvalue(logs)), int(len(logs))
 
 
 def coverage(batch_sizes, b_crit: float, s_min: float, *, n_seeds: int, sigma_cell: float, sigma_seed: float = 0.0,

@@ -1,0 +1,91 @@
+"""What a linear model reaches on each workload's data: the floor every target of the study must be beyond.
+
+For every data set of the science sweep (its split: the same validation fraction and data seed), fitted on the
+same training split, one MLflow run in the experiment ``baselines``:
+
+- classification: multinomial logistic regression (scikit-learn, L-BFGS) at inverse regularisation C in
+  :data:`CS`; ``train/loss`` is the lowest training cross-entropy over C (the least regularised fit), ``val/error``
+  and ``val/loss`` the lowest validation error and cross-entropy over C (tuned on the validation split itself, so
+  the linear model is given every advantage);
+- regression: least squares and ridge at :data:`ALPHAS`; ``train/loss`` the lowest training MSE (per example, the
+  mean over outputs, as the study's loss), ``val/loss`` the lowest validation MSE.
+
+A target a linear model reaches says little about training a network (the report prints these numbers beside the
+targets and checks every target is beyond them). Usage: ``python -m experiments.baselines`` (``make baselines``);
+seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+
+CS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e4)
+ALPHAS = (0.0, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+
+
+def splits(grid: str = "science") -> list[tuple[str, int, int, float]]:
+    """The (data set, data seed, n_train, validation fraction) of every workload of a grid, once each."""
+    from experiments.engine import grid as grids
+
+    sweep = grids.load(grid)
+    return sorted({(c.dataset, c.data_seed, c.n_train, c.val_fraction) for c in sweep.configs})
+
+
+def _cross_entropy(p: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1.0))))
+
+
+def fit(data) -> tuple[str, dict[str, float], dict[str, float]]:
+    """The linear model's name, its metrics and the hyper-parameter each best came from."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    x, y, xv, yv = data.x_train, data.y_train, data.x_val, data.y_val
+    if data.task == "classification":
+        train, val, err, best = [], [], [], {}
+        for c in CS:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # ConvergenceWarning at the weakest regularisation: still the floor
+                m = LogisticRegression(C=c, max_iter=5000).fit(x, y)
+            train.append(_cross_entropy(m.predict_proba(x), y))
+            val.append(_cross_entropy(m.predict_proba(xv), yv))
+            err.append(1.0 - float(m.score(xv, yv)))
+        metrics = {"train/loss": min(train), "val/loss": min(val), "val/error": min(err)}
+        best = {"C_train": CS[int(np.argmin(train))], "C_val": CS[int(np.argmin(err))]}
+        return "logistic regression", metrics, best
+    train, val = [], []
+    for a in ALPHAS:
+        m = Ridge(alpha=a).fit(x, y) if a > 0 else Ridge(alpha=1e-12).fit(x, y)
+        train.append(float(np.mean((m.predict(x) - y) ** 2)))
+        val.append(float(np.mean((m.predict(xv) - yv) ** 2)))
+    metrics = {"train/loss": min(train), "val/loss": min(val)}
+    return "least squares", metrics, {"alpha_train": ALPHAS[int(np.argmin(train))], "alpha_val": ALPHAS[int(np.argmin(val))]}
+
+
+def main(argv=None) -> int:
+    from experiments.engine import provenance, run_writer, store
+    from mbstudy import load_dataset
+    from mbstudy.data import with_validation
+
+    exp = store.get_or_create_experiment("baselines", __doc__.split("\n\n")[0])
+    prov = provenance.provenance()
+    done = {r.data.params.get("data_digest") for r in store.search_all(  # a rerun fits nothing twice
+        store.client(), exp, "tags.`mbstudy.kind` = 'baseline' and attributes.status = 'FINISHED'")}
+    for dataset, data_seed, n_train, fraction in splits():
+        data = with_validation(load_dataset(dataset, seed=data_seed, n_train=n_train or None), fraction)
+        if data.x_val is None or data.digest in done:
+            continue
+        model, metrics, best = fit(data)
+        params = {"dataset": dataset, "data_seed": data_seed, "n_train": n_train, "val_fraction": fraction,
+                  "model": model, "data_digest": data.digest, **best}
+        run_writer.write_run(exp, name=f"{dataset}-{model.replace(' ', '-')}", params=params,
+                             tags={"mbstudy.kind": "baseline", **prov}, metrics=metrics)
+        print(f"{dataset:10s} {model}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)
+    print(f"logged to {store.tracking_uri()}, experiment 'baselines'")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
