@@ -15,6 +15,7 @@ from mbstudy.model import CNN, MLP, Network, mnist1d_cnn
 from mbstudy.noise import NoiseStats, grad_noise_stats, two_batch_noise
 from mbstudy.optimizers import OPTIMIZERS, Optimizer
 from mbstudy.parallel import sharded_grad
+from mbstudy.text import load_text
 from mbstudy.train import RunResult, train
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "batch_grad",
     "grad_noise_stats",
     "load_dataset",
+    "load_text",
     "mnist1d_cnn",
     "per_sample_grad_norms",
     "per_sample_grads",

@@ -7,6 +7,9 @@ also broadcasts over a leading batch axis).
   Local chain rule: ``dL/do_j = 2 (o_j - y_j) / K``.
 - ``"cross_entropy"``: ``L = logsumexp(o) - o_y``, target ``y`` an int label.
   Local chain rule: ``dL/do = softmax(o) - onehot(y)``.
+- ``"token_cross_entropy"``: next-token prediction, for one sequence's logits
+  ``o: (T, K)`` and next tokens ``y: (T,)``: ``L = (1/T) sum_t (logsumexp(o_t) - o_{t, y_t})``.
+  Local chain rule: ``dL/do_t = (softmax(o_t) - onehot(y_t)) / T``.
 
 The batch loss is ``mean_i L_i`` or ``sum_i L_i``; by linearity its gradient
 is the mean or sum of the per-example gradients, which is the identity the
@@ -33,7 +36,7 @@ from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "next_token")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +78,16 @@ def accuracy(logits: jax.Array, label: jax.Array) -> jax.Array:
     return jnp.argmax(logits, axis=-1) == label
 
 
+def token_cross_entropy(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+    """Next-token cross-entropy of one sequence, ``logits: (T, K)``, ``tokens: (T,)``: averaged over the T positions."""
+    return jnp.mean(cross_entropy(logits, tokens), axis=-1)
+
+
+def token_accuracy(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+    """The fraction of a sequence's positions whose largest logit is the next token's."""
+    return jnp.mean(accuracy(logits, tokens), axis=-1)
+
+
 LOSSES: dict[str, Loss] = {}
 REDUCTIONS = ("mean", "sum")
 
@@ -92,6 +105,8 @@ def register_loss(loss: Loss) -> Loss:
 register_loss(Loss("mse", mse, task="regression", target_dtype="float32"))
 register_loss(Loss("cross_entropy", cross_entropy, task="classification", target_dtype="int32",
                    metrics={"acc": accuracy}))
+register_loss(Loss("token_cross_entropy", token_cross_entropy, task="next_token", target_dtype="int32",
+                   metrics={"acc": token_accuracy}))
 
 
 def loss_for_task(task: str) -> str:
