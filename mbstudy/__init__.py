@@ -12,11 +12,13 @@ from mbstudy.grads import (
 )
 from mbstudy.losses import LOSSES, REDUCTIONS, Loss
 from mbstudy.model import CNN, MLP, Network, mnist1d_cnn
-from mbstudy.noise import NoiseStats, grad_noise_stats, two_batch_noise
+from mbstudy.noise import NoiseStats, grad_noise_stats, layers_of_type, subset_noise, two_batch_noise
 from mbstudy.optimizers import OPTIMIZERS, Optimizer
 from mbstudy.parallel import sharded_grad
+from mbstudy import per_example_seq as _per_example_seq  # noqa: F401  (registers the transformer layers' rules)
 from mbstudy.text import load_text
 from mbstudy.train import RunResult, train
+from mbstudy.transformer import Transformer
 
 __all__ = [
     "CNN",
@@ -34,9 +36,11 @@ __all__ = [
     "REDUCTIONS",
     "RunResult",
     "TrainConfig",
+    "Transformer",
     "accumulated_grad",
     "batch_grad",
     "grad_noise_stats",
+    "layers_of_type",
     "load_dataset",
     "load_text",
     "mnist1d_cnn",
@@ -45,6 +49,7 @@ __all__ = [
     "per_sample_grads_fast",
     "sharded_grad",
     "single_output_grad",
+    "subset_noise",
     "train",
     "two_batch_noise",
 ]
