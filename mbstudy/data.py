@@ -222,7 +222,9 @@ class DataSource:
     ``n`` is not a size it can make. A data set with keyword options (the text's
     context length) lists them with their defaults in ``options``; the loader is
     then called as ``loader(seed, **options)``, ``n_train`` is the size at the
-    defaults and ``sized(**options)`` the size at any options.
+    defaults and ``sized(**options)`` the size at any options. ``validation``:
+    the loader returns its own validation split (the text's contiguous block),
+    so a configuration does not carve one (``val_fraction`` stays 0).
     """
 
     name: str
@@ -234,6 +236,7 @@ class DataSource:
     check_size: Callable[[int], str | None] = lambda n: None
     options: tuple[tuple[str, Any], ...] = ()
     sized: Callable[..., int] | None = None
+    validation: bool = False  # the loader makes its own validation split (then val_fraction must be 0)
 
     def with_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """The loader's keyword options: the defaults of :attr:`options` updated with ``given``; an unknown one is an error."""
