@@ -48,7 +48,14 @@ class Dataset:
 
     ``digest`` is the sha256 of the arrays (dtype, shape and bytes), for
     provenance: two runs with the same digest saw the same numbers.
-    ``x_val, y_val`` are None unless a validation split was carved.
+    ``x_val, y_val`` are None unless a validation split was carved (or the
+    loader made its own, as the text's contiguous block).
+    ``default_noise_batch`` and ``default_eval_train``: how many training
+    examples (the first ones) the noise statistics and the evaluation's
+    training loss read when a configuration leaves ``noise_batch`` and
+    ``eval_train`` at 0; 0 here means all of them. A data set too large for
+    that at every evaluation (the text's 288k windows) sets them, and puts its
+    training examples in a random order so that the first ones are a sample.
     """
 
     name: str
@@ -63,6 +70,8 @@ class Dataset:
     digest: str
     x_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
+    default_noise_batch: int = 0
+    default_eval_train: int = 0
 
     @property
     def loss_name(self) -> str:

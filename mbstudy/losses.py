@@ -49,6 +49,9 @@ class Loss:
     target_dtype: the dtype targets are converted to (``"int32"`` labels, ``"float32"`` values).
     metrics: extra per-example metrics ``m(outputs, target) -> value``, averaged over
       the test set at every evaluation and logged as ``test/<name>`` (best: max).
+    val_target: what a configuration's ``target_val`` is compared with: ``"error"``,
+      one minus the validation accuracy (``metrics["acc"]``), or ``"loss"``, the
+      validation loss; None: the error where the loss has an accuracy, else the loss.
     """
 
     name: str
@@ -56,6 +59,12 @@ class Loss:
     task: str
     target_dtype: str
     metrics: Mapping[str, Callable[[jax.Array, jax.Array], jax.Array]] = dataclasses.field(default_factory=dict)
+    val_target: str | None = None
+
+    def validation_error(self, metrics: Mapping[str, float]) -> float:
+        """The number ``target_val`` is compared with, from an evaluation's ``val/`` metrics (see ``val_target``)."""
+        on = self.val_target or ("error" if "acc" in self.metrics else "loss")
+        return 1.0 - float(metrics["val/acc"]) if on == "error" else float(metrics["val/loss"])
 
     def __call__(self, out: jax.Array, y: jax.Array) -> jax.Array:
         return self.fn(out, y)
@@ -94,6 +103,9 @@ REDUCTIONS = ("mean", "sum")
 
 def register_loss(loss: Loss) -> Loss:
     """Add a loss to :data:`LOSSES` (by its name); returns it."""
+    if loss.val_target not in (None, "error", "loss") or (loss.val_target == "error" and "acc" not in loss.metrics):
+        raise ValueError(f"Loss {loss.name!r}: val_target must be None, 'loss', or 'error' (with an 'acc' metric); "
+                         f"received {loss.val_target!r}")
     if loss.task not in TASKS:
         raise ValueError(f"Loss {loss.name!r}: task must be one of {TASKS}; received {loss.task!r}")
     if loss.name in LOSSES or loss.name == "auto":
@@ -106,7 +118,7 @@ register_loss(Loss("mse", mse, task="regression", target_dtype="float32"))
 register_loss(Loss("cross_entropy", cross_entropy, task="classification", target_dtype="int32",
                    metrics={"acc": accuracy}))
 register_loss(Loss("token_cross_entropy", token_cross_entropy, task="next_token", target_dtype="int32",
-                   metrics={"acc": token_accuracy}))
+                   metrics={"acc": token_accuracy}, val_target="loss"))
 
 
 def loss_for_task(task: str) -> str:

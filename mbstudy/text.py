@@ -14,18 +14,22 @@ Tokens are characters, which in this ASCII text are bytes: ids 0..127
 another's. An example is a window of ``context`` tokens ``x = s[t : t + T]``
 with its next tokens ``y = s[t + 1 : t + T + 1]`` (both ``(T,)``; ``x`` as
 float32, as every input of the library is, ``y`` int32). The training set is
-every window starting at a multiple of ``stride`` in the training block; the
-training loop (:func:`mbstudy.step.batch_indices`) shuffles them each epoch,
-so a step draws B random windows without replacement. The validation and test
-sets are their blocks cut into consecutive windows (stride ``context``), so
-each of their tokens is predicted once.
+every window starting at a multiple of ``stride`` in the training block, in an
+order drawn from ``seed`` (:func:`window_order`); the training loop
+(:func:`mbstudy.step.batch_indices`) shuffles them again each epoch, so a step
+draws B random windows without replacement, and the first few windows are a
+random sample of the block: the evaluation reads the first
+:data:`NOISE_BATCH` for the noise statistics and the first :data:`EVAL_TRAIN`
+for the training loss, unless a configuration asks for other numbers. The
+validation and test sets are their blocks cut into consecutive windows
+(stride ``context``), so each of their tokens is predicted once.
 
 >>> from mbstudy import load_dataset
 >>> d = load_dataset("text")
 >>> d.task, d.x_train.shape, d.x_val.shape, d.x_test.shape, d.n_outputs
 ('next_token', (288762, 32), (2005, 32), (2005, 32), 128)
->>> bool((d.x_train[0, 1:] == d.y_train[0, :-1]).all()), decode(d.y_train[0])
-(True, '6. Appendix\\n\\n16.1. Interactive M')
+>>> bool((d.x_train[0, 1:] == d.y_train[0, :-1]).all()), decode(d.x_test[0])
+(True, 'tire thread is essentially dead.')
 >>> load_dataset("text", context=64, stride=64).x_train.shape
 (18048, 64)
 """
@@ -50,6 +54,9 @@ VOCAB = 128
 SPLITS = (0.90, 0.05, 0.05)  # training, validation, test: contiguous blocks in this order
 CONTEXT = 32
 STRIDE = 4
+NOISE_BATCH = 512  # windows for the noise statistics at every evaluation (TrainConfig.noise_batch = 0)
+EVAL_TRAIN = 2048  # windows for the evaluation's training loss (TrainConfig.eval_train = 0)
+ORDER = 0x7E47  # keeps the windows' order apart from other uses of a seed
 
 
 def split_sizes(n: int = CORPUS_CHARS) -> tuple[int, int, int]:
@@ -90,14 +97,19 @@ def windows(tokens: np.ndarray, context: int, stride: int) -> tuple[np.ndarray, 
     return view[:, :-1].astype(np.float32), view[:, 1:].astype(np.int32)
 
 
+def window_order(seed: int, n: int) -> np.ndarray:
+    """The order of the ``n`` training windows for data seed ``seed``: row i of ``x_train`` is window ``order[i]``."""
+    return np.random.default_rng([seed, ORDER]).permutation(n)
+
+
 def _check(name: str, value, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"load_dataset('text'): {name} must be an int >= {low}; received {value!r}")
 
 
 def load_text(seed: int = 0, context: int = CONTEXT, stride: int = STRIDE) -> Dataset:
-    """The text data set (see the module docstring). ``seed`` is recorded but changes nothing: the text is fixed,
-    and the order of the training windows is the training loop's (its own seed)."""
+    """The text data set (see the module docstring). ``seed`` draws the order of the training windows (the text,
+    the windows and the validation and test sets are the same for every seed)."""
     _check("context", context, 1)
     _check("stride", stride, 1)
     n_train, n_val, _ = split_sizes()
@@ -107,16 +119,17 @@ def load_text(seed: int = 0, context: int = CONTEXT, stride: int = STRIDE) -> Da
     tokens = corpus_tokens()
     blocks = tokens[:n_train], tokens[n_train : n_train + n_val], tokens[n_train + n_val :]
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (windows(b, context, s) for b, s in zip(blocks, (stride, context, context)))
-    arrays = [np.ascontiguousarray(a) for a in (x_tr, y_tr, x_te, y_te, x_va, y_va)]
+    order = window_order(seed, len(x_tr))
+    arrays = [np.ascontiguousarray(a) for a in (x_tr[order], y_tr[order], x_te, y_te, x_va, y_va)]
     for a in arrays:
         a.setflags(write=False)
     return Dataset(name="text", seed=seed, task="next_token", x_train=arrays[0], y_train=arrays[1], x_test=arrays[2],
                    y_test=arrays[3], n_inputs=context, n_outputs=VOCAB, digest=_digest(*arrays), x_val=arrays[4],
-                   y_val=arrays[5])
+                   y_val=arrays[5], default_noise_batch=NOISE_BATCH, default_eval_train=EVAL_TRAIN)
 
 
 register_dataset(DataSource(
     "text", "next_token", n_windows(split_sizes()[0], CONTEXT, STRIDE), load_text, ORIGIN,
     options=(("context", CONTEXT), ("stride", STRIDE)),
-    sized=lambda context, stride: n_windows(split_sizes()[0], context, stride),
+    sized=lambda context, stride: n_windows(split_sizes()[0], context, stride), validation=True,
 ))

@@ -12,7 +12,7 @@ from mbstudy._checks import check_batch
 from mbstudy.losses import LOSSES
 
 # the Dataset's digest (its six arrays) at the default options: a change of the corpus, the split or the windows moves it
-DIGEST = "7947cdece9a889d3811c866e4a128734d2e2cac31f5e9ba03e8464725d578d80"
+DIGEST = "4d77bf3be0d5e8d0431b6d5df090058e004bd6cbb21f2ccb1cee9377ea95ae53"
 
 
 class _SequenceModel:
@@ -53,11 +53,14 @@ def test_windows_and_splits(data):
     n_train, n_val, n_test = text.split_sizes()
     assert (n_train, n_val, n_test) == (1_155_078, 64_171, 64_172)
     tokens = text.corpus_tokens()
-    # training windows start at multiples of the stride; y is x shifted by one token
+    # training windows start at multiples of the stride, in the data seed's order; y is x shifted by one token
     T, s = text.CONTEXT, text.STRIDE
+    order = text.window_order(0, data.n_train)
     for i in (0, 1, 12_345, data.n_train - 1):
-        np.testing.assert_array_equal(data.x_train[i], tokens[i * s : i * s + T])
-        np.testing.assert_array_equal(data.y_train[i], tokens[i * s + 1 : i * s + T + 1])
+        t = order[i] * s
+        np.testing.assert_array_equal(data.x_train[i], tokens[t : t + T])
+        np.testing.assert_array_equal(data.y_train[i], tokens[t + 1 : t + T + 1])
+    assert sorted(order[:3]) != [0, 1, 2] and (data.default_noise_batch, data.default_eval_train) == (512, 2048)
     assert data.n_train == mb.DATASETS["text"].n_train == text.n_windows(n_train, T, s)
     assert (data.n_train - 1) * s + T + 1 <= n_train  # the last training window stays inside its block
     # validation and test: consecutive windows of their own blocks
@@ -72,7 +75,10 @@ def test_options_change_the_windows_not_the_text():
     d = mb.load_dataset("text", context=8, stride=8)
     assert d.x_train.shape == (mb.DATASETS["text"].n_train_at(context=8, stride=8), 8)
     assert d.digest != DIGEST
-    np.testing.assert_array_equal(d.x_train[:3].reshape(-1), text.corpus_tokens()[:24])
+    first = np.argsort(text.window_order(0, d.n_train))[:3]  # the rows of windows 0, 1, 2
+    np.testing.assert_array_equal(d.x_train[first].reshape(-1), text.corpus_tokens()[:24])
+    other = mb.load_dataset("text", seed=1, context=8, stride=8)
+    assert other.digest != d.digest and np.array_equal(np.sort(other.x_train, axis=0), np.sort(d.x_train, axis=0))
     with pytest.raises(ValueError, match=r"'text' has no option\(s\) \['ctx'\]; its options are \['context', 'stride'\]"):
         mb.load_dataset("text", ctx=8)
     with pytest.raises(ValueError, match=r"'teacher' has no option\(s\) \['context'\]; it takes no options"):
