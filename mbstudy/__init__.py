@@ -15,7 +15,6 @@ from mbstudy.model import CNN, MLP, Network, mnist1d_cnn
 from mbstudy.noise import NoiseStats, grad_noise_stats, layers_of_type, subset_noise, two_batch_noise
 from mbstudy.optimizers import OPTIMIZERS, Optimizer
 from mbstudy.parallel import sharded_grad
-from mbstudy import per_example_seq as _per_example_seq  # noqa: F401  (registers the transformer layers' rules)
 from mbstudy.text import load_text
 from mbstudy.train import RunResult, train
 from mbstudy.transformer import Transformer
