@@ -85,10 +85,10 @@ QUICK = [
 FIRST_GUESS = {
     "full": {"sweep default": 250, "sweep science": 1200, "sweep generalisation": 270, "sweep seeds": 20,
              "sweep published": 60, "sweep accumulation": 120, "sweep beta2": 190, "sweep sde": 22,
-             "equivalence": 30, "reduction": 30, "bench": 300},
+             "equivalence": 30, "reduction": 30, "bench": 420},
     "extended": {"sweep default": 250, "sweep science": 1200, "sweep generalisation": 270, "sweep seeds": 20,
                  "sweep published": 60, "sweep accumulation": 120, "sweep beta2": 190, "sweep sde": 22,
-                 "equivalence": 30, "reduction": 30, "bench": 300, "sweep branching": 180, "sweep warmup": 50,
+                 "equivalence": 30, "reduction": 30, "bench": 420, "sweep branching": 180, "sweep warmup": 50,
                  "sweep scaling": 420},
     "quick": {"sweep default": 40, "sweep science": 100, "sweep generalisation": 60, "sweep seeds": 20,
               "sweep published": 25, "sweep accumulation": 45, "sweep beta2": 10, "sweep sde": 10,

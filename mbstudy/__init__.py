@@ -12,10 +12,12 @@ from mbstudy.grads import (
 )
 from mbstudy.losses import LOSSES, REDUCTIONS, Loss
 from mbstudy.model import CNN, MLP, Network, mnist1d_cnn
-from mbstudy.noise import NoiseStats, grad_noise_stats, two_batch_noise
+from mbstudy.noise import NoiseStats, grad_noise_stats, layers_of_type, subset_noise, two_batch_noise
 from mbstudy.optimizers import OPTIMIZERS, Optimizer
 from mbstudy.parallel import sharded_grad
+from mbstudy.text import load_text
 from mbstudy.train import RunResult, train
+from mbstudy.transformer import Transformer
 
 __all__ = [
     "CNN",
@@ -33,16 +35,20 @@ __all__ = [
     "REDUCTIONS",
     "RunResult",
     "TrainConfig",
+    "Transformer",
     "accumulated_grad",
     "batch_grad",
     "grad_noise_stats",
+    "layers_of_type",
     "load_dataset",
+    "load_text",
     "mnist1d_cnn",
     "per_sample_grad_norms",
     "per_sample_grads",
     "per_sample_grads_fast",
     "sharded_grad",
     "single_output_grad",
+    "subset_noise",
     "train",
     "two_batch_noise",
 ]

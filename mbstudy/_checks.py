@@ -112,16 +112,21 @@ def check_batch(model: Any, loss_name: str, x: Any, y: Any) -> tuple[Any, Any]:
         raise ValueError(
             f"x and y: expected the same batch size; received x {tuple(x.shape)} and y {tuple(y.shape)}"
         )
+    # one example's outputs: (K,) for the MLP and the CNN, (T, K) for a sequence model (Network.output_shape)
+    out = tuple(getattr(model, "output_shape", (model.n_outputs,)))
+    B = x.shape[0]
     if jnp.issubdtype(jnp.dtype(LOSSES[loss_name].target_dtype), jnp.floating):
-        if tuple(y.shape) != (x.shape[0], model.n_outputs):
+        if tuple(y.shape) != (B, *out):
             raise ValueError(
-                f"y: {loss_name!r} expects real targets of shape (B, {model.n_outputs}) = "
-                f"{(x.shape[0], model.n_outputs)}; received {tuple(y.shape)}"
+                f"y: {loss_name!r} expects real targets of shape (B, {', '.join(map(str, out))}) = "
+                f"{(B, *out)}; received {tuple(y.shape)}"
             )
     else:
-        if y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer):
+        want = (B, *out[:-1])  # one integer label per output vector
+        if tuple(y.shape) != want or not jnp.issubdtype(y.dtype, jnp.integer):
+            shape = "(B,)" if len(want) == 1 else f"(B, {', '.join(map(str, want[1:]))})"
             raise TypeError(
-                f"y: {loss_name!r} expects integer labels of shape (B,) = ({x.shape[0]},); "
+                f"y: {loss_name!r} expects integer labels of shape {shape} = {want}; "
                 f"received shape {tuple(y.shape)} dtype {y.dtype}"
             )
     return x, y

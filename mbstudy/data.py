@@ -13,6 +13,9 @@
   128-64-10 (weights drawn from ``seed``), outputs scaled to unit variance.
 - ``"teacher_5x3"``: the same recipe in seed 001's shape: 5 inputs, a
   16-unit teacher, 3 outputs.
+- ``"text"``: CPython's documentation as characters, windows of ``context``
+  tokens and their next tokens, for a language model (:mod:`mbstudy.text`,
+  which registers it; options ``context`` and ``stride``).
 
 A validation split (:func:`with_validation`, what ``TrainConfig.val_fraction``
 asks for) is carved from the TRAINING set by a permutation drawn from a fixed
@@ -31,11 +34,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
-from mbstudy.losses import loss_for_task
+from mbstudy.losses import TASKS, loss_for_task
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -44,7 +48,14 @@ class Dataset:
 
     ``digest`` is the sha256 of the arrays (dtype, shape and bytes), for
     provenance: two runs with the same digest saw the same numbers.
-    ``x_val, y_val`` are None unless a validation split was carved.
+    ``x_val, y_val`` are None unless a validation split was carved (or the
+    loader made its own, as the text's contiguous block).
+    ``default_noise_batch`` and ``default_eval_train``: how many training
+    examples (the first ones) the noise statistics and the evaluation's
+    training loss read when a configuration leaves ``noise_batch`` and
+    ``eval_train`` at 0; 0 here means all of them. A data set too large for
+    that at every evaluation (the text's 288k windows) sets them, and puts its
+    training examples in a random order so that the first ones are a sample.
     """
 
     name: str
@@ -59,6 +70,8 @@ class Dataset:
     digest: str
     x_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
+    default_noise_batch: int = 0
+    default_eval_train: int = 0
 
     @property
     def loss_name(self) -> str:
@@ -215,16 +228,38 @@ class DataSource:
     loss of ``loss="auto"``, ``loader(seed)`` returns the :class:`Dataset`.
     A data set that can be generated at other training-set sizes has ``resize``:
     ``resize(seed, n_train)`` makes it, and ``check_size(n)`` returns None or why
-    ``n`` is not a size it can make.
+    ``n`` is not a size it can make. A data set with keyword options (the text's
+    context length) lists them with their defaults in ``options``; the loader is
+    then called as ``loader(seed, **options)``, ``n_train`` is the size at the
+    defaults and ``sized(**options)`` the size at any options. ``validation``:
+    the loader returns its own validation split (the text's contiguous block),
+    so a configuration does not carve one (``val_fraction`` stays 0).
     """
 
     name: str
-    task: str  # "classification" or "regression"
+    task: str  # one of mbstudy.losses.TASKS
     n_train: int
-    loader: Callable[[int], Dataset]
+    loader: Callable[..., Dataset]
     description: str = ""
     resize: Callable[[int, int], Dataset] | None = None
     check_size: Callable[[int], str | None] = lambda n: None
+    options: tuple[tuple[str, Any], ...] = ()
+    sized: Callable[..., int] | None = None
+    validation: bool = False  # the loader makes its own validation split (then val_fraction must be 0)
+
+    def with_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The loader's keyword options: the defaults of :attr:`options` updated with ``given``; an unknown one is an error."""
+        known = dict(self.options)
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            have = f"its options are {sorted(known)}" if known else "it takes no options"
+            raise ValueError(f"load_dataset: {self.name!r} has no option(s) {unknown}; {have}")
+        return {**known, **given}
+
+    def n_train_at(self, **given: Any) -> int:
+        """The training-set size at these options (:attr:`n_train` at the defaults), without loading the data."""
+        options = self.with_options(given)
+        return self.n_train if self.sized is None else int(self.sized(**options))
 
 
 DATASETS: dict[str, DataSource] = {}
@@ -234,9 +269,8 @@ def register_dataset(source: DataSource) -> DataSource:
     """Add a data set to :data:`DATASETS` (by its name); returns it."""
     if source.name in DATASETS:
         raise ValueError(f"DataSource {source.name!r}: that name is taken; choose another")
-    if source.task not in ("classification", "regression"):
-        raise ValueError(f"DataSource {source.name!r}: task must be 'classification' or 'regression'; "
-                         f"received {source.task!r}")
+    if source.task not in TASKS:
+        raise ValueError(f"DataSource {source.name!r}: task must be one of {TASKS}; received {source.task!r}")
     DATASETS[source.name] = source
     return source
 
@@ -249,13 +283,14 @@ register_dataset(DataSource("teacher_5x3", "regression", 1000, lambda seed: _tea
                             "seed 001: 5-16-3 tanh teacher"))
 
 
-def load_dataset(name: str, *, seed: int = 0, n_train: int | None = None) -> Dataset:
+def load_dataset(name: str, *, seed: int = 0, n_train: int | None = None, **options: Any) -> Dataset:
     """Load or generate a data set by name: one of :data:`DATASETS`.
 
     ``n_train`` asks for another training-set size, from a data set that can be
     generated at any size (``DataSource.resize``: MNIST-1D, with a multiple of
     10 and the same 1000-example test recipe); None or the registered size gives
-    the registered data set itself, bit for bit.
+    the registered data set itself, bit for bit. ``options`` are the data set's
+    own (``DataSource.options``: the text's ``context`` and ``stride``).
 
     >>> from mbstudy import load_dataset
     >>> d = load_dataset("teacher")
@@ -269,6 +304,7 @@ def load_dataset(name: str, *, seed: int = 0, n_train: int | None = None) -> Dat
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: expected a non-negative int; received {seed!r}")
     source = DATASETS[name]
+    opts = source.with_options(options)
     if n_train is not None and n_train != source.n_train:
         if isinstance(n_train, bool) or not isinstance(n_train, (int, np.integer)):
             raise ValueError(f"n_train: expected an int or None; received {n_train!r}")
@@ -283,8 +319,9 @@ def load_dataset(name: str, *, seed: int = 0, n_train: int | None = None) -> Dat
         if data.n_train != n_train:
             raise RuntimeError(f"data set {name!r}: asked for {n_train} training examples, its generator made {data.n_train}")
         return data
-    data = source.loader(int(seed))
-    if data.n_train != DATASETS[name].n_train or data.task != DATASETS[name].task:
+    data = source.loader(int(seed), **opts) if source.options else source.loader(int(seed))
+    want = source.n_train_at(**opts)
+    if data.n_train != want or data.task != source.task:
         raise RuntimeError(f"data set {name!r}: its loader gave {data.n_train} {data.task} training examples but it is "
-                           f"registered with {DATASETS[name].n_train} {DATASETS[name].task}; fix its DataSource entry")
+                           f"registered with {want} {source.task}; fix its DataSource entry")
     return data

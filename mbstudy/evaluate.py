@@ -1,8 +1,9 @@
 """Evaluation: the metrics of the current parameters, in one compiled program.
 
-Full-set losses (training, validation when there is a validation split, and
-test), each loss's extra metrics on the validation and test sets (accuracy for
-cross-entropy), the gradient-noise statistics of the noise
+Full-set losses (training, or its first ``eval_train`` examples for a large
+data set; validation when there is a validation split; and test), each
+loss's extra metrics on the validation and test sets (accuracy for
+cross-entropy, next-token accuracy), the gradient-noise statistics of the noise
 batch (:mod:`mbstudy.noise`), in total and per parametrised layer
 (``grad/layer{i}/...``, from the same pass), and the parameters' norm; the
 names are those of :mod:`mbstudy.metrics`.
@@ -29,6 +30,9 @@ class EvalData(NamedTuple):
     ``1/B_noise - 1/N``, zero when the noise batch is the whole training set.
     ``x_val, y_val``: the validation split, zero rows when there is none (then no
     ``val/`` metric is computed and the programs are those of a data set without one).
+    ``x_train, y_train`` are the whole training set (what the training loop draws
+    from); ``x_eval, y_eval`` its first ``eval_train`` examples, on which
+    ``train/loss`` is measured (the same arrays when that is all of them).
     """
 
     x_train: jax.Array
@@ -40,6 +44,8 @@ class EvalData(NamedTuple):
     finite_population_correction: jax.Array
     x_val: jax.Array
     y_val: jax.Array
+    x_eval: jax.Array
+    y_eval: jax.Array
 
 
 def _validation(params, data: EvalData, model: Any, loss_name: str) -> dict[str, jax.Array]:
@@ -57,7 +63,7 @@ def _validation(params, data: EvalData, model: Any, loss_name: str) -> dict[str,
 def training_loss(params, data: EvalData, *, model: Any, loss_name: str) -> dict[str, jax.Array]:
     """What targets and divergence read, between full evaluations: the loss on the full training set, and
     the validation metrics when there is a validation split."""
-    return {"train/loss": jnp.mean(LOSSES[loss_name](model.apply(params, data.x_train), data.y_train)),
+    return {"train/loss": jnp.mean(LOSSES[loss_name](model.apply(params, data.x_eval), data.y_eval)),
             **_validation(params, data, model, loss_name)}
 
 
@@ -66,7 +72,7 @@ def evaluate(params, data: EvalData, *, model: Any, loss_name: str) -> dict[str,
     loss = LOSSES[loss_name]
     out_test = model.apply(params, data.x_test)
     metrics = {
-        "train/loss": jnp.mean(loss(model.apply(params, data.x_train), data.y_train)),
+        "train/loss": jnp.mean(loss(model.apply(params, data.x_eval), data.y_eval)),
         "test/loss": jnp.mean(loss(out_test, data.y_test)),
     }
     for name, metric in loss.metrics.items():

@@ -7,6 +7,9 @@ also broadcasts over a leading batch axis).
   Local chain rule: ``dL/do_j = 2 (o_j - y_j) / K``.
 - ``"cross_entropy"``: ``L = logsumexp(o) - o_y``, target ``y`` an int label.
   Local chain rule: ``dL/do = softmax(o) - onehot(y)``.
+- ``"token_cross_entropy"``: next-token prediction, for one sequence's logits
+  ``o: (T, K)`` and next tokens ``y: (T,)``: ``L = (1/T) sum_t (logsumexp(o_t) - o_{t, y_t})``.
+  Local chain rule: ``dL/do_t = (softmax(o_t) - onehot(y_t)) / T``.
 
 The batch loss is ``mean_i L_i`` or ``sum_i L_i``; by linearity its gradient
 is the mean or sum of the per-example gradients, which is the identity the
@@ -33,7 +36,7 @@ from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "next_token")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +49,9 @@ class Loss:
     target_dtype: the dtype targets are converted to (``"int32"`` labels, ``"float32"`` values).
     metrics: extra per-example metrics ``m(outputs, target) -> value``, averaged over
       the test set at every evaluation and logged as ``test/<name>`` (best: max).
+    val_target: what a configuration's ``target_val`` is compared with: ``"error"``,
+      one minus the validation accuracy (``metrics["acc"]``), or ``"loss"``, the
+      validation loss; None: the error where the loss has an accuracy, else the loss.
     """
 
     name: str
@@ -53,6 +59,12 @@ class Loss:
     task: str
     target_dtype: str
     metrics: Mapping[str, Callable[[jax.Array, jax.Array], jax.Array]] = dataclasses.field(default_factory=dict)
+    val_target: str | None = None
+
+    def validation_error(self, metrics: Mapping[str, float]) -> float:
+        """The number ``target_val`` is compared with, from an evaluation's ``val/`` metrics (see ``val_target``)."""
+        on = self.val_target or ("error" if "acc" in self.metrics else "loss")
+        return 1.0 - float(metrics["val/acc"]) if on == "error" else float(metrics["val/loss"])
 
     def __call__(self, out: jax.Array, y: jax.Array) -> jax.Array:
         return self.fn(out, y)
@@ -75,12 +87,25 @@ def accuracy(logits: jax.Array, label: jax.Array) -> jax.Array:
     return jnp.argmax(logits, axis=-1) == label
 
 
+def token_cross_entropy(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+    """Next-token cross-entropy of one sequence, ``logits: (T, K)``, ``tokens: (T,)``: averaged over the T positions."""
+    return jnp.mean(cross_entropy(logits, tokens), axis=-1)
+
+
+def token_accuracy(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+    """The fraction of a sequence's positions whose largest logit is the next token's."""
+    return jnp.mean(accuracy(logits, tokens), axis=-1)
+
+
 LOSSES: dict[str, Loss] = {}
 REDUCTIONS = ("mean", "sum")
 
 
 def register_loss(loss: Loss) -> Loss:
     """Add a loss to :data:`LOSSES` (by its name); returns it."""
+    if loss.val_target not in (None, "error", "loss") or (loss.val_target == "error" and "acc" not in loss.metrics):
+        raise ValueError(f"Loss {loss.name!r}: val_target must be None, 'loss', or 'error' (with an 'acc' metric); "
+                         f"received {loss.val_target!r}")
     if loss.task not in TASKS:
         raise ValueError(f"Loss {loss.name!r}: task must be one of {TASKS}; received {loss.task!r}")
     if loss.name in LOSSES or loss.name == "auto":
@@ -92,6 +117,8 @@ def register_loss(loss: Loss) -> Loss:
 register_loss(Loss("mse", mse, task="regression", target_dtype="float32"))
 register_loss(Loss("cross_entropy", cross_entropy, task="classification", target_dtype="int32",
                    metrics={"acc": accuracy}))
+register_loss(Loss("token_cross_entropy", token_cross_entropy, task="next_token", target_dtype="int32",
+                   metrics={"acc": token_accuracy}, val_target="loss"))
 
 
 def loss_for_task(task: str) -> str:

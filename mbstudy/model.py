@@ -61,11 +61,16 @@ class Network:
         return sum(layer.num_params() for layer in self.layers)
 
     @property
-    def n_outputs(self) -> int:
-        shape = self.input_shape
+    def output_shape(self) -> tuple[int, ...]:
+        """One example's outputs: ``(n_outputs,)``, or ``(T, n_outputs)`` for a sequence model."""
+        shape = tuple(self.input_shape)
         for layer in self.layers:
             shape = layer.output_shape(shape)
-        return shape[-1]
+        return shape
+
+    @property
+    def n_outputs(self) -> int:
+        return self.output_shape[-1]
 
     def init(self, key: jax.Array, *, dtype: Any = None) -> Params:
         """Draw initial parameters from a PRNG key (``jax.random.key`` or ``PRNGKey``); one key per parametrised layer.

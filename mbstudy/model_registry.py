@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mbstudy.model import CNN, MLP
+from mbstudy.transformer import Transformer
 
 Builder = Callable[[Any, Any], Any]  # (TrainConfig, Dataset) -> model
 
@@ -35,6 +36,18 @@ def register_model(name: str, builder: Builder) -> Builder:
 register_model("mlp", lambda cfg, data: MLP((data.n_inputs, *cfg.hidden, data.n_outputs), cfg.activation))
 # the MNIST-1D paper's CNN (ReLU; cfg.hidden and cfg.activation are not read); its input length is the data's
 register_model("cnn", lambda cfg, data: CNN(data.n_inputs, cfg.channels, data.n_outputs))
+
+
+def _transformer(cfg: Any, data: Any) -> Transformer:
+    """The decoder-only transformer: vocabulary and context from the data (windows of ``cfg.context`` tokens)."""
+    if data.task != "next_token":
+        raise ValueError(f"the transformer reads sequences of tokens; expected a next_token data set such as 'text'; "
+                         f"received a {data.task} one")
+    return Transformer(vocab=data.n_outputs, context=data.n_inputs, d_model=cfg.d_model, n_heads=cfg.n_heads,
+                       n_blocks=cfg.n_blocks)
+
+
+register_model("transformer", _transformer)
 
 
 def build(cfg: Any, data: Any) -> Any:

@@ -141,6 +141,45 @@ def grad_noise_stats(
     return noise_stats_jit(params, x, y, factor, model=model, loss_name=loss_name, per_layer=per_layer)
 
 
+def layers_of_type(model: Model, *types: type) -> tuple[int, ...]:
+    """The indices (into the params list, and into a per-layer :class:`NoiseStats`) of ``model``'s parametrised
+    layers of the given types, e.g. ``layers_of_type(net, LayerNorm)``."""
+    if not types or not all(isinstance(t, type) for t in types):
+        raise TypeError(f"types: expected one or more layer classes, e.g. mbstudy.transformer.LayerNorm; received {types!r}")
+    found = tuple(i for i, layer in enumerate(model.param_layers) if isinstance(layer, types))
+    if not found:
+        raise ValueError(f"model: {type(model).__name__} has no parametrised layer of type "
+                         f"{[t.__name__ for t in types]}; its layers are {[type(l).__name__ for l in model.param_layers]}")
+    return found
+
+
+def subset_noise(layers: NoiseStats, indices) -> NoiseStats:
+    """The noise statistics of the parameters of some layers only, from per-layer statistics.
+
+    ``layers`` is the per-layer :class:`NoiseStats` of ``grad_noise_stats(...,
+    per_layer=True)`` (each field ``(n_layers, ...)``: any trailing axes, such as
+    evaluations, are kept); ``indices`` picks layers (:func:`layers_of_type`).
+    Squared norms and traces are sums over parameters, so the subset's are the
+    sums of its layers'; its ``b_simple`` is their ratio. Gray et al. (2024,
+    arXiv:2411.00999) report that the LayerNorm parameters' noise scale alone
+    tracks a transformer's total.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from mbstudy import MLP, grad_noise_stats
+    >>> net = MLP((4, 8, 3)); params = net.init(jax.random.key(0))
+    >>> x = jax.random.normal(jax.random.key(1), (64, 4)); y = jnp.arange(64) % 3
+    >>> total, layers = grad_noise_stats(net, "cross_entropy", params, x, y, per_layer=True)
+    >>> both = subset_noise(layers, [0, 1])
+    >>> bool(jnp.allclose(both.b_simple, total.b_simple)), bool(subset_noise(layers, [1]).trace_cov < total.trace_cov)
+    (True, True)
+    """
+    idx = jnp.asarray(indices, jnp.int32)
+    if idx.ndim != 1 or idx.size == 0:
+        raise ValueError(f"indices: expected a non-empty sequence of layer indices; received {indices!r}")
+    g, tr, gt = (jnp.sum(jnp.asarray(f)[idx], axis=0) for f in (layers.g_norm_sq, layers.trace_cov, layers.g_true_sq))
+    return NoiseStats(g, tr, gt, tr / gt)
+
+
 def two_batch_noise(
     g_small_sq, b_small: int, g_big_sq, b_big: int, *, population_size: int | None = None
 ) -> NoiseStats:

@@ -14,8 +14,9 @@ The engine (:mod:`mbstudy.grads`, :mod:`mbstudy.noise`) looks a layer's
 rule up by its type and never branches on a layer; a layer without a rule
 fails with a message that names it (Opacus's ``grad_sample`` registry works
 the same way). Adding a layer type to the fast recipes is one
-:func:`register_rule` call. Rules exist for :class:`~mbstudy.layers.Dense`
-and :class:`~mbstudy.layers.Conv1D`.
+:func:`register_rule` call. Rules exist here for :class:`~mbstudy.layers.Dense`
+and :class:`~mbstudy.layers.Conv1D`, and in :mod:`mbstudy.per_example_seq` for
+the transformer's layers (embeddings, LayerNorm, dense at every position).
 """
 
 from __future__ import annotations

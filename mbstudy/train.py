@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mbstudy import _checks
 from mbstudy.config import ConfigError, TrainConfig
 from mbstudy.data import Dataset, load_dataset, with_validation
 from mbstudy.evaluate import EvalData, evaluate_jit, training_loss_jit
@@ -42,7 +43,7 @@ from mbstudy.metrics import metric_for
 from mbstudy.schedule import data_step
 from mbstudy.step import Program, TrainState, batch_indices, init_state, run_chunk_jit, traced_hyper
 
-__all__ = ["Checkpoint", "RunResult", "TrainConfig", "eval_data", "train"]
+__all__ = ["Checkpoint", "RunResult", "TrainConfig", "eval_data", "evaluation_sizes", "train"]
 
 _COMPILED: dict[Any, Any] = {}
 
@@ -109,19 +110,27 @@ class RunResult:
         return out
 
 
+def evaluation_sizes(cfg: TrainConfig, data: Dataset) -> tuple[int, int]:
+    """``(noise batch, training examples of train/loss)``: the configuration's ``noise_batch`` and ``eval_train``,
+    or where it leaves them at 0 the data set's defaults (``Dataset.default_*``; 0 there: the whole training set)."""
+    return (min(cfg.noise_batch or data.default_noise_batch or data.n_train, data.n_train),
+            min(cfg.eval_train or data.default_eval_train or data.n_train, data.n_train))
+
+
 def eval_data(cfg: TrainConfig, data: Dataset, loss_name: str) -> EvalData:
-    """The data set on the device, targets in the loss's dtype, the noise batch of ``cfg.noise_batch``, and
-    the validation split (zero rows when ``data`` has none)."""
+    """The data set on the device, targets in the loss's dtype, the noise batch and the examples of the training
+    loss (:func:`evaluation_sizes`), and the validation split (zero rows when ``data`` has none)."""
     ydt = jnp.dtype(LOSSES[loss_name].target_dtype)
     x_tr, y_tr = jnp.asarray(data.x_train, jnp.float32), jnp.asarray(data.y_train, ydt)
     x_te, y_te = jnp.asarray(data.x_test, jnp.float32), jnp.asarray(data.y_test, ydt)
-    n_noise = data.n_train if cfg.noise_batch == 0 else cfg.noise_batch
+    n_noise, n_eval = evaluation_sizes(cfg, data)
     factor = jnp.float32(1.0 / n_noise - 1.0 / data.n_train)
     if data.x_val is None:
         x_va, y_va = x_tr[:0], y_tr[:0]
     else:
         x_va, y_va = jnp.asarray(data.x_val, jnp.float32), jnp.asarray(data.y_val, ydt)
-    return EvalData(x_tr, y_tr, x_te, y_te, x_tr[:n_noise], y_tr[:n_noise], factor, x_va, y_va)
+    x_ev, y_ev = (x_tr, y_tr) if n_eval == data.n_train else (x_tr[:n_eval], y_tr[:n_eval])
+    return EvalData(x_tr, y_tr, x_te, y_te, x_tr[:n_noise], y_tr[:n_noise], factor, x_va, y_va, x_ev, y_ev)
 
 
 def split_for(cfg: TrainConfig, data: Dataset) -> Dataset:
@@ -132,9 +141,9 @@ def split_for(cfg: TrainConfig, data: Dataset) -> Dataset:
 
 
 def validation_error(metrics: dict, loss_name: str) -> float:
-    """What ``target_val`` is compared with: the error rate (1 - ``val/acc``) where the loss has an accuracy
-    (cross-entropy), else the validation loss (MSE)."""
-    return 1.0 - float(metrics["val/acc"]) if "acc" in LOSSES[loss_name].metrics else float(metrics["val/loss"])
+    """What ``target_val`` is compared with (:meth:`mbstudy.losses.Loss.validation_error`): the error rate
+    (1 - ``val/acc``) for cross-entropy, the validation loss for MSE and next-token cross-entropy."""
+    return LOSSES[loss_name].validation_error(metrics)
 
 
 def _give_up_step(limit, pending: list[str]) -> int | None:
@@ -167,10 +176,14 @@ def _model_for(cfg: TrainConfig, data: Dataset, *, given: bool) -> Any:
         if cfg.noise_batch > data.n_train:
             found.append(f"noise_batch: expected 0 (the whole training set) or 2..{data.n_train}; "
                          f"received {cfg.noise_batch}")
+        if cfg.eval_train > data.n_train:
+            found.append(f"eval_train: expected 0 (the data set's default) or 1..{data.n_train}; "
+                         f"received {cfg.eval_train}")
     model = None
     try:
         model = cfg.build_model(data)
-    except ValueError as e:
+        _checks.check_batch(model, cfg.loss_name(data), data.x_train[:1], data.y_train[:1])
+    except (ValueError, TypeError) as e:
         found.append(f"model: {cfg.model!r} cannot take the {data.name} data ({data.n_inputs} inputs): {e}")
     if found:
         raise ConfigError(found)
@@ -201,7 +214,8 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
           start: Checkpoint | None = None) -> RunResult:
     """Train one configuration and return its metric history.
 
-    ``data`` defaults to ``load_dataset(cfg.dataset, seed=cfg.data_seed, n_train=cfg.n_train or None)``;
+    ``data`` defaults to ``load_dataset(cfg.dataset, seed=cfg.data_seed, n_train=cfg.n_train or None,
+    **cfg.data_options())`` (the text's ``context``);
     pass it to reuse one loaded data set across runs. ``on_eval(step, params)``
     is called at every evaluation (for example to keep parameter snapshots).
     ``give_up`` (only with ``cfg.stop_at_target``): a step count, a dict of one
@@ -231,7 +245,8 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg: expected an mbstudy.config.TrainConfig; received {type(cfg).__name__}")
     given = data is not None
-    data = split_for(cfg, data if given else load_dataset(cfg.dataset, seed=cfg.data_seed, n_train=cfg.n_train or None))
+    data = split_for(cfg, data if given else load_dataset(cfg.dataset, seed=cfg.data_seed, n_train=cfg.n_train or None,
+                                                          **cfg.data_options()))
     model = _model_for(cfg, data, given=given)
     targets = [t for t, v in (("loss", cfg.target_loss), ("val", cfg.target_val)) if v is not None]
     if give_up is not None and not (cfg.stop_at_target and targets):

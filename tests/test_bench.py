@@ -66,3 +66,31 @@ def test_targets_are_read_off_the_numbers():
     assert t[0].startswith("MISSED") and "worst 1.50" in t[0]
     assert t[1].startswith("MISSED") and "B=128" in t[1]
     assert t[2].startswith("MISSED") and "worst 3.0x" in t[2]
+
+
+def test_transformer_targets_are_read_off_the_numbers():
+    rows = [
+        {"kind": "per_example_lm", "B": 8, "ratio/fast_to_max_floor_batch": 3.0, "ratio/norms_to_batch": 3.0},
+        {"kind": "per_example_lm", "B": 32, "ratio/fast_to_max_floor_batch": 1.2, "ratio/norms_to_batch": 1.6},
+        {"kind": "per_example_lm", "B": 128, "ratio/fast_to_max_floor_batch": 1.4, "ratio/norms_to_batch": 1.1},
+        {"kind": "train_lm", "B": 8, "ratio/lm_to_mlp_flop_rate": 0.1},
+        {"kind": "train_lm", "B": 16, "ratio/lm_to_mlp_flop_rate": 0.5},
+        {"kind": "train_lm", "B": 64, "ratio/lm_to_mlp_flop_rate": 0.45},
+    ]
+    t = output.check_targets(rows)
+    assert t == ["MET  transformer fast <= 1.5 x max(floor, batch gradient) (B >= 32): worst 1.40 (B=128)",
+                 "MISSED transformer norms <= 1.5 x batch gradient (B >= 32): worst 1.60 (B=32)",
+                 "MET  transformer step FLOP rate >= 40% of the MLP's (B >= 16): worst 45% (B=64)"]
+
+
+@pytest.mark.slow
+def test_transformer_rows_time_windows_of_text():
+    from mbstudy import Transformer, load_dataset
+
+    text = load_dataset("text", context=8, stride=8)
+    row = per_example.bench_per_example("tiny-lm", Transformer(context=8, d_model=4, n_heads=1), 2, budget=0.0,
+                                        data=text, kind="per_example_lm")
+    assert row["kind"] == "per_example_lm" and row["P"] == Transformer(context=8, d_model=4, n_heads=1).num_params
+    assert row["ratio/fast_to_max_floor_batch"] == row["s/fast"] / max(row["s/floor"], row["s/batch"])
+    assert "| 2 |" in output.markdown([row], {"cpu": "c", "cores": "2", "device": "cpu", "jax_version": "j",
+                                              "torch_version": "t"})

@@ -390,7 +390,7 @@ def test_new_fields_leave_the_mlp_hashes_unchanged():
 def test_config_checks_the_new_fields():
     with pytest.raises(mb.ConfigError) as e:
         TrainConfig(model="resnet", channels=0)
-    assert e.value.problems == ["model: expected one of ['mlp', 'cnn']; received 'resnet'",
+    assert e.value.problems == ["model: expected one of ['mlp', 'cnn', 'transformer']; received 'resnet'",
                                 "channels: expected a positive int; received 0"]
 
 

@@ -73,7 +73,7 @@ def test_equal_weights_needs_mean():
 
 
 def test_bad_loss_name(fn):
-    with pytest.raises(ValueError, match=r"loss_name: expected one of \['cross_entropy', 'mse'\]; received 'l2'"):
+    with pytest.raises(ValueError, match=r"loss_name: expected one of \['cross_entropy', 'mse', 'token_cross_entropy'\]; received 'l2'"):
         fn(MODEL, "l2", PARAMS, X, Y)
 
 

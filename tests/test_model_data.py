@@ -91,7 +91,7 @@ def test_digits_standardised():
 
 
 def test_unknown_dataset():
-    with pytest.raises(ValueError, match=r"name: unknown data set 'mnist'; available: mnist1d, digits, teacher, teacher_5x3"):
+    with pytest.raises(ValueError, match=r"name: unknown data set 'mnist'; available: mnist1d, digits, teacher, teacher_5x3, text"):
         mb.load_dataset("mnist")
     with pytest.raises(ValueError, match=r"seed: expected a non-negative int; received -1"):
         mb.load_dataset("digits", seed=-1)

@@ -129,7 +129,7 @@ def test_kill_9_then_resume_leaves_exactly_one_finished_run_per_config(store):
     "args,expected",
     [
         (["smoke", "--set", "colour=1"], ["--set colour: unknown field"]),
-        (["smoke", "--set", "dataset=mnist"], ["dataset: expected one of ['mnist1d', 'digits', 'teacher', 'teacher_5x3']; received 'mnist'"]),
+        (["smoke", "--set", "dataset=mnist"], ["dataset: expected one of ['mnist1d', 'digits', 'teacher', 'teacher_5x3', 'text']; received 'mnist'"]),
         (["smoke", "--set", "optimizer=rmsprop"], ["optimizer: expected one of ['sgd', 'momentum', 'adam']; received 'rmsprop'"]),
         (["smoke", "--set", "reduction=avg"], ["reduction: expected one of ['mean', 'sum']; received 'avg'"]),
         (["smoke", "--set", "batch_size=0"], ["batch_size: expected 1 <= batch_size <= 1000 (the teacher_5x3 training set); received 0"]),

@@ -23,6 +23,12 @@ which dominates the smallest problems.
    permutation of 4000 indices in XLA against NumPy.
 4. Step time at B = 2^k - 1, 2^k, 2^k + 1 (Q6).
 5. MLflow logging cost per run as a fraction of its training time.
+6. The transformer (issue 24, 22k parameters) on windows of the text data
+   set: the recipes of 1 at B in {1, 8, 32, 128} (rows ``per_example_lm``),
+   and its training step, SGD + momentum and Adam, against the leanest scan
+   and against the MLP step's FLOP rate at the same B (rows ``train_lm``).
+   ``--only transformer`` runs this part alone (about 2 minutes), written
+   beside the others' files and not logged to MLflow.
 
 Results go to ``results/bench-<device>.json`` and ``.md``, to the MLflow
 experiment ``benchmarks`` (one run per row, machine details as tags), from
@@ -36,7 +42,7 @@ targets, the MLflow runs) and ``cli.py`` (the command, ``__main__.py``).
 The calls into mbstudy's internals are in ``per_example.py`` (``G._...``)
 and at the top of ``training.py`` (``Program``, ``traced_hyper``, ``run_chunk``, ``LOSSES``).
 
-Usage: ``python -m experiments.bench [--full]``. Quick mode: about 5 minutes (5.5 measured on 2
+Usage: ``python -m experiments.bench [--full] [--only transformer]``. Quick mode: about 5 minutes (5.5 measured on 2
 shared cores, without the PyTorch peers); ``--full``: longer.
 """
 

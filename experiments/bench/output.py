@@ -45,6 +45,7 @@ def markdown(rows: list[dict], info: dict) -> str:
                 f"{r['ratio/compiled_to_lean_scan']:.2f} | {r['gflops/cnn']:.1f} | {r['gflops/mlp']:.1f} | "
                 f"{r['ratio/cnn_to_mlp_flop_rate']:.2f} |" for r in cnn]
         out.append("")
+    out += _lm_markdown(rows)
     p2 = [r for r in rows if r["kind"] == "pow2"]
     if p2:
         out += ["**Powers of two** (compiled loop), µs per step:", "", "| k | 2^k − 1 | 2^k | 2^k + 1 |", "|---|---|---|---|"]
@@ -78,6 +79,7 @@ def check_targets(rows: list[dict]) -> list[str]:
         lines.append(f"{'MET ' if worst <= 1.2 else 'MISSED'} norms <= 1.2 x batch gradient (every B): worst {worst:.2f} "
                      f"({w['net']}, B={w['B']})")
     lines += _cnn_targets(rows)
+    lines += _lm_targets(rows)
     tr = [r for r in rows if r["kind"] == "train" and r["B"] <= 64 and "ratio/torch_to_compiled" in r]
     if tr:
         worst = min(r["ratio/torch_to_compiled"] for r in tr)
@@ -116,6 +118,54 @@ def _cnn_targets(rows: list[dict]) -> list[str]:
             worst = min(r["ratio/cnn_to_mlp_flop_rate"] for r in big)
             lines.append(f"{'MET ' if worst >= 0.4 else 'MISSED'} CNN FLOP rate >= 40% of the MLP's (B >= 16): "
                          f"worst {worst:.0%}")
+    return lines
+
+
+def _lm_markdown(rows: list[dict]) -> list[str]:
+    """The transformer's tables (issue 24): per-example gradients on windows of text, and the training step."""
+    out = []
+    pe = [r for r in rows if r["kind"] == "per_example_lm"]
+    if pe:
+        out += [f"**Per-example gradients of the transformer** (P = {pe[0]['P']:,}; windows of the text data set, "
+                "next-token cross-entropy), time relative to the batch-mean gradient:", "",
+                "| B | batch µs | vmap | fast | norms | floor | fast / max(floor, batch) | outer products/floor | "
+                "Python loop | mean(vmap) fused | peak MB vmap / fast / norms |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        out += [f"| {r['B']} | {r['s/batch'] * 1e6:.0f} | {r['ratio/vmap_to_batch']:.2f} | {r['ratio/fast_to_batch']:.2f} | "
+                f"{r['ratio/norms_to_batch']:.2f} | {r['ratio/floor_to_batch']:.2f} | {r['ratio/fast_to_max_floor_batch']:.2f} | "
+                f"{r['ratio/outer_to_floor']:.2f} | {r['ratio/loop_to_batch']:.1f} | {r['ratio/fused_mean_vmap_to_batch']:.2f} | "
+                f"{r['bytes/vmap'] / 1e6:.1f} / {r['bytes/fast'] / 1e6:.1f} / {r['bytes/norms'] / 1e6:.2f} |" for r in pe]
+        out.append("")
+    tr = [r for r in rows if r["kind"] == "train_lm"]
+    if tr:
+        out += [f"**Training step of the transformer** (P = {tr[0]['P']:,}; SGD + momentum unless named), µs per step, "
+                "and FLOP rates against the MNIST-1D MLP's at the same B:", "",
+                "| B | mbstudy compiled loop | Adam | leanest scan | compiled / leanest | transformer GFLOP/s | "
+                "MLP GFLOP/s | transformer / MLP rate |",
+                "|---|---|---|---|---|---|---|---|"]
+        out += [f"| {r['B']} | {r['s/compiled'] * 1e6:.1f} | {r['s/adam_compiled'] * 1e6:.1f} | {r['s/lean_scan'] * 1e6:.1f} | "
+                f"{r['ratio/compiled_to_lean_scan']:.2f} | {r['gflops/lm']:.1f} | {r['gflops/mlp']:.1f} | "
+                f"{r['ratio/lm_to_mlp_flop_rate']:.2f} |" for r in tr]
+        out.append("")
+    return out
+
+
+def _lm_targets(rows: list[dict]) -> list[str]:
+    """The transformer's targets (issue 24), read off this run's numbers."""
+    lines = []
+    big = [r for r in rows if r["kind"] == "per_example_lm" and r["B"] >= 32]
+    if big:
+        w = max(big, key=lambda r: r["ratio/fast_to_max_floor_batch"])
+        lines.append(f"{'MET ' if w['ratio/fast_to_max_floor_batch'] <= 1.5 else 'MISSED'} transformer fast <= 1.5 x "
+                     f"max(floor, batch gradient) (B >= 32): worst {w['ratio/fast_to_max_floor_batch']:.2f} (B={w['B']})")
+        w = max(big, key=lambda r: r["ratio/norms_to_batch"])
+        lines.append(f"{'MET ' if w['ratio/norms_to_batch'] <= 1.5 else 'MISSED'} transformer norms <= 1.5 x batch "
+                     f"gradient (B >= 32): worst {w['ratio/norms_to_batch']:.2f} (B={w['B']})")
+    tr = [r for r in rows if r["kind"] == "train_lm" and r["B"] >= 16]
+    if tr:
+        w = min(tr, key=lambda r: r["ratio/lm_to_mlp_flop_rate"])
+        lines.append(f"{'MET ' if w['ratio/lm_to_mlp_flop_rate'] >= 0.4 else 'MISSED'} transformer step FLOP rate >= 40% "
+                     f"of the MLP's (B >= 16): worst {w['ratio/lm_to_mlp_flop_rate']:.0%} (B={w['B']})")
     return lines
 
 

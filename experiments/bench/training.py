@@ -1,5 +1,6 @@
-"""3, 4: training-step throughput (mbstudy's compiled loop, the leanest scan, a Python loop, PyTorch), a
-permutation in XLA against NumPy, and step time around powers of two.
+"""3, 4: training-step throughput (mbstudy's compiled loop, the leanest scan, a Python loop, PyTorch; the CNN's
+and the transformer's against the MLP's FLOP rate), a permutation in XLA against NumPy, and step time around
+powers of two.
 
 Every call into mbstudy's training internals (``Program``, ``traced_hyper``, ``init_state``,
 ``run_chunk``, ``LOSSES``) is in the first four functions here.
@@ -17,24 +18,31 @@ from experiments.bench.torch_peer import torch_step_time
 from mbstudy.losses import LOSSES
 from mbstudy.config import TrainConfig
 from mbstudy.step import Program, batch_indices, init_state, run_chunk, traced_hyper
+from mbstudy.transformer import Transformer
 
 TRAIN_BATCHES = (1, 8, 32, 64, 128, 512)
 CNN_BATCHES = (1, 16, 64, 256)
+LM_BATCHES = (1, 8, 16, 32, 64, 128)
 
 
-def _train_setup(B: int, data, model: str = "mlp"):
-    cfg = TrainConfig(optimizer="momentum", learning_rate=0.01, batch_size=B, model=model)
-    model, loss = cfg.build_model(data), cfg.loss_name(data)
-    spec = Program(model, loss, cfg.reduction, cfg.optimizer, B)
+def _train_setup(B: int, data, model="mlp", optimizer: str = "momentum"):
+    """A training step's pieces; ``model`` a registered name (built by the configuration) or a model itself."""
+    if isinstance(model, str):
+        cfg = TrainConfig(optimizer=optimizer, learning_rate=0.01, batch_size=B, model=model)
+        model, loss = cfg.build_model(data), cfg.loss_name(data)
+    else:
+        cfg = TrainConfig(optimizer=optimizer, learning_rate=0.01, batch_size=B, dataset=data.name)
+        loss = cfg.loss_name(data)
+    spec = Program(model, loss, cfg.reduction, cfg.optimizer, B, static_hyper=cfg.static_hyper())
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     hyper = traced_hyper(cfg.optimizer, cfg.hyper())
-    state = init_state(model, cfg.optimizer, hyper, seed=cfg.seed)
+    state = init_state(model, cfg.optimizer, hyper, seed=cfg.seed, static_hyper=spec.static_hyper)
     return cfg, model, loss, spec, x, y, hyper, state
 
 
-def compiled_step_time(B: int, data, budget: float, n_steps: int = 200, model: str = "mlp") -> float:
+def compiled_step_time(B: int, data, budget: float, n_steps: int = 200, model="mlp", optimizer: str = "momentum") -> float:
     """Seconds per step of mbstudy's compiled loop (a chunk of n_steps in one lax.scan)."""
-    cfg, *_, spec, x, y, hyper, state = _train_setup(B, data, model)
+    cfg, *_, spec, x, y, hyper, state = _train_setup(B, data, model, optimizer)
     chunk = jax.jit(lambda s, idx: run_chunk(s, hyper, x, y, idx, program=spec))
 
     def run():  # what train() does per chunk: host-side batch indices, then the compiled scan
@@ -44,7 +52,7 @@ def compiled_step_time(B: int, data, budget: float, n_steps: int = 200, model: s
     return timeit(run, budget=budget) / n_steps
 
 
-def lean_scan_step_time(B: int, data, budget: float, n_steps: int = 200, model: str = "mlp") -> float:
+def lean_scan_step_time(B: int, data, budget: float, n_steps: int = 200, model="mlp") -> float:
     """Seconds per step of the leanest scan: gradient and optax update only, indices given."""
     cfg, model, loss, _, x, y, hyper, state = _train_setup(B, data, model)
     opt = optax.sgd(cfg.learning_rate, momentum=cfg.momentum)
@@ -106,7 +114,7 @@ def bench_training(data, budget: float) -> list[dict]:
     return rows
 
 
-def step_flops(B: int, data, model: str = "mlp") -> float:
+def step_flops(B: int, data, model="mlp") -> float:
     """XLA's count of floating-point operations in one training step (gradient and update) at batch B."""
     cfg, net, loss, _, x, y, hyper, state = _train_setup(B, data, model)
     opt = optax.sgd(cfg.learning_rate, momentum=cfg.momentum)
@@ -140,6 +148,31 @@ def bench_cnn_training(data, budget: float) -> list[dict]:
         print(f"  train CNN B={B:4d}: compiled {row['s/compiled'] * 1e6:7.1f} µs/step (leanest scan "
               f"{row['s/lean_scan'] * 1e6:.1f}), {row['gflops/cnn']:.1f} GFLOP/s against the MLP's "
               f"{row['gflops/mlp']:.1f}", flush=True)
+    return rows
+
+
+def bench_lm_training(text, mnist, budget: float, batches=LM_BATCHES) -> list[dict]:
+    """The transformer's training step on the text (issue 24): mbstudy's compiled loop (SGD + momentum, and Adam)
+    against the leanest scan, and its FLOP rate against the MNIST-1D MLP's at the same B, both measured here."""
+    net = Transformer(vocab=text.n_outputs, context=text.n_inputs)
+    rows = []
+    for B in batches:
+        n = max(10, min(200, 2000 // B))  # a chunk of about the same work at every B
+        row = {"kind": "train_lm", "B": B, "P": net.num_params,
+               "s/compiled": compiled_step_time(B, text, budget, n, model=net),
+               "s/adam_compiled": compiled_step_time(B, text, budget, n, model=net, optimizer="adam"),
+               "s/lean_scan": lean_scan_step_time(B, text, budget, n, model=net),
+               "s/mlp_compiled": compiled_step_time(B, mnist, budget),
+               "flops/step": step_flops(B, text, net), "flops/mlp_step": step_flops(B, mnist)}
+        row["ratio/compiled_to_lean_scan"] = row["s/compiled"] / row["s/lean_scan"]
+        row["gflops/lm"] = row["flops/step"] / row["s/compiled"] / 1e9
+        row["gflops/mlp"] = row["flops/mlp_step"] / row["s/mlp_compiled"] / 1e9
+        row["ratio/lm_to_mlp_flop_rate"] = row["gflops/lm"] / row["gflops/mlp"]
+        rows.append(row)
+        print(f"  train transformer B={B:4d}: compiled {row['s/compiled'] * 1e6:7.1f} µs/step (Adam "
+              f"{row['s/adam_compiled'] * 1e6:.1f}, leanest scan {row['s/lean_scan'] * 1e6:.1f}), "
+              f"{row['gflops/lm']:.1f} GFLOP/s against the MLP's {row['gflops/mlp']:.1f}: "
+              f"{row['ratio/lm_to_mlp_flop_rate']:.0%}", flush=True)
     return rows
 
 

@@ -24,11 +24,11 @@ from experiments.engine.interrupts import store_write
 
 
 @functools.cache
-def _dataset(name: str, seed: int, n_train: int = 0):
-    """A worker loads each data set once (its arrays are read-only)."""
+def _dataset(name: str, seed: int, n_train: int = 0, options: tuple = ()):
+    """A worker loads each data set once (its arrays are read-only), at the configuration's options (the text's context)."""
     from mbstudy import load_dataset
 
-    return load_dataset(name, seed=seed, n_train=n_train or None)
+    return load_dataset(name, seed=seed, n_train=n_train or None, **dict(options))
 
 
 @functools.cache
@@ -59,7 +59,8 @@ def train_config(cfg, slot: int | None = None, give_up_after: dict[str, int] | N
 
     use_compilation_cache()
     give_up = pruning.worker_give_up(slot) or give_up_after or None
-    return train(cfg, _dataset(cfg.dataset, cfg.data_seed, cfg.n_train), give_up=give_up)
+    return train(cfg, _dataset(cfg.dataset, cfg.data_seed, cfg.n_train, tuple(sorted(cfg.data_options().items()))),
+                 give_up=give_up)
 
 
 # ----------------------------------------------------------------- lifecycle

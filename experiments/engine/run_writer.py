@@ -187,7 +187,8 @@ def log_result(run_id: str, result, params: dict[str, Any], prov: dict[str, str]
     cfg = result.config
     writer = RunWriter(run_id)
     writer.log_dataset(cfg.dataset, result.data_digest[:32], f"mbstudy.load_dataset({cfg.dataset!r}, seed={cfg.data_seed}"
-                       + (f", n_train={cfg.n_train})" if cfg.n_train else ")"))
+                       + (f", n_train={cfg.n_train}" if cfg.n_train else "")
+                       + "".join(f", {k}={v!r}" for k, v in cfg.data_options().items()) + ")")
     store = sql_writer.sql_store(client())
     if store is not None and sql_writer.insert_or_leave(
             store, run_id, {k: _param_value(v) for k, v in params.items()}, tags,

@@ -61,10 +61,18 @@ def at_least(low: int, what: str = "") -> Check:
     return check
 
 
+def _options(source, d) -> dict[str, Any]:
+    """The data set's options that are fields of the configuration (the text's ``context``), where well typed."""
+    return {k: d[k] for k, _ in source.options if isinstance(d.get(k), int) and not isinstance(d.get(k), bool)
+            and d[k] > 0}
+
+
 def _size(source, d) -> int:
-    """The size of the data set's training set a configuration generates (its ``n_train``, else the registered one)."""
+    """The size of the data set's training set a configuration generates (its ``n_train``, else the registered one,
+    at the configuration's options)."""
     n = d.get("n_train")
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 and source.resize else source.n_train
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 and source.resize else \
+        source.n_train_at(**_options(source, d))
 
 
 def _n_train(source, d) -> int:
@@ -87,6 +95,17 @@ data_seed = at_least(0, "a non-negative int")
 model = one_of(lambda: list(MODELS))
 activation = one_of(lambda: sorted(ACTIVATIONS))
 channels = at_least(1, "a positive int")
+context = at_least(1, "a positive int")
+d_model = at_least(1, "a positive int")
+n_blocks = at_least(1, "a positive int")
+
+
+def n_heads(v, d):
+    bad = at_least(1, "a positive int")(v, d)
+    width = d.get("d_model")
+    if bad or not (isinstance(width, int) and width > 0) or width % v == 0:
+        return bad
+    return f"expected a divisor of d_model ({width}): each head takes d_model / n_heads columns; received {v!r}"
 reduction = one_of(lambda: list(REDUCTIONS))
 seed = at_least(0, "a non-negative int")
 steps = at_least(1, "a positive int")
@@ -217,6 +236,13 @@ def noise_batch(v, d):
     return f"expected 0 (the whole training set) or 2..{_n_train(source, d)}; received {v!r}"
 
 
+def eval_train(v, d):
+    source = DATASETS.get(d.get("dataset"))
+    if v == 0 or source is None or 1 <= v <= _n_train(source, d):
+        return None
+    return f"expected 0 (the data set's default) or 1..{_n_train(source, d)}; received {v!r}"
+
+
 def stats_every(v, d):
     every = d.get("eval_every")
     if v == 0 or (isinstance(every, int) and every > 0 and v % every == 0):
@@ -228,6 +254,8 @@ def val_fraction(v, d):
     if not 0 <= v <= 0.5:
         return f"expected 0 (no validation split) <= val_fraction <= 0.5; received {v!r}"
     source = DATASETS.get(d.get("dataset"))
+    if v > 0 and source is not None and source.validation:
+        return f"{source.name!r} has a validation split of its own; expected 0; received {v!r}"
     if v > 0 and source is not None and n_validation(_size(source, d), v) < 2:
         return f"holds out {n_validation(_size(source, d), v)} of {_size(source, d)} examples; expected at least 2"
     return None
@@ -238,7 +266,8 @@ def target_val(v, d):
         return None
     if not v > 0:
         return f"expected > 0 or none; received {v!r}"
-    if not d.get("val_fraction"):
+    source = DATASETS.get(d.get("dataset"))
+    if not d.get("val_fraction") and not (source is not None and source.validation):
         return f"a validation target needs a validation split: set val_fraction (e.g. 0.2); received target_val={v!r}"
     return None
 

@@ -43,7 +43,7 @@ from typing import Any
 from mbstudy import schedule as _schedule
 from mbstudy.config import checks, identity, params
 from mbstudy.config.checks import ConfigError, Check
-from mbstudy.data import Dataset
+from mbstudy.data import DATASETS, Dataset
 from mbstudy.losses import loss_for_task
 from mbstudy.model_registry import build
 from mbstudy.optimizers import OPTIMIZERS
@@ -83,7 +83,14 @@ class TrainConfig:
     ``model`` picks the network (:mod:`mbstudy.model_registry`): ``"mlp"`` reads
     ``hidden`` and ``activation``; ``"cnn"`` (the MNIST-1D paper's ReLU CNN,
     :class:`mbstudy.model.CNN`) reads ``channels`` and takes its input length
-    from the data set.
+    from the data set; ``"transformer"`` (:class:`mbstudy.transformer.Transformer`,
+    on the ``"text"`` data set) reads ``d_model``, ``n_heads`` and ``n_blocks``
+    and takes its vocabulary and context from the data, whose windows are
+    ``context`` tokens long (a data set's options that are fields here are read
+    from the configuration: :meth:`data_options`). ``eval_train`` is how many
+    training examples (the first) the evaluation's ``train/loss`` reads; 0, like
+    ``noise_batch`` = 0, leaves it to the data set (all of them; the text's
+    defaults keep an evaluation affordable).
     """
 
     dataset: str = _field("mnist1d", "program", "a registered data set (mbstudy.data.DATASETS)",
@@ -91,12 +98,18 @@ class TrainConfig:
     data_seed: int = _field(0, "program", "the data set's seed", checks.data_seed)
     n_train: int = _field(0, "program", "the training-set size to generate (0: the data set's own; "
                           "mnist1d takes any multiple of 10), before the validation split", checks.n_train, since=2)
-    model: str = _field("mlp", "program", "a registered model (mbstudy.model_registry.MODELS): mlp or cnn",
+    model: str = _field("mlp", "program", "a registered model (mbstudy.model_registry.MODELS): mlp, cnn or "
+                        "transformer",
                         checks.model, since=2)
     hidden: tuple[int, ...] = _field((100, 100), "program", "hidden-layer widths of the MLP (checked by type)")
     activation: str = _field("tanh", "program", "the MLP's activation", checks.activation)
     channels: int = _field(25, "program", "channels of each of the CNN's convolutions (model cnn)",
                            checks.channels, since=2)
+    context: int = _field(32, "program", "tokens per example of a data set with that option (text), the "
+                          "transformer's context", checks.context, since=2)
+    d_model: int = _field(32, "program", "the transformer's width (model transformer)", checks.d_model, since=2)
+    n_heads: int = _field(4, "program", "the transformer's attention heads", checks.n_heads, since=2)
+    n_blocks: int = _field(1, "program", "the transformer's blocks", checks.n_blocks, since=2)
     loss: str = _field("auto", "program", "a registered loss, or auto (by the data set's task)", checks.loss)
     reduction: str = _field("mean", "program", "mean or sum over the batch", checks.reduction)
     optimizer: str = _field("sgd", "program", "a registered optimizer (mbstudy.optimizers.OPTIMIZERS)",
@@ -128,7 +141,10 @@ class TrainConfig:
                                    checks.diverge_factor)
     init_perturbation: float = _field(0.0, "traced", "std of N(0, 1) noise added to the initial weights",
                                       checks.init_perturbation)
-    noise_batch: int = _field(0, "program", "examples for the noise statistics (0: all)", checks.noise_batch)
+    noise_batch: int = _field(0, "program", "examples for the noise statistics (0: the data set's default, all of "
+                              "them; text: 512)", checks.noise_batch)
+    eval_train: int = _field(0, "program", "training examples (the first) of the evaluation's train/loss (0: the data "
+                             "set's default, all of them; text: 2048)", checks.eval_train, since=2)
     stats_every: int = _field(0, "host", "steps between the full statistics (0: at every evaluation)",
                               checks.stats_every, since=2)
     val_fraction: float = _field(0.0, "program", "fraction of the training set held out for validation "
@@ -149,6 +165,10 @@ class TrainConfig:
     def build_model(self, data: Dataset) -> Any:
         """The model of field ``model`` for ``data`` (:func:`mbstudy.model_registry.build`)."""
         return build(self, data)
+
+    def data_options(self) -> dict[str, Any]:
+        """The keyword options of its data set that this configuration sets (``load_dataset(..., **options)``)."""
+        return {k: getattr(self, k) for k, _ in DATASETS[self.dataset].options if k in FIELDS}
 
     def loss_name(self, data: Dataset) -> str:
         return loss_for_task(data.task) if self.loss == "auto" else self.loss

@@ -1,0 +1,59 @@
+"""Training the transformer on the text from a configuration (issue 24): the metrics, the evaluation's sizes, the
+checks, and that a second run compiles nothing."""
+
+import numpy as np
+import pytest
+
+import mbstudy as mb
+from mbstudy.config import ConfigError, TrainConfig
+from mbstudy.metrics import layer_metric_name
+from mbstudy.train import evaluation_sizes, train
+
+TINY = dict(model="transformer", dataset="text", context=8, d_model=8, n_heads=2, optimizer="adam",
+            learning_rate=1e-2, batch_size=8, steps=30, eval_every=10, noise_batch=16, eval_train=64)
+
+
+@pytest.fixture(scope="module")
+def text8():
+    return mb.load_dataset("text", context=8)
+
+
+def test_trains_and_a_second_run_compiles_nothing(text8):
+    cfg = TrainConfig(**TINY)
+    assert cfg.data_options() == {"context": 8} and cfg.hash() != TrainConfig().hash()
+    first = train(cfg, text8)
+    h = first.history
+    assert first.outcome == "completed" and h["step"].tolist() == [0, 10, 20, 30]
+    assert h["train/loss"][0] == pytest.approx(np.log(128), rel=0.3) and h["val/loss"][-1] < h["val/loss"][0]
+    for key in ("test/loss", "test/acc", "val/acc", "grad/b_simple", "param/norm"):
+        assert np.isfinite(h[key]).all(), key
+    n_layers = len(cfg.build_model(text8).param_layers)
+    assert n_layers == 10 and layer_metric_name(n_layers - 1, "b_simple") in h
+    assert first.model_params == mb.Transformer(context=8, d_model=8, n_heads=2).num_params
+    again = train(cfg, text8)
+    assert again.timings["compile_s"] == 0.0
+    np.testing.assert_array_equal(again.history["train/loss"], h["train/loss"])
+
+
+def test_validation_target_is_the_loss_on_the_texts_own_block(text8):
+    r = train(TrainConfig(**{**TINY, "steps": 20, "target_val": 100.0, "stop_at_target": True}), text8)
+    assert r.steps_to_val_target == 0 and r.history["step"].tolist() == [0]  # any loss is below 100 nats
+    with pytest.raises(ConfigError, match=r"val_fraction: 'text' has a validation split of its own; expected 0"):
+        TrainConfig(**TINY, val_fraction=0.1)
+
+
+def test_evaluation_sizes_default_to_the_data_sets(text8):
+    assert evaluation_sizes(TrainConfig(**{**TINY, "noise_batch": 0, "eval_train": 0}), text8) == (512, 2048)
+    assert evaluation_sizes(TrainConfig(**TINY), text8) == (16, 64)
+    assert evaluation_sizes(TrainConfig(), mb.load_dataset("teacher_5x3")) == (1000, 1000)
+
+
+def test_model_and_data_must_fit():
+    with pytest.raises(ConfigError, match=r"model: 'transformer' cannot take the mnist1d data \(40 inputs\): the "
+                                          r"transformer reads sequences of tokens; expected a next_token data set"):
+        train(TrainConfig(model="transformer", steps=1, eval_every=1))
+    with pytest.raises(ConfigError, match=r"model: 'mlp' cannot take the text data \(8 inputs\): .*expects integer "
+                                          r"labels of shape \(B,\) = \(1,\); received shape \(1, 8\)"):
+        train(TrainConfig(dataset="text", context=8, steps=1, eval_every=1, noise_batch=16, eval_train=64))
+    with pytest.raises(ConfigError, match=r"n_heads: expected a divisor of d_model \(8\)"):
+        TrainConfig(**{**TINY, "n_heads": 3})
