@@ -17,8 +17,7 @@ import pytest
 
 from analysis import load, reduce
 from experiments import sweep as sweep_mod
-from experiments.engine import dispatch, driver, grid as grids, pruning, store
-from experiments.engine.executors import EXECUTORS
+from experiments.engine import dispatch, grid as grids, pruning, store
 from mbstudy import load_dataset
 from mbstudy.config import TrainConfig
 from mbstudy.train import train

@@ -56,11 +56,11 @@ LABELS = {"fixed": "adam, β2 = 0.999", "half": "adam, β2 half-life", "sgd": "s
 
 def _beta2_runs() -> pd.DataFrame:
     rows = []
-    for arm, optimizer, beta2 in (("fixed", "adam", 0.999), ("half", "adam", 0.99999), ("sgd", "sgd", 0.999)):
+    for arm, optimizer, b2 in (("fixed", "adam", 0.999), ("half", "adam", 0.99999), ("sgd", "sgd", 0.999)):
         for s in (0, 1, 2):
             for lr, steps in ((1e-3, 1000.0), (3.16e-3, 500.0), (1e-2, 900.0), (3.16e-2, np.nan)):
                 div = np.isnan(steps) or (arm == "fixed" and lr == 1e-2)
-                rows.append({"arm": LABELS[arm], "optimizer": optimizer, "beta2": beta2, "batch_size": 1, "seed": s,
+                rows.append({"arm": LABELS[arm], "optimizer": optimizer, "beta2": b2, "batch_size": 1, "seed": s,
                              "learning_rate": lr,
                              "outcome": "diverged" if div else "completed", "steps_to_target": steps})
     return pd.DataFrame(rows)
