@@ -52,11 +52,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from experiments.engine import search
 from mbstudy import config
 from mbstudy.config import FIELDS, SEQUENCE_FIELDS, ConfigError, TrainConfig
 
 GRID_DIR = Path(__file__).resolve().parents[1] / "grids"
-_TOP_KEYS = {"description", "prune", "base", "grid", "arms", "by_batch_size", "workloads"}
+_TOP_KEYS = {"description", "prune", "base", "grid", "arms", "by_batch_size", "workloads", "search"}
 
 
 class GridError(ValueError):
@@ -72,8 +73,9 @@ class Sweep:
     name: str
     description: str
     source: str
-    configs: tuple[TrainConfig, ...]
+    configs: tuple[TrainConfig, ...]  # the runs of a grid that lists its learning rates; () where they are searched
     prune: bool = True  # the definition's ``prune = false`` turns pruning off (what --no-prune does)
+    cells: tuple[search.Cell, ...] = ()  # the searches of a grid with [search.learning_rate] (experiments/engine/search.py)
 
 
 def available() -> list[str]:
@@ -164,19 +166,54 @@ def _tables(spec: dict[str, Any]) -> tuple[dict, dict, list[dict], dict[str, dic
 
 
 def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None = None) -> list[TrainConfig]:
-    """The configurations of a parsed definition, checked; raises GridError with every problem."""
+    """The configurations of a parsed definition, checked (a search grid's: its cells' templates); raises GridError
+    with every problem."""
+    configs, cells = expand_cells(spec, source, overrides)
+    return configs or [c.template for c in cells]
+
+
+def _searches(spec: dict[str, Any], workloads: list[dict], arms: list[dict], problems: list[str]) -> list | None:
+    """The ``[search.learning_rate]`` tables (top level, then each workload's and arm's own, popped from them) as
+    ``[top, [per workload], [per arm]]`` of ``(where, table)`` lists; None when the grid has none."""
+    def one(raw: Any, where: str) -> list[tuple[str, Any]]:
+        if not isinstance(raw, dict) or set(raw) - {"learning_rate"}:
+            problems.append(f"{where}: expected [{where}.learning_rate] (only the learning rate can be searched); "
+                            f"received {raw!r:.60}")
+            return []
+        return [(f"{where}.learning_rate", raw["learning_rate"])] if "learning_rate" in raw else []
+
+    top = one(spec["search"], "search") if "search" in spec else []
+    own = [one(w.pop("search"), f"workloads[{i}].search") if "search" in w else [] for i, w in enumerate(workloads)]
+    per_arm = [one(a.pop("search"), f"arms[{i}].search") if "search" in a else [] for i, a in enumerate(arms)]
+    found = "search" in spec or any(own) or any(per_arm)
+    return [top, own, per_arm] if found else None
+
+
+def expand_cells(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None = None,
+                 ) -> tuple[list[TrainConfig], list[search.Cell]]:
+    """The configurations of a parsed definition, or, where its learning rate is searched, its cells; checked,
+    raising GridError with every problem. ``--set learning_rate=...`` turns a search off (a fixed rate)."""
     base, grid, arms, by_batch_size, problems = _tables(spec)
     workloads = _alternatives(spec, "workloads", problems)
     own = [_by_batch_size(w.pop("by_batch_size", {}), f"workloads[{i}].by_batch_size", problems)
            for i, w in enumerate(workloads)]  # each workload's own tables
+    searches = _searches(spec, workloads, arms, problems)
+    if searches is not None and "learning_rate" in (overrides or {}):
+        searches = None  # a fixed rate from the command line: the search is off
     for name, table in (("base", base), ("grid", grid), *((f"arms[{i}]", a) for i, a in enumerate(arms)),
                         *((f"workloads[{i}]", w) for i, w in enumerate(workloads))):
         problems += [f"{name}.{k}: unknown field; known fields: {', '.join(FIELDS)}" for k in table if k not in FIELDS]
+        if searches is not None and "learning_rate" in table:
+            problems.append(f"{name}.learning_rate: the learning rate is searched ([search.learning_rate]); remove "
+                            "it here, or remove the search to list the rates")
     for where, tables in (("by_batch_size", by_batch_size),
                           *((f"workloads[{i}].by_batch_size", t) for i, t in enumerate(own))):
         for k, table in tables.items():
             if k not in FIELDS:
                 problems.append(f"{where}.{k}: unknown field; known fields: {', '.join(FIELDS)}")
+            if searches is not None and k == "learning_rate":
+                problems.append(f"{where}.learning_rate: the learning rate is searched ([search.learning_rate]); "
+                                "remove this table, or remove the search")
             for b in table:
                 if not b.isdigit():
                     problems.append(f"{where}.{k}: keys are batch sizes such as \"64\"; received {b!r}")
@@ -193,10 +230,17 @@ def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None =
         for k, v in table.items():
             if isinstance(v, list) and not v and k in FIELDS:
                 problems.append(f"{name}.{k}: an empty list gives no runs; give at least one value")
+    specs: dict[tuple[int, int], search.Spec | None] = {}
+    if searches is not None:
+        top, per_workload, per_arm = searches
+        for w, a in itertools.product(range(len(workloads)), range(len(arms))):
+            specs[w, a], found = search.make_spec([*top, *per_workload[w], *per_arm[a]])
+            problems += found
     if problems:
-        raise GridError(source, problems)
+        raise GridError(source, list(dict.fromkeys(problems)))
 
     configs, seen, batch_sizes = [], set(), set()
+    cells: dict[TrainConfig, search.Cell] = {}
     used: dict[tuple[str, str], set[str]] = {}  # (where, field) -> the batch sizes its table was consulted for
     for i, (workload, arm) in enumerate(itertools.product(workloads, arms)):
         w = i // len(arms)
@@ -204,8 +248,11 @@ def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None =
                   **{f: (f"workloads[{w}].by_batch_size", t) for f, t in own[w].items()}}
         axes = {**grid, **workload, **arm}
         keys = list(axes)
+        lattice = specs.get((w, i % len(arms)))
         for combo in itertools.product(*(_axis(k, axes[k]) for k in keys)):
             d = {**base, **dict(zip(keys, combo))}
+            if lattice is not None:
+                d["learning_rate"] = lattice.rate(0)  # the cell's placeholder: its lattice's start
             b = d.get("batch_size", FIELDS["batch_size"].default)
             batch_sizes.add(str(b))
             for field, (where, table) in tables.items():
@@ -217,7 +264,9 @@ def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None =
             except ConfigError as e:
                 problems += e.problems
                 continue
-            if cfg not in seen:
+            if lattice is not None:
+                problems += _add_cell(cells, cfg, lattice, sorted(tables), f"workloads[{w}] x arms[{i % len(arms)}]")
+            elif cfg not in seen:
                 seen.add(cfg)
                 configs.append(cfg)
     for where, tables in (("by_batch_size", by_batch_size),
@@ -232,10 +281,25 @@ def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None =
                                 f"({sorted(seen_b or batch_sizes, key=int)}); fix or remove them")
     if problems:
         raise GridError(source, list(dict.fromkeys(problems)))  # one line per distinct problem
-    if not configs:
+    if not configs and not cells:
         raise GridError(source, ["the grid is empty: it expands to no runs; give every axis at least one value"])
-    return configs
+    return configs, list(cells.values())
 
+
+def _add_cell(cells: dict, cfg: TrainConfig, spec: search.Spec, by_batch: list[str], where: str) -> list[str]:
+    """Add ``cfg``'s cell (once) to ``cells``; its problems: a run that does not stop at a target, or a second
+    search of the same cell that differs."""
+    if not (cfg.stop_at_target and (cfg.target_loss is not None or cfg.target_val is not None)):
+        return [f"{where}: a searched learning rate needs runs that stop at a target (the search compares steps to "
+                f"it); set stop_at_target = true and target_loss or target_val; received stop_at_target = "
+                f"{cfg.stop_at_target}, target_loss = {cfg.target_loss}, target_val = {cfg.target_val}"]
+    if cfg in cells:
+        return [] if cells[cfg].spec == spec else [
+            f"{where}: {cfg.run_name()} is searched twice with different settings ({cells[cfg].spec} and {spec}); "
+            "give the two alternatives different fields, or the same search"]
+    chain = cfg.hash(without=("learning_rate", "batch_size", *by_batch)) + ":" + ",".join(by_batch)
+    cells[cfg] = search.Cell(cfg, spec, chain)
+    return []
 
 def select(configs, only: dict[str, Any], source: str) -> list[TrainConfig]:
     """The configurations whose field ``k`` is ``only[k]`` (or one of it, a list) for every ``k``."""
@@ -280,11 +344,17 @@ def load(grid: str, overrides: list[str] | None = None, only: list[str] | None =
         problems.append(f"prune: expected true or false (false: train every run to its targets or budget); "
                         f"received {prune!r:.60}")
     try:
-        configs = expand(spec, source, parsed)
+        configs, cells = expand_cells(spec, source, parsed)
     except GridError as e:
         raise GridError(source, problems + e.problems) from None
+    if cells and "learning_rate" in selected:
+        problems.append(f"--only learning_rate: this grid searches the learning rate ([search.learning_rate]), so "
+                        f"there is none to select; --set learning_rate={selected['learning_rate']} runs that rate alone")
     if problems:
         raise GridError(source, problems)
-    if selected:
+    if selected and cells:
+        kept = set(select([c.template for c in cells], selected, source))
+        cells = [c for c in cells if c.template in kept]
+    elif selected:
         configs = select(configs, selected, source)
-    return Sweep(path.stem, str(spec.get("description", "")), source, tuple(configs), prune)
+    return Sweep(path.stem, str(spec.get("description", "")), source, tuple(configs), prune, tuple(cells))
