@@ -19,7 +19,9 @@ of the previous one has finished (:func:`next_round`):
 3. then each best rate's untried neighbours at ``refine`` spacing (those
    between two tied best rates first), until every best rate of every target
    has both lattice neighbours tried (or is at ``min``/``max``): the final
-   best is bracketed at the refined spacing too.
+   best is bracketed at the refined spacing too. (A target that no rate
+   reached has every tried rate "best": its coarse bracket runs from ``min``
+   to ``max``, and it is not refined.)
 
 "Best" is per target (``loss``, ``val``): the fewest steps to it. A run that
 did not reach a target (out of budget, diverged, or pruned before it) is worse
@@ -194,7 +196,8 @@ def next_round(spec: Spec, k0: int, known: Mapping[int, Result], targets: tuple[
             coarse.add(min(hi_k, high + spec.stride))
     if coarse:
         return tuple(sorted(coarse))
-    fine = {(t, n) for t in targets for b in best[t] for n in (b - 1, b + 1) if lo_k <= n <= hi_k and n not in known}
+    reached = [t for t in targets if _steps(known[best[t][0]], t) < math.inf]  # refining an unreached target: no
+    fine = {(t, n) for t in reached for b in best[t] for n in (b - 1, b + 1) if lo_k <= n <= hi_k and n not in known}
     inner = {n for t, n in fine if best[t][0] < n < best[t][-1]}  # between tied best rates: these first
     return tuple(sorted(inner or {n for _, n in fine}))
 
