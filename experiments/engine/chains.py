@@ -81,7 +81,7 @@ class SearchWork:
                 self.results[g].setdefault(k, _stored_result(r))
         self.k0: dict[str, int] = {}
         self.state: dict[str, search.CellState] = {}
-        self.pending: dict[str, list] = {}  # each active cell's unfinished rates: (k, config, hash), likely best first
+        self.pending: dict[str, list] = {}  # each active cell's unfinished rates: (k, config, hash, program key)
         self.where: dict[str, tuple[str, int]] = {}  # config hash -> (cell, k)
         self.handed: set[str] = set()
         self.failed: set[str] = set()
@@ -98,8 +98,12 @@ class SearchWork:
     def ready(self) -> list:
         """The configurations the searches want trained now and nobody is training, chain by chain, each cell's
         likely best rate first."""
-        return [cfg for i, gs in enumerate(self.chains) if self.at[i] < len(gs)
-                for _, cfg, h in self.pending[gs[self.at[i]]] if h not in self.handed and h not in self.failed]
+        return [cfg for _, cfg in self.ready_by_program()]
+
+    def ready_by_program(self) -> list[tuple]:
+        """:meth:`ready` as ``(program key, configuration)`` pairs (the key computed once per configuration)."""
+        return [(key, cfg) for i, gs in enumerate(self.chains) if self.at[i] < len(gs)
+                for _, cfg, h, key in self.pending[gs[self.at[i]]] if h not in self.handed and h not in self.failed]
 
     def hand_out(self, cfg) -> None:
         self.handed.add(cfg.hash())
@@ -149,8 +153,8 @@ class SearchWork:
                 self.k0[g] = 0 if prev is None else cell.spec.nearest(prev.spec.rate(self.state[chain[self.at[i] - 1]].best))
             state = self.state[g] = search.replay(cell.spec, self.k0[g], self.results[g], cell.targets)
             ks = sorted(state.pending, key=lambda k: (abs(k - self.k0[g]), k))
-            self.pending[g] = [(k, cfg, cfg.hash()) for k in ks for cfg in (cell.config(k),)]
-            self.where.update({h: (g, k) for k, _, h in self.pending[g]})
+            self.pending[g] = [(k, cfg, cfg.hash(), cfg.program_key()) for k in ks for cfg in (cell.config(k),)]
+            self.where.update({h: (g, k) for k, _, h, _ in self.pending[g]})
             if not state.done:
                 return
             self.at[i] += 1
@@ -214,7 +218,7 @@ class SearchWork:
 
     def blocked(self, i: int) -> bool:
         """Whether chain ``i`` waits on a run that failed in this sweep."""
-        return self.at[i] < len(self.chains[i]) and any(h in self.failed for _, _, h in self.pending[self.chains[i][self.at[i]]])
+        return self.at[i] < len(self.chains[i]) and any(h in self.failed for _, _, h, _ in self.pending[self.chains[i][self.at[i]]])
 
     def summary(self) -> dict:
         """What the sweep's summary prints and its parent run records (``search/...`` metrics)."""

@@ -73,7 +73,7 @@ class Dispatcher:
 
 
 class SearchDispatcher:
-    """Hands out a learning-rate search's runs as its cells propose them (``chains.SearchWork.ready``).
+    """Hands out a learning-rate search's runs as its cells propose them (``chains.SearchWork.ready_by_program``).
 
     As :class:`Dispatcher` does, ``lanes`` compiled programs are handed out in
     turn, each keeping its lane while it has runs ready, so that a program is
@@ -93,8 +93,8 @@ class SearchDispatcher:
 
     def __next__(self):
         by_program: dict = {}
-        for cfg in self.work.ready():
-            by_program.setdefault(cfg.program_key(), []).append(cfg)
+        for key, cfg in self.work.ready_by_program():
+            by_program.setdefault(key, []).append(cfg)
         if not by_program:
             raise StopIteration
         self.active = [k for k in self.active if k in by_program]

@@ -34,6 +34,39 @@ A top-level ``prune = false`` trains every run to its targets or its budget,
 as ``--no-prune`` does: for an analysis that reads every learning rate's
 steps to target (the robustness band of ``beta2.toml``), not only the fastest.
 
+A sixth, ``[search.learning_rate]``, searches the learning rate instead of
+listing it (the decisions: ``experiments/engine/search.py``; the sweep's
+state of them: ``chains.py``):
+
+```toml
+[search.learning_rate]
+start = 0.1      # required: where each chain starts (rounded to 3 significant digits)
+step = 0.5       # decades between rates while bracketing; a whole multiple of refine (default 0.5)
+refine = 0.25    # decades between rates around the best once it is bracketed, 0.01 to 1 (default 0.25)
+min = 1e-6       # the range searched (defaults 1e-6 and 100), rounded inward onto the lattice
+max = 100.0
+[[arms]]
+optimizer = "adam"
+[arms.search.learning_rate]  # this arm's own keys (a workload's: [workloads.search.learning_rate])
+start = 0.001
+```
+
+The grid then expands to **cells** (``Sweep.cells``; ``Sweep.configs`` is
+empty): a configuration without its learning rate, the prune group (seed
+included). Each cell's rates lie on the lattice ``start * 10**(k * refine)``;
+the cells that differ only in the batch size (and what ``by_batch_size`` sets
+with it) form a chain, searched in ascending batch size, each cell starting
+from the previous one's best rate. A cell tries its start and one ``step``
+either side, steps outward until every target's best rate has a worse tried
+rate on both sides, then refines at ``refine`` spacing. A best rate at ``min``
+or ``max`` is an edge optimum, tagged ``search/edge`` on the cell's runs and
+counted in the sweep's summary. A workload's keys override the top-level
+ones and an arm's override both (as fields do); a search needs runs that stop
+at a target (``stop_at_target`` and ``target_loss`` or ``target_val``), and no
+``learning_rate`` elsewhere in the file. ``--set learning_rate=...`` turns the
+search off (every cell at that rate, or those rates); ``--only`` selects cells
+(a chain is then the cells selected: ``--only batch_size=64`` starts at ``start``).
+
 The runs are ``base x grid x (workload_1 + ...) x (arm_1 + arm_2 + ...)``,
 with ``by_batch_size`` applied last. ``--set field=value`` on the command line replaces ``field``
 everywhere (a list makes it a grid axis). Every configuration is made here, as
