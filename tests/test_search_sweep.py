@@ -229,7 +229,7 @@ def test_an_edge_optimum_is_tagged_counted_and_extended_by_a_wider_range(use_sto
     status, counts, parent = driver.run_sweep(narrow, EXECUTORS["local"](workers=1), progress=False)
     assert status == 0 and counts.search["edge"] == 2, "B = 32's best rate (0.316) is above max = 0.1"
     assert all("sgd-mean-B32" in e and "loss=high val=high" in e for e in counts.search["edges"])
-    assert "edge: sgd-mean-B32-s0: loss=high val=high (best 0.1, range 0.001 to 0.1)" in driver.summary_text(
+    assert "edge: sgd-mean-B32-lr?-s0: loss=high val=high (best 0.1, range 0.001 to 0.1)" in driver.summary_text(
         narrow, counts, parent, status)
     edged = {r.data.tags["search/edge"] for r in store.search_all(
         store.client(), store.client().get_experiment_by_name("search_smoke").experiment_id,

@@ -34,6 +34,7 @@ from collections.abc import Mapping
 
 from experiments.engine import pruning, search, store
 from experiments.engine.interrupts import store_write
+from experiments.engine.lifecycle import RunRecord, stored_record
 from mbstudy.metrics import TARGETS
 
 PRIOR_RUNS = 5.0  # runs per cell expected before a cell has finished: 3 in the first round, 2 refining
@@ -136,8 +137,6 @@ class SearchWork:
 
     def read_back(self, cfgs, experiment_id: str) -> None:
         """:meth:`finished` for each of ``cfgs`` from the store (an executor that does not return records)."""
-        from experiments.engine.lifecycle import RunRecord, stored_record
-
         for cfg in cfgs:
             done = [r for r in store.runs_of_config(experiment_id, cfg.hash()) if r.info.status == "FINISHED"]
             self.finished(cfg, stored_record(done[0]) if done else RunRecord(cfg.hash(), "failed"))
@@ -221,15 +220,16 @@ class SearchWork:
         return self.at[i] < len(self.chains[i]) and any(h in self.failed for _, _, h, _ in self.pending[self.chains[i][self.at[i]]])
 
     def summary(self) -> dict:
-        """What the sweep's summary prints and its parent run records (``search/...`` metrics)."""
+        """What the sweep's summary prints and its parent run records (``search/...`` metrics); ``edges``: a line
+        for each edge optimum."""
         done = self.done_cells()
-        edge = [g for g in done if self.tags_of(g)["search/edge"] != "none"]
+        tags = {g: self.tags_of(g) for g in done}
+        edge = [g for g in done if tags[g]["search/edge"] != "none"]
         rates = sum(len(self.state[g].tried) for g in done)
         return {"cells": len(self.cells), "done": len(done), "rates": rates, "edge": len(edge),
                 "blocked": sum(self.blocked(i) for i in range(len(self.chains))),
                 "per_cell": rates / len(done) if done else float("nan"),
-                "edges": [f"{self.cells[g].template.run_name().replace(f'-lr{self.cells[g].template.learning_rate:.3g}', '')}: "
-                          f"{self.tags_of(g)['search/edge_detail']} (best {self.tags_of(g)['search/best_lr']}, "
+                "edges": [f"{self.cells[g].name}: {tags[g]['search/edge_detail']} (best {tags[g]['search/best_lr']}, "
                           f"range {self.cells[g].spec.min:g} to {self.cells[g].spec.max:g})" for g in edge]}
 
 

@@ -189,7 +189,7 @@ def _search_dry_run(sweep: grids.Sweep, workers: int) -> str:
         for i, g in enumerate(chain):
             c = work.cells[g]
             start = f"{c.spec.rate(0):g}" if i == 0 else f"B = {work.cells[chain[i - 1]].template.batch_size}'s best"
-            lines.append(f"{g} {c.template.run_name().replace(f'-lr{c.template.learning_rate:.3g}', '-lr?')} (rates "
+            lines.append(f"{g} {c.name} (rates "
                          f"{c.spec.min:g} to {c.spec.max:g}, from {start}, steps of {c.spec.step:g} then "
                          f"{c.spec.refine:g} decades)")
     lines.append(f"{len(sweep.cells)} cells in sweep '{sweep.name}' ({sweep.source}), the learning rate searched")

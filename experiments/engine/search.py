@@ -287,6 +287,11 @@ class Cell:
         return tuple(t for t, v in (("loss", self.template.target_loss), ("val", self.template.target_val))
                      if v is not None)
 
+    @property
+    def name(self) -> str:
+        """The run name with ``-lr?`` for the rate (``sgd-mean-B32-lr?-s0``)."""
+        return self.template.run_name().replace(f"-lr{self.template.learning_rate:.3g}", "-lr?")
+
     def config(self, k: int):
         """The configuration at the lattice's ``k``-th rate."""
         return dataclasses.replace(self.template, learning_rate=self.spec.rate(k))
