@@ -40,6 +40,14 @@ What happens, in order:
    Ray task reads its group's best from the store when a run starts. The
    store's finished runs count too, so a resumed sweep prunes the same way.
    ``--no-prune`` (or ``prune = false`` in the definition) trains every run to its target or its budget.
+7. a grid with ``[search.learning_rate]`` lists no rates: each cell (the
+   configuration without its rate) searches them, its runs proposed as the
+   results of its earlier ones come back, chains of cells in ascending
+   batch size each starting from the previous best (``experiments/engine/search.py``
+   decides; ``chains.py`` keeps the state, rebuilt from the store's finished
+   runs). The progress bar's total is the runs expected so far; the summary
+   counts the cells, the rates tried and the edge optima (a best rate at the
+   range's ``min`` or ``max``), listing each.
 
 Ctrl-C marks the runs in flight and the parent run KILLED and exits with 130;
 SIGTERM (what ``timeout``, Slurm and Kubernetes send) does the same and exits
@@ -47,7 +55,9 @@ with 143. Rerunning the same command, with either executor, resumes. Exit
 status: 0 done, 1 some runs failed, 2 bad definition or option, 3 the store
 is unreachable or the executor cannot run, 130/143 stopped by Ctrl-C/SIGTERM.
 
-``--dry-run`` stops after step 1: it lists the configurations, says how many
+``--dry-run`` stops after step 1: it lists the configurations (a search grid's
+cells, and the runs it expects: 5 per cell, or the mean of the cells the store
+has finished), says how many
 the store already holds (reading it, if it exists, through a read-only
 connection) and estimates the wall time from the store's past runs of the
 sweep; it creates and changes nothing (a SQLite reader may leave the empty

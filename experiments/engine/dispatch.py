@@ -1,4 +1,5 @@
-"""The order a sweep's runs are handed out in: one compiled program's runs together, likely best rate first."""
+"""The order a sweep's runs are handed out in: one compiled program's runs together, likely best rate first
+(a fixed grid's, :class:`Dispatcher`; a learning-rate search's, as it proposes them, :class:`SearchDispatcher`)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,40 @@ class Dispatcher:
             return (abs(math.log(c.learning_rate) - math.log(guess)), i)
 
         return block.pop(min(range(len(block)), key=distance))
+
+
+class SearchDispatcher:
+    """Hands out a learning-rate search's runs as its cells propose them (``chains.SearchWork.ready_by_program``).
+
+    As :class:`Dispatcher` does, ``lanes`` compiled programs are handed out in
+    turn, each keeping its lane while it has runs ready, so that a program is
+    compiled by one worker; which runs exist is the search's decision alone
+    (this only orders them). ``next()`` raises StopIteration when no run is
+    ready now; more may be once a result comes back.
+    """
+
+    def __init__(self, work, lanes: int = 1):
+        self.work = work
+        self.lanes = max(1, lanes)
+        self.active: list = []  # the program keys being handed out, one per lane
+        self.turn = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        by_program: dict = {}
+        for key, cfg in self.work.ready_by_program():
+            by_program.setdefault(key, []).append(cfg)
+        if not by_program:
+            raise StopIteration
+        self.active = [k for k in self.active if k in by_program]
+        for key in by_program:
+            if len(self.active) >= self.lanes:
+                break
+            if key not in self.active:
+                self.active.append(key)
+        cfg = by_program[self.active[self.turn % len(self.active)]][0]
+        self.turn += 1
+        self.work.hand_out(cfg)
+        return cfg

@@ -5,6 +5,9 @@ written; :func:`run_sweep` creates the experiment, ends stale runs, skips
 finished configurations, connects the executor, creates the parent run and
 hands the rest to the executor (``experiments/engine/executors/``), which
 takes every run through ``experiments/engine/lifecycle.py``. Ctrl-C and SIGTERM: ``interrupts.py``.
+A grid whose learning rate is searched goes the same way, its runs proposed
+as results come back by ``chains.SearchWork`` (from the store's finished
+runs on, so that a rerun resumes it) instead of listed up front.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import sys
 import time
 
 from experiments.engine import grid as grids
-from experiments.engine import provenance, run_writer, store
+from experiments.engine import chains, provenance, run_writer, store
+from experiments.engine.chains import SearchWork
 from experiments.engine.dispatch import dispatch_order
 from experiments.engine.executors import Executor, SweepAborted
 from experiments.engine.interrupts import Terminated, interrupted_status, raise_if_stopped, reclaim_sigterm, store_write
@@ -39,26 +43,42 @@ def run_sweep(sweep: grids.Sweep, executor: Executor, *, progress: bool = True,
     exp_id = store.get_or_create_experiment(sweep.name, sweep.description)
     counts = SweepCounts(stale=provenance.mark_stale_runs_killed(exp_id))
     finished = store.finished_runs(exp_id)
-    done = {r.data.tags.get("cfg_hash") for r in finished}
-    todo = dispatch_order(c for c in sweep.configs if c.hash() not in done)
-    counts.skipped = len(sweep.configs) - len(todo)
-    if not todo:  # a rerun of a complete sweep writes nothing
+    work, todo = None, []
+    if sweep.cells:
+        work = SearchWork(sweep.cells, finished)
+        with store_write():
+            work.tag_done()  # the tags of cells a killed sweep finished but did not tag (none: nothing written)
+        counts.skipped, counts.search = work.reused, work.summary()
+        left = round(work.expected_left())
+    else:
+        done = {r.data.tags.get("cfg_hash") for r in finished}
+        todo = dispatch_order(c for c in sweep.configs if c.hash() not in done)
+        counts.skipped = len(sweep.configs) - len(todo)
+        left = len(todo)
+    if work.complete() if work else not todo:  # a rerun of a complete sweep writes nothing
         counts.times["wall_s"] = time.perf_counter() - t_start
         return 0, counts, ""
     prov = provenance.provenance()
     executor.connect()  # before the parent run exists, so a cluster that does not answer leaves nothing
     reclaim_sigterm()
     parent = ""
-    bar = tqdm(total=len(todo), desc=f"sweep {sweep.name} ({executor.name})", unit="run", disable=not progress,
+    bar = tqdm(total=left, desc=f"sweep {sweep.name} ({executor.name})", unit="run", disable=not progress,
                dynamic_ncols=True)
     # The one place where a sweep stops early: Ctrl-C, SIGTERM (Terminated, see sigterm_as_interrupt) or a
     # dead worker. Every executor answers KeyboardInterrupt by ending its runs in flight.
     try:
         with store_write():  # an interrupt here is raised once the parent exists, so it is ended below
-            parent = run_writer.start_parent(exp_id, sweep.name, sweep.source, len(sweep.configs), prov, executor.name)
+            parent = run_writer.start_parent(exp_id, sweep.name, sweep.source, len(sweep.configs) or
+                                             counts.skipped + left, prov, executor.name)
         ctx = SweepContext(store.tracking_uri(), exp_id, parent, sweep.name, prov, executor.name, prune)
-        board = PruneBoard(todo, finished) if prune else None
-        status = executor.run(todo, ctx, bar=bar, counts=counts, board=board)
+        if work is None:
+            board = PruneBoard(todo, finished) if prune else None
+            status = executor.run(todo, ctx, bar=bar, counts=counts, board=board)
+        else:  # every cell is a prune group known up front: the board's slots are made now
+            board = PruneBoard([c.template for c in sweep.cells], finished) if prune else None
+            work.bar = bar
+            status = executor.run_search(work, ctx, bar=bar, counts=counts, board=board)
+            counts.search = work.summary()
         raise_if_stopped()  # a SIGTERM whose exception a library swallowed during the last runs
     except (KeyboardInterrupt, SweepAborted) as e:
         bar.close()
@@ -82,6 +102,7 @@ def run_sweep(sweep: grids.Sweep, executor: Executor, *, progress: bool = True,
     summary = {
         "runs/trained": counts.trained, "runs/skipped": counts.skipped, "runs/diverged": counts.diverged,
         "runs/pruned": counts.pruned, "runs/failed": counts.failed, **{f"time/{k}": v for k, v in counts.times.items()},
+        **{f"search/{k}": float(v) for k, v in (counts.search or {}).items() if k != "edges" and v == v},
     }
     with store_write(), run_writer.writing_run(run_id=parent, status="FINISHED" if status == 0 else "FAILED") as run:
         run.log(metrics=summary)
@@ -104,7 +125,8 @@ def _browse_hint(uri: str) -> str:
 def summary_text(sweep: grids.Sweep, counts: SweepCounts, parent: str, status: int) -> str:
     t = counts.times
     lines = [
-        f"sweep '{sweep.name}' ({sweep.source}): {len(sweep.configs)} configurations",
+        f"sweep '{sweep.name}' ({sweep.source}): " + (f"{len(sweep.configs)} configurations" if not sweep.cells else
+                                                      f"{len(sweep.cells)} cells, the learning rate searched"),
         f"  trained {counts.trained} · skipped {counts.skipped} (already finished) · diverged {counts.diverged}"
         + (f" · pruned {counts.pruned} (could no longer reach the target first)" if counts.pruned else "")
         + f" · failed {counts.failed}" + (f" · stale runs marked KILLED {counts.stale}" if counts.stale else ""),
@@ -113,14 +135,32 @@ def summary_text(sweep: grids.Sweep, counts: SweepCounts, parent: str, status: i
         f"  store {store.tracking_uri()} · experiment '{sweep.name}'" + (f" · parent run {parent}" if parent else " · nothing to do"),
         f"  browse: {_browse_hint(store.tracking_uri())}",
     ]
+    if counts.search:
+        lines += search_lines(counts.search)
     if status:
         lines.append("  some runs failed: their error is the run's 'error' tag; rerun the command to retry them")
     return "\n".join(lines)
 
 
+def search_lines(s: dict) -> list[str]:
+    """A search's summary (``chains.SearchWork.summary``): cells done, rates per cell, and each edge optimum."""
+    lines = [f"  search: {s['done']} of {s['cells']} cells done, {s['rates']} rates tried"
+             + (f" ({s['per_cell']:.1f} per cell)" if s["done"] else "")
+             + f" · edge optima {s['edge']}" + (f" · {s['blocked']} chain(s) stopped by a failed run" if s["blocked"] else "")]
+    lines += [f"    edge: {e}" for e in s["edges"][:20]]
+    if len(s["edges"]) > 20:
+        lines.append(f"    ... and {len(s['edges']) - 20} more (tag search/edge of their runs)")
+    if s["edge"]:
+        lines.append("    (an edge optimum's best rate is at min or max, or no rate reached a target: widen "
+                     "[search.learning_rate] min/max, or raise the budget, and rerun to extend the search)")
+    return lines
+
+
 def dry_run_text(sweep: grids.Sweep, workers: int) -> str:
     """What ``--dry-run`` prints: every configuration, how many the store already holds (read only if the
     store exists: this writes nothing), and a wall-time estimate from the store's past runs of this sweep."""
+    if sweep.cells:
+        return _search_dry_run(sweep, workers)
     lines = [f"{c.hash()} {c.run_name()}" for c in sweep.configs]
     lines.append(f"{len(sweep.configs)} configurations in sweep '{sweep.name}' ({sweep.source})")
     if not store.store_exists():
@@ -137,6 +177,40 @@ def dry_run_text(sweep: grids.Sweep, workers: int) -> str:
     lines.append(f"store {store.tracking_uri()}: holds {len(sweep.configs) - len(todo)} of them FINISHED; "
                  f"{len(todo)} would train")
     lines.append(_estimate(todo, past, workers))
+    return "\n".join(lines)
+
+
+def _search_dry_run(sweep: grids.Sweep, workers: int) -> str:
+    """``--dry-run`` of a search grid: every cell, and the runs expected (from the store's finished cells if it
+    has any; else :data:`chains.PRIOR_RUNS` per cell)."""
+    work = SearchWork(sweep.cells)
+    lines = []
+    for chain in work.chains:
+        for i, g in enumerate(chain):
+            c = work.cells[g]
+            start = f"{c.spec.rate(0):g}" if i == 0 else f"B = {work.cells[chain[i - 1]].template.batch_size}'s best"
+            lines.append(f"{g} {c.name} (rates "
+                         f"{c.spec.min:g} to {c.spec.max:g}, from {start}, steps of {c.spec.step:g} then "
+                         f"{c.spec.refine:g} decades)")
+    lines.append(f"{len(sweep.cells)} cells in sweep '{sweep.name}' ({sweep.source}), the learning rate searched")
+    past = []
+    if store.store_exists():
+        store.check_reachable()
+        reader = store.reader()
+        exp = reader.get_experiment_by_name(sweep.name)
+        past = [] if exp is None else store.search_all(
+            reader, exp.experiment_id, "tags.`mbstudy.kind` = 'run' and attributes.status = 'FINISHED'")
+    work = SearchWork(sweep.cells, past)
+    left, done = work.expected_by_cell(), work.done_cells()
+    how = (f"{work.expected_per_cell():.1f} per cell, learned from the {len(done)} cell(s) the store has finished"
+           if done else f"{chains.PRIOR_RUNS:g} per cell: no finished cell to learn from yet")
+    lines.append(f"store {store.tracking_uri()}: " + ("not created yet" if not store.store_exists() else
+                 f"holds {work.reused} of their runs FINISHED, {len(done)} of {len(sweep.cells)} cells done "
+                 f"({work.summary()['edge']} at an edge)") + f"; about {round(sum(left.values()))} runs would train "
+                 f"({how})")
+    if store.store_exists():
+        todo = [c.template for g, c in work.cells.items() for _ in range(round(left.get(g, 0)))]
+        lines.append(_estimate(todo, past, workers))
     return "\n".join(lines)
 
 

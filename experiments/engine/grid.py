@@ -41,6 +41,39 @@ A top-level ``prune = false`` trains every run to its targets or its budget,
 as ``--no-prune`` does: for an analysis that reads every learning rate's
 steps to target (the robustness band of ``beta2.toml``), not only the fastest.
 
+A sixth, ``[search.learning_rate]``, searches the learning rate instead of
+listing it (the decisions: ``experiments/engine/search.py``; the sweep's
+state of them: ``chains.py``):
+
+```toml
+[search.learning_rate]
+start = 0.1      # required: where each chain starts (rounded to 3 significant digits)
+step = 0.5       # decades between rates while bracketing; a whole multiple of refine (default 0.5)
+refine = 0.25    # decades between rates around the best once it is bracketed, 0.01 to 1 (default 0.25)
+min = 1e-6       # the range searched (defaults 1e-6 and 100), rounded inward onto the lattice
+max = 100.0
+[[arms]]
+optimizer = "adam"
+[arms.search.learning_rate]  # this arm's own keys (a workload's: [workloads.search.learning_rate])
+start = 0.001
+```
+
+The grid then expands to **cells** (``Sweep.cells``; ``Sweep.configs`` is
+empty): a configuration without its learning rate, the prune group (seed
+included). Each cell's rates lie on the lattice ``start * 10**(k * refine)``;
+the cells that differ only in the batch size (and what ``by_batch_size`` sets
+with it) form a chain, searched in ascending batch size, each cell starting
+from the previous one's best rate. A cell tries its start and one ``step``
+either side, steps outward until every target's best rate has a worse tried
+rate on both sides, then refines at ``refine`` spacing. A best rate at ``min``
+or ``max`` is an edge optimum, tagged ``search/edge`` on the cell's runs and
+counted in the sweep's summary. A workload's keys override the top-level
+ones and an arm's override both (as fields do); a search needs runs that stop
+at a target (``stop_at_target`` and ``target_loss`` or ``target_val``), and no
+``learning_rate`` elsewhere in the file. ``--set learning_rate=...`` turns the
+search off (every cell at that rate, or those rates); ``--only`` selects cells
+(a chain is then the cells selected: ``--only batch_size=64`` starts at ``start``).
+
 The runs are ``base x grid x (workload_1 + ...) x (arm_1 + arm_2 + ...)``,
 with ``by_batch_size`` applied last. ``--set field=value`` on the command line replaces ``field``
 everywhere (a list makes it a grid axis). Every configuration is made here, as
@@ -59,11 +92,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from experiments.engine import search
 from mbstudy import config
 from mbstudy.config import FIELDS, SEQUENCE_FIELDS, ConfigError, TrainConfig
 
 GRID_DIR = Path(__file__).resolve().parents[1] / "grids"
-_TOP_KEYS = {"description", "prune", "base", "grid", "arms", "by_batch_size", "workloads", "meta"}
+_TOP_KEYS = {"description", "prune", "base", "grid", "arms", "by_batch_size", "workloads", "search", "meta"}
 LABEL = "label"  # the key of a workload's or an arm's label (not a configuration field)
 
 
@@ -80,10 +114,16 @@ class Sweep:
     name: str
     description: str
     source: str
-    configs: tuple[TrainConfig, ...]
+    configs: tuple[TrainConfig, ...]  # the runs of a grid that lists its learning rates; () where they are searched
     prune: bool = True  # the definition's ``prune = false`` turns pruning off (what --no-prune does)
-    labels: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # cfg hash -> (workload, arm) labels
+    cells: tuple[search.Cell, ...] = ()  # the searches of a grid with [search.learning_rate] (experiments/engine/search.py)
+    labels: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # label_key -> (workload, arm) labels
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)  # the definition's [meta] table
+
+    def label_of(self, cfg: TrainConfig) -> tuple[str, str]:
+        """The (workload, arm) labels of a configuration of this sweep ("" where none)."""
+        found = self.labels.get(cfg.hash()) or self.labels.get(cfg.hash(without=("learning_rate",)))
+        return found or ("", "")
 
 
 def available() -> list[str]:
@@ -186,26 +226,56 @@ def _labels(entries: list[dict], key: str, problems: list[str]) -> list[str]:
 
 
 def expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None = None) -> list[TrainConfig]:
-    """The configurations of a parsed definition, checked; raises GridError with every problem."""
-    return _expand(spec, source, overrides)[0]
+    """The configurations of a parsed definition, checked (a search grid's: its cells' templates); raises GridError
+    with every problem."""
+    configs, cells, _ = expand_cells(spec, source, overrides)
+    return configs or [c.template for c in cells]
 
 
-def _expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None = None
-            ) -> tuple[list[TrainConfig], dict[str, tuple[str, str]]]:
-    """:func:`expand`, and each configuration's (workload, arm) labels by its hash."""
+def _searches(spec: dict[str, Any], workloads: list[dict], arms: list[dict], problems: list[str]) -> list | None:
+    """The ``[search.learning_rate]`` tables (top level, then each workload's and arm's own, popped from them) as
+    ``[top, [per workload], [per arm]]`` of ``(where, table)`` lists; None when the grid has none."""
+    def one(raw: Any, where: str) -> list[tuple[str, Any]]:
+        if not isinstance(raw, dict) or set(raw) - {"learning_rate"}:
+            problems.append(f"{where}: expected [{where}.learning_rate] (only the learning rate can be searched); "
+                            f"received {raw!r:.60}")
+            return []
+        return [(f"{where}.learning_rate", raw["learning_rate"])] if "learning_rate" in raw else []
+
+    top = one(spec["search"], "search") if "search" in spec else []
+    own = [one(w.pop("search"), f"workloads[{i}].search") if "search" in w else [] for i, w in enumerate(workloads)]
+    per_arm = [one(a.pop("search"), f"arms[{i}].search") if "search" in a else [] for i, a in enumerate(arms)]
+    found = "search" in spec or any(own) or any(per_arm)
+    return [top, own, per_arm] if found else None
+
+
+def expand_cells(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None = None,
+                 ) -> tuple[list[TrainConfig], list[search.Cell], dict[str, tuple[str, str]]]:
+    """The configurations of a parsed definition, or, where its learning rate is searched, its cells; checked,
+    raising GridError with every problem. ``--set learning_rate=...`` turns a search off (a fixed rate). Also the
+    (workload, arm) labels by :func:`label_key`."""
     base, grid, arms, by_batch_size, problems = _tables(spec)
     workloads = _alternatives(spec, "workloads", problems)
     arm_labels, workload_labels = _labels(arms, "arms", problems), _labels(workloads, "workloads", problems)
     own = [_by_batch_size(w.pop("by_batch_size", {}), f"workloads[{i}].by_batch_size", problems)
            for i, w in enumerate(workloads)]  # each workload's own tables
+    searches = _searches(spec, workloads, arms, problems)
+    if searches is not None and "learning_rate" in (overrides or {}):
+        searches = None  # a fixed rate from the command line: the search is off
     for name, table in (("base", base), ("grid", grid), *((f"arms[{i}]", a) for i, a in enumerate(arms)),
                         *((f"workloads[{i}]", w) for i, w in enumerate(workloads))):
         problems += [f"{name}.{k}: unknown field; known fields: {', '.join(FIELDS)}" for k in table if k not in FIELDS]
+        if searches is not None and "learning_rate" in table:
+            problems.append(f"{name}.learning_rate: the learning rate is searched ([search.learning_rate]); remove "
+                            "it here, or remove the search to list the rates")
     for where, tables in (("by_batch_size", by_batch_size),
                           *((f"workloads[{i}].by_batch_size", t) for i, t in enumerate(own))):
         for k, table in tables.items():
             if k not in FIELDS:
                 problems.append(f"{where}.{k}: unknown field; known fields: {', '.join(FIELDS)}")
+            if searches is not None and k == "learning_rate":
+                problems.append(f"{where}.learning_rate: the learning rate is searched ([search.learning_rate]); "
+                                "remove this table, or remove the search")
             for b in table:
                 if not b.isdigit():
                     problems.append(f"{where}.{k}: keys are batch sizes such as \"64\"; received {b!r}")
@@ -222,10 +292,17 @@ def _expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None 
         for k, v in table.items():
             if isinstance(v, list) and not v and k in FIELDS:
                 problems.append(f"{name}.{k}: an empty list gives no runs; give at least one value")
+    specs: dict[tuple[int, int], search.Spec | None] = {}
+    if searches is not None:
+        top, per_workload, per_arm = searches
+        for w, a in itertools.product(range(len(workloads)), range(len(arms))):
+            specs[w, a], found = search.make_spec([*top, *per_workload[w], *per_arm[a]])
+            problems += found
     if problems:
-        raise GridError(source, problems)
+        raise GridError(source, list(dict.fromkeys(problems)))
 
     configs, seen, batch_sizes, labels = [], set(), set(), {}
+    cells: dict[TrainConfig, search.Cell] = {}
     used: dict[tuple[str, str], set[str]] = {}  # (where, field) -> the batch sizes its table was consulted for
     for i, (workload, arm) in enumerate(itertools.product(workloads, arms)):
         w = i // len(arms)
@@ -234,8 +311,11 @@ def _expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None 
                   **{f: (f"workloads[{w}].by_batch_size", t) for f, t in own[w].items()}}
         axes = {**grid, **workload, **arm}
         keys = list(axes)
+        lattice = specs.get((w, i % len(arms)))
         for combo in itertools.product(*(_axis(k, axes[k]) for k in keys)):
             d = {**base, **dict(zip(keys, combo))}
+            if lattice is not None:
+                d["learning_rate"] = lattice.rate(0)  # the cell's placeholder: its lattice's start
             b = d.get("batch_size", FIELDS["batch_size"].default)
             batch_sizes.add(str(b))
             for field, (where, table) in tables.items():
@@ -247,11 +327,13 @@ def _expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None 
             except ConfigError as e:
                 problems += e.problems
                 continue
-            if cfg not in seen:
+            if lattice is not None:
+                problems += _add_cell(cells, cfg, lattice, sorted(tables), f"workloads[{w}] x arms[{i % len(arms)}]")
+            elif cfg not in seen:
                 seen.add(cfg)
                 configs.append(cfg)
-                if any(label):
-                    labels[cfg.hash()] = label
+            if any(label):
+                labels.setdefault(label_key(cfg, searched=lattice is not None), label)
     for where, tables in (("by_batch_size", by_batch_size),
                           *((f"workloads[{i}].by_batch_size", t) for i, t in enumerate(own))):
         if "batch_size" in (overrides or {}):  # `--set batch_size=64` picks some of the file's budgets: fine
@@ -264,10 +346,31 @@ def _expand(spec: dict[str, Any], source: str, overrides: dict[str, Any] | None 
                                 f"({sorted(seen_b or batch_sizes, key=int)}); fix or remove them")
     if problems:
         raise GridError(source, list(dict.fromkeys(problems)))  # one line per distinct problem
-    if not configs:
+    if not configs and not cells:
         raise GridError(source, ["the grid is empty: it expands to no runs; give every axis at least one value"])
-    return configs, labels
+    return configs, list(cells.values()), labels
 
+
+def label_key(cfg: TrainConfig, searched: bool | None = None) -> str:
+    """The key of a configuration's labels in :attr:`Sweep.labels`: its hash, or for a searched cell (whose rate is
+    the search's) its hash without the learning rate."""
+    return cfg.hash(without=("learning_rate",)) if searched else cfg.hash()
+
+
+def _add_cell(cells: dict, cfg: TrainConfig, spec: search.Spec, by_batch: list[str], where: str) -> list[str]:
+    """Add ``cfg``'s cell (once) to ``cells``; its problems: a run that does not stop at a target, or a second
+    search of the same cell that differs."""
+    if not (cfg.stop_at_target and (cfg.target_loss is not None or cfg.target_val is not None)):
+        return [f"{where}: a searched learning rate needs runs that stop at a target (the search compares steps to "
+                f"it); set stop_at_target = true and target_loss or target_val; received stop_at_target = "
+                f"{cfg.stop_at_target}, target_loss = {cfg.target_loss}, target_val = {cfg.target_val}"]
+    if cfg in cells:
+        return [] if cells[cfg].spec == spec else [
+            f"{where}: {cfg.run_name()} is searched twice with different settings ({cells[cfg].spec} and {spec}); "
+            "give the two alternatives different fields, or the same search"]
+    chain = cfg.hash(without=("learning_rate", "batch_size", *by_batch)) + ":" + ",".join(by_batch)
+    cells[cfg] = search.Cell(cfg, spec, chain)
+    return []
 
 def select(configs, only: dict[str, Any], source: str) -> list[TrainConfig]:
     """The configurations whose field ``k`` is ``only[k]`` (or one of it, a list) for every ``k``."""
@@ -316,13 +419,19 @@ def load(grid: str, overrides: list[str] | None = None, only: list[str] | None =
         problems.append(f"meta: expected a table ([meta]) of facts for the analysis; received {meta!r:.60}")
         meta = {}
     try:
-        configs, labels = _expand(spec, source, parsed)
+        configs, cells, labels = expand_cells(spec, source, parsed)
     except GridError as e:
         raise GridError(source, problems + e.problems) from None
+    if cells and "learning_rate" in selected:
+        problems.append(f"--only learning_rate: this grid searches the learning rate ([search.learning_rate]), so "
+                        f"there is none to select; --set learning_rate={selected['learning_rate']} runs that rate alone")
     if problems:
         raise GridError(source, problems)
-    if selected:
+    if selected and cells:
+        kept = set(select([c.template for c in cells], selected, source))
+        cells = [c for c in cells if c.template in kept]
+    elif selected:
         configs = select(configs, selected, source)
-    kept = {c.hash() for c in configs}
-    return Sweep(path.stem, str(spec.get("description", "")), source, tuple(configs), prune,
+    kept = {label_key(c) for c in configs} | {label_key(c.template, searched=True) for c in cells}
+    return Sweep(path.stem, str(spec.get("description", "")), source, tuple(configs), prune, tuple(cells),
                  {h: lab for h, lab in labels.items() if h in kept}, meta)

@@ -15,9 +15,11 @@ import functools
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from experiments.engine import pruning, run_writer, store
 from experiments.engine.interrupts import store_write
+from mbstudy.metrics import TARGETS
 
 
 # ------------------------------------------------------------------ training
@@ -81,12 +83,22 @@ class SweepContext:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """What became of one configuration: ``status`` is ``trained``, ``skipped`` or ``failed``."""
+    """What became of one configuration: ``status`` is ``trained``, ``skipped`` or ``failed``; ``reached``: the
+    steps to each target (``{"loss": 120, "val": None}``), what a learning-rate search reads."""
 
     cfg_hash: str
     status: str
     outcome: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    run_id: str = ""
+    reached: dict[str, int | None] = field(default_factory=dict)
+
+
+def stored_record(run) -> RunRecord:
+    """The record of a configuration the store holds FINISHED (``skipped``: this sweep did not train it)."""
+    m = run.data.metrics
+    return RunRecord(run.data.tags.get("cfg_hash", ""), "skipped", run.data.tags.get("outcome", ""),
+                     run_id=run.info.run_id, reached={t: None if k not in m else int(m[k]) for t, k in TARGETS.items()})
 
 
 @dataclass
@@ -100,6 +112,7 @@ class SweepCounts:
     failed: int = 0
     stale: int = 0  # RUNNING runs of a dead sweep, marked KILLED before this one started
     times: Counter = field(default_factory=Counter)
+    search: dict[str, Any] | None = None  # a search grid's summary (chains.SearchWork.summary)
 
     def add(self, record: RunRecord) -> None:
         if record.status == "trained":
@@ -127,9 +140,10 @@ def finish_run(ctx: SweepContext, run_id: str, cfg, result=None, error: BaseExce
     with store_write():
         if error is not None:
             run_writer.fail_child(run_id, f"{type(error).__name__}: {error}")
-            return RunRecord(h, "failed")
+            return RunRecord(h, "failed", run_id=run_id)
         log_s = run_writer.log_result(run_id, result, cfg.to_params(), ctx.provenance)
-    return RunRecord(h, "trained", result.outcome, {**result.timings, "log_s": log_s})
+    return RunRecord(h, "trained", result.outcome, {**result.timings, "log_s": log_s}, run_id,
+                     {t: getattr(result, k) for t, k in TARGETS.items()})
 
 
 def run_one(ctx: SweepContext, cfg) -> RunRecord:

@@ -3,7 +3,9 @@
 Where runs go is ``store.py``; the schema:
 
 - one experiment per sweep definition, named after it;
-- a parent run per sweep invocation, tag ``mbstudy.kind=parent``;
+- a parent run per sweep invocation, tag ``mbstudy.kind=parent``, with the summary metrics ``runs/...``,
+  ``time/...`` and, for a search grid, ``search/cells``, ``search/done``, ``search/rates``, ``search/edge``
+  (edge optima), ``search/blocked`` and ``search/per_cell``;
 - a child run per configuration, tag ``mbstudy.kind=run`` and ``mlflow.parentRunId``:
   - params: every ``TrainConfig`` field (``hidden`` as ``100,100``);
   - metric histories at evaluation steps: ``train/loss`` (full training set),
@@ -25,6 +27,11 @@ Where runs go is ``store.py``; the schema:
     earlier, ``experiments/engine/pruning.py``), ``sweep``, ``git_commit``,
     ``git_dirty``, ``jax_version``, ``optax_version``, ``mlflow_version``,
     ``device``, ``model`` (the architecture: ``mlp`` or ``cnn``), ``model_params``, ``data_digest``;
+  - a searched learning rate's runs, once their cell's search is done
+    (``chains.py``): tags ``search/edge`` (``none``, ``low``, ``high``,
+    ``unreached``, or several joined by commas), ``search/edge_detail``
+    (``loss=none val=high``), ``search/rates`` (the rates the cell tried) and
+    ``search/best_lr``; metrics ``search/rates`` and ``search/at_edge`` (0 or 1);
   - the data set as an MLflow input (name, digest, source).
 
 A child run is written in order: created RUNNING when its configuration is

@@ -14,7 +14,8 @@ class SweepAborted(Exception):
 
 
 class Executor:
-    """Trains a sweep's configurations; the driver calls, in order, ``preflight``, ``connect``, ``run``.
+    """Trains a sweep's configurations; the driver calls, in order, ``preflight``, ``connect``, ``run`` (or, for a
+    grid whose learning rate is searched, ``run_search``).
 
     ``run`` goes through :mod:`experiments.engine.lifecycle` for every run. On
     ``KeyboardInterrupt`` it ends the runs it has in flight (KILLED) and
@@ -55,3 +56,19 @@ class Executor:
 
         ``board``: the sweep's :class:`~experiments.engine.pruning.PruneBoard` (None: no pruning)."""
         raise NotImplementedError
+
+    def run_search(self, work, ctx: SweepContext, *, bar, counts: SweepCounts, board=None) -> int:
+        """Train a search grid's runs as its searches propose them (``work``: a
+        :class:`~experiments.engine.chains.SearchWork`); the exit status.
+
+        This default trains them wave by wave through :meth:`run`: every run the
+        searches want now, then each one's result read back from the store, then
+        the runs those results call for. The local and Ray executors instead hand
+        out each run as soon as a result calls for it (``work.ready``,
+        ``work.hand_out``, ``work.finished``).
+        """
+        status = 0
+        while wave := work.take_all():
+            status = max(status, self.run(wave, ctx, bar=bar, counts=counts, board=board))
+            work.read_back(wave, ctx.experiment_id)
+        return status

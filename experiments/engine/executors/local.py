@@ -7,7 +7,9 @@ this process when its result comes back, and only then set FINISHED. At most
 turn, so that each program is compiled once and loaded from the compilation
 cache by the other workers (``dispatch.Dispatcher``). With pruning, the
 workers read the prune board in shared memory at every evaluation, and runs
-are handed out likely best rate first.
+are handed out likely best rate first. A learning-rate search's runs are
+handed out as its cells propose them (``dispatch.SearchDispatcher``): each
+result is given to the search before the free workers get their next runs.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import multiprocessing as mp
 import signal
 
 from experiments.engine import lifecycle, pruning, store
-from experiments.engine.dispatch import Dispatcher
+from experiments.engine.dispatch import Dispatcher, SearchDispatcher
 from experiments.engine.interrupts import raise_if_stopped, store_write
 from experiments.engine.executors.base import Executor, SweepAborted
 
@@ -59,9 +61,16 @@ class LocalExecutor(Executor):
     name = "local"
 
     def run(self, todo, ctx, *, bar, counts, board=None) -> int:
+        return self._train(Dispatcher(todo, board, lanes=self.workers), ctx, bar=bar, counts=counts, board=board)
+
+    def run_search(self, work, ctx, *, bar, counts, board=None) -> int:
+        return self._train(SearchDispatcher(work, lanes=self.workers), ctx, bar=bar, counts=counts, board=board,
+                           work=work)
+
+    def _train(self, pending, ctx, *, bar, counts, board=None, work=None) -> int:
+        """Train what ``pending`` hands out (None from it: nothing now), telling ``work`` (a search) each result."""
         in_flight: dict[str, object] = {}  # run id -> config, from creation until FINISHED
         futures: dict[cf.Future, str] = {}
-        pending = Dispatcher(todo, board, lanes=self.workers)
         pool = make_pool(self.workers, None if board is None else board.steps)
         status = 0
 
@@ -75,12 +84,12 @@ class LocalExecutor(Executor):
             futures[pool.submit(lifecycle.train_config, cfg, None if board is None else board.slot(cfg))] = run_id
             return True
 
+        # one run queued beyond the workers keeps them busy while this process logs; more would start
+        # before the results that could prune them
+        capacity = self.workers + (self.workers > 1)
         try:
-            # one run queued beyond the workers keeps them busy while this process logs; more would start
-            # before the results that could prune them
-            for _ in range(self.workers + (self.workers > 1)):
-                if not submit_next():
-                    break
+            while len(futures) < capacity and submit_next():
+                pass
             while futures:
                 finished, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
                 for fut in finished:
@@ -96,13 +105,16 @@ class LocalExecutor(Executor):
                         record = lifecycle.finish_run(ctx, run_id, cfg, result)
                         if board is not None:
                             board.record_result(cfg, result)
+                    if work is not None:
+                        work.finished(cfg, record)
                     counts.add(record)
                     status = max(status, int(record.status == "failed"))
                     del in_flight[run_id]
                     bar.update(1)
                     bar.set_postfix(diverged=counts.diverged, failed=counts.failed, refresh=False)
                     raise_if_stopped()
-                    submit_next()
+                    while len(futures) < capacity and submit_next():
+                        pass
         except BaseException as e:  # Ctrl-C, SIGTERM, a dead worker, or the store failing: end what is in flight
             _shutdown(pool)
             for run_id in in_flight:

@@ -12,6 +12,10 @@ trains one after another, :func:`units`). A task trains its configurations in
 turn and logs each run itself to the tracking store the driver names, through
 the same lifecycle as the local executor (``experiments/engine/lifecycle.py``).
 
+A learning-rate search's runs are submitted as its cells propose them:
+each unit's results go to the search (``chains.SearchWork``) as it comes
+back, and the runs they call for become new units.
+
 A task is idempotent, so Ray may retry it after its worker dies
 (``max_retries``): before each configuration it skips one that already has a
 FINISHED run (in this sweep or an earlier one, under either executor) and
@@ -97,6 +101,18 @@ class RayExecutor(Executor):
         size = self.unit_size or default_unit_size(len(todo), self.workers)
         return run_units(self.ray, todo, ctx, unit_size=size, max_retries=self.max_retries, bar=bar, counts=counts)
 
+    def run_search(self, work, ctx, *, bar, counts, board=None) -> int:
+        # pruning as above: a run reads its group's best from the store when it starts, which holds every earlier
+        # round of its cell (a cell's next round is proposed only once its last one has finished)
+        def more(unit, records):
+            for cfg, record in zip(unit, records):
+                work.finished(cfg, record)
+            return work.take_all()
+
+        size = self.unit_size or default_unit_size(round(work.expected_left()), self.workers)
+        return run_units(self.ray, work.take_all(), ctx, unit_size=size, max_retries=self.max_retries, bar=bar,
+                         counts=counts, more=more)
+
 
 def units(configs, unit_size: int) -> list[list]:
     """Split configurations into units of at most ``unit_size`` that share one compiled program.
@@ -132,8 +148,9 @@ def train_unit(configs, ctx: SweepContext) -> list[RunRecord]:
     for cfg in configs:
         h = cfg.hash()
         earlier = store.runs_of_config(ctx.experiment_id, h)
-        if any(r.info.status == "FINISHED" for r in earlier):
-            records.append(RunRecord(h, "skipped"))
+        done = [r for r in earlier if r.info.status == "FINISHED"]
+        if done:
+            records.append(lifecycle.stored_record(done[0]))
             continue
         # a RUNNING run of this sweep is a dead attempt of this task: Ray retried it
         _end_running(ctx, earlier, "KILLED", "the worker died during this run; Ray retried the task")
@@ -209,9 +226,10 @@ def check_store_for_cluster() -> None:
             "(or your team's server), or unset RAY_ADDRESS to use a local Ray instance")
 
 
-def run_units(ray, todo, ctx: SweepContext, *, unit_size: int, max_retries: int, bar, counts) -> int:
+def run_units(ray, todo, ctx: SweepContext, *, unit_size: int, max_retries: int, bar, counts, more=None) -> int:
     """Train ``todo`` as Ray tasks on a connected ``ray``; updates ``counts`` and the bar; returns the exit status.
 
+    ``more(unit, records)``: called as each unit comes back, returns configurations to train next (a search's).
     Ray is shut down at the end (for a cluster: this driver disconnects).
     """
     status = 0
@@ -236,6 +254,8 @@ def run_units(ray, todo, ctx: SweepContext, *, unit_size: int, max_retries: int,
             for rec in records:
                 counts.add(rec)
                 status = max(status, int(rec.status == "failed"))
+            for new in units(more(unit, records), unit_size) if more is not None else ():
+                refs[task.remote(new, ctx)] = new
             bar.update(len(unit))
             bar.set_postfix(diverged=counts.diverged, failed=counts.failed, refresh=False)
             raise_if_stopped()
