@@ -74,6 +74,7 @@ def _run_row(r) -> dict:
         "outcome": r.data.tags.get("outcome", ""),
         "cfg_hash": r.data.tags.get("cfg_hash", ""),
         "group_hash": r.data.tags.get("group_hash", ""),
+        "prune_group": r.data.tags.get("prune_group", ""),
         **{k: r.data.tags.get(k, "") for k in ("git_commit", "git_dirty", "jax_version", "optax_version",
                                                "mlflow_version", "device")},
     }

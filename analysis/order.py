@@ -62,11 +62,14 @@ def meta(name: str) -> dict:
 
 
 def labels_of(runs: pd.DataFrame, name: str) -> pd.DataFrame:
-    """Each run's ``workload`` and ``arm`` label, from the grid ``name`` that made it (matched by ``cfg_hash``;
-    "" where the grid gives none, or the run is not one of its configurations)."""
+    """Each run's ``workload`` and ``arm`` label, from the grid ``name`` that made it (matched by ``cfg_hash``, or
+    for a searched learning rate by the run's ``prune_group``, its configuration without the rate; "" where the
+    grid gives none, or the run is not one of its configurations)."""
     g = grid(name)
     known = g.labels if g is not None else {}
-    pairs = [known.get(h, ("", "")) for h in runs.get("cfg_hash", pd.Series("", index=runs.index))]
+    empty = pd.Series("", index=runs.index)
+    pairs = [known.get(h) or known.get(p) or ("", "")
+             for h, p in zip(runs.get("cfg_hash", empty), runs.get("prune_group", empty).fillna(""))]
     return pd.DataFrame(pairs, columns=["workload", "arm"], index=runs.index)
 
 
@@ -76,7 +79,7 @@ def workload_labels(name: str) -> dict[str, str]:
     out: dict[str, str] = {}
     if g is None:
         return out
-    for cfg in g.configs:
-        lab = g.labels.get(cfg.hash(), ("", ""))[0]
+    for cfg in g.configs or [c.template for c in g.cells]:
+        lab = g.label_of(cfg)[0]
         out.setdefault(f"{cfg.dataset}-{cfg.model}", lab or f"{cfg.dataset}-{cfg.model}")
     return out
