@@ -113,8 +113,8 @@ def text(ctx: Context, generated: str) -> str:
         if s.text is None:
             continue
         lines += [f"## {s.header}", "", s.text(ctx), ""]
-        if s.limits:
-            lines += [f"**Limits.** {s.limits}", ""]
+        if limits := (s.limits(ctx) if callable(s.limits) else s.limits):
+            lines += [f"**Limits.** {limits}", ""]
     lines += ["## Appendix: long tables and provenance", ""]
     for top in SECTIONS:
         for s in top.walk():

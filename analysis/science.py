@@ -105,11 +105,35 @@ class ScienceFacts:
         return self.labels.get(workload, workload)
 
 
+def task_of(runs: pd.DataFrame) -> pd.Series:
+    """run_id -> the task of its data set (``classification``, ``regression``, ...)."""
+    data = runs.get("dataset", pd.Series("mnist1d", index=runs.index)).fillna("mnist1d")
+    return pd.Series([DATASETS[d].task if d in DATASETS else "classification" for d in data],
+                     index=runs["run_id"].to_numpy())
+
+
+def own_target_steps(runs: pd.DataFrame, history: pd.DataFrame, target: str) -> pd.DataFrame:
+    """Each run's steps to its own ``target`` level (its ``target_loss`` or ``target_val``), interpolated between
+    evaluations as :mod:`analysis.levels` reads them: run_id, steps (inf: not reached; NaN: no such target), bound."""
+    field_name = TARGET_FIELDS[target]
+    if field_name not in runs:
+        return pd.DataFrame({"run_id": runs["run_id"], "steps": np.nan, "bound": False})
+    values = lv.target_values(history[history["run_id"].isin(runs["run_id"])], target, task_of(runs))
+    parts = []
+    for level, g in runs.dropna(subset=[field_name]).groupby(field_name):
+        cross = lv.crossings(values[values["run_id"].isin(g["run_id"])], [level])
+        seen = set(cross["run_id"])
+        missing = [r for r in g["run_id"] if r not in seen]  # no history: not reached
+        parts += [cross[["run_id", "steps", "bound"]],
+                  pd.DataFrame({"run_id": missing, "steps": np.inf, "bound": False})]
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["run_id", "steps", "bound"])
+    return runs[["run_id"]].merge(out, on="run_id", how="left")
+
+
 def per_seed_steps(runs: pd.DataFrame, history: pd.DataFrame, levels) -> pd.DataFrame:
     """Every (workload, optimizer, B, seed, target, level): the fewest steps over rates, read from the histories."""
     work = workload_of(runs)
-    task = pd.Series([DATASETS[d].task if d in DATASETS else "classification" for d in runs.get(
-        "dataset", pd.Series("mnist1d", index=runs.index))], index=runs["run_id"].to_numpy())
+    task = task_of(runs)
     parts = []
     for (w, target), lev in levels.items():
         sub = runs[work == w]

@@ -85,7 +85,7 @@ class Section:
     provides: tuple[Provider, ...] = ()
     figures: tuple[FigureSpec, ...] = ()
     parts: tuple[Section, ...] = ()
-    limits: str | None = None
+    limits: str | Callable[[Context], str] | None = None  # a callable reads the facts (seed counts)
     finding: tuple[str, Callable[[Context], Answer | str | None]] | None = None
     heading: str | None = None  # the report's heading; default "<key>. <title>"
     appendix: Callable[[Context], str] | None = None

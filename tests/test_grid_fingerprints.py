@@ -51,7 +51,9 @@ def _old_style_name(cfg) -> str:
 
 
 def identity(name: str) -> dict:
-    configs = grids.load(_source(name)).configs
+    sweep = grids.load(_source(name))
+    # a grid whose learning rate is searched has cells: each one's template (its configuration at the first rate)
+    configs = sweep.configs or [c.template for c in sweep.cells]
     return {
         "n": len(configs),
         "cfg_hash": [c.hash() for c in configs],

@@ -69,6 +69,8 @@ def test_the_quick_study_gives_every_section_of_the_report_numbers(tmp_path):
     assert len(sections) >= 11
     for s in sections:
         title = s.splitlines()[0]
+        if title == "Contents":
+            continue
         assert "Not measured" not in s and "not measured yet" not in s.lower(), title
         assert re.search(r"\d\.\d", s), f"no number in section {title!r}"
     for name in ("w1_steps_to_target", "w2_b_simple_vs_b_crit", "w3_generalisation", "q8a_accumulation",

@@ -227,7 +227,7 @@ def test_the_generalisation_budgets_pick_the_rate_by_validation_and_read_test_th
     epochs = generalisation.BUDGETS[0]  # 10 epochs of 1150 examples: 1438 steps at B = 8, 23 at B = 512
     assert t.loc[(epochs, 8), "step"] == 1450 and t.loc[(epochs, 512), "step"] == 50
     gaps = g.gaps.set_index("budget")
-    assert gaps.loc[epochs, "verdict"] == "larger B worse" and gaps.loc[conv, "verdict"] == "no consistent gap"
+    assert gaps.loc[epochs, "verdict"] == "larger B worse" and gaps.loc[conv, "verdict"] == "not resolved"
 
 
 def test_a_pruned_run_that_reached_one_target_counts_for_it():

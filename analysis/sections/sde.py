@@ -1,6 +1,7 @@
 """Q8, part 3: the SDE square-root rule (Malladi et al. 2022). The ``sde`` sweep: Adam at a reference B0 and
 scaled to κB0 by the square-root rule, the linear rule or not at all; each rule's training-loss curve against
-examples seen, its distance to the reference's and the reference's own seed noise."""
+examples seen, its seed-paired difference from the reference's, and the reference's own seed noise as the margin
+of equivalence."""
 
 from __future__ import annotations
 
@@ -9,29 +10,31 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis import load, order, plots, reduce
+from analysis import load, order, plots, stats
 from analysis.markdown import interval, md_table
 from analysis.plots import Skip
 from analysis.section import Context, FigureSpec, Provider, Section
 
 plt = plots.plt
 REFERENCE = "reference"  # the sde grid's label of the arm the rules scale from (its meta names the rate)
-LEVEL = 0.95
+ALPHA = 0.05  # Holm's family-wise error rate over the section's comparisons
 
 
 @dataclass(frozen=True)
 class SdeFacts:
-    """The reference at B0 and each rule's training-loss curve against examples seen, and the distance
-    between each rule's curve and the reference's (mean over the evaluations of |difference of the medians
-    over seeds of log loss|; its bootstrap interval resamples both arms' seeds, which biases it upward),
-    the reference's seed-to-seed spread (mean over evaluations of the std over seeds of log loss) and the
-    seed-noise level (95th percentile of the reference's distance to itself under resampling)."""
+    """The reference at B0 and each rule's training-loss curve against examples seen. Per rule and κ, the
+    seed-paired difference of log loss from the reference's (the same seed: the same initialisation), averaged over
+    the evaluations (``mean``) and at the last (``final``), each a mean over seeds with its 95% t-interval; the
+    margin of equivalence is the reference's own seed-to-seed standard deviation of log loss (``spread``). A rule
+    *matches* the reference where both intervals lie inside ±spread (equivalence: a difference that small is
+    within the seed noise, even where it is resolved from 0), else *differs* where the whole-curve difference is
+    resolved from 0 under Holm's rule over the section's comparisons, and is *not resolved* otherwise."""
 
     experiment: str
     b0: int
     lr0: float
     curves: pd.DataFrame  # rule, kappa, batch_size, seed, examples, loss
-    distances: pd.DataFrame  # rule, kappa, distance [lo, hi], spread, noise, within (distance <= noise)
+    distances: pd.DataFrame  # rule, kappa, batch_size, mean [lo, hi], final [lo, hi], p, p_holm, spread, verdict
     reference_rates: pd.DataFrame  # learning_rate, final loss (median over seeds) at B0
     rules: tuple[str, ...] = ()  # the rules' labels (the grid's arms but the reference), in the grid's order
 
@@ -46,15 +49,22 @@ def sde_rule_of(runs: pd.DataFrame, lr0: float) -> pd.Series:
     return pd.Series(out, index=runs.index)
 
 
-def _distance(rule: np.ndarray, ref: np.ndarray) -> float:
-    """Mean over examples of |median over seeds of log loss, rule − reference| (rows: seeds)."""
-    with np.errstate(invalid="ignore"):
-        d = np.abs(np.median(rule, axis=0) - np.median(ref, axis=0))
-    return float(np.mean(d)) if np.all(np.isfinite(d)) else np.inf
+def sde_verdict(mean: tuple[float, float, float], final: tuple[float, float, float], margin: float,
+                p_holm: float) -> str:
+    """"matches", "differs" or "not resolved" (see :class:`SdeFacts`).
+
+    >>> sde_verdict((0.01, -0.02, 0.04), (0.0, -0.03, 0.03), 0.05, 0.6)
+    'matches'
+    >>> sde_verdict((0.3, 0.2, 0.4), (0.1, 0.0, 0.2), 0.05, 0.001)
+    'differs'
+    """
+    inside = all(np.isfinite(v[1]) and np.isfinite(v[2]) and -margin < v[1] and v[2] < margin for v in (mean, final))
+    if inside:  # equivalent within the margin, even where a smaller difference is resolved
+        return "matches"
+    return "differs" if np.isfinite(p_holm) and p_holm < ALPHA else "not resolved"
 
 
-def sde_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "sde", lr0: float | None = None,
-              n_boot: int = 1000) -> SdeFacts:
+def sde_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "sde", lr0: float | None = None) -> SdeFacts:
     """``runs`` with an ``arm`` column (else each run's arm is its label in the grid ``<experiment>``); ``lr0``:
     the reference's rate (default: the grid's ``[meta] reference_learning_rate``). B0 is the reference arm's batch
     size, κ = B / B0."""
@@ -76,33 +86,41 @@ def sde_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "sde"
                  .rename(columns={"loss": "final_loss"}))
     curves = h[h["rule"] != "other"][["rule", "kappa", "batch_size", "seed", "examples", "loss"]]
 
-    def matrix(d: pd.DataFrame) -> np.ndarray:
-        return np.log(d.pivot_table(index="seed", columns="examples", values="loss", aggfunc="first").to_numpy(float))
+    def matrix(d: pd.DataFrame) -> pd.DataFrame:
+        """log loss, rows seeds, columns examples seen"""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log(d.pivot_table(index="seed", columns="examples", values="loss", aggfunc="first"))
 
     ref = matrix(curves[curves["rule"] == REFERENCE])
-    spread = float(np.mean(np.std(ref, axis=0, ddof=1))) if ref.shape[0] > 1 else np.nan
-    rng = np.random.default_rng(0)
-    n = len(ref)
-    # seed noise: the distance between two resamples of the reference's own seeds; a rule whose distance is
-    # under its 95th percentile is as close to the reference as the reference is to itself
-    null = [_distance(ref[rng.integers(0, n, n)], ref[rng.integers(0, n, n)]) for _ in range(n_boot)]
-    noise = float(np.quantile(null, LEVEL)) if n > 1 else np.nan
+    spread = float(np.mean(np.std(ref.to_numpy(float), axis=0, ddof=1))) if len(ref) > 1 else np.nan
     rows = []
     for (rule, kappa), d in curves[curves["rule"] != REFERENCE].groupby(["rule", "kappa"]):
         m = matrix(d)
-        cols = min(m.shape[1], ref.shape[1])
-        m, r = m[:, :cols], ref[:, :cols]
-        point = _distance(m, r)
-        reps = [_distance(m[rng.integers(0, len(m), len(m))], r[rng.integers(0, len(r), len(r))]) for _ in range(n_boot)]
-        lo, hi = reduce.percentile_interval(reps, LEVEL, n_boot)
-        rows.append({"rule": rule, "kappa": int(kappa), "batch_size": int(kappa * b0), "distance": point, "lo": lo,
-                     "hi": hi, "spread": spread, "noise": noise, "within": bool(point <= noise), "n_seeds": len(m)})
-    distances = pd.DataFrame(rows)
+        seeds = m.index.intersection(ref.index)
+        cols = m.columns.intersection(ref.columns)  # the evaluations both curves have, in examples seen
+        diff = (m.loc[seeds, cols] - ref.loc[seeds, cols]).to_numpy(float)
+        diff = np.where(np.isnan(diff), np.inf, diff)  # a diverged run's loss is not finite: no value
+        whole = stats.mean_interval(diff.mean(axis=1)) if diff.size else (np.nan,) * 4
+        last = stats.mean_interval(diff[:, -1]) if diff.size else (np.nan,) * 4
+        rows.append({"rule": rule, "kappa": int(kappa), "batch_size": int(kappa * b0),
+                     "mean": whole[0], "lo": whole[1], "hi": whole[2], "p": whole[3],
+                     "final": last[0], "final_lo": last[1], "final_hi": last[2],
+                     "spread": spread, "n_seeds": len(seeds), "n_diverged": int((~np.isfinite(diff)).any(axis=1).sum()),
+                     "n_evals": len(cols)})
+    distances = pd.DataFrame(rows, columns=["rule", "kappa", "batch_size", "mean", "lo", "hi", "p", "final",
+                                            "final_lo", "final_hi", "spread", "n_seeds", "n_diverged", "n_evals"])
+    distances["p_holm"] = stats.holm(distances["p"].fillna(1.0)) if len(distances) else []
+    distances["verdict"] = [  # a seed whose loss left the floats (diverged) is no value: the rule failed there
+        f"diverged in {r.n_diverged} of {r.n_seeds} seeds" if r.n_diverged else
+        sde_verdict((r.mean, r.lo, r.hi), (r.final, r.final_lo, r.final_hi), r.spread, r.p_holm)
+        for r in distances.itertuples()]
     if not distances.empty:
         rank = {rule: i for i, rule in enumerate(rules)}
         distances = distances.sort_values(["kappa", "rule"], key=lambda s: s.map(rank) if s.name == "rule" else s)
         distances = distances.reset_index(drop=True)
     return SdeFacts(experiment, b0, lr0, curves.reset_index(drop=True), distances, ref_rates, rules)
+
+
 def text(ctx: Context) -> str:
     s = ctx.sde
     if s is None:
@@ -112,32 +130,52 @@ def text(ctx: Context) -> str:
         return "The sde sweep holds no scaled run.\n"
     rates = s.reference_rates.sort_values("learning_rate")
     best = float(rates.loc[rates["final_loss"].idxmin(), "learning_rate"])
-    noise = float(d["noise"].iloc[0])
-    within = d[d["within"]]
-    show = pd.DataFrame({"κ": d["kappa"], "B": d["batch_size"], "rule": d["rule"],
-                         "distance D [95% CI]": [interval(*r, fmt=".3f") for r in d[["distance", "lo", "hi"]].to_numpy()],
-                         "within seed noise": d["within"].map({True: "yes", False: "no"})})
-    by_rule = {rule: ", ".join(f"κ = {k}" for k in within[within["rule"] == rule]["kappa"]) or "no κ"
-               for rule in s.rules}
-    missed = sorted(set(d["kappa"]) - set(within[within["rule"] == "square-root"]["kappa"]))
+    spread = float(d["spread"].iloc[0])
+    by = {(r.rule, r.kappa): r for r in d.itertuples()}
+    kappas = sorted(d["kappa"].unique())
+
+    def where(rule: str, v: str) -> list[int]:
+        return [k for k in kappas if (rule, k) in by and by[rule, k].verdict == v]
+
+    def phrase(rule: str) -> str:
+        parts = [f"{v} at κ ∈ {{{', '.join(map(str, ks))}}}" for v in ("matches", "not resolved", "differs")
+                 if (ks := where(rule, v))]
+        parts += [f"{by[rule, k].verdict} at κ = {k}" for k in kappas
+                  if (rule, k) in by and by[rule, k].verdict.startswith("diverged")]
+        return "; ".join(parts) or "not measured"
+
+    sqrt = "square-root" if "square-root" in s.rules else s.rules[0]
+    m = where(sqrt, "matches")
+    dif = [k for k in kappas if (sqrt, k) in by and by[sqrt, k].verdict not in ("matches", "not resolved")]
+    head = ("**Yes, within the seed noise at every κ measured**" if len(m) == len(kappas) else
+            f"**Yes at κ ∈ {{{', '.join(map(str, m))}}}, no at κ ∈ {{{', '.join(map(str, dif))}}}**" if m and dif else
+            f"**Within the seed noise at κ ∈ {{{', '.join(map(str, m))}}}; not resolved elsewhere**" if m else
+            f"**No: it differs from the reference at κ ∈ {{{', '.join(map(str, dif))}}}**" if dif else
+            "**Not resolved at any κ**")
+    show = pd.DataFrame({
+        "κ": d["kappa"], "B": d["batch_size"], "rule": d["rule"],
+        "Δ log loss, whole curve [95% CI]": [interval(*r, fmt="+.3f") for r in d[["mean", "lo", "hi"]].to_numpy()],
+        "Δ at the end [95% CI]": [interval(*r, fmt="+.3f") for r in d[["final", "final_lo", "final_hi"]].to_numpy()],
+        "p (Holm)": d["p_holm"], "verdict": d["verdict"]})
+    n = int(d["n_seeds"].max())
     return "\n".join([
-        f"**The SDE square-root rule (Malladi et al. 2022) keeps Adam's loss-against-examples curve within seed "
-        f"noise at {by_rule['square-root']}**" + (f", not at κ = {', '.join(map(str, missed))}" if missed else "")
-        + f". From the reference B0 = {s.b0} at lr {s.lr0:g} (of its half-decade neighbours, the best "
-        f"final training loss was at lr {best:g}: "
-        + ", ".join(f"{r.learning_rate:g} → {r.final_loss:.3f}" for r in rates.itertuples())
-        + f"), each κ scales B to κB0 by the square-root rule (η√κ, 1 − β1 and 1 − β2 times κ, ε/√κ), the linear "
-        "rule (ηκ) or none, and every run sees the same 65,536 examples. D is the mean over evaluations of "
-        "|Δ median log loss| against the reference; the seed noise is the 95th percentile of D between two "
-        f"resamples of the reference's own seeds (**{noise:.3f}**; the reference's seed-to-seed standard deviation "
-        f"of log loss is {float(d['spread'].iloc[0]):.3f}). Within the seed noise: square-root rule at "
-        f"{by_rule['square-root']}; linear rule at {by_rule['linear']}; no rescaling at {by_rule['none']}.",
+        f"**Does the SDE square-root rule (Malladi et al. 2022) keep Adam's training curve when B grows?** {head}: "
+        f"scaled from B0 = {s.b0} by the square-root rule (η√κ, 1 − β1 and 1 − β2 times κ, ε/√κ), Adam's training "
+        f"loss against examples seen {phrase(sqrt)}; "
+        + "; ".join(f"the {rule} rule {phrase(rule)}" for rule in s.rules if rule != sqrt) + ". "
+        f"Evidence: experiment `{s.experiment}`, MNIST-1D MLP, {n} seeds, every run the same 65,536 examples. Per "
+        "seed, the difference of log training loss from the reference's (the same seed: the same initialisation), "
+        "averaged over the evaluations and at the last one; the mean over seeds with its 95% t-interval. A rule "
+        f"*matches* where both intervals lie inside ±{spread:.3f}, the reference's own seed-to-seed standard "
+        "deviation of log loss; otherwise it *differs* where the whole-curve difference is resolved from 0 under Holm's rule "
+        f"over the section's {len(d)} comparisons (5%); otherwise *not resolved*.",
         "",
         md_table(show, ".3g"), "",
-        "(D's interval resamples the seeds of both curves, which adds seed noise to an absolute difference: it sits "
-        "above the point estimate when the curves agree.) To first order the square-root rule's β2, 1 − κ(1 − β2), "
-        "is the half-life rule's β2^κ; its β1 = 1 − κ(1 − β1) reaches 0.2 at κ = 8, where the first-order SDE "
-        "approximation is least justified.",
+        f"Limits: one workload and one reference rate, lr {s.lr0:g} at B0 (of its half-decade neighbours, the best "
+        f"final training loss was at lr {best:g}: "
+        + ", ".join(f"{r.learning_rate:g} → {r.final_loss:.3f}" for r in rates.itertuples())
+        + "). To first order the square-root rule's β2, 1 − κ(1 − β2), is the half-life rule's β2^κ; its β1 = "
+        "1 − κ(1 − β1) reaches 0.2 at κ = 8, where the first-order SDE approximation is least justified.",
         "",
         ctx.figure("q8c_sde"),
     ])
@@ -161,7 +199,7 @@ def sde_figure(ctx: Context):
             d = c[(c["rule"] == rule) & (c["kappa"] == kappa)].groupby("examples")["loss"].median()
             if len(d):
                 row = s.distances[(s.distances["rule"] == rule) & (s.distances["kappa"] == kappa)]
-                dist = f" (D = {row['distance'].iloc[0]:.2f})" if len(row) else ""
+                dist = f" (Δ = {row['mean'].iloc[0]:+.2f}, {row['verdict'].iloc[0]})" if len(row) else ""
                 ax.plot(d.index, d.to_numpy(), lw=1, color=colors[rule], label=f"{rule}{dist}")
         ax.set_yscale("log")
         ax.set_xlabel("examples seen")
@@ -169,9 +207,10 @@ def sde_figure(ctx: Context):
         ax.legend(fontsize=6, loc="lower left")
         if j == 0:
             ax.set_ylabel("training loss (median over seeds)")
-    noise = s.distances["noise"].iloc[0] if len(s.distances) else np.nan
+    spread = s.distances["spread"].iloc[0] if len(s.distances) else np.nan
     plots.suptitle(fig, f"Q8: Adam scaled from B = {s.b0} to κB by the SDE square-root rule, the linear rule or not at all "
-                 f"(MNIST-1D MLP)\nD: mean |Δ log loss| against the reference (seed noise: {noise:.2f})", fontsize=9)
+                 f"(MNIST-1D MLP)\nΔ: mean over seeds and evaluations of the paired difference of log loss from the reference "
+                        f"(its seed SD: {spread:.2f})", fontsize=9)
     return fig
 
 
