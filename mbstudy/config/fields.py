@@ -62,7 +62,7 @@ class TrainConfig:
     ``loss="auto"`` picks cross-entropy for classification data and MSE for
     regression. ``momentum`` is used by ``optimizer="momentum"`` only (heavy
     ball, ``v <- g + momentum v``, ``theta <- theta - lr v``), ``eps``, ``beta1`` and
-    ``beta2`` by ``adam`` only (:mod:`mbstudy.scaling_rules` rescales them with B);
+    ``beta2`` by ``adam`` and ``adamw`` (``muon`` reads ``eps``; :mod:`mbstudy.scaling_rules` rescales them with B);
     an optimizer's other hyper-parameters go in ``opt_args`` (:mod:`mbstudy.optimizers`).
     ``accumulation`` = k computes each step's gradient over k micro-batches of
     ``batch_size / k`` examples (the same examples, in the same order, as the
@@ -125,10 +125,11 @@ class TrainConfig:
                                   checks.learning_rate)
     momentum: float = _field(0.9, "optimizer", "heavy-ball momentum (optimizer momentum)",
                              checks.momentum)
-    eps: float = _field(1e-8, "optimizer", "Adam's epsilon", checks.eps)
-    beta1: float = _field(0.9, "optimizer", "Adam's first-moment decay (optimizer adam)", checks.beta, since=2)
-    beta2: float = _field(0.999, "optimizer", "Adam's second-moment decay (optimizer adam); mbstudy.scaling_rules "
-                          "converts it between batch sizes", checks.beta, since=2)
+    eps: float = _field(1e-8, "optimizer", "Adam's epsilon (optimizers adam, adamw and muon)", checks.eps)
+    beta1: float = _field(0.9, "optimizer", "Adam's first-moment decay (optimizers adam and adamw)", checks.beta,
+                          since=2)
+    beta2: float = _field(0.999, "optimizer", "Adam's second-moment decay (optimizers adam and adamw); "
+                          "mbstudy.scaling_rules converts it between batch sizes", checks.beta, since=2)
     opt_args: str = _field("", "optimizer", "the optimizer's own hyper-parameters (not TrainConfig fields) that "
                            "differ from their defaults, as name=value pairs separated by commas, e.g. 'b2=0.95' "
                            "(its entry in mbstudy.optimizers lists them and their defaults)", checks.opt_args, since=2)
