@@ -91,7 +91,7 @@ baselines: setup ## what a linear model reaches on each workload's data (the flo
 study: setup ## everything the report uses: the default, science, generalisation, seeds and published sweeps, both experiments and the benchmark, with an ETA across them (resumable)
 	$(PY) -m experiments.study
 
-study-extended: setup ## make study, then Q9's sweeps (critical batch size over training, warm-up, data and width scaling); resumable
+study-extended: setup ## make study, then Q9's sweeps (critical batch size over training, warm-up, data and width scaling) and the CNN's ablation; resumable
 	$(PY) -m experiments.study --extended
 
 study-quick: setup ## the same steps on fewer seeds and batch sizes: every section of the report, wider intervals

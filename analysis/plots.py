@@ -8,6 +8,7 @@ scales and labels; it neither creates figures nor saves them (that is
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -235,6 +236,40 @@ def plot_pow2(ax, p2: pd.DataFrame) -> None:
     ax.set_xlabel("2^k")
     ax.set_ylabel("step time / step time at 2^k")
     ax.legend()
+
+
+# ------------------------------------------------------- arms of an ablation (the CNN's accuracy)
+
+
+def plot_arm_curves(ax, curves: pd.DataFrame, colors: dict, reference: float | None = None) -> None:
+    """A metric against steps per arm (``curves``: arm, step, mean, low, high): mean line, seed-range band; the
+    first evaluation is left out (at chance it squeezes the rest), ``reference`` dashed."""
+    for arm, g in curves.groupby("arm", sort=False):
+        g = g[g["step"] > 0]
+        ax.plot(g["step"], g["mean"], color=colors[arm], lw=1.2, label=arm)
+        ax.fill_between(g["step"], g["low"], g["high"], color=colors[arm], alpha=0.15, linewidth=0)
+    if reference is not None and np.isfinite(reference):
+        ax.axhline(reference, color="k", ls="--", lw=1)
+    ax.set_xlabel("steps")
+    ax.set_ylabel("test accuracy (mean over seeds)")
+    ax.legend(fontsize=6.5, loc="lower right")
+
+
+def plot_arm_values(ax, per_seed: pd.DataFrame, summary: pd.DataFrame, colors: dict,
+                    reference: float | None = None) -> None:
+    """One column per arm in ``summary``'s order (arm, mean, lo, hi): the seeds' values (``per_seed``: arm, value)
+    as dots, the mean and its interval as a bar; ``reference`` dashed."""
+    arms = list(summary["arm"])
+    for i, arm in enumerate(arms):
+        v = per_seed.loc[per_seed["arm"] == arm, "value"].to_numpy(float)
+        ax.plot(i + np.linspace(-0.12, 0.12, len(v)), v, "o", ms=3, color=colors[arm], alpha=0.6)
+        row = summary[summary["arm"] == arm].iloc[0]
+        errorbar(ax, [i + 0.25], [row["mean"]], [row["lo"]], [row["hi"]], fmt="s", color=colors[arm])
+    if reference is not None and np.isfinite(reference):
+        ax.axhline(reference, color="k", ls="--", lw=1)
+    ax.set_xticks(range(len(arms)))
+    ax.set_xticklabels([textwrap.fill(a, 14) for a in arms], fontsize=6.5)
+    ax.set_xlim(-0.5, len(arms) - 0.4)
 
 
 # ------------------------------------------------------- shared helpers

@@ -3,7 +3,8 @@
 ``python -m experiments.study`` (``make study``) runs the sweeps and the side
 experiments of the full study (Q1–Q8); ``--extended`` (``make study-extended``)
 adds Q9's three sweeps (:data:`EXTENDED`: branches from checkpoints, batch-size
-warm-up, data and width scaling), which take about half as long again, so run
+warm-up, data and width scaling) and the CNN's ablation against the MNIST-1D
+paper's 94% (initialisation × batch order), about half as long again, so run
 after ``make study`` it trains only those; ``--quick`` (``make study-quick``) the same
 steps, Q9's included, with fewer seeds and batch sizes and without the CNN workload
 (:data:`QUICK`), which gives every section of the report with wider intervals
@@ -48,17 +49,19 @@ FULL = [
     ("bench", ["experiments.bench"]),
 ]
 
-# Q9 (make study-extended: the full study, then these)
+# Q9, and the CNN's gap to the MNIST-1D paper's 94% (make study-extended: the full study, then these)
 EXTENDED = [
     *FULL,
     ("sweep branching", ["experiments.sweep", "branching"]),
     ("sweep warmup", ["experiments.sweep", "warmup"]),
     ("sweep scaling", ["experiments.sweep", "scaling"]),
+    ("sweep cnn_ablation", ["experiments.sweep", "cnn_ablation"]),
 ]
 
 # the quick study: the same steps on fewer seeds and batch sizes, and the MLP workloads only (the CNN is most of
 # the science and generalisation sweeps' time), Q8's sweeps on one or two seeds (accumulation: SGD), Q9's on two seeds
-# and fewer checkpoints, batch sizes and sizes; every section of the report, with wider intervals
+# and fewer checkpoints, batch sizes and sizes, the CNN's ablation on one seed and its two PyTorch-initialised arms
+# (the paper's code's and the shuffled one); every section of the report, with wider intervals
 QUICK = [
     ("sweep default", ["experiments.sweep", "default", "--set", "seed=0", "--set", "batch_size=[1, 16, 256]"]),
     ("sweep science", ["experiments.sweep", "science", "--only", "model=mlp", "--set", "seed=[0, 1]",
@@ -79,6 +82,7 @@ QUICK = [
     ("sweep warmup", ["experiments.sweep", "warmup", "--set", "seed=[0, 1]", "--only", "batch_size=[32, 64, 128, 256]"]),
     ("sweep scaling", ["experiments.sweep", "scaling", "--set", "seed=[0, 1]", "--set", "hidden=[100, 100]",
                        "--only", "n_train=[1000, 4000]", "--only", "batch_size=[32, 128, 512]"]),
+    ("sweep cnn_ablation", ["experiments.sweep", "cnn_ablation", "--set", "seed=0", "--only", "init=torch_default"]),
 ]
 
 # seconds per step on two cores (Intel Xeon, this project's CI machine), until this machine has its own
@@ -89,11 +93,11 @@ FIRST_GUESS = {
     "extended": {"sweep default": 250, "sweep science": 1200, "sweep generalisation": 270, "sweep seeds": 20,
                  "sweep published": 60, "sweep accumulation": 120, "sweep beta2": 190, "sweep sde": 22,
                  "equivalence": 30, "reduction": 30, "bench": 420, "sweep branching": 180, "sweep warmup": 50,
-                 "sweep scaling": 420},
+                 "sweep scaling": 420, "sweep cnn_ablation": 170},
     "quick": {"sweep default": 40, "sweep science": 100, "sweep generalisation": 60, "sweep seeds": 20,
               "sweep published": 25, "sweep accumulation": 45, "sweep beta2": 10, "sweep sde": 10,
               "equivalence": 30, "reduction": 30, "bench": 40, "sweep branching": 30, "sweep warmup": 30,
-              "sweep scaling": 60},
+              "sweep scaling": 60, "sweep cnn_ablation": 35},
 }
 
 
@@ -163,7 +167,7 @@ def main(argv=None) -> int:
     group = ap.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_true", help="fewer seeds and batch sizes: every section, wider intervals")
     group.add_argument("--extended", action="store_true", help="the full study and Q9's sweeps (branching, warm-up, "
-                       "data and width scaling)")
+                       "data and width scaling), and the CNN's ablation against the paper's 94%%")
     ap.add_argument("--list", action="store_true", help="print the steps and their expected times, run nothing")
     a = ap.parse_args(argv)
     mode, steps = ("quick", QUICK) if a.quick else ("extended", EXTENDED) if a.extended else ("full", FULL)

@@ -13,11 +13,16 @@ the gradient of its output, what ``dL/dparams`` and ``dL/dx`` are. The
 per-example gradient recipes (:mod:`mbstudy.per_example`) need, for each
 parametrised layer, its input ``a`` and the gradient ``delta`` of its output,
 which :meth:`mbstudy.model.Network.forward` provides.
+
+How a dense or convolutional layer draws its initial weights and biases is a
+scheme of :data:`INITS`, named by the layer's ``init_scheme`` (one entry per scheme):
+``"he_normal"``, the study's default, and ``"torch_default"``, PyTorch's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -33,22 +38,66 @@ def _shape(a: Any) -> tuple[int, ...] | None:
     return tuple(a.shape) if hasattr(a, "shape") else None
 
 
+def he_normal(key: jax.Array, w_shape: tuple[int, ...], fan_in: int, gain: float, dtype: Any
+              ) -> tuple[jax.Array, jax.Array]:
+    """Weights from N(0, gain / fan_in), biases zero: the study's default.
+
+    Gain 2 is He's (a ReLU follows the layer), gain 1 LeCun's (tanh, or the
+    last, linear layer). The weights are drawn from ``key`` itself, as they
+    always were, so every stored run starts where it did.
+    """
+    w = jax.random.normal(key, w_shape, dtype) * jnp.sqrt(gain / fan_in).astype(dtype)
+    return w, jnp.zeros((w_shape[-1],), dtype)
+
+
+def torch_default(key: jax.Array, w_shape: tuple[int, ...], fan_in: int, gain: float, dtype: Any
+                  ) -> tuple[jax.Array, jax.Array]:
+    """PyTorch's default for ``nn.Linear`` and ``nn.Conv1d``: weights and biases from U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+    ``reset_parameters`` draws the weights by ``kaiming_uniform_(a=sqrt(5))``,
+    whose bound ``sqrt(2 / (1 + a^2)) * sqrt(3 / fan_in)`` is ``1 / sqrt(fan_in)``
+    (a variance of ``1 / (3 fan_in)``, a sixth of He's), and the biases from
+    the same interval (``fan_in``: ``n_in`` for a dense layer, ``kernel * c_in``
+    for a convolution). ``gain`` is not read: PyTorch's default does not know
+    which activation follows.
+    """
+    bound = 1.0 / math.sqrt(fan_in)
+    k_w, k_b = jax.random.split(key)
+    w = jax.random.uniform(k_w, w_shape, dtype, -bound, bound)
+    return w, jax.random.uniform(k_b, (w_shape[-1],), dtype, -bound, bound)
+
+
+# (key, weight shape, fan_in, gain, dtype) -> (weights, biases); the schemes a layer's ``init`` can name
+INITS = {"he_normal": he_normal, "torch_default": torch_default}
+
+
+def _check_init(layer: Any) -> None:
+    if layer.init_scheme not in INITS:
+        raise ValueError(f"{type(layer).__name__}: init_scheme must be one of {list(INITS)}; "
+                         f"received {layer.init_scheme!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Dense:
     """``z = a W + b`` with ``W: (n_in, n_out)``, ``b: (n_out,)``.
 
     Chain rule, for one example: ``dL/dW = a (outer) delta``, ``dL/db = delta``,
-    ``dL/da = W delta``. Weights start at N(0, gain / n_in) (gain 1: LeCun,
-    2: He), biases at zero.
+    ``dL/da = W delta``. Initial values: the scheme ``init_scheme`` of :data:`INITS`
+    with ``fan_in = n_in``; by default weights from N(0, gain / n_in) (gain 1:
+    LeCun, 2: He) and biases zero, ``"torch_default"`` PyTorch's ``nn.Linear``.
     """
 
     n_in: int
     n_out: int
     gain: float = 1.0
+    init_scheme: str = "he_normal"
+
+    def __post_init__(self) -> None:
+        _check_init(self)
 
     def init(self, key: jax.Array, dtype: Any) -> dict[str, jax.Array]:
-        w = jax.random.normal(key, (self.n_in, self.n_out), dtype) * jnp.sqrt(self.gain / self.n_in).astype(dtype)
-        return {"w": w, "b": jnp.zeros((self.n_out,), dtype)}
+        w, b = INITS[self.init_scheme](key, (self.n_in, self.n_out), self.n_in, self.gain, dtype)
+        return {"w": w, "b": b}
 
     def apply(self, params: dict[str, jax.Array], a: jax.Array) -> jax.Array:
         return a @ params["w"] + params["b"]
@@ -118,9 +167,10 @@ class Conv1D:
     Chain rule, for one example, with ``delta_t = dL/dz_t``: a dense layer per
     position sharing W, so ``dL/dW = sum_t patch_t (outer) delta_t``,
     ``dL/db = sum_t delta_t``, and ``dL/dpatch_t = W delta_t``, scattered back
-    (summed) onto the input positions it was read from. Weights start at
-    N(0, gain / fan_in) with ``fan_in = k * c_in`` (gain 2: He, for a ReLU
-    after it; 1: LeCun), biases at zero.
+    (summed) onto the input positions it was read from. Initial values: the
+    scheme ``init_scheme`` of :data:`INITS` with ``fan_in = k * c_in``; by default
+    weights from N(0, gain / fan_in) (gain 2: He, for a ReLU after it; 1:
+    LeCun) and biases zero, ``"torch_default"`` PyTorch's ``nn.Conv1d``.
     """
 
     c_in: int
@@ -129,8 +179,10 @@ class Conv1D:
     stride: int = 1
     padding: int = 0
     gain: float = 2.0
+    init_scheme: str = "he_normal"
 
     def __post_init__(self) -> None:
+        _check_init(self)
         for name in ("c_in", "c_out", "kernel", "stride"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -142,9 +194,9 @@ class Conv1D:
         return (length + 2 * self.padding - self.kernel) // self.stride + 1
 
     def init(self, key: jax.Array, dtype: Any) -> dict[str, jax.Array]:
-        fan_in = self.kernel * self.c_in
-        w = jax.random.normal(key, (self.kernel, self.c_in, self.c_out), dtype) * jnp.sqrt(self.gain / fan_in).astype(dtype)
-        return {"w": w, "b": jnp.zeros((self.c_out,), dtype)}
+        w, b = INITS[self.init_scheme](key, (self.kernel, self.c_in, self.c_out), self.kernel * self.c_in, self.gain,
+                                       dtype)
+        return {"w": w, "b": b}
 
     def apply(self, params: dict[str, jax.Array], a: jax.Array) -> jax.Array:
         patches = conv_patches(a, self.kernel, self.stride, self.padding)

@@ -27,11 +27,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from mbstudy.layers import ACTIVATIONS, Activation, Conv1D, Dense, Flatten, Reshape, Residual
+from mbstudy.layers import ACTIVATIONS, INITS, Activation, Conv1D, Dense, Flatten, Reshape, Residual
 
 Params = list[dict[str, jax.Array]]
 
-__all__ = ["ACTIVATIONS", "CNN", "MLP", "Network", "Params", "mnist1d_cnn"]
+__all__ = ["ACTIVATIONS", "CNN", "INITS", "MLP", "Network", "Params", "mnist1d_cnn"]
 
 
 class Network:
@@ -139,13 +139,15 @@ class MLP(Network):
     """A fully connected network ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
 
     Dense layers with the activation after every hidden one; the last layer
-    is linear (it returns logits or regression outputs). Weights are drawn
-    from N(0, gain / fan_in) with gain 1 for tanh (LeCun) and 2 for relu (He);
-    biases start at zero.
+    is linear (it returns logits or regression outputs). By default weights are
+    drawn from N(0, gain / fan_in) with gain 1 for tanh (LeCun) and 2 for relu
+    (He), the last layer's with gain 1; biases start at zero.
 
     Args:
       sizes: layer widths, input first, output last; at least two entries.
       activation: ``"tanh"`` or ``"relu"``, applied after every hidden layer.
+      init_scheme: how every layer draws its initial values, a scheme of
+        :data:`mbstudy.layers.INITS` (``"torch_default"``: PyTorch's ``nn.Linear``).
 
     Example (seed 000's 128-64-10 net, and seed 001's 5-h-3 net):
 
@@ -165,6 +167,7 @@ class MLP(Network):
 
     sizes: tuple[int, ...]
     activation: str = "tanh"
+    init_scheme: str = "he_normal"
 
     def __post_init__(self) -> None:
         sizes = self.sizes
@@ -189,6 +192,8 @@ class MLP(Network):
                 f"MLP: activation must be one of {sorted(ACTIVATIONS)}; "
                 f"received {self.activation!r}"
             )
+        if self.init_scheme not in INITS:
+            raise ValueError(f"MLP: init_scheme must be one of {list(INITS)}; received {self.init_scheme!r}")
         object.__setattr__(self, "sizes", sizes)
 
     @property
@@ -198,7 +203,7 @@ class MLP(Network):
         for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
             if out:
                 out.append(Activation(self.activation))
-            out.append(Dense(n_in, n_out, gain))
+            out.append(Dense(n_in, n_out, gain, self.init_scheme))
         return tuple(out)
 
     @property
@@ -226,9 +231,12 @@ class CNN(Network):
     a dense layer gives ``n_classes`` logits. With the defaults the lengths are
     40 -> 19 -> 10 -> 5 and the dense layer is 125 -> 10 (5,210 parameters).
 
-    Initialisation: convolutions He, N(0, 2 / (k * c_in)) (a ReLU follows each);
-    the last dense layer LeCun, N(0, 1 / n_in); biases zero. (PyTorch's default
-    uniform initialisation of the paper's code is not copied.)
+    Initialisation (``init_scheme``, a scheme of :data:`mbstudy.layers.INITS`):
+    by default (``"he_normal"``) convolutions He, N(0, 2 / (k * c_in)) (a ReLU
+    follows each), the last dense layer LeCun, N(0, 1 / n_in), biases zero;
+    ``"torch_default"`` is the paper's code's, PyTorch's default for
+    ``nn.Conv1d`` and ``nn.Linear``: weights and biases from
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 
     >>> import jax
     >>> from mbstudy import mnist1d_cnn
@@ -245,12 +253,15 @@ class CNN(Network):
     input_length: int = 40
     channels: int = 25
     n_classes: int = 10
+    init_scheme: str = "he_normal"
 
     def __post_init__(self) -> None:
         for name in ("input_length", "channels", "n_classes"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"CNN: {name} must be a positive int; received {v!r}")
+        if self.init_scheme not in INITS:
+            raise ValueError(f"CNN: init_scheme must be one of {list(INITS)}; received {self.init_scheme!r}")
         L = self.input_length
         for conv in self._convs():
             L = conv.out_length(L)
@@ -260,8 +271,9 @@ class CNN(Network):
                 f"(kernels 5, 3, 3, padding 1); expected input_length >= 3")
 
     def _convs(self) -> tuple[Conv1D, Conv1D, Conv1D]:
-        c = self.channels
-        return (Conv1D(1, c, 5, 2, 1), Conv1D(c, c, 3, 2, 1), Conv1D(c, c, 3, 2, 1))
+        c, init = self.channels, self.init_scheme
+        return (Conv1D(1, c, 5, 2, 1, init_scheme=init), Conv1D(c, c, 3, 2, 1, init_scheme=init),
+                Conv1D(c, c, 3, 2, 1, init_scheme=init))
 
     @property
     def layers(self) -> tuple[Any, ...]:
@@ -270,13 +282,15 @@ class CNN(Network):
         for conv in self._convs():
             out += [conv, Activation("relu")]
             L = conv.out_length(L)
-        return (*out, Flatten(), Dense(L * self.channels, self.n_classes, 1.0))
+        return (*out, Flatten(), Dense(L * self.channels, self.n_classes, 1.0, self.init_scheme))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return (self.input_length,)
 
 
-def mnist1d_cnn(input_length: int = 40, channels: int = 25, n_classes: int = 10) -> CNN:
-    """The MNIST-1D paper's CNN (:class:`CNN`); the defaults are the paper's."""
-    return CNN(input_length, channels, n_classes)
+def mnist1d_cnn(input_length: int = 40, channels: int = 25, n_classes: int = 10, *,
+                init_scheme: str = "he_normal") -> CNN:
+    """The MNIST-1D paper's CNN (:class:`CNN`); the defaults are the paper's but the initialisation
+    (``init_scheme="torch_default"`` is its code's)."""
+    return CNN(input_length, channels, n_classes, init_scheme)

@@ -8,7 +8,7 @@ Adding a model is one :func:`register_model` call.
 >>> from mbstudy.config import TrainConfig
 >>> from mbstudy.model_registry import build
 >>> build(TrainConfig(model="cnn"), load_dataset("mnist1d"))
-CNN(input_length=40, channels=25, n_classes=10)
+CNN(input_length=40, channels=25, n_classes=10, init_scheme='he_normal')
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from mbstudy.model import CNN, MLP
 from mbstudy.transformer import Transformer
 
 Builder = Callable[[Any, Any], Any]  # (TrainConfig, Dataset) -> model
+INIT_DEFAULT = "he_normal"  # TrainConfig.init's default, the only one the transformer takes
 
 MODELS: dict[str, Builder] = {}
 
@@ -33,9 +34,10 @@ def register_model(name: str, builder: Builder) -> Builder:
 
 
 # the MLP: data.n_inputs -> *hidden -> data.n_outputs, with cfg.activation
-register_model("mlp", lambda cfg, data: MLP((data.n_inputs, *cfg.hidden, data.n_outputs), cfg.activation))
+register_model("mlp", lambda cfg, data: MLP((data.n_inputs, *cfg.hidden, data.n_outputs), cfg.activation,
+                                            cfg.init))
 # the MNIST-1D paper's CNN (ReLU; cfg.hidden and cfg.activation are not read); its input length is the data's
-register_model("cnn", lambda cfg, data: CNN(data.n_inputs, cfg.channels, data.n_outputs))
+register_model("cnn", lambda cfg, data: CNN(data.n_inputs, cfg.channels, data.n_outputs, cfg.init))
 
 
 def _transformer(cfg: Any, data: Any) -> Transformer:
@@ -43,6 +45,9 @@ def _transformer(cfg: Any, data: Any) -> Transformer:
     if data.task != "next_token":
         raise ValueError(f"the transformer reads sequences of tokens; expected a next_token data set such as 'text'; "
                          f"received a {data.task} one")
+    if cfg.init != INIT_DEFAULT:
+        raise ValueError(f"the transformer draws its own initial values; init applies to the mlp and the cnn: "
+                         f"expected init={INIT_DEFAULT!r}; received {cfg.init!r}")
     return Transformer(vocab=data.n_outputs, context=data.n_inputs, d_model=cfg.d_model, n_heads=cfg.n_heads,
                        n_blocks=cfg.n_blocks)
 

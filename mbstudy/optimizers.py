@@ -26,7 +26,7 @@ Adding an optimizer is one :func:`register_optimizer` call:
 >>> import optax
 >>> from mbstudy.optimizers import OPTIMIZERS, Hyper, Optimizer
 >>> [(o.name, o.label) for o in OPTIMIZERS.values()]
-[('sgd', 'SGD'), ('momentum', 'momentum'), ('adam', 'Adam')]
+[('sgd', 'SGD'), ('momentum', 'momentum'), ('adam', 'Adam'), ('adamw', 'AdamW'), ('muon', 'Muon')]
 >>> lion = Optimizer("lion", optax.lion, label="Lion", hyper=(
 ...     "learning_rate", Hyper("b1", static=True), Hyper("b2", static=True), Hyper("weight_decay")))
 >>> lion.defaults(), lion.traced, lion.static
@@ -47,6 +47,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import optax
+import optax.contrib
 
 _FACTORY: Any = type("FromFactory", (), {"__repr__": lambda self: "<the factory's default>"})()
 
@@ -226,6 +227,19 @@ class Optimizer:
         return self.factory(**args)
 
 
+def factory_default(factory: Callable[..., Any], name: str) -> Any:
+    """The default of argument ``name`` in ``factory``'s signature (an optax factory's own default, for an entry whose
+    factory is a lambda that renames its arguments).
+
+    >>> factory_default(optax.adamw, "weight_decay")
+    0.0001
+    """
+    default = inspect.signature(factory).parameters[name].default
+    if default is inspect.Parameter.empty:
+        raise ValueError(f"factory_default: {getattr(factory, '__name__', factory)}'s {name!r} has no default")
+    return default
+
+
 OPTIMIZERS: dict[str, Optimizer] = {}
 REFERENCE = "sgd"  # the optimizer the study compares the others against (does momentum, or Adam, extend scaling?)
 
@@ -252,3 +266,22 @@ register_optimizer(Optimizer("adam", lambda learning_rate, beta1, beta2, eps:
                              ("learning_rate", Hyper("beta1", static=True, field=True, tag="b1"),
                               Hyper("beta2", static=True, field=True, tag="b2"), "eps"), label="Adam",
                              scale_invariant=True, nqm="preconditioned"))
+# AdamW (Loshchilov & Hutter 2019): Adam's update plus weight_decay * theta, both times the learning rate (optax's
+# decoupled decay); the betas and eps are Adam's fields (static betas, as Adam's), weight_decay its own, traced, by
+# default optax's (1e-4). At weight_decay = 0 it is Adam, bit for bit.
+register_optimizer(Optimizer("adamw", lambda learning_rate, beta1, beta2, eps,
+                             weight_decay=factory_default(optax.adamw, "weight_decay"):
+                             optax.adamw(learning_rate, b1=beta1, b2=beta2, eps=eps, weight_decay=weight_decay),
+                             ("learning_rate", Hyper("beta1", static=True, field=True, tag="b1"),
+                              Hyper("beta2", static=True, field=True, tag="b2"), "eps", Hyper("weight_decay")),
+                             label="AdamW", scale_invariant=True))
+# Muon (Jordan et al. 2024; optax.contrib.muon): each matrix's (2-D parameter's) Nesterov momentum (beta) rescaled
+# to unit Frobenius norm and orthogonalised by ns_steps Newton-Schulz iterations, times sqrt(max(1, fan_out/fan_in));
+# every other parameter (biases; the CNN's 3-D convolution kernels, so of the CNN only its last, dense layer is
+# Muon's) is updated by AdamW inside it (adam_b1, adam_b2, no decay) at the same learning rate. eps is Adam's field
+# (both parts read it; the same default, 1e-8); beta, ns_steps and the Adam betas static, weight_decay (the
+# matrices' decoupled decay) traced; optax's defaults.
+register_optimizer(Optimizer("muon", optax.contrib.muon, ("learning_rate", Hyper("beta", static=True),
+                                                        Hyper("ns_steps", static=True), "eps", Hyper("weight_decay"),
+                                                        Hyper("adam_b1", static=True), Hyper("adam_b2", static=True)),
+                             label="Muon", scale_invariant=True))

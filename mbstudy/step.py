@@ -7,12 +7,22 @@ the random key) is an ordinary argument, so a learning-rate grid compiles
 once per shape. :meth:`mbstudy.config.TrainConfig.program_key` names the
 configuration fields behind a Program.
 
-Mini-batches: each epoch draws a fresh permutation of the N training examples
-(NumPy, seeded by ``(seed, epoch)``: :func:`batch_indices`) and cuts it into
-``N // B`` batches of exactly B examples, sampling without replacement. The
-last ``N mod B`` examples of each epoch's permutation are dropped (a different
-few each epoch), so every step sees exactly B examples and the sum
-reduction's scale is the same at every step.
+Mini-batches come in one of the orders of :data:`ORDERS` (``TrainConfig.data_order``):
+
+- ``"shuffle"`` (the default): each epoch draws a fresh permutation of the N
+  training examples (NumPy, seeded by ``(seed, epoch)``) and cuts it into
+  ``N // B`` batches of exactly B examples, sampling without replacement. The
+  last ``N mod B`` examples of each epoch's permutation are dropped (a
+  different few each epoch), so every step sees exactly B examples and the
+  sum reduction's scale is the same at every step.
+- ``"sequential"``: the training set walked in its stored order, epoch after
+  epoch, the same order every epoch and whatever the seed: step t takes
+  examples ``t*B .. t*B + B - 1`` modulo N, so every example is seen once per
+  N examples. This is the MNIST-1D paper's loop (its ``train.py`` slices
+  ``x[(t*B) % N : (t*B) % N + B]``), exactly where B divides N (its B = 100,
+  N = 4000); where it does not, that loop takes a short last batch and starts
+  the next pass part-way in, skipping examples, while this one wraps around to
+  keep B examples a step.
 
 Divergence: if a step's batch loss is NaN or inf, that step's update and all
 later ones are skipped (parameters stay at the values that produced the
@@ -73,10 +83,21 @@ def traced_hyper(optimizer: str, values: Mapping[str, float]) -> dict[str, jax.A
             for h in OPTIMIZERS[optimizer].hyper if not h.static}
 
 
-def batch_indices(seed: int, step0: int, n_steps: int, n: int, batch_size: int) -> np.ndarray:
-    """The example indices of steps ``step0 .. step0 + n_steps - 1``, shape ``(n_steps, B)``.
+def batch_indices(seed: int, step0: int, n_steps: int, n: int, batch_size: int, order: str = "shuffle"
+                  ) -> np.ndarray:
+    """The example indices of steps ``step0 .. step0 + n_steps - 1``, shape ``(n_steps, B)``, in the data order
+    ``order`` (:data:`ORDERS`); the same indices however the steps are cut into chunks.
 
-    Step t uses slice ``t mod (N // B)`` of epoch ``t // (N // B)``'s permutation,
+    >>> batch_indices(0, 3, 2, 10, 4, "sequential").tolist()
+    [[2, 3, 4, 5], [6, 7, 8, 9]]
+    """
+    if order not in ORDERS:
+        raise ValueError(f"order: expected one of {list(ORDERS)}; received {order!r}")
+    return ORDERS[order](seed, step0, n_steps, n, batch_size)
+
+
+def shuffled(seed: int, step0: int, n_steps: int, n: int, batch_size: int) -> np.ndarray:
+    """``"shuffle"``: step t uses slice ``t mod (N // B)`` of epoch ``t // (N // B)``'s permutation,
     drawn by NumPy from ``SeedSequence([seed, DATA_ORDER, epoch])``: the same
     indices however the steps are cut into chunks. They are made on the host
     because a permutation in XLA on a CPU is a sort, many times slower than
@@ -93,6 +114,16 @@ def batch_indices(seed: int, step0: int, n_steps: int, n: int, batch_size: int) 
         rows = np.nonzero(epoch == e)[0]
         out[rows] = perm[pos[rows, None] * batch_size + cols]
     return out
+
+
+def sequential(seed: int, step0: int, n_steps: int, n: int, batch_size: int) -> np.ndarray:
+    """``"sequential"``: step t uses examples ``(t*B + j) mod N``, j < B: the stored order, every epoch (no seed)."""
+    t = np.arange(step0, step0 + n_steps, dtype=np.int64)
+    return ((t[:, None] * batch_size + np.arange(batch_size)) % n).astype(np.int32)
+
+
+# the data orders TrainConfig.data_order can name: (seed, step0, n_steps, N, B) -> indices (n_steps, B)
+ORDERS = {"shuffle": shuffled, "sequential": sequential}
 
 
 def init_state(model: Any, optimizer: str, hyper: Mapping[str, Any], *, seed: int,

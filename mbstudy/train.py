@@ -324,7 +324,7 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
         i = next(i for i, p in enumerate(phases) if step < p.end)  # the phase this chunk is in
         phase, hyper = phases[i], hypers[i]
         n = min(phase.eval_every, phase.end - step)
-        idx = batch_indices(cfg.seed, data_step(phases, step), n, data.n_train, phase.batch_size)
+        idx = batch_indices(cfg.seed, data_step(phases, step), n, data.n_train, phase.batch_size, cfg.data_order)
         chunk, dt = _compiled(run_chunk_jit, (state, hyper, evd.x_train, evd.y_train, idx),
                               {"program": dataclasses.replace(program, batch_size=phase.batch_size)})
         timings["compile_s"] += dt

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import optax.contrib
 import pytest
 
 from experiments import sweep as sweep_mod
@@ -144,8 +146,8 @@ LION = dict(dataset="teacher", hidden=(8,), optimizer="lion_toy", learning_rate=
 
 
 def test_a_registered_optimizer_comes_last_with_its_label(lion):
-    assert list(optimizers_mod.OPTIMIZERS) == ["sgd", "momentum", "adam", "lion_toy"], "the registry's order"
-    assert [o.label for o in optimizers_mod.OPTIMIZERS.values()] == ["SGD", "momentum", "Adam", "Lion"]
+    assert list(optimizers_mod.OPTIMIZERS) == ["sgd", "momentum", "adam", "adamw", "muon", "lion_toy"], "the order"
+    assert [o.label for o in optimizers_mod.OPTIMIZERS.values()] == ["SGD", "momentum", "Adam", "AdamW", "Muon", "Lion"]
 
 
 def test_its_factory_defaults_apply(lion):
@@ -243,6 +245,113 @@ def test_an_entry_that_would_shadow_a_field_or_has_no_default_is_refused():
         Hyper("nesterov", default=False)
     with pytest.raises(ValueError, match=r"a TrainConfig field's default is the field's"):
         Hyper("beta2", default=0.95, field=True)
+
+
+# ------------------------------------------------------------------ the shipped AdamW and Muon entries
+
+
+SHIPPED = {  # a run of each, and a setting of its traced own hyper-parameter and of a static one
+    "adamw": (dict(dataset="teacher", hidden=(16,), optimizer="adamw", learning_rate=1e-2, batch_size=32, steps=40,
+                   eval_every=20), "weight_decay=0.1", ("beta2", 0.99)),
+    "muon": (dict(dataset="teacher", hidden=(16,), optimizer="muon", learning_rate=1e-2, batch_size=32, steps=40,
+                  eval_every=20), "weight_decay=0.1", ("opt_args", "beta=0.9")),
+}
+
+
+def test_adamw_and_muon_follow_adam_with_their_labels_and_optax_defaults():
+    names = list(optimizers_mod.OPTIMIZERS)
+    assert names[:5] == ["sgd", "momentum", "adam", "adamw", "muon"], "appended after adam: the report's order"
+    adamw, muon = optimizers_mod.OPTIMIZERS["adamw"], optimizers_mod.OPTIMIZERS["muon"]
+    assert (adamw.label, muon.label) == ("AdamW", "Muon")
+    assert adamw.fields == ("learning_rate", "beta1", "beta2", "eps") and adamw.static == ("beta1", "beta2")
+    assert adamw.defaults() == {"weight_decay": 1e-4}, "optax.adamw's own"
+    assert muon.defaults() == {"beta": 0.95, "ns_steps": 5, "weight_decay": 0.0, "adam_b1": 0.9, "adam_b2": 0.999}
+    assert muon.static == ("beta", "ns_steps", "adam_b1", "adam_b2") and muon.traced == ("learning_rate", "eps",
+                                                                                         "weight_decay")
+
+
+def _updates(opt, grads, params, steps=3):
+    state, out = opt.init(params), []
+    for _ in range(steps):
+        u, state = opt.update(grads, state, params)
+        out.append(u)
+    return out
+
+
+PARAMS = [{"w": jnp.array([[1.0, -2.0, 0.5], [0.3, 0.1, -1.0]]), "b": jnp.array([0.2, -0.4, 0.0])}]
+GRADS = [{"w": jnp.array([[0.3, -2.0, 1e-3], [0.7, 0.05, 0.2]]), "b": jnp.array([-0.5, 0.25, 1.0])}]
+
+
+def test_adamw_is_optax_adamw_and_at_no_decay_adam_bit_for_bit():
+    cfg = TrainConfig(**SHIPPED["adamw"][0])
+    ours = optimizers_mod.OPTIMIZERS["adamw"].make({**cfg.hyper(), **dict(cfg.static_hyper())})
+    for a, b in zip(_updates(ours, GRADS, PARAMS), _updates(optax.adamw(1e-2), GRADS, PARAMS)):
+        np.testing.assert_array_equal(a[0]["w"], b[0]["w"])
+    no_decay = optimizers_mod.OPTIMIZERS["adamw"].make({**cfg.hyper(), "weight_decay": 0.0, **dict(cfg.static_hyper())})
+    for a, b in zip(_updates(no_decay, GRADS, PARAMS), _updates(optax.adam(1e-2), GRADS, PARAMS)):
+        np.testing.assert_array_equal(a[0]["w"], b[0]["w"])
+        np.testing.assert_array_equal(a[0]["b"], b[0]["b"])
+
+
+def test_muon_is_optax_contrib_muon_orthogonalising_matrices_only():
+    """The 2-D weights get Muon's orthogonalised step (singular values near 1 before the shape factor), the biases
+    AdamW's (Nesterov, no decay, the same learning rate)."""
+    cfg = TrainConfig(**SHIPPED["muon"][0])
+    ours = optimizers_mod.OPTIMIZERS["muon"].make({**cfg.hyper(), **dict(cfg.static_hyper())})
+    for a, b in zip(_updates(ours, GRADS, PARAMS), _updates(optax.contrib.muon(1e-2), GRADS, PARAMS)):
+        np.testing.assert_array_equal(a[0]["w"], b[0]["w"])
+        np.testing.assert_array_equal(a[0]["b"], b[0]["b"])
+    first = _updates(ours, GRADS, PARAMS, steps=1)[0][0]
+    shape = max(1.0, 3 / 2) ** 0.5  # optax's sqrt(max(1, fan_out / fan_in)) for a (2, 3) matrix
+    np.testing.assert_allclose(np.linalg.svd(np.asarray(first["w"]) / (-1e-2 * shape), compute_uv=False), 1.0, atol=0.35)
+    adam = optax.adamw(1e-2, weight_decay=0.0, nesterov=True)
+    bias = adam.update(GRADS[0]["b"], adam.init(PARAMS[0]["b"]), PARAMS[0]["b"])[0]
+    np.testing.assert_array_equal(first["b"], bias)
+
+
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_adamw_and_muon_are_scale_invariant_as_registered(name):
+    """scale_invariant: multiplying every gradient by 1000 leaves the update (up to eps), as Adam's; SGD's does not."""
+    assert optimizers_mod.OPTIMIZERS[name].scale_invariant and not optimizers_mod.OPTIMIZERS["sgd"].scale_invariant
+    cfg = TrainConfig(**SHIPPED[name][0])
+    opt = optimizers_mod.OPTIMIZERS[name].make({**cfg.hyper(), **dict(cfg.static_hyper())})
+    big = jax.tree.map(lambda g: 1000 * g, GRADS)
+    for a, b in zip(_updates(opt, GRADS, PARAMS), _updates(opt, big, PARAMS)):
+        for k in ("w", "b"):
+            np.testing.assert_allclose(a[0][k], b[0][k], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_adamw_and_muon_train_and_a_traced_hyper_parameter_compiles_once(name):
+    base, traced, (field, static) = SHIPPED[name]
+    first = train(TrainConfig(**base, seed=3))
+    loss = first.history["train/loss"]
+    assert first.outcome == "completed" and np.isfinite(loss).all() and loss[-1] < 0.8 * loss[0], loss
+    decayed = train(TrainConfig(**base, seed=3, opt_args=traced))
+    assert decayed.timings["compile_s"] == 0.0, "weight_decay is traced: the same program"
+    assert not np.array_equal(decayed.history["train/loss"], loss)
+    assert TrainConfig(**{**base, field: static}).program_key() != TrainConfig(**base).program_key(), "static: another"
+
+
+def test_muon_trains_the_mnist1d_mlp():
+    cfg = TrainConfig(optimizer="muon", learning_rate=0.02, batch_size=128, steps=300, eval_every=100)
+    r = train(cfg)
+    assert r.outcome == "completed" and r.history["train/loss"][-1] < 0.6 * r.history["train/loss"][0]
+    assert r.history["test/acc"][-1] > 0.4, "well beyond chance (0.1) after 300 steps"
+
+
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_adamw_and_muon_names_params_and_hashes_round_trip(name):
+    base, traced, _ = SHIPPED[name]
+    cfg, changed = TrainConfig(**base), TrainConfig(**base, opt_args=traced)
+    assert cfg.run_name() == f"{name}-mean-B32-lr0.01-s0"
+    assert changed.run_name() == f"{name}-mean-B32-weight_decay0.1-lr0.01-s0"
+    assert cfg.hash() != changed.hash() and "opt_args" not in cfg.as_dict()
+    for c in (cfg, changed):
+        back = TrainConfig.from_params(c.to_params())
+        assert back == c and back.hash() == c.hash() and back.run_name() == c.run_name()
+    own = {k: v for k, v in changed.to_params().items() if k.startswith("optimizer/")}
+    assert own["optimizer/weight_decay"] == "0.1" and len(own) == len(optimizers_mod.OPTIMIZERS[name].own)
 
 
 # ------------------------------------------------------------------ a model, a field, an executor, an experiment

@@ -38,14 +38,14 @@ def test_a_failing_step_stops_the_study_with_its_status(tmp_path, monkeypatch):
 
 
 def test_the_studies_name_every_grid_the_report_reads():
-    q9 = ("branching", "warmup", "scaling")
+    q9 = ("branching", "warmup", "scaling", "cnn_ablation")  # and the CNN's ablation (issue 25): extended and quick
     for steps in (study.FULL, study.QUICK, study.EXTENDED):
         names = [n for n, _ in steps]
         for grid in ("default", "science", "generalisation", "seeds", "published", "accumulation", "beta2", "sde"):
             assert f"sweep {grid}" in names
         assert {"equivalence", "reduction", "bench"} <= set(names)
         assert all((f"sweep {g}" in names) == (steps is not study.FULL) for g in q9)  # Q9: extended and quick
-    assert study.EXTENDED[:len(study.FULL)] == study.FULL  # after make study, make study-extended adds only Q9
+    assert study.EXTENDED[:len(study.FULL)] == study.FULL  # after make study, make study-extended adds only Q9 and the ablation
     for mode, steps in (("full", study.FULL), ("quick", study.QUICK), ("extended", study.EXTENDED)):
         assert {n for n, _ in steps} <= set(study.FIRST_GUESS[mode])
 

@@ -130,7 +130,7 @@ def test_kill_9_then_resume_leaves_exactly_one_finished_run_per_config(store):
     [
         (["smoke", "--set", "colour=1"], ["--set colour: unknown field"]),
         (["smoke", "--set", "dataset=mnist"], ["dataset: expected one of ['mnist1d', 'digits', 'teacher', 'teacher_5x3', 'text']; received 'mnist'"]),
-        (["smoke", "--set", "optimizer=rmsprop"], ["optimizer: expected one of ['sgd', 'momentum', 'adam']; received 'rmsprop'"]),
+        (["smoke", "--set", "optimizer=rmsprop"], ["optimizer: expected one of ['sgd', 'momentum', 'adam', 'adamw', 'muon']; received 'rmsprop'"]),
         (["smoke", "--set", "reduction=avg"], ["reduction: expected one of ['mean', 'sum']; received 'avg'"]),
         (["smoke", "--set", "batch_size=0"], ["batch_size: expected 1 <= batch_size <= 1000 (the teacher_5x3 training set); received 0"]),
         (["smoke", "--set", "batch_size=1001"], ["received 1001"]),
@@ -138,8 +138,8 @@ def test_kill_9_then_resume_leaves_exactly_one_finished_run_per_config(store):
         (["smoke", "--set", "learning_rate=[]"], ["grid.learning_rate: an empty list gives no runs"]),
         (["smoke", "--set", "steps=ten"], ["steps: expected an int; received 'ten'"]),
         (["smoke", "--set", "steps"], ["--set: expected key=value; received 'steps'"]),
-        (["nosuchgrid"], ["GRID: unknown sweep 'nosuchgrid'; available: accumulation, beta2, branching, default, generalisation, "
-                         "published, scaling, science, sde, seeds, smoke, warmup"]),
+        (["nosuchgrid"], ["GRID: unknown sweep 'nosuchgrid'; available: accumulation, beta2, branching, cnn_ablation, default, "
+                         "generalisation, published, scaling, science, sde, seeds, smoke, warmup"]),
         (["smoke", "--set", "optimizer=rmsprop", "--set", "learning_rate=0", "--set", "hidden=[0]"],
          ["optimizer: expected one of", "learning_rate: expected > 0; received 0", "hidden: expected a non-empty list of positive ints"]),
     ],

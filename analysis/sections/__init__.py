@@ -12,6 +12,7 @@ from analysis.section import Context, figures_of, providers_of
 from analysis.sections import (
     accumulate_or_step,
     chain_rule,
+    cnn_accuracy,
     cost,
     critical_batch,
     generalisation,
@@ -37,6 +38,7 @@ SECTIONS = (
     accumulate_or_step.SECTION,  # Q8: accumulation, beta2, sde
     critical_batch.SECTION,  # Q9: branching, warmup, scaling, nqm
     published.SECTION,  # the sanity check
+    cnn_accuracy.SECTION,  # the sanity check, part 2: what closes the CNN's gap to the paper's 94%
 )
 
 PROVIDERS = providers_of(SECTIONS)

@@ -60,7 +60,17 @@ def text(ctx: Context) -> str:
             f"{int(a['seeds'].max())} seeds: " + "; ".join(verdicts) + ". mbstudy's MLP is the plain 40-100-100-10 "
             "with ReLU (the paper's adds a residual connection around its second layer), batches are drawn by "
             "shuffling each epoch (the paper's loop walks the data in order), and weights start from He-normal "
-            "draws where PyTorch's layers start from a scaled uniform: candidate causes of a gap, not yet tested.\n\n" + md_table(t, ".3f") + "\n")
+            "draws where PyTorch's layers start from a scaled uniform. For the CNN the next section measures what "
+            "the last two do" + _ablation(ctx) + ".\n\n" + md_table(t, ".3f") + "\n")
+
+
+def _ablation(ctx: Context) -> str:
+    """The next section's answer in a clause (its facts, when the store holds them)."""
+    c = ctx.cnn_accuracy
+    if c is None or c.paper_arm not in set(c.arms["arm"]):
+        return ""
+    row = c.arms.set_index("arm").loc[c.paper_arm]
+    return f": trained as the paper's code trains («{c.paper_arm}»), the CNN reaches {row['final_mean']:.1%}"
 
 
 def finding(ctx: Context) -> str | None:

@@ -23,9 +23,11 @@ from typing import Any
 from mbstudy import schedule as _schedule
 from mbstudy.data import DATASETS, n_validation
 from mbstudy.losses import LOSSES, REDUCTIONS, loss_for_task
+from mbstudy.layers import INITS
 from mbstudy.model import ACTIVATIONS
 from mbstudy.model_registry import MODELS
 from mbstudy.optimizers import OPTIMIZERS
+from mbstudy.step import ORDERS
 
 INT32_MAX = 2**31 - 1  # the compiled loop counts steps in int32; JAX's PRNG takes 32-bit seeds
 
@@ -94,6 +96,8 @@ dataset = one_of(lambda: list(DATASETS))
 data_seed = at_least(0, "a non-negative int")
 model = one_of(lambda: list(MODELS))
 activation = one_of(lambda: sorted(ACTIVATIONS))
+init = one_of(lambda: list(INITS))
+data_order = one_of(lambda: list(ORDERS))
 channels = at_least(1, "a positive int")
 context = at_least(1, "a positive int")
 d_model = at_least(1, "a positive int")

@@ -62,7 +62,7 @@ class TrainConfig:
     ``loss="auto"`` picks cross-entropy for classification data and MSE for
     regression. ``momentum`` is used by ``optimizer="momentum"`` only (heavy
     ball, ``v <- g + momentum v``, ``theta <- theta - lr v``), ``eps``, ``beta1`` and
-    ``beta2`` by ``adam`` only (:mod:`mbstudy.scaling_rules` rescales them with B);
+    ``beta2`` by ``adam`` and ``adamw`` (``muon`` reads ``eps``; :mod:`mbstudy.scaling_rules` rescales them with B);
     an optimizer's other hyper-parameters go in ``opt_args`` (:mod:`mbstudy.optimizers`).
     ``accumulation`` = k computes each step's gradient over k micro-batches of
     ``batch_size / k`` examples (the same examples, in the same order, as the
@@ -90,7 +90,10 @@ class TrainConfig:
     from the configuration: :meth:`data_options`). ``eval_train`` is how many
     training examples (the first) the evaluation's ``train/loss`` reads; 0, like
     ``noise_batch`` = 0, leaves it to the data set (all of them; the text's
-    defaults keep an evaluation affordable).
+    defaults keep an evaluation affordable). ``init`` (the MLP's and the CNN's
+    initialisation, :data:`mbstudy.layers.INITS`) and ``data_order`` (the
+    mini-batches' order, :data:`mbstudy.step.ORDERS`) default to what the study
+    always did: He/LeCun-normal weights with zero biases, and a fresh shuffle every epoch.
     """
 
     dataset: str = _field("mnist1d", "program", "a registered data set (mbstudy.data.DATASETS)",
@@ -105,6 +108,10 @@ class TrainConfig:
     activation: str = _field("tanh", "program", "the MLP's activation", checks.activation)
     channels: int = _field(25, "program", "channels of each of the CNN's convolutions (model cnn)",
                            checks.channels, since=2)
+    init: str = _field("he_normal", "program", "how the MLP's and the CNN's dense and convolutional layers draw their "
+                       "initial values (mbstudy.layers.INITS): he_normal, N(0, gain / fan_in) weights (He before a "
+                       "ReLU, else LeCun) and zero biases; torch_default, PyTorch's default, weights and biases from "
+                       "U(-1/sqrt(fan_in), 1/sqrt(fan_in))", checks.init, since=2)
     context: int = _field(32, "program", "tokens per example of a data set with that option (text), the "
                           "transformer's context", checks.context, since=2)
     d_model: int = _field(32, "program", "the transformer's width (model transformer)", checks.d_model, since=2)
@@ -118,16 +125,20 @@ class TrainConfig:
                                   checks.learning_rate)
     momentum: float = _field(0.9, "optimizer", "heavy-ball momentum (optimizer momentum)",
                              checks.momentum)
-    eps: float = _field(1e-8, "optimizer", "Adam's epsilon", checks.eps)
-    beta1: float = _field(0.9, "optimizer", "Adam's first-moment decay (optimizer adam)", checks.beta, since=2)
-    beta2: float = _field(0.999, "optimizer", "Adam's second-moment decay (optimizer adam); mbstudy.scaling_rules "
-                          "converts it between batch sizes", checks.beta, since=2)
+    eps: float = _field(1e-8, "optimizer", "Adam's epsilon (optimizers adam, adamw and muon)", checks.eps)
+    beta1: float = _field(0.9, "optimizer", "Adam's first-moment decay (optimizers adam and adamw)", checks.beta,
+                          since=2)
+    beta2: float = _field(0.999, "optimizer", "Adam's second-moment decay (optimizers adam and adamw); "
+                          "mbstudy.scaling_rules converts it between batch sizes", checks.beta, since=2)
     opt_args: str = _field("", "optimizer", "the optimizer's own hyper-parameters (not TrainConfig fields) that "
                            "differ from their defaults, as name=value pairs separated by commas, e.g. 'b2=0.95' "
                            "(its entry in mbstudy.optimizers lists them and their defaults)", checks.opt_args, since=2)
     batch_size: int = _field(64, "program", "examples per step, drawn without replacement", checks.batch_size)
     accumulation: int = _field(1, "program", "micro-batches per step: the step's batch_size examples in this many "
                                "micro-batches, their gradients summed before one update", checks.accumulation, since=2)
+    data_order: str = _field("shuffle", "host", "the order of the mini-batches (mbstudy.step.ORDERS): shuffle, a new "
+                             "permutation every epoch from the seed; sequential, the training set in its stored order "
+                             "every epoch (the MNIST-1D paper's loop)", checks.data_order, since=2)
     schedule: str = _field("", "program", "phases before batch_size: comma-separated STEPSxB@LR, e.g. "
                            "'64x16@0.1,32x32@0.2' (mbstudy.schedule; empty: none)", checks.schedule, since=2)
     seed: int = _field(0, "traced", "initial weights and data order", checks.seed)
