@@ -28,9 +28,20 @@ URI     := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 
 .PHONY: help setup test test-fast lock clean-venv sweep ui server server-stop ray-start ray-stop equivalence reduction study study-extended study-quick figures report bench bench-full setup-bench measure-throughput
 
+# `make help`: the targets in a column as wide as the longest name, each description wrapped to the terminal
+# (COLUMNS, else 100 characters) with its continuation lines under the description's first character
+HELP_COLUMNS ?= $(or $(COLUMNS),100)
 help: ## list the targets
-	@echo "mbstudy — make TARGET"
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@echo "mbstudy — make TARGET [VAR=value ...]"
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -v cols=$(HELP_COLUMNS) 'BEGIN {FS = ":.*## "} \
+	  {name[NR] = $$1; desc[NR] = $$2; if (length($$1) > w) w = length($$1)} \
+	  END {room = cols - w - 4; if (room < 30) room = 30; pad = sprintf("%" (w + 4) "s", ""); \
+	       for (i = 1; i <= NR; i++) { n = split(desc[i], word, " "); line = ""; first = 1; \
+	         for (j = 1; j <= n; j++) { \
+	           if (line != "" && length(line) + 1 + length(word[j]) > room) { \
+	             if (first) printf "  \033[36m%-" w "s\033[0m  %s\n", name[i], line; else printf "%s%s\n", pad, line; \
+	             first = 0; line = word[j] } else line = (line == "" ? word[j] : line " " word[j]) } \
+	         if (first) printf "  \033[36m%-" w "s\033[0m  %s\n", name[i], line; else printf "%s%s\n", pad, line } }'
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -113,7 +124,8 @@ figures: setup ## draw report/figures/*.png|pdf from the whole study's runs; SWE
 report: setup ## write report/REPORT.md (and its figures) from the whole study's runs (refused, nothing written, if the store lacks part of it); SWEEP=name|parent-run-id: report/sweeps/name/REPORT.md; PARTIAL=dir: whatever the store holds, into dir/
 	$(PY) -m analysis.report $(if $(SWEEP),--sweep "$(SWEEP)") $(if $(PARTIAL),--partial "$(PARTIAL)")
 
-ui: setup ## the MLflow UI on http://127.0.0.1:5000 (PORT=n) against the same store
+ui: setup ## the MLflow UI on http://127.0.0.1:5000 (PORT=n) against the same store; prints each experiment's runs page
+	@$(PY) -m experiments.ui --port $(PORT)
 	@echo "MLflow UI for $(URI) on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"
 	$(VENV)/bin/mlflow ui --backend-store-uri "$(URI)" --host 127.0.0.1 --port $(PORT)
 
