@@ -18,6 +18,7 @@ from experiments.engine.dispatch import dispatch_order
 from experiments.engine.executors import Executor, SweepAborted
 from experiments.engine.interrupts import Terminated, interrupted_status, raise_if_stopped, reclaim_sigterm, store_write
 from experiments.engine.lifecycle import SweepContext, SweepCounts
+from experiments.engine.progress import CostBar
 from experiments.engine.pruning import PruneBoard
 
 
@@ -33,8 +34,6 @@ def run_sweep(sweep: grids.Sweep, executor: Executor, *, progress: bool = True,
 
     ``prune``: give up runs that can no longer lower their group's steps-to-target (``pruning.py``).
     """
-    from tqdm.auto import tqdm
-
     t_start = time.perf_counter()
     exp_id = store.get_or_create_experiment(sweep.name, sweep.description)
     counts = SweepCounts(stale=provenance.mark_stale_runs_killed(exp_id))
@@ -49,8 +48,8 @@ def run_sweep(sweep: grids.Sweep, executor: Executor, *, progress: bool = True,
     executor.connect()  # before the parent run exists, so a cluster that does not answer leaves nothing
     reclaim_sigterm()
     parent = ""
-    bar = tqdm(total=len(todo), desc=f"sweep {sweep.name} ({executor.name})", unit="run", disable=not progress,
-               dynamic_ncols=True)
+    bar = CostBar(todo, counts, desc=f"sweep {sweep.name} ({executor.name})", workers=executor.workers,
+                  disable=not progress, prune=prune)  # its ETA weighs each run left by its expected cost
     # The one place where a sweep stops early: Ctrl-C, SIGTERM (Terminated, see sigterm_as_interrupt) or a
     # dead worker. Every executor answers KeyboardInterrupt by ending its runs in flight.
     try:
@@ -124,8 +123,8 @@ def dry_run_text(sweep: grids.Sweep, workers: int) -> str:
     lines = [f"{c.hash()} {c.run_name()}" for c in sweep.configs]
     lines.append(f"{len(sweep.configs)} configurations in sweep '{sweep.name}' ({sweep.source})")
     if not store.store_exists():
-        lines.append(f"store {store.tracking_uri()}: not created yet, so all {len(sweep.configs)} would train; "
-                     "no past runs to estimate the time from")
+        lines.append(f"store {store.tracking_uri()}: not created yet, so all {len(sweep.configs)} would train")
+        lines.append(_model_estimate(sweep.configs, workers, sweep.prune))
         return "\n".join(lines)
     store.check_reachable()
     reader = store.reader()
@@ -136,8 +135,20 @@ def dry_run_text(sweep: grids.Sweep, workers: int) -> str:
     todo = [c for c in sweep.configs if c.hash() not in done]
     lines.append(f"store {store.tracking_uri()}: holds {len(sweep.configs) - len(todo)} of them FINISHED; "
                  f"{len(todo)} would train")
-    lines.append(_estimate(todo, past, workers))
+    lines.append(_estimate(todo, past, workers) if past else _model_estimate(todo, workers, sweep.prune))
     return "\n".join(lines)
+
+
+def _model_estimate(todo: list, workers: int, prune: bool) -> str:
+    """The wall time the cost model expects (``cost.py``), for a store with no past runs of the sweep."""
+    from experiments.engine.cost import expected_cost
+    from experiments.engine.progress import PARALLEL
+
+    if not todo:
+        return "estimate: nothing to train"
+    seconds = sum(expected_cost(c, prune=prune) for c in todo) / (PARALLEL * max(1, workers))
+    return (f"estimate: about {_duration(seconds)} with {workers} worker(s), from the cost model "
+            "(experiments/engine/cost.py: steps, batch size and the model's FLOPs; no past runs of this sweep to go by)")
 
 
 def _estimate(todo: list, past: list, workers: int) -> str:
