@@ -92,12 +92,18 @@ def _duration(seconds: float) -> str:
     return f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
 
 
-def _browse_hint(uri: str) -> str:
+def _browse_hint(uri: str, experiment: str) -> str:
+    """Where to see the runs: the experiment's page in the UI's model-training view (``store.ui_url``)."""
+    try:
+        exp = store.client().get_experiment_by_name(experiment)
+    except Exception:  # noqa: BLE001 - a hint is never worth failing for
+        exp = None
+    page = (lambda base: store.ui_url(base, exp.experiment_id)) if exp else (lambda base: base)
     if uri.startswith("http"):
-        return f"open {uri}"  # a tracking server serves the UI itself
+        return f"open {page(uri)}"  # a tracking server serves the UI itself
     if uri.startswith("sqlite:"):
-        return "make ui   (then open http://127.0.0.1:5000)"
-    return f"MLFLOW_TRACKING_URI={uri} make ui"
+        return f"make ui, then open {page('http://127.0.0.1:5000')}"
+    return f"MLFLOW_TRACKING_URI={uri} make ui, then open {page('http://127.0.0.1:5000')}"
 
 
 def summary_text(sweep: grids.Sweep, counts: SweepCounts, parent: str, status: int) -> str:
@@ -110,7 +116,7 @@ def summary_text(sweep: grids.Sweep, counts: SweepCounts, parent: str, status: i
         f"  wall {_duration(t['wall_s'])} · summed over runs: compile {_duration(t['compile_s'])},"
         f" train {_duration(t['train_s'])}, eval {_duration(t['eval_s'])}, log {_duration(t['log_s'])}",
         f"  store {store.tracking_uri()} · experiment '{sweep.name}'" + (f" · parent run {parent}" if parent else " · nothing to do"),
-        f"  browse: {_browse_hint(store.tracking_uri())}",
+        f"  browse: {_browse_hint(store.tracking_uri(), sweep.name)}",
     ]
     if status:
         lines.append("  some runs failed: their error is the run's 'error' tag; rerun the command to retry them")
