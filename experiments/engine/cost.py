@@ -41,8 +41,8 @@ PER_STEP = 3e-5  # s per step and micro-batch
 PER_FLOP = 6e-11  # s per forward FLOP of a training example (forward and backward)
 PER_EVAL = 6e-4  # s per evaluation
 PER_STAT_FLOP = 1.5e-11  # s per forward FLOP of an example of a full evaluation
-AT_TARGET = 0.15  # the share of its budget a run that stops at a target uses, with pruning
-AT_TARGET_UNPRUNED = 0.6  # ... without
+AT_TARGET = 0.12  # the share of its budget a run that stops at a target uses, with pruning
+AT_TARGET_UNPRUNED = 0.7  # ... without
 
 
 @functools.cache
