@@ -52,7 +52,7 @@ $(STAMP): requirements.lock pyproject.toml
 # Install each named extra's lock once (a stamp per extra, redone when its lock or the base changes).
 define install-extras
 	@for e in $(sort $(subst $(comma), ,$(1))); do \
-	  case " $(KNOWN_EXTRAS) " in *" $$e "*) ;; *) echo "EXTRAS: unknown extra '$$e'; expected some of: $(KNOWN_EXTRAS)" >&2; exit 2;; esac; \
+	  case " $(KNOWN_EXTRAS) " in *" $$e "*) ;; *) echo "EXTRAS: unknown extra '$$e'$$($(PYTHON) -c 'import difflib, sys; m = difflib.get_close_matches(sys.argv[1], sys.argv[2:], 1); print(f" (did you mean {m[0]!r}?)" if m else "")' $$e $(KNOWN_EXTRAS)); expected some of: $(KNOWN_EXTRAS)" >&2; exit 2;; esac; \
 	  stamp=$(VENV)/.extra-$$e-stamp; \
 	  if [ ! -f $$stamp ] || [ requirements-$$e.lock -nt $$stamp ] || [ $(STAMP) -nt $$stamp ]; then \
 	    echo "installing the '$$e' extra (requirements-$$e.lock)"; \
@@ -71,9 +71,9 @@ test: $(STAMP) ## run every test: unit, doctests, the slow end-to-end ones, Ray,
 test-fast: setup ## the tests without the slow end-to-end ones
 	$(PY) -m pytest -m "not slow"
 
-sweep: $(STAMP) ## train a sweep into MLflow: GRID=default|science|seeds|published|smoke|path.toml, SET="key=value ...", WORKERS=n, EXECUTOR=local|ray, DRY_RUN=1 (check, count, estimate; writes nothing)
+sweep: $(STAMP) ## train a sweep into MLflow: GRID=default|science|... (experiments/grids/) or GRID=path/to/mine.toml (any directory; relative to this one; its MLflow experiment is "mine"), SET="key=value ...", WORKERS=n, EXECUTOR=local|ray, DRY_RUN=1 (check, count, estimate; writes nothing)
 	$(call install-extras,$(EXTRAS) $(if $(filter ray,$(EXECUTOR)),ray))
-	$(PY) -m experiments.sweep $(GRID) --executor $(EXECUTOR) $(foreach s,$(SET),--set $(s)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(DRY_RUN),--dry-run)
+	$(PY) -m experiments.sweep "$(GRID)" --executor $(EXECUTOR) $(foreach s,$(SET),--set $(s)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(DRY_RUN),--dry-run)
 
 server: $(STAMP) ## MLflow tracking server on 127.0.0.1:5000 (PORT=n) backed by PostgreSQL (local cluster, or BACKEND_STORE_URI=postgresql://...)
 	$(call install-extras,server $(EXTRAS))

@@ -96,7 +96,8 @@ def resolve(grid: str) -> Path:
     p = Path(grid)
     if p.suffix == ".toml" or "/" in grid:
         if not p.is_file():
-            raise GridError(grid, [f"GRID: no such file {grid!r}; expected a TOML file or one of {available()}"])
+            where = "" if p.is_absolute() else f" (that is {p.resolve()}: a relative path starts in {Path.cwd()})"
+            raise GridError(grid, [f"GRID: no such file {grid!r}{where}; expected a TOML file or one of {available()}"])
         return p
     p = GRID_DIR / f"{grid}.toml"
     if not p.is_file():
