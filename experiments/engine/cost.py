@@ -17,7 +17,9 @@ model of what a run does::
 
 ``flops`` is the forward FLOPs of ONE example of the run's model, from XLA's
 cost analysis of the compiled-to-be ``apply`` (no compilation, any registered
-model): 30,210 for the MNIST-1D MLP, 65,213 for its CNN. The constants are a
+model): 30,210 for the MNIST-1D MLP, 65,213 for its CNN. A workload's FLOPs and
+test-set size are measured once (loading its data set) and kept in
+``.cache/cost-shapes.json``. The constants are a
 non-negative least-squares fit to the 1234 runs of a ``make study-quick`` store
 made on the reference machine (their sum is the measured sum; per sweep 0.74-1.21x
 the measured one, but 0.52x for ``published``, whose CNN run is slower per FLOP). A run that stops at its target is expected to
@@ -34,7 +36,12 @@ progress bar learns it from the runs done (``progress.py``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
+import os
+
+from experiments.engine.store import ROOT
 
 PER_RUN = 0.1  # s
 PER_STEP = 3e-5  # s per step and micro-batch
@@ -45,15 +52,57 @@ AT_TARGET = 0.12  # the share of its budget a run that stops at a target uses, w
 AT_TARGET_UNPRUNED = 0.7  # ... without
 
 
+SHAPES = ROOT / ".cache" / "cost-shapes.json"  # each workload's FLOPs and test-set size, kept across processes
+_KEEP = [True]  # whether a measured shape is written to SHAPES (not by a command that promises to write nothing)
+
+
+@contextlib.contextmanager
+def writing_nothing():
+    """Within it, a workload's shape is measured but not kept in :data:`SHAPES` (``--dry-run``)."""
+    _KEEP.append(False)
+    try:
+        yield
+    finally:
+        _KEEP.pop()
+
+
+@functools.cache
+def _dataset(name: str):
+    from mbstudy import load_dataset
+
+    return load_dataset(name)
+
+
 @functools.cache
 def _model_shape(dataset: str, model: str, hidden: tuple[int, ...], channels: int, activation: str) -> tuple[float, int]:
-    """(forward FLOPs of one example, test-set size) of a workload; loads the data set once per process."""
+    """(forward FLOPs of one example, test-set size) of a workload: from :data:`SHAPES`, else measured (which loads
+    the data set: seconds for MNIST-1D) and kept there."""
+    key = f"{dataset}|{model}|{','.join(map(str, hidden))}|{channels}|{activation}"
+    try:
+        known = json.loads(SHAPES.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known.get(key), list) and len(known[key]) == 2:
+        return float(known[key][0]), int(known[key][1])
+    shape = _measure(dataset, model, hidden, channels, activation)
+    if not _KEEP[-1]:
+        return shape
+    try:
+        SHAPES.parent.mkdir(parents=True, exist_ok=True)
+        tmp = SHAPES.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**known, key: list(shape)}, indent=1, sort_keys=True))
+        tmp.replace(SHAPES)
+    except OSError:  # a read-only checkout measures again next time
+        pass
+    return shape
+
+
+def _measure(dataset: str, model: str, hidden: tuple[int, ...], channels: int, activation: str) -> tuple[float, int]:
     import jax
 
-    from mbstudy import load_dataset
     from mbstudy.config import TrainConfig
 
-    data = load_dataset(dataset)
+    data = _dataset(dataset)
     net = TrainConfig(dataset=dataset, model=model, hidden=hidden, channels=channels,
                       activation=activation).build_model(data)
     try:

@@ -147,12 +147,13 @@ def dry_run_text(sweep: grids.Sweep, workers: int) -> str:
 
 def _model_estimate(todo: list, workers: int, prune: bool) -> str:
     """The wall time the cost model expects (``cost.py``), for a store with no past runs of the sweep."""
-    from experiments.engine.cost import expected_cost
+    from experiments.engine.cost import expected_cost, writing_nothing
     from experiments.engine.progress import PARALLEL
 
     if not todo:
         return "estimate: nothing to train"
-    seconds = sum(expected_cost(c, prune=prune) for c in todo) / (PARALLEL * max(1, workers))
+    with writing_nothing():
+        seconds = sum(expected_cost(c, prune=prune) for c in todo) / (PARALLEL * max(1, workers))
     return (f"estimate: about {_duration(seconds)} with {workers} worker(s), from the cost model "
             "(experiments/engine/cost.py: steps, batch size and the model's FLOPs; no past runs of this sweep to go by)")
 
