@@ -28,9 +28,20 @@ URI     := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 
 .PHONY: help setup test test-fast lock clean-venv sweep ui server server-stop ray-start ray-stop equivalence reduction baselines study study-extended study-quick figures report bench bench-full setup-bench measure-throughput
 
+# `make help`: the targets in a column as wide as the longest name, each description wrapped to the terminal
+# (COLUMNS, else 100 characters) with its continuation lines under the description's first character
+HELP_COLUMNS ?= $(or $(COLUMNS),100)
 help: ## list the targets
-	@echo "mbstudy — make TARGET"
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@echo "mbstudy — make TARGET [VAR=value ...]"
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -v cols=$(HELP_COLUMNS) 'BEGIN {FS = ":.*## "} \
+	  {name[NR] = $$1; desc[NR] = $$2; if (length($$1) > w) w = length($$1)} \
+	  END {room = cols - w - 4; if (room < 30) room = 30; pad = sprintf("%" (w + 4) "s", ""); \
+	       for (i = 1; i <= NR; i++) { n = split(desc[i], word, " "); line = ""; first = 1; \
+	         for (j = 1; j <= n; j++) { \
+	           if (line != "" && length(line) + 1 + length(word[j]) > room) { \
+	             if (first) printf "  \033[36m%-" w "s\033[0m  %s\n", name[i], line; else printf "%s%s\n", pad, line; \
+	             first = 0; line = word[j] } else line = (line == "" ? word[j] : line " " word[j]) } \
+	         if (first) printf "  \033[36m%-" w "s\033[0m  %s\n", name[i], line; else printf "%s%s\n", pad, line } }'
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,7 +52,7 @@ $(STAMP): requirements.lock pyproject.toml
 # Install each named extra's lock once (a stamp per extra, redone when its lock or the base changes).
 define install-extras
 	@for e in $(sort $(subst $(comma), ,$(1))); do \
-	  case " $(KNOWN_EXTRAS) " in *" $$e "*) ;; *) echo "EXTRAS: unknown extra '$$e'; expected some of: $(KNOWN_EXTRAS)" >&2; exit 2;; esac; \
+	  case " $(KNOWN_EXTRAS) " in *" $$e "*) ;; *) echo "EXTRAS: unknown extra '$$e'$$($(PYTHON) -c 'import difflib, sys; m = difflib.get_close_matches(sys.argv[1], sys.argv[2:], 1); print(f" (did you mean {m[0]!r}?)" if m else "")' $$e $(KNOWN_EXTRAS)); expected some of: $(KNOWN_EXTRAS)" >&2; exit 2;; esac; \
 	  stamp=$(VENV)/.extra-$$e-stamp; \
 	  if [ ! -f $$stamp ] || [ requirements-$$e.lock -nt $$stamp ] || [ $(STAMP) -nt $$stamp ]; then \
 	    echo "installing the '$$e' extra (requirements-$$e.lock)"; \
@@ -60,9 +71,9 @@ test: $(STAMP) ## run every test: unit, doctests, the slow end-to-end ones, Ray,
 test-fast: setup ## the tests without the slow end-to-end ones
 	$(PY) -m pytest -m "not slow"
 
-sweep: $(STAMP) ## train a sweep into MLflow: GRID=default|science|seeds|published|smoke|path.toml, SET="key=value ...", WORKERS=n, EXECUTOR=local|ray, DRY_RUN=1 (check, count, estimate; writes nothing)
+sweep: $(STAMP) ## train a sweep into MLflow: GRID=default|science|... (experiments/grids/) or GRID=path/to/mine.toml (any directory; relative to this one; its MLflow experiment is "mine"), SET="key=value ...", WORKERS=n, EXECUTOR=local|ray, DRY_RUN=1 (check, count, estimate; writes nothing)
 	$(call install-extras,$(EXTRAS) $(if $(filter ray,$(EXECUTOR)),ray))
-	$(PY) -m experiments.sweep $(GRID) --executor $(EXECUTOR) $(foreach s,$(SET),--set $(s)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(DRY_RUN),--dry-run)
+	$(PY) -m experiments.sweep "$(GRID)" --executor $(EXECUTOR) $(foreach s,$(SET),--set $(s)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(DRY_RUN),--dry-run)
 
 server: $(STAMP) ## MLflow tracking server on 127.0.0.1:5000 (PORT=n) backed by PostgreSQL (local cluster, or BACKEND_STORE_URI=postgresql://...)
 	$(call install-extras,server $(EXTRAS))
@@ -116,7 +127,8 @@ figures: setup ## draw report/figures/*.png|pdf from the whole study's runs; SWE
 report: setup ## write report/REPORT.md (and its figures) from the whole study's runs (refused, nothing written, if the store lacks part of it); SWEEP=name|parent-run-id: report/sweeps/name/REPORT.md; PARTIAL=dir: whatever the store holds, into dir/
 	$(PY) -m analysis.report $(if $(SWEEP),--sweep "$(SWEEP)") $(if $(PARTIAL),--partial "$(PARTIAL)")
 
-ui: setup ## the MLflow UI on http://127.0.0.1:5000 (PORT=n) against the same store
+ui: setup ## the MLflow UI on http://127.0.0.1:5000 (PORT=n) against the same store; prints each experiment's runs page
+	@$(PY) -m experiments.ui --port $(PORT)
 	@echo "MLflow UI for $(URI) on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"
 	$(VENV)/bin/mlflow ui --backend-store-uri "$(URI)" --host 127.0.0.1 --port $(PORT)
 

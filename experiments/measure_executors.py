@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source = grids.resolve(args.grid)
     except grids.GridError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("\n".join(f"error: {line}" for line in e.lines()), file=sys.stderr)
         return 2
     n = len(grids.load(str(source)).configs)
     with tempfile.TemporaryDirectory() as d:

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         for source in sources:
             grids.load(str(source), args.set)  # a bad override is an error before anything runs
     except grids.GridError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("\n".join(f"error: {line}" for line in e.lines()), file=sys.stderr)
         return 2
     rows, failed = [], False
     with tempfile.TemporaryDirectory(prefix="mbstudy-throughput-") as d:

@@ -13,12 +13,19 @@ step is a command of its own (``python -m experiments.sweep GRID ...``), run in
 turn; its own progress bar shows inside the step, and between steps a line
 says how far the study is and about how long is left.
 
-The ETA weighs the steps by how long each took the last time the study ran on
-this machine (``.cache/study-times.json``, or ``MBSTUDY_STUDY_TIMES``; written as the steps finish), and by
-:data:`FIRST_GUESS` (seconds measured on two cores) before that. Every step is
-resumable (a sweep skips the runs its store holds), so a stopped study is
-continued by running the same command again. A step that fails stops the
-study with its exit status.
+The ETA weighs the steps by what each is expected to take. A sweep's first
+guess comes from its grid: the runs the store does not hold yet, each by the
+cost model of ``experiments/engine/cost.py`` (steps, batch size, the model's
+FLOPs, evaluations), over the worker processes, so a fresh clone gets a
+sensible ETA; the other steps' come from how long they took the last time the
+study ran on this machine (``.cache/study-times.json``, or
+``MBSTUDY_STUDY_TIMES``; written as the steps finish), and :data:`FIRST_GUESS`
+(seconds measured on two cores) before that. Between steps, the pace of the
+steps done so far (seconds taken against seconds expected) corrects the rest,
+shrunk towards the guesses while little is done (:func:`pace`), so one slow
+first step does not triple the ETA. Every step is resumable (a sweep skips
+the runs its store holds), so a stopped study is continued by running the same
+command again. A step that fails stops the study with its exit status.
 """
 
 from __future__ import annotations
@@ -85,20 +92,15 @@ QUICK = [
     ("sweep cnn_ablation", ["experiments.sweep", "cnn_ablation", "--set", "seed=0", "--only", "init=torch_default"]),
 ]
 
-# seconds per step on two cores (Intel Xeon, this project's CI machine), until this machine has its own
+# seconds of the steps that are not sweeps on two cores (Intel Xeon, this project's CI machine), until this
+# machine has its own; a sweep's guess is its grid's (sweep_guess)
 FIRST_GUESS = {
-    "full": {"sweep default": 250, "sweep science": 1200, "sweep generalisation": 270, "sweep seeds": 20,
-             "sweep published": 60, "sweep accumulation": 120, "sweep beta2": 190, "sweep sde": 22,
-             "equivalence": 30, "reduction": 30, "bench": 420},
-    "extended": {"sweep default": 250, "sweep science": 1200, "sweep generalisation": 270, "sweep seeds": 20,
-                 "sweep published": 60, "sweep accumulation": 120, "sweep beta2": 190, "sweep sde": 22,
-                 "equivalence": 30, "reduction": 30, "bench": 420, "sweep branching": 180, "sweep warmup": 50,
-                 "sweep scaling": 420, "sweep cnn_ablation": 170},
-    "quick": {"sweep default": 40, "sweep science": 100, "sweep generalisation": 60, "sweep seeds": 20,
-              "sweep published": 25, "sweep accumulation": 45, "sweep beta2": 10, "sweep sde": 10,
-              "equivalence": 30, "reduction": 30, "bench": 40, "sweep branching": 30, "sweep warmup": 30,
-              "sweep scaling": 60, "sweep cnn_ablation": 35},
+    "full": {"equivalence": 30, "reduction": 30, "bench": 420},
+    "extended": {"equivalence": 30, "reduction": 30, "bench": 420},
+    "quick": {"equivalence": 30, "reduction": 30, "bench": 40},
 }
+SWEEP_START = 10.0  # seconds a sweep takes before its first run: Python, JAX, the store, the worker processes
+PRIOR_WEIGHT = 0.25  # the guesses' weight in the pace between steps, as a share of the study's expected seconds
 
 
 def clock(seconds: float) -> str:
@@ -127,10 +129,66 @@ def _save_time(mode: str, name: str, seconds: float) -> None:
     tmp.replace(TIMES)
 
 
+def _sweep_args(args: list[str]) -> tuple[str, list[str], list[str]] | None:
+    """(grid, --set values, --only values) of a ``python -m experiments.sweep`` step, else None."""
+    if args[0] != "experiments.sweep":
+        return None
+    rest = args[2:]
+    values = {flag: [rest[i + 1] for i in range(len(rest) - 1) if rest[i] == flag] for flag in ("--set", "--only")}
+    return args[1], values["--set"], values["--only"]
+
+
+def sweep_guess(args: list[str], workers: int | None = None) -> float:
+    """Seconds a sweep step is expected to take: the cost model (``cost.expected_cost``) of each configuration
+    its store does not hold FINISHED yet (read-only; a store not yet made holds none), over the workers."""
+    from experiments.engine import cost, grid as grids, store
+    from experiments.engine.progress import PARALLEL
+
+    name, sets, only = _sweep_args(args)
+    try:
+        sweep = grids.load(name, sets, only)
+    except grids.GridError:  # the step itself will say what is wrong
+        return 60.0
+    past: list = []
+    if store.store_exists():
+        try:
+            reader = store.reader()
+            exp = reader.get_experiment_by_name(sweep.name)
+            if exp is not None:
+                past = store.search_all(reader, exp.experiment_id,
+                                        "tags.`mbstudy.kind` = 'run' and attributes.status = 'FINISHED'")
+        except Exception:  # noqa: BLE001 - a guess is never worth failing for
+            past = []
+    if sweep.cells:  # a searched grid: each cell's template, as many times as the search expects runs for it
+        from experiments.engine.chains import SearchWork
+
+        work = SearchWork(sweep.cells, past)
+        todo = [c.template for g, c in work.cells.items() for _ in range(round(work.expected_by_cell().get(g, 0)))]
+    else:
+        done = {r.data.tags.get("cfg_hash") for r in past}
+        todo = [c for c in sweep.configs if c.hash() not in done]
+    if not todo:
+        return 2 * SWEEP_START  # loading the grid and finding every run done
+    workers = workers or os.cpu_count() or 1
+    return SWEEP_START + sum(cost.expected_cost(c, prune=sweep.prune) for c in todo) / (PARALLEL * workers)
+
+
 def expected(mode: str, steps) -> dict[str, float]:
-    """Seconds each step is expected to take: its last time here, else :data:`FIRST_GUESS`."""
+    """Seconds each step is expected to take: a sweep's from its grid (:func:`sweep_guess`), another step's
+    from its last time here, else :data:`FIRST_GUESS`."""
     last = _load_times().get(mode, {})
-    return {name: float(last.get(name, FIRST_GUESS[mode].get(name, 60))) for name, _ in steps}
+    return {name: sweep_guess(args) if _sweep_args(args) else float(last.get(name, FIRST_GUESS[mode].get(name, 60)))
+            for name, args in steps}
+
+
+def pace(elapsed: float, done: float, total: float) -> float:
+    """Seconds taken per second expected so far, shrunk towards 1 by :data:`PRIOR_WEIGHT` of the study's total.
+
+    >>> round(pace(720, 250, 3000), 2), round(pace(2400, 2000, 3000), 2)   # one slow step; most of the study
+    (1.47, 1.15)
+    """
+    w = PRIOR_WEIGHT * total
+    return (elapsed + w) / (done + w)
 
 
 def run(mode: str, steps, out=sys.stderr) -> int:
@@ -153,10 +211,10 @@ def run(mode: str, steps, out=sys.stderr) -> int:
         done_weight += guess[name]
         elapsed = time.perf_counter() - t_start
         left = sum(guess[n] for n, _ in steps[i:])
-        pace = elapsed / done_weight if done_weight else 1.0  # how this run compares with the expectation
         bar = "#" * round(20 * done_weight / total) + "." * (20 - round(20 * done_weight / total))
         print(f"=== study [{bar}] {i}/{len(steps)} steps, {name} took {clock(took)}; {clock(elapsed)} elapsed"
-              + (f", about {clock(left * pace)} left" if i < len(steps) else ""), file=out, flush=True)
+              + (f", about {clock(left * pace(elapsed, done_weight, total))} left" if i < len(steps) else ""),
+              file=out, flush=True)
     print(f"study ({mode}): done in {clock(time.perf_counter() - t_start)}; `make report` writes report/REPORT.md",
           file=out, flush=True)
     return 0

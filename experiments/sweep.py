@@ -79,6 +79,7 @@ from experiments.engine import store
 from experiments.engine.driver import dry_run_text, preflight, run_sweep, summary_text
 from experiments.engine.executors import EXECUTORS, ExecutorUnavailable
 from experiments.engine.interrupts import interrupted_status, sigterm_as_interrupt
+from mbstudy.config.checks import did_you_mean
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (repeatable)")
     ap.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
                     help="keep only the configurations whose field is that value, or one of a list (repeatable)")
-    ap.add_argument("--executor", choices=tuple(EXECUTORS), default="local",
+    ap.add_argument("--executor", default="local", metavar="{" + ",".join(EXECUTORS) + "}",
                     help="local: worker processes on this machine (default); ray: Ray tasks (RAY_ADDRESS selects a cluster)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                     help="local: worker processes (default: cores; 1: in-process); ray: CPUs of the local instance")
@@ -105,12 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         bad = [f"--workers: expected a positive int; received {args.workers}"] if args.workers < 1 else []
+        if args.executor not in EXECUTORS:
+            bad.append(f"--executor: expected one of {list(EXECUTORS)}; received {args.executor!r}"
+                       f"{did_you_mean(args.executor, EXECUTORS)}")
         bad += [p for executor_class in EXECUTORS.values() for p in executor_class.option_problems(args)]
         if bad:
             raise grids.GridError("options", bad)
         sweep = grids.load(args.grid, args.set, args.only)
     except grids.GridError as e:
-        print(f"error: {e}", file=sys.stderr)
+        for line in e.lines():  # one line per problem, the file named once
+            print(f"error: {line}", file=sys.stderr)
         return 2
     if args.dry_run:
         try:

@@ -17,6 +17,7 @@ import pytest
 
 from experiments import sweep as sweep_mod
 from experiments.engine import store
+from experiments.engine.grid import GRID_DIR
 from mbstudy import data as data_mod
 from mbstudy import losses as losses_mod
 from mbstudy import optimizers as optimizers_mod
@@ -84,7 +85,7 @@ def test_a_tiny_sweep_with_the_toys(toys, tmp_path, monkeypatch, capsys):
 
 
 def test_unknown_names_list_the_registered_ones(toys):
-    with pytest.raises(ConfigError, match=r"optimizer: expected one of \['sgd', 'momentum', 'adam', 'toy_signsgd'\]"):
+    with pytest.raises(ConfigError, match=r"optimizer: expected one of \['sgd', 'momentum', 'adam', 'adamw', 'muon', 'toy_signsgd'\]"):
         TrainConfig(optimizer="rmsprop")
     with pytest.raises(ConfigError, match=r"loss: 'mnist1d' is a classification data set and needs 'cross_entropy'"):
         TrainConfig(loss="toy_mae")
@@ -98,7 +99,7 @@ def test_train_refuses_what_the_sweep_refuses(tmp_path, monkeypatch, capsys):
     assert line == "batch_size: expected 1 <= batch_size <= 1000 (the teacher training set); received 5000"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert sweep_mod.main(["smoke", "--set", "dataset=teacher", "--set", "batch_size=5000", "--no-progress"]) == 2
-    assert f"  - {line}" in capsys.readouterr().err
+    assert f"error: {GRID_DIR / 'smoke.toml'}: {line}\n" in capsys.readouterr().err  # the file named once
     assert not (tmp_path / "mlflow.db").exists()
 
 

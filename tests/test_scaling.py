@@ -246,6 +246,49 @@ def test_ui_in_a_real_browser_shows_the_experiment_a_run_and_its_train_loss_char
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
 
 
+def test_ui_opens_the_sweeps_experiment_on_its_runs_in_the_model_training_view(smoke_on_server):
+    """What `make ui` and a sweep's summary link to (``store.ui_url``), in a browser that never chose a view.
+
+    MLflow 3.17 opens an experiment in the view its GenAI / Model training switch last chose in that
+    browser (GenAI at first), whatever the experiment's ``mlflow.experimentKind`` tag says; the link's
+    ``workflowType`` parameter chooses model training. The screenshot shows the sweep's parent run and its runs.
+    """
+    need_module("playwright", "browser")
+    need(Path(CHROMIUM).exists(), "Chromium", "apt-get install chromium")
+    from mlflow import MlflowClient
+    from playwright.sync_api import expect, sync_playwright
+
+    exp = MlflowClient(smoke_on_server).get_experiment_by_name("smoke")
+    assert exp.tags.get(store.KIND_TAG) == store.MODEL_TRAINING, "every experiment the project creates is tagged"
+    names = sorted(c.run_name() for c in grids.load("smoke").configs)
+    shot = ROOT / "results" / "browser" / "mlflow-ui-experiment-runs.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})  # a fresh browser profile
+            context.add_init_script("localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
+                                    "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');")
+            page = context.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(f"{smoke_on_server}/#/experiments/{exp.experiment_id}")  # the plain address: MLflow's choice
+            page.wait_for_url("**workflowType=genai**")
+            page.goto(store.ui_url(smoke_on_server, exp.experiment_id))  # the address make ui prints
+            page.wait_for_url("**/runs?**workflowType=machine_learning**")
+            parent = page.get_by_role("link", name="smoke-", exact=False).first  # the sweep's parent run
+            expect(parent).to_be_visible()
+            page.locator("button[data-component-id*='runnamecellrenderer']").first.click()  # expand its runs
+            for name in names:
+                expect(page.get_by_role("link", name=name, exact=True)).to_be_attached()
+            expect(page.get_by_text(f"{len(names) + 1} matching runs")).to_be_visible()
+            page.screenshot(path=str(shot))
+        finally:
+            browser.close()
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
 KILL_GRID = """
 description = "runs long enough to kill a Ray worker in the middle of one"
 [base]

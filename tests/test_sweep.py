@@ -156,7 +156,7 @@ def test_malformed_and_empty_files(store, tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[base\nsteps = 3\n")
     assert sweep_mod.main([str(bad)]) == 2
-    assert "malformed TOML" in capsys.readouterr().err
+    assert f"{bad}:1:6: TOML syntax: Expected ']'" in capsys.readouterr().err
     empty = tmp_path / "empty.toml"
     empty.write_text('[base]\ndataset = "teacher"\n[grid]\nseed = []\n')
     assert sweep_mod.main([str(empty)]) == 2

@@ -40,5 +40,11 @@ def test_a_bad_definition_or_option_exits_2_names_the_field_and_creates_nothing(
     assert status == 2, f"exit {status}, expected 2:\n{err}"
     for text in case["expect"]:
         assert text in err, f"missing {text!r} in:\n{err}"
+    assert "problem(s)" not in err, "one message per problem, without a preamble"
+    if "usage:" not in err:  # argparse's own errors have their own form
+        firsts = [line for line in err.splitlines() if not line.startswith(" ")]  # a TOML error's excerpt is indented
+        assert firsts and all(line.startswith("error: ") for line in firsts), err
+    if "definition" in case:
+        assert err.count(str(grid)) == 1, f"the file is named once:\n{err}"
     created = sorted(p.name for p in tmp_path.rglob("*") if p != grid)
     assert created == [], f"nothing may be created; found {created}"

@@ -22,6 +22,7 @@ from experiments.engine.dispatch import dispatch_order
 from experiments.engine.executors import Executor, SweepAborted
 from experiments.engine.interrupts import Terminated, interrupted_status, raise_if_stopped, reclaim_sigterm, store_write
 from experiments.engine.lifecycle import SweepContext, SweepCounts
+from experiments.engine.progress import CostBar
 from experiments.engine.pruning import PruneBoard
 
 
@@ -37,8 +38,6 @@ def run_sweep(sweep: grids.Sweep, executor: Executor, *, progress: bool = True,
 
     ``prune``: give up runs that can no longer lower their group's steps-to-target (``pruning.py``).
     """
-    from tqdm.auto import tqdm
-
     t_start = time.perf_counter()
     exp_id = store.get_or_create_experiment(sweep.name, sweep.description)
     counts = SweepCounts(stale=provenance.mark_stale_runs_killed(exp_id))
@@ -62,8 +61,14 @@ def run_sweep(sweep: grids.Sweep, executor: Executor, *, progress: bool = True,
     executor.connect()  # before the parent run exists, so a cluster that does not answer leaves nothing
     reclaim_sigterm()
     parent = ""
-    bar = tqdm(total=left, desc=f"sweep {sweep.name} ({executor.name})", unit="run", disable=not progress,
-               dynamic_ncols=True)
+    if work is None:
+        bar = CostBar(todo, counts, desc=f"sweep {sweep.name} ({executor.name})", workers=executor.workers,
+                      disable=not progress, prune=prune)  # its ETA weighs each run left by its expected cost
+    else:  # a search proposes its runs as results come back: the bar's total is the runs it expects (chains.py)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=left, desc=f"sweep {sweep.name} ({executor.name})", unit="run", disable=not progress,
+                   dynamic_ncols=True)
     # The one place where a sweep stops early: Ctrl-C, SIGTERM (Terminated, see sigterm_as_interrupt) or a
     # dead worker. Every executor answers KeyboardInterrupt by ending its runs in flight.
     try:
@@ -114,12 +119,18 @@ def _duration(seconds: float) -> str:
     return f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
 
 
-def _browse_hint(uri: str) -> str:
+def _browse_hint(uri: str, experiment: str) -> str:
+    """Where to see the runs: the experiment's page in the UI's model-training view (``store.ui_url``)."""
+    try:
+        exp = store.client().get_experiment_by_name(experiment)
+    except Exception:  # noqa: BLE001 - a hint is never worth failing for
+        exp = None
+    page = (lambda base: store.ui_url(base, exp.experiment_id)) if exp else (lambda base: base)
     if uri.startswith("http"):
-        return f"open {uri}"  # a tracking server serves the UI itself
+        return f"open {page(uri)}"  # a tracking server serves the UI itself
     if uri.startswith("sqlite:"):
-        return "make ui   (then open http://127.0.0.1:5000)"
-    return f"MLFLOW_TRACKING_URI={uri} make ui"
+        return f"make ui, then open {page('http://127.0.0.1:5000')}"
+    return f"MLFLOW_TRACKING_URI={uri} make ui, then open {page('http://127.0.0.1:5000')}"
 
 
 def summary_text(sweep: grids.Sweep, counts: SweepCounts, parent: str, status: int) -> str:
@@ -133,7 +144,7 @@ def summary_text(sweep: grids.Sweep, counts: SweepCounts, parent: str, status: i
         f"  wall {_duration(t['wall_s'])} · summed over runs: compile {_duration(t['compile_s'])},"
         f" train {_duration(t['train_s'])}, eval {_duration(t['eval_s'])}, log {_duration(t['log_s'])}",
         f"  store {store.tracking_uri()} · experiment '{sweep.name}'" + (f" · parent run {parent}" if parent else " · nothing to do"),
-        f"  browse: {_browse_hint(store.tracking_uri())}",
+        f"  browse: {_browse_hint(store.tracking_uri(), sweep.name)}",
     ]
     if counts.search:
         lines += search_lines(counts.search)
@@ -164,8 +175,8 @@ def dry_run_text(sweep: grids.Sweep, workers: int) -> str:
     lines = [f"{c.hash()} {c.run_name()}" for c in sweep.configs]
     lines.append(f"{len(sweep.configs)} configurations in sweep '{sweep.name}' ({sweep.source})")
     if not store.store_exists():
-        lines.append(f"store {store.tracking_uri()}: not created yet, so all {len(sweep.configs)} would train; "
-                     "no past runs to estimate the time from")
+        lines.append(f"store {store.tracking_uri()}: not created yet, so all {len(sweep.configs)} would train")
+        lines.append(_model_estimate(sweep.configs, workers, sweep.prune))
         return "\n".join(lines)
     store.check_reachable()
     reader = store.reader()
@@ -176,7 +187,7 @@ def dry_run_text(sweep: grids.Sweep, workers: int) -> str:
     todo = [c for c in sweep.configs if c.hash() not in done]
     lines.append(f"store {store.tracking_uri()}: holds {len(sweep.configs) - len(todo)} of them FINISHED; "
                  f"{len(todo)} would train")
-    lines.append(_estimate(todo, past, workers))
+    lines.append(_estimate(todo, past, workers) if past else _model_estimate(todo, workers, sweep.prune))
     return "\n".join(lines)
 
 
@@ -212,6 +223,19 @@ def _search_dry_run(sweep: grids.Sweep, workers: int) -> str:
         todo = [c.template for g, c in work.cells.items() for _ in range(round(left.get(g, 0)))]
         lines.append(_estimate(todo, past, workers))
     return "\n".join(lines)
+
+
+def _model_estimate(todo: list, workers: int, prune: bool) -> str:
+    """The wall time the cost model expects (``cost.py``), for a store with no past runs of the sweep."""
+    from experiments.engine.cost import expected_cost, writing_nothing
+    from experiments.engine.progress import PARALLEL
+
+    if not todo:
+        return "estimate: nothing to train"
+    with writing_nothing():
+        seconds = sum(expected_cost(c, prune=prune) for c in todo) / (PARALLEL * max(1, workers))
+    return (f"estimate: about {_duration(seconds)} with {workers} worker(s), from the cost model "
+            "(experiments/engine/cost.py: steps, batch size and the model's FLOPs; no past runs of this sweep to go by)")
 
 
 def _estimate(todo: list, past: list, workers: int) -> str:

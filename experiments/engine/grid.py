@@ -102,11 +102,22 @@ LABEL = "label"  # the key of a workload's or an arm's label (not a configuratio
 
 
 class GridError(ValueError):
-    """Every problem with a sweep definition, one per line."""
+    """Every problem with a sweep definition, one per line (``problems``); ``source`` is the file (or ``options``).
+
+    :meth:`lines` is what the command line prints, one ``error:`` line per problem, the file named once: on the
+    first line, before the first problem (``mine.toml: base.lr: unknown field (did you mean 'learning_rate'?)``).
+    """
 
     def __init__(self, source: str, problems: list[str]):
+        self.source = source
         self.problems = problems
-        super().__init__(f"{source}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        head = f"{self.source}: " if self.source and Path(self.source).is_file() else ""
+        if self.problems and self.problems[0].startswith(f"{self.source}:"):  # a problem that names its place itself
+            head = ""
+        return [head + self.problems[0], *self.problems[1:]] if self.problems else [head.rstrip(": ")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,12 +146,31 @@ def resolve(grid: str) -> Path:
     p = Path(grid)
     if p.suffix == ".toml" or "/" in grid:
         if not p.is_file():
-            raise GridError(grid, [f"GRID: no such file {grid!r}; expected a TOML file or one of {available()}"])
+            where = "" if p.is_absolute() else f" (that is {p.resolve()}: a relative path starts in {Path.cwd()})"
+            raise GridError(grid, [f"GRID: no such file {grid!r}{where}; expected a TOML file or one of {available()}"])
         return p
     p = GRID_DIR / f"{grid}.toml"
     if not p.is_file():
-        raise GridError(grid, [f"GRID: unknown sweep {grid!r}; available: {', '.join(available())}, or a path to a .toml file"])
+        raise GridError(grid, [f"GRID: unknown sweep {grid!r}{config.checks.did_you_mean(grid, available())}; "
+                               f"available: {', '.join(available())}, or a path to a .toml file"])
     return p
+
+
+def toml_problem(path: Path, text: str, e: tomllib.TOMLDecodeError) -> str:
+    """A TOML syntax error as ``FILE:LINE:COLUMN: ...``, with the line and a caret under the column."""
+    import re
+
+    message = str(e)
+    at = re.search(r"\(at line (\d+), column (\d+)\)$", message)
+    line, col = (getattr(e, "lineno", None), getattr(e, "colno", None)) if at is None else map(int, at.groups())
+    what = getattr(e, "msg", None) or (message[:at.start()].rstrip() if at else message)
+    if not line:
+        return f"{path}: TOML syntax: {what}"
+    lines = text.splitlines()
+    shown = lines[line - 1] if 0 < line <= len(lines) else ""
+    gutter = f"{line:>5} | "
+    return (f"{path}:{line}:{col}: TOML syntax: {what}\n{gutter}{shown}\n"
+            f"{' ' * (len(gutter) - 2)}| {' ' * max(0, col - 1)}^")
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -194,9 +224,23 @@ def _alternatives(spec: dict[str, Any], key: str, problems: list[str]) -> list[d
     return [{}]
 
 
+def top_level_problems(spec: dict[str, Any]) -> list[str]:
+    """The top-level keys that are unknown, and the scalar ones of the wrong type (``description``, ``prune``);
+    the tables' types are :func:`_tables`' and :func:`_alternatives`'."""
+    problems = [f"{k}: unknown top-level key{config.checks.did_you_mean(k, _TOP_KEYS)}; expected {sorted(_TOP_KEYS)}"
+                for k in spec if k not in _TOP_KEYS]
+    if not isinstance(spec.get("description", ""), str):
+        problems.append(f"description: expected a string (one line shown in MLflow), such as description = \"...\"; "
+                        f"received {type(spec['description']).__name__} {spec['description']!r:.60}")
+    if not isinstance(spec.get("prune", True), bool):
+        problems.append(f"prune: expected true or false (false: train every run to its targets or budget); "
+                        f"received {spec['prune']!r:.60}")
+    return problems
+
+
 def _tables(spec: dict[str, Any]) -> tuple[dict, dict, list[dict], dict[str, dict], list[str]]:
     """``[base]``, ``[grid]``, ``[[arms]]`` and ``[by_batch_size.*]`` of a parsed definition, and the problems of their TOML types."""
-    problems = [f"{k}: unknown top-level key; expected {sorted(_TOP_KEYS)}" for k in spec if k not in _TOP_KEYS]
+    problems = top_level_problems(spec)
     if "base" not in spec and "grid" not in spec:
         problems.append("base, grid: a definition needs a [base] table, a [grid] table or both; received neither")
 
@@ -264,7 +308,7 @@ def expand_cells(spec: dict[str, Any], source: str, overrides: dict[str, Any] | 
         searches = None  # a fixed rate from the command line: the search is off
     for name, table in (("base", base), ("grid", grid), *((f"arms[{i}]", a) for i, a in enumerate(arms)),
                         *((f"workloads[{i}]", w) for i, w in enumerate(workloads))):
-        problems += [f"{name}.{k}: unknown field; known fields: {', '.join(FIELDS)}" for k in table if k not in FIELDS]
+        problems += [config.checks.unknown_field(f"{name}.{k}", k, FIELDS) for k in table if k not in FIELDS]
         if searches is not None and "learning_rate" in table:
             problems.append(f"{name}.learning_rate: the learning rate is searched ([search.learning_rate]); remove "
                             "it here, or remove the search to list the rates")
@@ -272,7 +316,7 @@ def expand_cells(spec: dict[str, Any], source: str, overrides: dict[str, Any] | 
                           *((f"workloads[{i}].by_batch_size", t) for i, t in enumerate(own))):
         for k, table in tables.items():
             if k not in FIELDS:
-                problems.append(f"{where}.{k}: unknown field; known fields: {', '.join(FIELDS)}")
+                problems.append(config.checks.unknown_field(f"{where}.{k}", k, FIELDS))
             if searches is not None and k == "learning_rate":
                 problems.append(f"{where}.learning_rate: the learning rate is searched ([search.learning_rate]); "
                                 "remove this table, or remove the search")
@@ -281,7 +325,7 @@ def expand_cells(spec: dict[str, Any], source: str, overrides: dict[str, Any] | 
                     problems.append(f"{where}.{k}: keys are batch sizes such as \"64\"; received {b!r}")
     for key, value in (overrides or {}).items():
         if key not in FIELDS:
-            problems.append(f"--set {key}: unknown field; known fields: {', '.join(FIELDS)}")
+            problems.append(config.checks.unknown_field(f"--set {key}", key, FIELDS))
             continue
         for table in (base, grid, *arms, *workloads, *own):
             table.pop(key, None)
@@ -374,7 +418,7 @@ def _add_cell(cells: dict, cfg: TrainConfig, spec: search.Spec, by_batch: list[s
 
 def select(configs, only: dict[str, Any], source: str) -> list[TrainConfig]:
     """The configurations whose field ``k`` is ``only[k]`` (or one of it, a list) for every ``k``."""
-    problems = [f"--only {k}: unknown field; known fields: {', '.join(FIELDS)}" for k in only if k not in FIELDS]
+    problems = [config.checks.unknown_field(f"--only {k}", k, FIELDS) for k in only if k not in FIELDS]
     if problems:
         raise GridError(source, problems)
     wanted = {k: [tuple(x) if isinstance(x, list) else x for x in (v if _is_axis(k, v) else [v])]
@@ -396,10 +440,11 @@ def load(grid: str, overrides: list[str] | None = None, only: list[str] | None =
     (``field=value`` texts, as ``--only`` gives them); raises GridError."""
     path = resolve(grid)
     source = str(path)
+    text = path.read_text()
     try:
-        spec = tomllib.loads(path.read_text())
+        spec = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise GridError(source, [f"malformed TOML: {e}"]) from None
+        raise GridError(source, [toml_problem(path, text, e)]) from None
     parsed, selected, problems = {}, {}, []
     for texts, into in ((overrides, parsed), (only, selected)):
         for text in texts or []:
@@ -411,9 +456,6 @@ def load(grid: str, overrides: list[str] | None = None, only: list[str] | None =
     if problems:
         raise GridError(source, problems)
     prune = spec.get("prune", True)
-    if not isinstance(prune, bool):
-        problems.append(f"prune: expected true or false (false: train every run to its targets or budget); "
-                        f"received {prune!r:.60}")
     meta = spec.get("meta", {})
     if not isinstance(meta, dict):
         problems.append(f"meta: expected a table ([meta]) of facts for the analysis; received {meta!r:.60}")

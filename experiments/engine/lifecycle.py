@@ -113,8 +113,10 @@ class SweepCounts:
     stale: int = 0  # RUNNING runs of a dead sweep, marked KILLED before this one started
     times: Counter = field(default_factory=Counter)
     search: dict[str, Any] | None = None  # a search grid's summary (chains.SearchWork.summary)
+    ended: list[str] = field(default_factory=list)  # cfg_hash of each run added, in order (the progress bar's ETA)
 
     def add(self, record: RunRecord) -> None:
+        self.ended.append(record.cfg_hash)
         if record.status == "trained":
             self.trained += 1
             self.diverged += record.outcome == "diverged"

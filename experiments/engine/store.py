@@ -149,15 +149,36 @@ def _sqlite_write_ahead_log() -> None:
             cursor.close()
 
 
+# The experiment tag MLflow's UI reads for an experiment's kind, and its value for model training (MLflow 3.17.2's
+# ExperimentKind.CUSTOM_MODEL_DEVELOPMENT, "Machine learning" in its kind selector; "genai_development" is the other).
+KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
+def ui_url(base: str, experiment_id: str) -> str:
+    """The MLflow UI's page of an experiment's runs, in its model-training view.
+
+    MLflow 3.17's UI opens every experiment in the view its GenAI / Model training
+    switch last chose in that browser (GenAI at first), whatever the experiment's
+    kind tag says; the ``workflowType`` parameter of the address chooses it.
+
+    >>> ui_url("http://127.0.0.1:5000", "3")
+    'http://127.0.0.1:5000/#/experiments/3?workflowType=machine_learning'
+    """
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
 def get_or_create_experiment(name: str, description: str = "") -> str:
-    """Create the store (schema) and the experiment once, before any worker starts."""
+    """Create the store (schema) and the experiment once, before any worker starts; tagged as model training
+    (:data:`KIND_TAG`), as is an existing one that has no kind yet (one made before, resumed now)."""
     c = client()
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             c.restore_experiment(exp.experiment_id)
+        if KIND_TAG not in exp.tags:  # a kind chosen in the UI is left as it is
+            c.set_experiment_tag(exp.experiment_id, KIND_TAG, MODEL_TRAINING)
         return exp.experiment_id
-    tags = {"mlflow.note.content": description} if description else None
+    tags = {KIND_TAG: MODEL_TRAINING, **({"mlflow.note.content": description} if description else {})}
     return c.create_experiment(name, artifact_location=artifact_root(), tags=tags)
 
 

@@ -14,6 +14,7 @@ a schedule), so that one configuration has one hash.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -47,9 +48,27 @@ class ConfigError(ValueError):
 # ------------------------------------------------------------------ helpers
 
 
+def did_you_mean(word: Any, choices) -> str:
+    """`` (did you mean 'adam'?)`` for the choice closest to a misspelt ``word``, or ``''`` if none is close.
+
+    >>> did_you_mean("adma", ["sgd", "momentum", "adam"]), did_you_mean("rmsprop", ["sgd", "momentum", "adam"])
+    (" (did you mean 'adam'?)", '')
+    """
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_field(where: str, name: str, fields) -> str:
+    """``where: unknown field (did you mean 'x'?)``, or with the list of known fields when none is close."""
+    hint = did_you_mean(name, fields)
+    return f"{where}: unknown field{hint}" if hint else f"{where}: unknown field; known fields: {', '.join(fields)}"
+
+
 def one_of(choices: Callable[[], list[str]]) -> Check:
     def check(v, d):
-        return None if v in choices() else f"expected one of {choices()}; received {v!r}"
+        return None if v in choices() else f"expected one of {choices()}; received {v!r}{did_you_mean(v, choices())}"
     return check
 
 
@@ -130,7 +149,7 @@ def n_train(v, d):
 def loss(v, d):
     known = ["auto", *LOSSES]
     if v not in known:
-        return f"expected one of {known}; received {v!r}"
+        return f"expected one of {known}; received {v!r}{did_you_mean(v, known)}"
     source = DATASETS.get(d.get("dataset"))
     if v != "auto" and source is not None and LOSSES[v].task != source.task:
         want = loss_for_task(source.task)
@@ -346,7 +365,7 @@ def problems(d: Mapping[str, Any], fields: Mapping[str, dataclasses.Field], hint
     Unknown fields, wrong types, then each field's own check (run only when the
     fields it reads have the right type, so one mistake gives one message).
     """
-    found = [f"{k}: unknown field; known fields: {', '.join(fields)}" for k in d if k not in fields]
+    found = [unknown_field(k, k, fields) for k in d if k not in fields]
     full = {**{k: f.default for k, f in fields.items()}, **{k: v for k, v in d.items() if k in fields}}
     typed = {k: p for k in fields if (p := type_problem(k, full[k], hints[k]))}
     found += typed.values()
