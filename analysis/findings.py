@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.section import Context
+from analysis.section import Answer, Context
 from analysis.sections import SECTIONS
 
 START = "<!-- findings:start (written by `make report` from the runs; edits here are overwritten) -->"
@@ -27,6 +27,8 @@ def table(ctx: Context) -> str:
             continue
         label, fn = s.finding
         ans = fn(ctx)
+        if isinstance(ans, Answer):
+            ans = " ".join(p for p in (ans.answer, ans.number + "." if ans.number else "") if p)
         lines.append(f"| {label} | {ans if ans else 'not measured in this store: see the report'} |")
     return "\n".join(lines)
 

@@ -174,7 +174,8 @@ def science_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str, la
             for level in levels:
                 cells[(w, target, level, opt)] = make_cell(best, w, target, level, opt)
     comp = comparisons(cells, reference_optimizer())
-    hardest = comp[[lev.get((r.workload, r.target), (np.nan,))[-1] == r.level for r in comp.itertuples()]]
+    hardest = comp[pd.Series([lev.get((r.workload, r.target), (np.nan,))[-1] == r.level for r in comp.itertuples()],
+                             index=comp.index, dtype=bool)]
     comp["p_holm"] = np.nan
     comp.loc[hardest.index, "p_holm"] = stats.holm(hardest["p"])  # the family: the verdicts the report states
     rows = []

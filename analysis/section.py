@@ -59,13 +59,24 @@ class FigureSpec:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """A question's row of the report's summary table (and of the README's findings): the answer in a sentence,
+    the key number with its interval (or its bound), and the main caveat."""
+
+    answer: str
+    number: str = ""
+    caveat: str = ""
+
+
+@dataclass(frozen=True)
 class Section:
     """A question or an experiment of the report (see the module docstring).
 
     ``key`` is its label in the report and the findings table (``Q4``); ``title`` its heading's question;
-    ``text(ctx)`` its body; ``parts`` the experiments it is made of (each a Section without a heading whose
-    providers and figures it includes); ``finding`` (label, fn) its row of the README's table, ``fn(ctx)``
-    returning the short answer or None when not measured.
+    ``text(ctx)`` its body, which opens with the answer; ``appendix(ctx)`` its long tables, printed in the report's
+    appendix; ``parts`` the experiments it is made of (each a Section without a heading whose providers and
+    figures it includes); ``finding`` (label, fn) its row of the summary table and the README's findings, ``fn(ctx)``
+    returning an :class:`Answer` (or, briefly, a string: the answer alone) or None when not measured.
     """
 
     key: str
@@ -75,8 +86,9 @@ class Section:
     figures: tuple[FigureSpec, ...] = ()
     parts: tuple[Section, ...] = ()
     limits: str | None = None
-    finding: tuple[str, Callable[[Context], str | None]] | None = None
+    finding: tuple[str, Callable[[Context], Answer | str | None]] | None = None
     heading: str | None = None  # the report's heading; default "<key>. <title>"
+    appendix: Callable[[Context], str] | None = None
 
     @property
     def header(self) -> str:

@@ -103,8 +103,14 @@ def study_facts() -> Context:
     from tests.test_q9_analysis import synthetic_q9
     from tests.test_workloads import synthetic_b_simple, synthetic_generalisation, synthetic_science
 
-    sci_runs, _ = synthetic_science(seeds=3)
-    work = workloads.workload_facts(sci_runs, "science", synthetic_b_simple(sci_runs), n_boot=50)
+    from analysis import science as science_mod
+    from tests.test_workloads import LEVELS
+
+    sci_runs, sci_hist = synthetic_science(seeds=3)
+    work = science_mod.science_facts(sci_runs, sci_hist, "science", {"mnist1d-mlp": "MNIST-1D",
+                                                                     "teacher-mlp": "teacher"}, LEVELS)
+    work = science_mod.ScienceFacts(**{**work.__dict__, "b_simple": workloads.b_simple_table(
+        work, synthetic_b_simple(sci_runs))})
     gen_runs, gen_hist = synthetic_generalisation(("mnist1d", "digits", "teacher"))
     return facts_of(default=default, science=science, noise=noise.noise_facts(default),
                     workloads=work, generalisation=generalisation.generalisation_facts(gen_runs, gen_hist),

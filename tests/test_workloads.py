@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from analysis import reduce
+from analysis import science
 from analysis.sections import generalisation, workloads
 from experiments.engine import grid as grids
 from mbstudy import load_dataset
@@ -121,57 +122,73 @@ def test_workloads_cross_the_arms_and_carry_their_own_budgets():
 
 def test_the_science_and_generalisation_grids_expand():
     sci = grids.load("science")
-    assert {(c.dataset, c.model) for c in sci.configs} == {("mnist1d", "mlp"), ("mnist1d", "cnn"), ("digits", "mlp"),
-                                                          ("teacher", "mlp")}
-    assert all(c.val_fraction == 0.2 and c.target_val is not None and c.target_loss is not None for c in sci.configs)
-    assert min(len({c.seed for c in sci.configs if c.model == m}) for m in ("mlp", "cnn")) >= 3
+    cells = [c.template for c in sci.cells]
+    assert not sci.configs and cells, "the science sweep searches its learning rates"
+    assert {(c.dataset, c.model) for c in cells} == {("mnist1d", "mlp"), ("mnist1d", "cnn"), ("teacher", "mlp")}
+    assert all(c.val_fraction == 0.2 and c.target_loss is not None and c.stop_at_target for c in cells)
+    assert min(len({c.seed for c in cells if c.model == m}) for m in ("mlp", "cnn")) >= 8
+    assert set(sci.meta["levels"]) == {"mnist1d-mlp", "mnist1d-cnn", "teacher-mlp"}
     gen = grids.load("generalisation")
     assert all(c.val_fraction == 0.2 and c.stats_every == c.eval_every for c in gen.configs)
 
 
 # ------------------------------------------------------------ the analysis
 
+TRUTH = {("mnist1d", "sgd"): 40.0, ("mnist1d", "momentum"): 160.0, ("teacher", "sgd"): 20.0,
+         ("teacher", "momentum"): 20.0}
+LEVELS = {"mnist1d-mlp": {"loss": [1.0], "val": [0.6]}, "teacher-mlp": {"loss": [0.05]}}
 
-def synthetic_science(seeds=5, noise=0.1, rng=0):
-    """Runs of two workloads x two optimizers x one target pair, steps = S_min (1 + B_crit / B) x noise."""
+
+def synthetic_science(seeds=8, noise=0.05, rng=0):
+    """Runs of two workloads x two optimizers and their histories: the loss falls log-linearly from 2.3 to each
+    run's target at steps S_min (1 + B_crit / B) x noise (x 1.5 at the worse rate), so every level of the history is
+    crossed at a known fraction of those steps; evaluations every twentieth of them."""
     g = np.random.default_rng(rng)
-    rows = []
-    truth = {("digits", "sgd"): 40.0, ("digits", "momentum"): 160.0, ("teacher", "sgd"): 20.0,
-             ("teacher", "momentum"): 20.0}
-    for (ds, opt), b_crit in truth.items():
+    rows, hist = [], []
+    for (ds, opt), b_crit in TRUTH.items():
+        target, val = (0.7, 0.45) if ds == "mnist1d" else (0.01, None)
         for B in (1, 2, 4, 8, 16, 64, 256, 1024):
             for seed in range(seeds):
                 for lr, slower in ((0.1, 1.0), (0.01, 1.5)):
                     s = 100 * (1 + b_crit / B) * np.exp(g.normal(0, noise)) * slower
+                    rid = f"{ds}{opt}{B}{seed}{lr}"
                     rows.append({"dataset": ds, "model": "mlp", "optimizer": opt, "batch_size": B, "seed": seed,
-                                 "learning_rate": lr, "outcome": "completed", "steps_to_target": float(round(s)),
-                                 "steps_to_val_target": float(round(0.5 * s)), "run_id": f"{ds}{opt}{B}{seed}{lr}"})
-    return pd.DataFrame(rows), truth
+                                 "learning_rate": lr, "outcome": "completed", "steps_to_target": float(np.ceil(s)),
+                                 "target_loss": target, "target_val": val, "eval_every": max(1, int(s / 20)),
+                                 "run_id": rid, "git_commit": "abc", "reduction": "mean"})
+                    every = max(1, int(s / 20))
+                    for step in range(0, int(np.ceil(s)) + every, every):
+                        frac = min(step / s, 1.2)
+                        hist.append((rid, "train/loss", step, 2.3 * (target / 2.3) ** frac))
+                        if val is not None:
+                            hist.append((rid, "val/acc", step, 1 - 0.9 * (val / 0.9) ** frac))
+    return pd.DataFrame(rows), pd.DataFrame(hist, columns=["run_id", "metric", "step", "value"])
 
 
-def test_the_shape_checks_recover_known_curves():
-    runs, truth = synthetic_science()
-    w = workloads.workload_facts(runs, "science", n_boot=200)
-    assert set(w.panels) == {(f"{d}-mlp", t) for d in ("digits", "teacher") for t in ("loss", "val")}
-    c = w.checks.set_index(["workload", "target", "optimizer"])
-    for (ds, opt), b_crit in truth.items():
-        row = c.loc[(f"{ds}-mlp", "loss", opt)]
-        assert row["B_crit_lo"] <= b_crit <= row["B_crit_hi"], (ds, opt, row["B_crit_lo"], row["B_crit_hi"])
-        assert row["r2"] > 0.95
-    mom = c.loc[("digits-mlp", "loss", "momentum")]
-    assert mom["extends_scaling"].startswith("yes") and mom["ratio_lo"] > 1
-    assert abs(np.log(mom["ratio_vs_sgd"] / 4)) < np.log(1.25), "the true ratio is 160 / 40"
-    assert c.loc[("teacher-mlp", "loss", "momentum"), "extends_scaling"].startswith("not resolved")
-    # a true B_crit of 20-160 leaves B <= 16 in the perfect-scaling regime only for the larger ones
-    assert c.loc[("digits-mlp", "loss", "momentum"), "slope_verdict"] != "not measured"
+def test_the_per_seed_fits_recover_known_curves_and_the_comparisons_follow_holm():
+    runs, hist = synthetic_science()
+    f = science.science_facts(runs, hist, "synthetic", {"mnist1d-mlp": "MNIST-1D", "teacher-mlp": "teacher"}, LEVELS)
+    assert set(f.levels) == {("mnist1d-mlp", "loss"), ("mnist1d-mlp", "val"), ("teacher-mlp", "loss")}
+    assert f.levels[("mnist1d-mlp", "loss")] == (1.0, 0.7), "easiest first, the runs' own target last"
+    for (ds, opt), b_crit in TRUTH.items():
+        for level in f.levels[(f"{ds}-mlp", "loss")]:
+            c = f.cell(f"{ds}-mlp", "loss", opt, level)
+            assert c.b_crit.lo <= b_crit <= c.b_crit.hi, (ds, opt, level, c.b_crit)
+            assert c.n_seeds == 8 and c.models["winner"] == "hyperbola"
+    comp = f.comparisons.set_index(["workload", "target", "level", "optimizer"])
+    mom = comp.loc[("mnist1d-mlp", "loss", 0.7, "momentum")]
+    assert mom["p_holm"] < 0.05 and abs(np.log(mom["ratio"] / 4)) < np.log(1.25), "the true ratio is 160 / 40"
+    assert comp.loc[("teacher-mlp", "loss", 0.01, "momentum"), "p_holm"] > 0.05
+    assert np.isnan(comp.loc[("mnist1d-mlp", "loss", 1.0, "momentum"), "p_holm"]), "easier levels: no verdict"
 
 
 def test_b_simple_is_read_at_init_over_training_and_where_the_run_stopped():
-    runs, _ = synthetic_science(seeds=3)
-    w = workloads.workload_facts(runs, "science", n_boot=50)
-    t = workloads.b_simple_table(runs, synthetic_b_simple(runs), w.checks)
+    runs, hist = synthetic_science(seeds=3)
+    f = science.science_facts(runs, hist, "synthetic", {}, LEVELS)
+    t = workloads.b_simple_table(f, synthetic_b_simple(runs))
     assert (t["at_init"] == 10).all() and (t["over_training"] == 30).all() and (t["at_end"] == 90).all()
-    assert np.allclose(t["at_end_ratio"], 90 / t["B_crit"])
+    m = t[t["bound"] == ""]
+    assert len(m) and np.allclose(m["at_end_ratio"], 90 / m["B_crit"])
 
 
 def synthetic_generalisation(workloads=("digits",)):
@@ -194,9 +211,8 @@ def synthetic_generalisation(workloads=("digits",)):
 
 
 def synthetic_b_simple(runs):
-    """B_simple histories (10 at step 0, 30 in the middle, 90 at the end) of the fastest runs."""
-    fast = workloads.fastest_runs(runs)
-    return pd.DataFrame([(rid, "grad/b_simple", step, v) for rid in fast["run_id"]
+    """B_simple histories (10 at step 0, 30 in the middle, 90 at the end) of every run."""
+    return pd.DataFrame([(rid, "grad/b_simple", step, v) for rid in runs["run_id"]
                          for step, v in ((0, 10.0), (50, 30.0), (100, 90.0))],
                         columns=["run_id", "metric", "step", "value"])
 

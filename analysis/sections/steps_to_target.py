@@ -11,13 +11,11 @@ import numpy as np
 import pandas as pd
 
 from analysis import load, plots, reduce
-from analysis.markdown import interval, md_table, with_interval
-from analysis.order import optimizers_in, reference_optimizer
+from analysis.order import label, optimizers_in, reference_optimizer
 from analysis.plots import Skip
-from analysis.section import Context, FigureSpec, Provider, Section
+from analysis.section import Answer, Context, FigureSpec, Provider, Section
 from analysis.sections import workloads
 from analysis.sections.workloads import SMALL_B, workload_of
-from mbstudy.metrics import TRAIN_TARGET
 
 plt = plots.plt
 SMALL_B_LR = 64  # the best SGD learning rate's slope is measured for B up to this
@@ -69,58 +67,43 @@ def science_facts(runs: pd.DataFrame, experiment: str, intervals: dict | None = 
     )
 
 
-def _seeds_note(n_seeds: int) -> str:
-    if n_seeds < 2:
-        return "one seed per configuration, so no interval"
-    return (f"median over {n_seeds} seeds of each seed's fewest steps over learning rates; in brackets the 95% "
-            "bootstrap interval, resampling seeds and refitting")
-
-
-def _fit_table(rows: pd.DataFrame, ci: dict) -> pd.DataFrame:
-    """The fit per optimizer, with the bootstrap interval of B_crit, S_min and E_min where there is one."""
-    out = rows[["optimizer", "S_min", "E_min", "B_crit", "r2", "n"]].copy()
-    for name in ("B_crit", "S_min", "E_min"):
-        lo = [ci.get(o, {}).get(name, (np.nan,) * 3)[1] for o in out["optimizer"]]
-        hi = [ci.get(o, {}).get(name, (np.nan,) * 3)[2] for o in out["optimizer"]]
-        if np.isfinite(lo).any():
-            out.insert(out.columns.get_loc(name) + 1, f"{name} 95% CI", [
-                f"[{a:.3g}, {b:.3g}]" if np.isfinite(a) else "" for a, b in zip(lo, hi)])
-    return out
+def _headline_summary(ctx: Context) -> str:
+    """``sgd 174 [160, 190], momentum ≥ 3200, ...``: the headline's B_crit per optimizer at the hardest level."""
+    p = workloads.headline_panel(ctx)
+    if p is None:
+        return ""
+    out = []
+    for o, v in p.fits.items():
+        value, lo, hi = v["B_crit"]
+        text = (f"≥ {value:.0f}" if p.bounds[o] == ">=" else f"≤ {value:.0f}" if p.bounds[o] == "<="
+                else f"{value:.0f} [{lo:.0f}, {hi:.0f}]" if np.isfinite(lo) else f"{value:.0f}")
+        out.append(f"{label(o)} {text}")
+    return ", ".join(out)
 
 
 def text(ctx: Context) -> str:
     parts = []
+    w, p = ctx.workloads, workloads.headline_panel(ctx)
+    if p is not None:
+        parts.append(
+            "**Per step, a larger batch makes more progress; per example seen, a smaller one does, up to the critical "
+            "batch size B_crit: below it doubling B halves the steps, above it the steps level off at S_min "
+            f"(McCandlish et al.'s S(B) = S_min(1 + B_crit/B)).** On the {w.label(p.workload)}, to training loss "
+            f"{p.level:g}: B_crit = {_headline_summary(ctx)} (geometric mean over {p.n_seeds} seeds of each seed's fit, "
+            "95% t-interval; ≥ x: every batch size up to x was still in perfect scaling for some seed, so x is a lower "
+            "bound). The other workloads, targets and levels follow.\n")
     ex = ctx.default.examples_to_level if ctx.default else None
     if ex is not None and len(ex) >= 2:
         parts.append(
-            "**Per step, bigger batches make more progress; per example seen, small batches are more "
-            f"efficient.** In the default sweep (best learning rate per B), reaching training loss {ctx.default.loss_level:g} took "
-            f"{ex.iloc[0]:,.0f} examples at B = {ex.index[0]} against {ex.iloc[-1]:,.0f} at B = {ex.index[-1]}.\n")
+            f"In the main sweep (a fixed number of steps, the best learning rate per B), reaching training loss "
+            f"{ctx.default.loss_level:g} took {ex.iloc[0]:,.0f} examples at B = {ex.index[0]} against "
+            f"{ex.iloc[-1]:,.0f} at B = {ex.index[-1]}.\n")
     parts.append(ctx.figure("a_loss_curves"))
-    sci = ctx.science
-    if sci is not None and sci.fits:
-        rows = pd.DataFrame([{"optimizer": o, **f} for o, f in sci.fits.items()])
-        good = rows[np.isfinite(rows["B_crit"])]
-        ci = sci.intervals
-        if len(good):
-            parts.append(
-                "**Steps to a target follow McCandlish et al.'s hyperbola S(B) = S_min(1 + B_crit/B).** On the "
-                "MNIST-1D MLP, training-loss target (the other workloads and the validation target below): "
-                + ", ".join(f"{r.optimizer}: B_crit ≈ {with_interval(ci.get(r.optimizer, {}).get('B_crit'), r.B_crit)}, "
-                            f"S_min ≈ {with_interval(ci.get(r.optimizer, {}).get('S_min'), r.S_min)}, R² = {r.r2:.3f}"
-                            for r in good.itertuples())
-                + f" ({_seeds_note(sci.n_seeds)}). Below B_crit, doubling B halves the steps (perfect scaling); "
-                "above it, returns diminish and the steps plateau at S_min.\n\n"
-                + md_table(_fit_table(rows, ci), ".3g") + "\n")
-        slopes = {o: ci.get(o, {}).get("slope", (s, np.nan, np.nan)) for o, s in sci.small_b_steps_slopes.items()}
-        if slopes:
-            parts.append(f"Log-log slope of steps against B for B ≤ {SMALL_B}: "
-                         + ", ".join(f"{o} {with_interval(iv, iv[0], '.2f')}" for o, iv in slopes.items())
-                         + " (−1 is perfect scaling).\n")
     parts.append(ctx.figure("c_steps_to_target"))
-    s = sci.sgd_lr_slope if sci else None
+    s = ctx.science.sgd_lr_slope if ctx.science else None
     if s is not None and np.isfinite(s):
-        parts.append(f"The best SGD learning rate grows with B (log-log slope {s:.2f} for B ≤ {SMALL_B_LR}), then saturates.\n")
+        parts.append(f"The best {label(reference_optimizer())} learning rate grows with B (log-log slope {s:.2f} for "
+                     f"B ≤ {SMALL_B_LR}), then saturates.\n")
     parts.append(ctx.figure("c2_best_lr"))
     parts.append(ctx.figure("e_loss_vs_time"))
     parts.append(workloads.text(ctx))
@@ -207,33 +190,45 @@ def best_lr(ctx: Context):
     return fig
 
 
-def finding(ctx: Context) -> str | None:
-    w = ctx.workloads
-    if w is None or w.checks.empty:
+def finding(ctx: Context) -> Answer | None:
+    p = workloads.headline_panel(ctx)
+    if p is None:
         return None
-    c = w.checks[w.checks["target"] == TRAIN_TARGET]
-    parts = []
-    for wl in w.workloads:
-        sub = c[c["workload"] == wl]
-        if len(sub):
-            parts.append(f"{wl}: " + ", ".join(f"{r.optimizer} {interval(r.B_crit, r.B_crit_lo, r.B_crit_hi, '.0f')}"
-                                               for r in sub.itertuples()))
-    perfect = int(w.checks["slope_verdict"].str.startswith("perfect").sum())
-    return ("Steps to a target follow S(B) = S_min(1 + B_crit/B); B_crit (training-loss target, 95% bootstrap CI "
-            "over seeds): " + "; ".join(parts) + f". Small-B slope consistent with −1 in {perfect} of "
-            f"{len(w.checks)} fits (both targets). Per example seen, small batches are more efficient.")
+    comp = workloads.comparison_rows(ctx.workloads)
+    larger = comp[comp["verdict"] == "larger"]
+    return Answer(
+        "Steps fall as 1/B up to a critical batch size B_crit, then level off; per example seen, small batches are "
+        "more efficient.",
+        f"B_crit ({ctx.workloads.label(p.workload)}, training loss {p.level:g}): {_headline_summary(ctx)}",
+        f"{len(larger)} of {len(comp)} comparisons find an optimizer's B_crit above {label(reference_optimizer())}'s "
+        "(Holm, 5%); a B_crit beyond the largest B tried is a bound.")
 
 
+def headline_facts(ctx: Context, p: workloads.Panel) -> ScienceFacts:
+    """The headline workload at its hardest training-loss level, in the shape the figures of one sweep draw."""
+    w = ctx.workloads
+    runs = w.runs[workload_of(w.runs) == p.workload].reset_index(drop=True)
+    steps = {o: p.steps[p.steps["optimizer"] == o].reset_index(drop=True) for o in optimizers_in(p.steps["optimizer"])}
+    fits = {o: {"B_crit": v["B_crit"][0] if not p.bounds[o] else np.nan, "S_min": v["S_min"][0], "E_min": v["E_min"][0],
+                "r2": np.nan, "n": int(len(steps.get(o, ())))} for o, v in p.fits.items()}
+    best = p.steps.assign(reduction=runs["reduction"].iloc[0] if len(runs) else "mean",
+                          stable=p.steps["learning_rate"].notna(), score=p.steps["steps"])
+    ref = best[(best["optimizer"] == reference_optimizer()) & best["stable"] & (best["batch_size"] <= SMALL_B_LR)]
+    return ScienceFacts(
+        experiment=w.experiment, runs=runs, optimizers=optimizers_in(p.steps["optimizer"]), steps_to_target=steps,
+        fits=fits, small_b_steps_slopes={o: v["slope"][0] for o, v in p.fits.items()},
+        intervals={o: {k: v[k] for k in ("B_crit", "S_min", "E_min", "slope")} for o, v in p.fits.items()},
+        n_seeds=p.n_seeds, best_lr=best, sgd_lr_slope=reduce.loglog_slope(ref["batch_size"], ref["learning_rate"]))
 
 
 def _read(ctx: Context) -> ScienceFacts:
     w = ctx.workloads
     if w is None:
         raise load.MissingRuns(ctx.missing["workloads"])
-    name = workloads.headline(w)
-    panel = w.panels.get((name, TRAIN_TARGET))  # its bootstrap is the headline's: not computed twice
-    runs = w.runs[workload_of(w.runs) == name].reset_index(drop=True)
-    return science_facts(runs, w.experiment, panel.fits if panel is not None else None)
+    p = workloads.headline_panel(ctx)
+    if p is None:
+        raise load.MissingRuns(f"the science sweep {w.experiment!r} has no run with a training-loss target")
+    return headline_facts(ctx, p)
 
 
 SECTION = Section(
