@@ -22,22 +22,35 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from mbstudy.losses import LOSSES, loss_for_task
 from mbstudy.metrics import TRAIN_TARGET, VAL_TARGET
+
+
+def validation_reads(task: str) -> str:
+    """What a validation target compares with on a data set of ``task``: ``"error"`` (1 − ``val/acc``) or
+    ``"loss"`` (``val/loss``), as the task's loss says (:attr:`mbstudy.losses.Loss.val_target`).
+
+    >>> validation_reads("classification"), validation_reads("regression"), validation_reads("next_token")
+    ('error', 'loss', 'loss')
+    """
+    loss = LOSSES[loss_for_task(task)]
+    return loss.val_target or ("error" if "acc" in loss.metrics else "loss")
 
 
 def target_values(history: pd.DataFrame, target: str, task_of: pd.Series) -> pd.DataFrame:
     """The quantity a target compares with, per run and step: the training loss (``train/loss``) for the
-    training-loss target; for the validation target the validation error (1 − ``val/acc``) of a classification
-    run and the validation loss (``val/loss``, the MSE) of a regression run (``task_of``: run_id -> task)."""
+    training-loss target; for the validation target what the task's loss says (:func:`validation_reads`): the
+    validation error (1 − ``val/acc``) of a classification run, the validation loss (``val/loss``) of a regression
+    run (the MSE) or of a next-token run (the cross-entropy per token) (``task_of``: run_id -> task)."""
     if target == TRAIN_TARGET:
         h = history[history["metric"] == "train/loss"]
         return h[["run_id", "step", "value"]].reset_index(drop=True)
     if target != VAL_TARGET:
         raise ValueError(f"target: expected {TRAIN_TARGET!r} or {VAL_TARGET!r}; received {target!r}")
-    task = history["run_id"].map(task_of)
-    acc = history[(history["metric"] == "val/acc") & (task == "classification")]
-    mse = history[(history["metric"] == "val/loss") & (task == "regression")]
-    out = pd.concat([acc.assign(value=1.0 - acc["value"]), mse], ignore_index=True)
+    reads = history["run_id"].map(task_of).map(lambda t: validation_reads(t) if isinstance(t, str) else "")
+    acc = history[(history["metric"] == "val/acc") & (reads == "error")]
+    loss = history[(history["metric"] == "val/loss") & (reads == "loss")]
+    out = pd.concat([acc.assign(value=1.0 - acc["value"]), loss], ignore_index=True)
     return out[["run_id", "step", "value"]]
 
 

@@ -8,7 +8,12 @@ same training split, one MLflow run in the experiment ``baselines``:
   and ``val/loss`` the lowest validation error and cross-entropy over C (tuned on the validation split itself, so
   the linear model is given every advantage);
 - regression: least squares and ridge at :data:`ALPHAS`; ``train/loss`` the lowest training MSE (per example, the
-  mean over outputs, as the study's loss), ``val/loss`` the lowest validation MSE.
+  mean over outputs, as the study's loss), ``val/loss`` the lowest validation MSE;
+- next-token prediction (the text): the bigram, P(next | current token) from the training windows' counts with
+  add-alpha smoothing at alpha in :data:`ALPHAS_BIGRAM`. It is the linear model of this task: a softmax of a
+  linear function of the current token's one-hot vector, whose maximum-likelihood fit is the counts' frequencies
+  (alpha -> 0). ``train/loss`` and ``val/loss`` are the lowest mean next-token cross-entropies over alpha (nats per
+  token, as the transformer's loss), ``val/error`` one minus its next-token accuracy on the validation block.
 
 A target a linear model reaches says little about training a network (the report prints these numbers beside the
 targets and checks every target is beyond them). Usage: ``python -m experiments.baselines`` (``make baselines``);
@@ -24,18 +29,42 @@ import numpy as np
 
 CS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e4)
 ALPHAS = (0.0, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+ALPHAS_BIGRAM = (1e-3, 1e-2, 0.1, 0.5, 1.0)
+GRIDS = ("science", "lm")  # the grids whose workloads' data sets get a floor
 
 
-def splits(grid: str = "science") -> list[tuple[str, int, int, float]]:
-    """The (data set, data seed, n_train, validation fraction) of every workload of a grid, once each."""
-    from experiments.engine import grid as grids
+def splits(grids=GRIDS) -> list[tuple[str, int, int, float, tuple]]:
+    """The (data set, data seed, n_train, validation fraction, data options) of every workload of the grids, once each."""
+    from experiments.engine import grid as loader
 
-    sweep = grids.load(grid)
-    return sorted({(c.dataset, c.data_seed, c.n_train, c.val_fraction) for c in sweep.configs})
+    out = set()
+    for name in grids:
+        sweep = loader.load(name)
+        out |= {(c.dataset, c.data_seed, c.n_train, c.val_fraction, tuple(sorted(c.data_options().items())))
+                for c in sweep.configs or [cell.template for cell in sweep.cells]}
+    return sorted(out)
 
 
 def _cross_entropy(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1.0))))
+
+
+def bigram(x_train, y_train, x_val, y_val, vocab: int, alpha: float) -> tuple[float, float, float]:
+    """The add-``alpha`` bigram fitted on windows ``x_train -> y_train`` (token ids, ``(n, T)``, every position a
+    (current, next) pair): its mean cross-entropy on the training and validation pairs, and its validation
+    next-token accuracy.
+
+    >>> x = np.array([[0, 1, 0, 1]]); y = np.array([[1, 0, 1, 0]])  # 0 -> 1 -> 0 ...: no uncertainty left
+    >>> train, val, acc = bigram(x, y, x, y, vocab=2, alpha=1e-9)
+    >>> round(train, 6), round(val, 6), acc
+    (0.0, 0.0, 1.0)
+    """
+    cur, nxt = np.asarray(x_train, np.int64).ravel(), np.asarray(y_train, np.int64).ravel()
+    counts = np.bincount(cur * vocab + nxt, minlength=vocab * vocab).reshape(vocab, vocab) + alpha
+    logp = np.log(counts) - np.log(counts.sum(axis=1, keepdims=True))
+    cv, nv = np.asarray(x_val, np.int64).ravel(), np.asarray(y_val, np.int64).ravel()
+    return (float(-logp[cur, nxt].mean()), float(-logp[cv, nv].mean()),
+            float((np.argmax(logp[cv], axis=1) == nv).mean()))
 
 
 def fit(data) -> tuple[str, dict[str, float], dict[str, float]]:
@@ -43,6 +72,12 @@ def fit(data) -> tuple[str, dict[str, float], dict[str, float]]:
     from sklearn.linear_model import LogisticRegression, Ridge
 
     x, y, xv, yv = data.x_train, data.y_train, data.x_val, data.y_val
+    if data.task == "next_token":
+        fits = [bigram(x, y, xv, yv, data.n_outputs, a) for a in ALPHAS_BIGRAM]
+        train, val, acc = (np.array(v) for v in zip(*fits))
+        metrics = {"train/loss": float(train.min()), "val/loss": float(val.min()), "val/error": float(1 - acc.max())}
+        return "bigram", metrics, {"alpha_train": ALPHAS_BIGRAM[int(np.argmin(train))],
+                                   "alpha_val": ALPHAS_BIGRAM[int(np.argmin(val))]}
     if data.task == "classification":
         train, val, err, best = [], [], [], {}
         for c in CS:
@@ -73,13 +108,14 @@ def main(argv=None) -> int:
     prov = provenance.provenance()
     done = {r.data.params.get("data_digest") for r in store.search_all(  # a rerun fits nothing twice
         store.client(), exp, "tags.`mbstudy.kind` = 'baseline' and attributes.status = 'FINISHED'")}
-    for dataset, data_seed, n_train, fraction in splits():
-        data = with_validation(load_dataset(dataset, seed=data_seed, n_train=n_train or None), fraction)
+    for dataset, data_seed, n_train, fraction, options in splits():
+        data = load_dataset(dataset, seed=data_seed, n_train=n_train or None, **dict(options))
+        data = data if data.x_val is not None else with_validation(data, fraction)  # the text has its own
         if data.x_val is None or data.digest in done:
             continue
         model, metrics, best = fit(data)
         params = {"dataset": dataset, "data_seed": data_seed, "n_train": n_train, "val_fraction": fraction,
-                  "model": model, "data_digest": data.digest, **best}
+                  "model": model, "data_digest": data.digest, **dict(options), **best}
         run_writer.write_run(exp, name=f"{dataset}-{model.replace(' ', '-')}", params=params,
                              tags={"mbstudy.kind": "baseline", **prov}, metrics=metrics)
         print(f"{dataset:10s} {model}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)

@@ -57,3 +57,26 @@ def test_model_and_data_must_fit():
         train(TrainConfig(dataset="text", context=8, steps=1, eval_every=1, noise_batch=16, eval_train=64))
     with pytest.raises(ConfigError, match=r"n_heads: expected a divisor of d_model \(8\)"):
         TrainConfig(**{**TINY, "n_heads": 3})
+
+
+@pytest.mark.parametrize("n", [64, 200])  # whole chunks, and chunks with a remainder
+def test_an_evaluation_in_chunks_is_the_one_pass_mean(monkeypatch, text8, n):
+    import jax
+    import jax.numpy as jnp
+
+    from mbstudy import evaluate
+    from mbstudy.losses import LOSSES
+
+    model = mb.Transformer(context=8, d_model=8, n_heads=2)
+    params = model.init(jax.random.key(0), dtype=jnp.float64)
+    x, y = jnp.asarray(text8.x_val[:n], jnp.float64), jnp.asarray(text8.y_val[:n])
+    loss = LOSSES["token_cross_entropy"]
+    fns = [loss.fn, *loss.metrics.values()]
+    out = model.apply(params, x)
+    whole = [float(jnp.mean(fn(out, y))) for fn in fns]
+    monkeypatch.setattr(evaluate, "CHUNK_OUTPUTS", 8 * 128 * 24)  # 24 windows a chunk
+    chunked = [float(v) for v in evaluate.means(params, x, y, model=model, fns=fns)]
+    np.testing.assert_allclose(chunked, whole, rtol=1e-12)
+    assert [v.dtype for v in evaluate.means(params, x, y, model=model, fns=fns)] == [jnp.float64, jnp.float32]
+    monkeypatch.setattr(evaluate, "CHUNK_OUTPUTS", 8 * 128 * n)  # all at once: the one pass itself
+    assert [float(v) for v in evaluate.means(params, x, y, model=model, fns=fns)] == whole
