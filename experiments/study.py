@@ -43,6 +43,7 @@ TIMES = Path(os.environ.get("MBSTUDY_STUDY_TIMES") or ROOT / ".cache" / "study-t
 
 # (name, arguments of `python -m`); the full study
 FULL = [
+    ("baselines", ["experiments.baselines"]),
     ("sweep default", ["experiments.sweep", "default"]),
     ("sweep science", ["experiments.sweep", "science"]),
     ("sweep generalisation", ["experiments.sweep", "generalisation"]),
@@ -70,6 +71,7 @@ EXTENDED = [
 # and fewer checkpoints, batch sizes and sizes, the CNN's ablation on one seed and its two PyTorch-initialised arms
 # (the paper's code's and the shuffled one); every section of the report, with wider intervals
 QUICK = [
+    ("baselines", ["experiments.baselines"]),
     ("sweep default", ["experiments.sweep", "default", "--set", "seed=0", "--set", "batch_size=[1, 16, 256]"]),
     ("sweep science", ["experiments.sweep", "science", "--only", "model=mlp", "--set", "seed=[0, 1]",
                        "--set", "batch_size=[4, 16, 64, 256]"]),
@@ -95,9 +97,9 @@ QUICK = [
 # seconds of the steps that are not sweeps on two cores (Intel Xeon, this project's CI machine), until this
 # machine has its own; a sweep's guess is its grid's (sweep_guess)
 FIRST_GUESS = {
-    "full": {"equivalence": 30, "reduction": 30, "bench": 420},
-    "extended": {"equivalence": 30, "reduction": 30, "bench": 420},
-    "quick": {"equivalence": 30, "reduction": 30, "bench": 40},
+    "full": {"baselines": 15, "equivalence": 30, "reduction": 30, "bench": 420},
+    "extended": {"baselines": 15, "equivalence": 30, "reduction": 30, "bench": 420},
+    "quick": {"baselines": 15, "equivalence": 30, "reduction": 30, "bench": 40},
 }
 SWEEP_START = 10.0  # seconds a sweep takes before its first run: Python, JAX, the store, the worker processes
 PRIOR_WEIGHT = 0.25  # the guesses' weight in the pace between steps, as a share of the study's expected seconds
