@@ -18,6 +18,7 @@ from analysis.sections import (
     generalisation,
     identity,
     main_sweep,
+    methods,
     noise,
     powers_of_two,
     published,
@@ -37,6 +38,7 @@ SECTIONS = (
     noise.SECTION,  # Q7
     accumulate_or_step.SECTION,  # Q8: accumulation, beta2, sde
     critical_batch.SECTION,  # Q9: branching, warmup, scaling, nqm
+    methods.SECTION,  # the methods: intervals and their coverage, targets against a linear model, seeds, grids
     published.SECTION,  # the sanity check
     cnn_accuracy.SECTION,  # the sanity check, part 2: what closes the CNN's gap to the paper's 94%
 )
