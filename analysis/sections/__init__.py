@@ -24,6 +24,7 @@ from analysis.sections import (
     published,
     steps_to_target,
     sum_or_mean,
+    surge,
 )
 
 SECTIONS = (
@@ -38,6 +39,7 @@ SECTIONS = (
     noise.SECTION,  # Q7
     accumulate_or_step.SECTION,  # Q8: accumulation, beta2, sde
     critical_batch.SECTION,  # Q9: branching, warmup, scaling, nqm
+    surge.SECTION,  # the surge (Li et al. 2024): Adam's best rate against B, from the science sweep
     methods.SECTION,  # the methods: intervals and their coverage, targets against a linear model, seeds, grids
     published.SECTION,  # the sanity check
     cnn_accuracy.SECTION,  # the sanity check, part 2: what closes the CNN's gap to the paper's 94%
