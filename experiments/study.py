@@ -64,6 +64,8 @@ EXTENDED = [
     ("sweep warmup", ["experiments.sweep", "warmup"]),
     ("sweep scaling", ["experiments.sweep", "scaling"]),
     ("sweep cnn_ablation", ["experiments.sweep", "cnn_ablation"]),
+    ("sweep seesaw", ["experiments.sweep", "seesaw"]),
+    ("sweep muon", ["experiments.sweep", "muon"]),
 ]
 
 # the quick study: the same steps on fewer seeds and batch sizes, and the MLP workloads only (the CNN is most of
@@ -92,6 +94,8 @@ QUICK = [
     ("sweep scaling", ["experiments.sweep", "scaling", "--set", "seed=[0, 1]", "--set", "hidden=[100, 100]",
                        "--only", "n_train=[1000, 4000]", "--only", "batch_size=[32, 128, 512]"]),
     ("sweep cnn_ablation", ["experiments.sweep", "cnn_ablation", "--set", "seed=0", "--only", "init=torch_default"]),
+    ("sweep seesaw", ["experiments.sweep", "seesaw", "--set", "seed=[0, 1]"]),
+    ("sweep muon", ["experiments.sweep", "muon", "--set", "seed=[0, 1]", "--set", "batch_size=[4, 16, 64, 256]"]),
 ]
 
 # seconds of the steps that are not sweeps on two cores (Intel Xeon, this project's CI machine), until this

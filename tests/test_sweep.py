@@ -138,8 +138,7 @@ def test_kill_9_then_resume_leaves_exactly_one_finished_run_per_config(store):
         (["smoke", "--set", "learning_rate=[]"], ["grid.learning_rate: an empty list gives no runs"]),
         (["smoke", "--set", "steps=ten"], ["steps: expected an int; received 'ten'"]),
         (["smoke", "--set", "steps"], ["--set: expected key=value; received 'steps'"]),
-        (["nosuchgrid"], ["GRID: unknown sweep 'nosuchgrid'; available: accumulation, beta2, branching, cnn_ablation, default, "
-                         "generalisation, published, scaling, science, sde, seeds, smoke, warmup"]),
+        (["nosuchgrid"], ["GRID: unknown sweep 'nosuchgrid'; available: " + ", ".join(grids.available())]),
         (["smoke", "--set", "optimizer=rmsprop", "--set", "learning_rate=0", "--set", "hidden=[0]"],
          ["optimizer: expected one of", "learning_rate: expected > 0; received 0", "hidden: expected a non-empty list of positive ints"]),
     ],

@@ -19,9 +19,11 @@ from analysis.sections import (
     identity,
     main_sweep,
     methods,
+    muon,
     noise,
     powers_of_two,
     published,
+    seesaw,
     steps_to_target,
     sum_or_mean,
     surge,
@@ -40,6 +42,8 @@ SECTIONS = (
     accumulate_or_step.SECTION,  # Q8: accumulation, beta2, sde
     critical_batch.SECTION,  # Q9: branching, warmup, scaling, nqm
     surge.SECTION,  # the surge (Li et al. 2024): Adam's best rate against B, from the science sweep
+    seesaw.SECTION,  # Seesaw (Meterez et al. 2025): a batch-size increase instead of a rate decay
+    muon.SECTION,  # Muon (Essential AI 2025): its critical batch size against Adam's
     methods.SECTION,  # the methods: intervals and their coverage, targets against a linear model, seeds, grids
     published.SECTION,  # the sanity check
     cnn_accuracy.SECTION,  # the sanity check, part 2: what closes the CNN's gap to the paper's 94%

@@ -309,6 +309,10 @@ def expand_cells(spec: dict[str, Any], source: str, overrides: dict[str, Any] | 
     for name, table in (("base", base), ("grid", grid), *((f"arms[{i}]", a) for i, a in enumerate(arms)),
                         *((f"workloads[{i}]", w) for i, w in enumerate(workloads))):
         problems += [config.checks.unknown_field(f"{name}.{k}", k, FIELDS) for k in table if k not in FIELDS]
+        if name == "base":  # [base] holds one value per field; alternatives are an axis of [grid] or a workload's
+            problems += [f"base.{k}: a list of alternatives ({v!r:.60}) in [base], which holds one value per field; "
+                         f"move it to [grid] (or to a [[workloads]] entry)" for k, v in table.items()
+                         if k in FIELDS and _is_axis(k, v)]
         if searches is not None and "learning_rate" in table:
             problems.append(f"{name}.learning_rate: the learning rate is searched ([search.learning_rate]); remove "
                             "it here, or remove the search to list the rates")
@@ -387,7 +391,8 @@ def expand_cells(spec: dict[str, Any], source: str, overrides: dict[str, Any] | 
             unused = [b for b in table if b not in seen_b]
             if unused:
                 problems.append(f"{where}.{field}: key(s) {unused} match no batch size of the grid "
-                                f"({sorted(seen_b or batch_sizes, key=int)}); fix or remove them")
+                                f"({sorted((b for b in (seen_b or batch_sizes) if str(b).isdigit()), key=int)}); "
+                                "fix or remove them")
     if problems:
         raise GridError(source, list(dict.fromkeys(problems)))  # one line per distinct problem
     if not configs and not cells:
