@@ -481,7 +481,7 @@ def local_critical_figure(ctx: Context):
     ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
     ax.set_xlabel("branch point, % of the reference's steps to the target")
     ax.set_ylabel("batch size")
-    ax.set_title("local critical batch size and B_simple over training (geometric mean, 95% t-interval over seeds)", fontsize=8)
+    ax.set_title("local B_crit and B_simple over training (geo. mean, 95% t-interval)", fontsize=8)
     ax.legend(fontsize=6, loc="lower right")
     plots.suptitle(fig, f"Q9a: the critical batch size during training: branches from a reference (MNIST-1D MLP, SGD, "
                  f"B = {f.reference_b}, lr = {f.reference_lr:g})", fontsize=9)
