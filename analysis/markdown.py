@@ -64,3 +64,34 @@ def with_interval(iv, estimate: float, fmt: str = ".0f") -> str:
 def not_measured(message: str) -> str:
     """The opener of a section whose runs are missing; ``message`` names the command that makes them."""
     return f"Not measured yet: {message}.\n"
+
+
+MIN_INTERVAL_SEEDS = 3  # fewer seeds than this: the values are printed, no interval
+
+
+def seed_summary(summary, fmt: str = ".3g") -> str:
+    """A :class:`analysis.stats.Summary` as the report prints it: ``174 [167, 184]`` (a 95% t-interval over seeds),
+    a bound (``≥ 1024``), or with fewer than :data:`MIN_INTERVAL_SEEDS` seeds the value alone and "too few seeds"."""
+    if summary.bound or not np.isfinite(summary.value):
+        return summary.text(fmt)
+    if summary.n < MIN_INTERVAL_SEEDS:
+        return f"{format(summary.value, fmt)} (too few seeds for an interval)"
+    return summary.text(fmt)
+
+
+def t_text(est, lo, hi, n: int, fmt: str = ".2f") -> str:
+    """An estimate with its 95% t-interval over ``n`` seeds; with fewer than :data:`MIN_INTERVAL_SEEDS` the estimate
+    alone and "too few seeds"."""
+    if not np.isfinite(est):
+        return "–"
+    if n < MIN_INTERVAL_SEEDS or not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{format(est, fmt)} (too few seeds for an interval)" if n < MIN_INTERVAL_SEEDS else format(est, fmt)
+    return f"{format(est, fmt)} [{format(lo, fmt)}, {format(hi, fmt)}]"
+
+
+def verdict_of(estimate: float, p_holm: float, above: str, below: str, neutral: float = 1.0) -> str:
+    """A comparison's verdict under Holm's rule: ``above``/``below`` (the estimate's side of ``neutral``) when the
+    adjusted p-value is below 0.05, else "not resolved"."""
+    if not (np.isfinite(p_holm) and p_holm < 0.05 and np.isfinite(estimate)):
+        return "not resolved"
+    return above if estimate > neutral else below

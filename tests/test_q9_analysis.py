@@ -108,13 +108,16 @@ def test_branch_facts_recover_the_built_in_local_critical_batch_sizes():
     f = synthetic_q9()["branching"]
     for tol in branching.TOLERANCES:
         got = f.local[f.local["tol"] == tol].set_index("s")["b_crit"].to_dict()
-        assert got == {s: float(b) for s, b in CHECKPOINTS.items()}, tol
+        assert got == pytest.approx({s: float(b) for s, b in CHECKPOINTS.items()}), tol
+        assert (f.local["bound"] == "").all()  # every built-in value lies inside the grid 2..512
     kept = f.kept.set_index(["s", "batch_size"])["kept"]
     assert kept[(0, 32)] == pytest.approx((8 / 32) ** 1.2, rel=0.02)
     assert (f.kept["learning_rate"] == BEST_RATE).all() and f.edge == 0.0  # the middle rate keeps the most
-    assert f.ref_steps[0] == 520.0 and f.budget == BUDGET and f.reference_b == 32 and f.target == 0.7
-    assert f.b_simple.set_index("s")["b_simple"].to_dict() == {0: 102.0, 64: 202.0, 128: 302.0}
-    assert f.local.set_index(["tol", "s"])["fraction"][(branching.TOL, 128)] == pytest.approx(128 / 520)
+    geo = float(np.exp(np.mean(np.log(500.0 + 10 * np.arange(5)))))  # the reference's steps: a geometric mean
+    assert f.ref_steps[0] == pytest.approx(geo) and f.ref_steps[1] < geo < f.ref_steps[2] and f.ref_steps[3] == 5
+    assert f.budget == BUDGET and f.reference_b == 32 and f.target == 0.7
+    assert f.b_simple.set_index("s")["b_simple"].to_dict() == pytest.approx({0: 102.0, 64: 202.0, 128: 302.0}, rel=1e-3)
+    assert f.local.set_index(["tol", "s"])["fraction"][(branching.TOL, 128)] == pytest.approx(128 / geo)
 
 
 def test_warmup_facts_pair_each_schedule_with_constant_batches():
@@ -132,8 +135,9 @@ def test_scaling_facts_recover_the_slopes():
     sc = synthetic_q9()["scaling"]
     sl = sc.slopes.set_index(["axis", "target"])
     data, width = sl.loc[("data", "loss")], sl.loc[("width", "loss")]
-    assert data["slope"] == pytest.approx(0.5, abs=0.02) and data["lo"] <= 0.5 <= data["hi"]
-    assert width["slope"] == pytest.approx(0.0, abs=0.02) and width["lo"] - 1e-9 <= 0 <= width["hi"] + 1e-9
+    assert data["slope"] == pytest.approx(0.5, abs=0.02) and data["lo"] - 1e-6 <= 0.5 <= data["hi"] + 1e-6
+    assert width["slope"] == pytest.approx(0.0, abs=0.02) and width["lo"] - 1e-6 <= 0 <= width["hi"] + 1e-6
+    assert scaling.trend(sc, "data", "loss") == "grows" and scaling.trend(sc, "width", "loss") == "no change resolved"
     fit = sc.fits.set_index(["axis", "value", "target"])
     assert fit.loc[("data", 16000, "loss"), "B_crit"] == pytest.approx(100 * 16 ** 0.5, rel=0.01)
 
@@ -152,11 +156,13 @@ def test_the_q9_report_states_computed_verdicts():
 
     f = facts_of(**synthetic_q9())
     text = critical_batch.text(f)
-    assert "| 64 | 12% | 32 [32, 32] | 32 [32, 32] | 32 [32, 32] |" in text  # the built-in 32 at step 64
-    assert "rises from 8" in text and "128 at 25%" in text  # 8 -> 32 -> 128 over the three checkpoints
-    assert "1 of 2 warm-ups took fewer steps" in text
-    assert "against data size 0.50" in text and "**holds**" in text
+    assert text.startswith("**Over training the local B_crit of SGD")  # the answer first
+    assert "| 64 | 12% | 32 [32, 32] | 32 [32, 32] | 32 [32, 32] |" in branching.appendix(f)  # the built-in 32 at 64
+    assert "rises from 8 [8, 8] at 0% to 128 [128, 128] at 25%" in text  # 8 -> 32 -> 128 over the checkpoints
+    assert "fewer steps than a constant batch with at least its examples in 1 of 2 schedules and more in 1" in text
+    assert "log-log slope 0.50" in text and "holds for data size (B_crit grows on both targets)" in text
     assert "What to do" in text
+    assert critical_batch.finding(f).answer.startswith("Over training the local B_crit of SGD")
     missing = critical_batch.text(facts_of())
     assert missing.count("Not measured yet") == 4
 
@@ -181,14 +187,15 @@ def test_a_missing_cell_leaves_the_local_critical_batch_size_unknown():
     f = branching.branch_facts(runs.drop(gone.index), hist[~hist["run_id"].isin(gone["run_id"])], n_boot=50)
     local = f.local[f.local["tol"] == branching.TOL].set_index("s")
     assert np.isnan(local.loc[64, "b_crit"])  # B = 8 is below the shortfall at 64: not measured, not a shortfall
-    assert local.loc[0, "b_crit"] == 8 and local.loc[128, "b_crit"] == 128  # the other checkpoints are unaffected
+    assert local.loc[0, "b_crit"] == pytest.approx(8) and local.loc[128, "b_crit"] == pytest.approx(128)  # the other checkpoints are unaffected
 
 
 def test_one_seed_gives_no_intervals_and_no_resolved_verdicts():
     runs, hist = synthetic_branching(seeds=1)
     f = branching.branch_facts(runs, hist, n_boot=50)
     assert f.local["lo"].isna().all() and f.local["b_crit"].notna().all()
-    assert branching.shape(f.local[f.local["tol"] == branching.TOL])["start"].startswith("not resolved")
+    assert branching.shape(f)["start"].startswith("not resolved")
+    assert branching.comparisons(f.local, f.per_seed)["p_holm"].isna().all()
     sc = scaling.scaling_facts(synthetic_scaling(seeds=1), n_boot=50)
     assert sc.fits["lo"].isna().all() and sc.slopes["lo"].isna().all() and sc.slopes["slope"].notna().all()
 
@@ -212,3 +219,65 @@ def test_the_report_survives_partial_warmup_data():
     f = facts_of(warmup=warmup.warmup_facts(w, n_boot=20))
     text = warmup.text(f)
     assert "no schedule reached the target in more than half of its seeds" in text
+
+
+# ---------------------------------------------------------------- issue 23: verdicts a referee accepts
+
+
+def test_a_local_critical_batch_size_at_the_end_of_the_range_is_a_bound():
+    v, c = branching.local_critical_censored(np.array([[1.0, 0.95, 0.9], [1.0, 0.95, 0.3]]), np.array([2, 4, 8]), 0.2)
+    assert v.tolist() == [8, 4] and c.tolist() == [1, 0]
+    f = synthetic_q9()["branching"]  # the last checkpoint made a bound: every seed kept the share up to 512
+    local = f.local.copy()
+    per_seed = f.per_seed.copy()
+    at = (per_seed["s"] == 128)
+    per_seed.loc[at, ["b_crit", "censored"]] = [512.0, 1]
+    local.loc[local["s"] == 128, ["b_crit", "lo", "hi", "bound"]] = [512.0, np.nan, np.nan, ">="]
+    g = branching.BranchFacts(**{**f.__dict__, "local": local, "per_seed": per_seed})
+    from tests.test_any_sweep import facts_of
+
+    text = branching.text(facts_of(branching=g))
+    assert "≥ 512" in text and "[512" not in text  # printed as a bound, never with an interval
+    assert "rises" not in branching.shape(g)["rise"] and "not tested" in branching.shape(g)["rise"]
+    tests = branching.comparisons(g.local, g.per_seed)
+    assert tests[tests["to_s"] == 128]["p"].isna().all()  # a bound enters no comparison
+    assert "B_simple / local B_crit" in branching.appendix(facts_of(branching=g))
+    assert "– (a bound)" in branching.appendix(facts_of(branching=g))
+
+
+def _scaling_table(b_crits: dict[int, float], seeds: int = 5, spread: float = 0.05) -> pd.DataFrame:
+    rows = []
+    for w, b_crit in b_crits.items():
+        for seed in range(seeds):
+            f = np.exp(spread * (seed - (seeds - 1) / 2))
+            for B in (8, 32, 128, 512, 2048):
+                s = 300 * (1 + b_crit * f / B)
+                rows.append({"run_id": f"{w}-{B}-{seed}", "seed": seed, "n_train": 4000, "hidden": f"{w},{w}",
+                             "batch_size": B, "learning_rate": 1.0, "optimizer": "sgd", "outcome": "completed",
+                             "steps_to_target": s, "steps_to_val_target": 1.2 * s})
+    return pd.DataFrame(rows)
+
+
+def test_a_u_shaped_width_trend_is_not_called_monotone_and_has_no_slope():
+    sc = scaling.scaling_facts(_scaling_table({25: 547.0, 50: 304.0, 100: 172.0, 200: 200.0, 400: 244.0}))
+    assert scaling.trend(sc, "width", "loss") == "is not monotone"
+    assert scaling.slope_text(sc, "width", "loss") == ""
+    from tests.test_any_sweep import facts_of
+
+    text = scaling.text(facts_of(scaling=sc))
+    assert "B_crit is not monotone: 547 → 304 (falls)" in text and "slope" not in text.split("against width")[1]
+
+
+def test_an_unresolved_comparison_says_not_resolved_and_few_seeds_print_no_interval():
+    sc = scaling.scaling_facts(_scaling_table({25: 200.0, 50: 210.0, 100: 190.0, 200: 205.0, 400: 200.0}, spread=0.3))
+    assert scaling.trend(sc, "width", "loss") == "no change resolved"
+    assert set(sc.tests["verdict"]) == {"not resolved"}
+    two = scaling.scaling_facts(_scaling_table({25: 100.0, 400: 1600.0}, seeds=2))
+    assert two.tests["p"].isna().all() and scaling.trend(two, "width", "loss") == "not resolved"
+    from tests.test_any_sweep import facts_of
+
+    assert "too few seeds" in scaling.appendix(facts_of(scaling=two))
+    w = synthetic_warmup(seeds=2)
+    ww = warmup.warmup_facts(w)
+    assert set(ww.schedules["equal_verdict"]) == {"not resolved"}  # two seeds: no verdict, however clear
+    assert "too few seeds" in warmup.appendix(facts_of(warmup=ww))

@@ -2,11 +2,15 @@
 checkpoint s of a reference run (``branching.toml``), branches train at B over a fixed number of examples. The
 **local critical batch size** at s is the largest B of the grid such that it and every smaller B keep, at every
 common evaluation (every :data:`COMMON` examples), at least ``1 - tol`` of the loss decrease the smallest-B branch
-achieved by then, on the median over seeds (each B at the learning rate that keeps the most; the smallest B at
-its lowest loss at the end of the budget; a diverged branch's loss counts as infinite from its divergence on). A
-bootstrap over seeds (re-choosing the rates in every replicate) gives the interval; :data:`TOLERANCES` shows the
-sensitivity to ``tol`` (:data:`TOL` is the headline's). A (s, B) with no runs leaves every local B_crit above it
-unknown. Intervals need at least :data:`MIN_SEEDS` seeds (NaN below, which the report reads as not resolved).
+achieved by then (each B at the learning rate that keeps the most; the smallest B at its lowest loss at the end of
+the budget; a diverged branch's loss counts as infinite from its divergence on). Every seed gives its own local
+B_crit; the summary is their geometric mean with a 95% t-interval over seeds (:func:`analysis.stats.summarise`).
+A seed whose every B kept the share has its local B_crit at the end of the measured range: at least the largest B
+tried (and one where nothing above the smallest B kept it: at most the smallest); the summary is then a bound
+(``≥`` / ``≤``) that enters no ratio and no verdict. The claims about its shape over training are paired
+comparisons of checkpoints, seed by seed, under Holm's rule over the section's comparisons. :data:`TOLERANCES`
+shows the sensitivity to ``tol`` (:data:`TOL` is the headline's). A (s, B) with no runs leaves every local B_crit
+above it unknown.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FormatStrFormatter
 
-from analysis import load, plots, reduce
+from analysis import load, plots, stats
 from analysis.load import MissingRuns
-from analysis.markdown import interval, md_table
+from analysis.markdown import MIN_INTERVAL_SEEDS, interval, md_table, seed_summary, t_text, verdict_of
 from analysis.plots import Skip
 from analysis.section import Context, FigureSpec, Provider, Section
 from analysis.sections.workloads import B_SIMPLE_FACTOR
@@ -31,7 +35,6 @@ TOLERANCES = (0.1, 0.2, 0.5)
 TOL = 0.2  # the headline tolerance: a branch keeps 80% of the smallest batch's loss decrease
 # 0.5: a branch keeps half the decrease, roughly the hyperbola's B_crit (where a step of B needs twice the examples)
 COMMON = 2048  # examples: the branches are compared every this many examples after the branch point
-N_BOOT = 1000
 LEVEL = 0.95
 UNBOUNDED = 10  # a B_crit interval reaching past this many times the largest B tried is open above
 MIN_SEEDS = 2  # fewer seeds than this give no interval
@@ -58,11 +61,17 @@ class BranchFacts:
     reference_lr: float
     target: float  # the reference's training-loss target
     budget: int  # examples after the branch point
-    ref_steps: tuple[float, float, float]  # the reference's steps to its target: median over seeds, interval
+    ref_steps: tuple[float, float, float, int]  # the reference's steps to its target: geometric mean over seeds,
+    # 95% t-interval, seeds
     curves: pd.DataFrame  # seed, s, batch_size, learning_rate, examples (after s), loss: each (s, B) at its best rate
-    kept: pd.DataFrame  # s, batch_size, kept, lo, hi: the least fraction of the smallest B's loss decrease kept
-    local: pd.DataFrame  # tol, s, fraction, b_crit, lo, hi, n_seeds: the local critical batch size
-    b_simple: pd.DataFrame  # s, b_simple, lo, hi: the reference's B_simple at each checkpoint (over seeds)
+    kept: pd.DataFrame  # s, batch_size, kept, lo, hi, n_seeds: the least fraction of the smallest B's loss
+    # decrease kept, mean over seeds (each at its best rate) with a 95% t-interval; learning_rate: the rate the
+    # seeds' median curve keeps the most at
+    local: pd.DataFrame  # tol, s, fraction, b_crit, lo, hi, bound, n_seeds: the local critical batch size over seeds
+    # (geometric mean, 95% t-interval; bound ">=" / "<=": the end of the measured range, no interval)
+    per_seed: pd.DataFrame  # tol, s, seed, b_crit, censored: each seed's local critical batch size
+    b_simple: pd.DataFrame  # s, b_simple, lo, hi, n_seeds: the reference's B_simple at each checkpoint (geometric
+    # mean over seeds, 95% t-interval)
     edge: float  # the fraction of (s, B) whose best rate is the smallest or largest of its grid
 
 
@@ -90,11 +99,24 @@ def kept_fraction(loss: np.ndarray, every: np.ndarray) -> np.ndarray:
 def local_critical(kept: np.ndarray, batch_sizes: np.ndarray, tol: float) -> np.ndarray:
     """Per s (rows of ``kept[s, B]``): the largest B such that it and every smaller B keep at least ``1 - tol``;
     NaN when a B up to the first one that falls short has no value (not measured)."""
+    return local_critical_censored(kept, batch_sizes, tol)[0]
+
+
+def local_critical_censored(kept: np.ndarray, batch_sizes: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`local_critical` and whether each value is at an end of the measured range: +1 when no B fell short
+    (the local B_crit is at least the largest B tried), -1 when the first B above the smallest fell short (at most
+    the smallest), 0 otherwise (and for NaN).
+
+    >>> v, c = local_critical_censored(np.array([[1, 1, 1.0], [1, 0.1, 0.1], [1, 1, 0.1]]), np.array([2, 4, 8]), 0.2)
+    >>> v.tolist(), c.tolist()
+    ([8.0, 2.0, 4.0], [1, -1, 0])
+    """
     short = ~(kept >= 1 - tol)  # NaN counts as short here, and is told apart below
     first = np.where(short.any(axis=1), np.argmax(short, axis=1), kept.shape[1])
     out = batch_sizes[np.maximum(first - 1, 0)].astype(float)
-    unknown = np.array([np.isnan(row[:min(f + 1, len(row))]).any() for row, f in zip(kept, first)])
-    return np.where(unknown, np.nan, out)
+    unknown = np.array([np.isnan(row[:min(f + 1, len(row))]).any() for row, f in zip(kept, first)], bool)
+    censored = np.where(first >= kept.shape[1], 1, np.where(first <= 1, -1, 0))
+    return np.where(unknown, np.nan, out), np.where(unknown, 0, censored)
 
 
 def _diverged_as_inf(loss: pd.DataFrame, runs: pd.DataFrame, budget: int) -> pd.DataFrame:
@@ -110,12 +132,22 @@ def _diverged_as_inf(loss: pd.DataFrame, runs: pd.DataFrame, budget: int) -> pd.
     return pd.concat([loss, pd.DataFrame(rows, columns=loss.columns)], ignore_index=True) if rows else loss
 
 
+def _geo(values) -> tuple[float, float, float, int]:
+    """The geometric mean of positive values over seeds, its 95% t-interval and the number of seeds."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if not len(v):
+        return np.nan, np.nan, np.nan, 0
+    est, lo, hi = stats.t_interval(np.log(v))
+    return float(est), float(lo), float(hi), int(len(v))
+
+
 def branch_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "branching",
-                 n_boot: int = N_BOOT, seed: int = 0) -> BranchFacts:
+                 n_boot: int | None = None) -> BranchFacts:
     """``history``: ``train/loss`` (every run) and ``grad/b_simple`` (the references) in ``analysis.load``'s long form.
 
-    The criterion reads the median over seeds of the loss at every common evaluation; the intervals resample the
-    seeds (the same resample for every (s, B) of a replicate) and choose the rates again."""
+    Each seed is read alone (its own best rate per (s, B)); the median curve over seeds picks the rate the report's
+    curves show. ``n_boot`` is accepted for the callers of the bootstrap this replaced, and unused."""
     ref_mask = _reference(runs)
     ref, br = runs[ref_mask], runs[~ref_mask & runs["outcome"].isin(["completed", "diverged"])]
     if br.empty:
@@ -135,8 +167,8 @@ def branch_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "b
     full = pd.MultiIndex.from_product([ss, bs, lrs, es])
     arr = cube.reindex(columns=full).to_numpy(float, copy=True).reshape(len(cube), len(ss), len(bs), len(lrs), len(es))
     seeds = len(arr)
-    rng = np.random.default_rng(seed)
-    draws = [np.arange(seeds)] + ([rng.integers(0, seeds, seeds) for _ in range(n_boot)] if seeds >= MIN_SEEDS else [])
+    seed_ids = list(cube.index)
+    draws = [np.arange(seeds)] + [np.array([k]) for k in range(seeds)]  # the median curve, then each seed alone
     kepts, rate_index = [], None
     for d in draws:
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
@@ -149,33 +181,38 @@ def branch_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "b
         if rate_index is None:
             rate_index = np.argmax(filled, axis=2)
         kepts.append(np.where(measured, filled.max(axis=2), np.nan))
-    kepts = np.array(kepts)  # (1 + n_boot, s, B)
+    kepts = np.array(kepts)  # (1 + seeds, s, B): the median curve's, then each seed's
 
-    def interval(reps):
-        return reduce.percentile_interval(reps, LEVEL, len(reps), need=0) if len(reps) else (np.nan, np.nan)
+    def mean_of(values):
+        m, lo, hi, _ = stats.mean_interval(np.where(np.isfinite(values), values, np.nan))
+        return m, lo, hi
 
-    kept = pd.DataFrame([{"s": int(s), "batch_size": int(b), "kept": kepts[0, i, j], "learning_rate": lrs[rate_index[i, j]],
-                          **dict(zip(("lo", "hi"), interval(kepts[1:, i, j])))}
+    kept = pd.DataFrame([{"s": int(s), "batch_size": int(b), **dict(zip(("kept", "lo", "hi"), mean_of(kepts[1:, i, j]))),
+                          "learning_rate": lrs[rate_index[i, j]], "n_seeds": int(np.isfinite(kepts[1:, i, j]).sum())}
                          for i, s in enumerate(ss) for j, b in enumerate(bs)])
     keys = ["s", "batch_size", "learning_rate"]
-    best = kept[np.isfinite(kept["kept"])][keys]
+    best = kept[np.isfinite(kepts[0].reshape(-1))][keys]
     curves = loss.merge(best, on=keys)[["seed", *keys, "examples", "value"]].rename(columns={"value": "loss"})
 
-    ref_steps = reduce.median_interval(ref["steps_to_target"].to_numpy(float), n_boot=n_boot) if "steps_to_target" in ref \
-        else (np.nan, np.nan, np.nan)
-    rows = []
+    ref_steps = _geo(ref["steps_to_target"]) if "steps_to_target" in ref else (np.nan, np.nan, np.nan, 0)
+    rows, seed_rows = [], []
     for tol in TOLERANCES:
-        crit = np.array([local_critical(k, bs, tol) for k in kepts])  # (1 + n_boot, s)
+        crit = [local_critical_censored(k, bs, tol) for k in kepts[1:]]  # per seed: (values, censored) over s
         for i, s in enumerate(ss):
-            lo, hi = interval(crit[1:, i])
+            v = np.array([c[0][i] for c in crit])
+            cens = np.array([c[1][i] for c in crit])
+            sm = stats.summarise(v, cens, v)
             rows.append({"tol": tol, "s": int(s), "fraction": s / ref_steps[0] if ref_steps[0] else np.nan,
-                         "b_crit": crit[0, i], "lo": lo, "hi": hi, "n_seeds": seeds})
+                         "b_crit": sm.value, "lo": sm.lo, "hi": sm.hi, "bound": sm.bound, "n_seeds": sm.n})
+            seed_rows += [{"tol": tol, "s": int(s), "seed": seed_ids[k], "b_crit": v[k], "censored": int(cens[k])}
+                          for k in range(seeds)]
     local = pd.DataFrame(rows)
+    per_seed = pd.DataFrame(seed_rows, columns=["tol", "s", "seed", "b_crit", "censored"])
 
     b_s = history[(history["metric"] == "grad/b_simple") & history["run_id"].isin(ref["run_id"])]
     b_s = b_s[b_s["step"].isin(ss)]
-    b_simple = pd.DataFrame([{"s": int(s), **dict(zip(("b_simple", "lo", "hi"), reduce.median_interval(g["value"], n_boot=n_boot)))}
-                             for s, g in b_s.groupby("step")], columns=["s", "b_simple", "lo", "hi"])
+    b_simple = pd.DataFrame([{"s": int(s), **dict(zip(("b_simple", "lo", "hi", "n_seeds"), _geo(g["value"])))}
+                             for s, g in b_s.groupby("step")], columns=["s", "b_simple", "lo", "hi", "n_seeds"])
     grid = br.groupby("batch_size")["learning_rate"].agg(["min", "max"])
     at = best.join(grid, on="batch_size")
     edge = float(((at["learning_rate"] == at["min"]) | (at["learning_rate"] == at["max"])).mean()) if len(at) else np.nan
@@ -183,47 +220,123 @@ def branch_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "b
     return BranchFacts(experiment, int(r0["batch_size"]) if r0 is not None else 0,
                        float(r0["learning_rate"]) if r0 is not None else np.nan,
                        float(r0["target_loss"]) if r0 is not None else np.nan, budget, ref_steps, curves, kept,
-                       local, b_simple, edge)
+                       local, per_seed, b_simple, edge)
 
 
-def shape(local: pd.DataFrame) -> dict[str, str]:
+def summary_of(row) -> stats.Summary:
+    """A row of :attr:`BranchFacts.local` as a :class:`analysis.stats.Summary`."""
+    return stats.Summary(float(row["b_crit"]), float(row["lo"]), float(row["hi"]), int(row["n_seeds"]),
+                         str(row.get("bound", "") or ""))
+
+
+def value_text(row) -> str:
+    """A local B_crit as printed: ``32 [28, 37]``, ``≥ 512`` or ``32 (too few seeds for an interval)``."""
+    return seed_summary(summary_of(row), ".0f")
+
+
+CLAIMS = ("start", "rise", "fall", "plateau")
+
+
+def comparisons(local: pd.DataFrame, per_seed: pd.DataFrame) -> pd.DataFrame:
+    """Merrill et al.'s claims about the local B_crit over training, per tolerance, as paired comparisons of two
+    checkpoints (the later one's local B_crit over the earlier one's, seed by seed: a geometric mean with a 95%
+    t-interval and the p-value of a ratio of 1): ``start`` the first checkpoint against the later one with the
+    largest value, ``rise`` the lowest against the last, ``fall`` the highest against the last, ``plateau`` the last
+    two. A pair with a seed at the end of the measured range (a bound) is not tested (``bound`` True, NaN p); with
+    fewer than 3 seeds neither. ``p_holm``: Holm's adjustment over every row (the section's family)."""
+    rows = []
+    for tol, loc in local.groupby("tol"):
+        loc = loc.sort_values("s").reset_index(drop=True)
+        if len(loc) < 2 or loc["b_crit"].isna().any():
+            continue
+        ps = per_seed[per_seed["tol"] == tol]
+        last, later = loc.iloc[-1], loc.iloc[1:]
+        low, high = loc.loc[loc["b_crit"].idxmin()], loc.loc[loc["b_crit"].idxmax()]
+        pairs = [("start", loc.iloc[0]["s"], later.loc[later["b_crit"].idxmax()]["s"])]
+        if low["s"] != last["s"]:
+            pairs.append(("rise", low["s"], last["s"]))
+        if high["s"] != last["s"]:
+            pairs.append(("fall", high["s"], last["s"]))
+        if len(loc) >= 3:
+            pairs.append(("plateau", loc.iloc[-2]["s"], last["s"]))
+        for claim, a, b in pairs:
+            A, B = (ps[ps["s"] == x].set_index("seed") for x in (a, b))
+            common = A.index.intersection(B.index)
+            A, B = A.loc[common], B.loc[common]
+            bound = bool((A["censored"] != 0).any() or (B["censored"] != 0).any())
+            est, lo, hi, p, n = stats.paired_ratio(B["b_crit"], A["b_crit"], B["censored"], A["censored"])
+            if n < MIN_INTERVAL_SEEDS:
+                lo = hi = p = np.nan
+            rows.append({"tol": tol, "claim": claim, "from_s": int(a), "to_s": int(b), "ratio": est, "lo": lo,
+                         "hi": hi, "p": p, "n_seeds": n, "bound": bound})
+    out = pd.DataFrame(rows, columns=["tol", "claim", "from_s", "to_s", "ratio", "lo", "hi", "p", "n_seeds", "bound"])
+    out["p_holm"] = stats.holm(out["p"]) if len(out) else []
+    return out
+
+
+def shape(f: BranchFacts, tol: float = TOL, tests: pd.DataFrame | None = None) -> dict[str, str]:
     """Merrill et al.'s three claims about the local B_crit over training (near zero at initialisation, a rise, a
-    plateau), judged from one tolerance's intervals (disjoint intervals: resolved)."""
-    loc = local.sort_values("s").reset_index(drop=True)
-    if len(loc) < 3:
-        return {"start": "not resolved", "rise": "not resolved", "plateau": "not resolved"}
-    if loc[["b_crit", "lo", "hi"]].isna().to_numpy().any():
-        return {"start": "not resolved (a checkpoint has no interval: too few seeds or runs)",
-                "rise": "is not resolved", "plateau": "the plateau is not resolved"}
-    first, later = loc.iloc[0], loc.iloc[1:]
-    low, high = later.loc[later["b_crit"].idxmin()], later.loc[later["b_crit"].idxmax()]
-    last, prev = loc.iloc[-1], loc.iloc[-2]
-    pct = lambda r: f"{r['fraction']:.0%}"  # noqa: E731
-    if first["hi"] < high["lo"]:
-        start = f"below its later maximum ({high['b_crit']:.0f} at {pct(high)})"
-    elif first["lo"] > low["hi"]:
-        start = f"above its value soon after ({low['b_crit']:.0f} at {pct(low)}): not near zero"
+    plateau) at one tolerance, each from its paired comparison under Holm's rule (:func:`comparisons`)."""
+    loc = f.local[f.local["tol"] == tol].sort_values("s").reset_index(drop=True)
+    if len(loc) < 2 or loc["b_crit"].isna().any():
+        why = "fewer than two checkpoints" if len(loc) < 2 else "a checkpoint's local B_crit is not measured"
+        return {"start": f"not resolved ({why})", "rise": "is not resolved", "plateau": "the plateau is not resolved"}
+    tests = comparisons(f.local, f.per_seed) if tests is None else tests
+    t = tests[tests["tol"] == tol].set_index("claim")
+    at = loc.set_index("s")
+    pct = lambda s: f"{at.loc[s, 'fraction']:.0%}"  # noqa: E731
+    val = lambda s: value_text(at.loc[s])  # noqa: E731
+
+    def called(claim):  # the row, its verdict ("up", "down", "not resolved", "bound") under Holm
+        if claim not in t.index:
+            return None, ""
+        r = t.loc[claim]
+        if r["bound"]:
+            return r, "bound"
+        return r, verdict_of(r["ratio"], r["p_holm"], "up", "down")
+
+    def ratio(r):
+        why = " (too few seeds)" if r["n_seeds"] < MIN_INTERVAL_SEEDS else ""
+        return (f"ratio {interval(r['ratio'], r['lo'], r['hi'], fmt='.2f')}" + why
+                + (f", Holm p = {r['p_holm']:.2g}" if np.isfinite(r["p_holm"]) else ""))
+
+    r, v = called("start")
+    if v == "up":
+        start = f"below its later maximum ({val(r['to_s'])} at {pct(r['to_s'])}; {ratio(r)})"
+    elif v == "down":
+        start = f"above its later maximum ({val(r['to_s'])} at {pct(r['to_s'])}; {ratio(r)}): not near zero"
+    elif v == "bound":
+        start = (f"not tested against its later maximum ({val(r['to_s'])} at {pct(r['to_s'])}): a bound at an end of "
+                 "the measured range is not a value")
     else:
-        start = "not resolved from the later values"
-    low = loc.loc[loc["b_crit"].idxmin()]  # the rise is read from the lowest checkpoint, the first included
-    if last["lo"] > low["hi"] and low["s"] < last["s"]:
-        rise = f"rises from {low['b_crit']:.0f} at {pct(low)} to {last['b_crit']:.0f} at {pct(last)}"
-    elif last["hi"] < high["lo"] and high["s"] < last["s"]:
-        rise = f"falls from {high['b_crit']:.0f} at {pct(high)} to {last['b_crit']:.0f} at {pct(last)}"
+        start = f"not resolved from its later maximum ({val(r['to_s'])} at {pct(r['to_s'])}; {ratio(r)})"
+    (r1, v1), (r2, v2) = called("rise"), called("fall")
+    if v1 == "up":
+        rise = f"rises from {val(r1['from_s'])} at {pct(r1['from_s'])} to {val(r1['to_s'])} at {pct(r1['to_s'])} ({ratio(r1)})"
+    elif v2 == "down":
+        rise = f"falls from {val(r2['from_s'])} at {pct(r2['from_s'])} to {val(r2['to_s'])} at {pct(r2['to_s'])} ({ratio(r2)})"
+    elif "bound" in (v1, v2):
+        r = r1 if v1 == "bound" else r2
+        rise = (f"goes from {val(r['from_s'])} at {pct(r['from_s'])} to {val(r['to_s'])} at {pct(r['to_s'])}: a bound "
+                "at an end of the measured range, so the change is not tested")
     else:
-        rise = "shows no change the intervals resolve"
-    plateau = ("the last two checkpoints agree (intervals overlap): consistent with a plateau, not proof of one"
-               if last["lo"] <= prev["hi"] and prev["lo"] <= last["hi"] else
-               f"it is still {'rising' if last['lo'] > prev['hi'] else 'falling'} between the last two checkpoints: "
-               "no plateau by then")
+        rise = "shows no change resolved under Holm's rule"
+    r, v = called("plateau")
+    if r is None:
+        plateau = "a plateau is not tested (fewer than three checkpoints)"
+    elif v == "bound":
+        plateau = "a plateau is not tested (a bound at the last two checkpoints)"
+    elif v in ("up", "down"):
+        plateau = (f"it is still {'rising' if v == 'up' else 'falling'} between the last two checkpoints ({ratio(r)}): "
+                   "no plateau by then")
+    else:
+        plateau = (f"the last two checkpoints are not resolved apart ({ratio(r)}): consistent with a plateau, not "
+                   "proof of one")
     return {"start": start, "rise": rise, "plateau": plateau}
 
 
-def text(ctx: Context) -> str:
-    f = ctx.branching
-    if f is None:
-        return "### The critical batch size during training\n\n" + ctx.not_measured("branching",
-                                                                                  "make sweep GRID=branching")
+def _table(f: BranchFacts) -> pd.DataFrame:
+    """Per checkpoint: the local B_crit at every tolerance and the reference's B_simple."""
     loc = f.local
     head = loc[loc["tol"] == TOL].set_index("s")
     bs = f.b_simple.set_index("s") if not f.b_simple.empty else pd.DataFrame(columns=["b_simple", "lo", "hi"])
@@ -232,51 +345,81 @@ def text(ctx: Context) -> str:
         r = {"branch point (step)": s, "% of steps to target": f"{head.loc[s, 'fraction']:.0%}"}
         for tol in TOLERANCES:
             x = loc[(loc["tol"] == tol) & (loc["s"] == s)].iloc[0]
-            r[f"local B_crit, {tol:.0%}"] = interval(x["b_crit"], x["lo"], x["hi"], fmt=".0f")
+            r[f"local B_crit, {tol:.0%}"] = value_text(x)
         if s in bs.index:
             b = bs.loc[s]
-            r["B_simple [95% CI]"] = interval(b["b_simple"], b["lo"], b["hi"], fmt=".0f")
-            r[f"B_simple / local B_crit ({TOL:.0%})"] = f"{b['b_simple'] / head.loc[s, 'b_crit']:.1f}"
+            r["B_simple [95% t-interval]"] = t_text(b["b_simple"], b["lo"], b["hi"], int(b.get("n_seeds", 0)), ".0f")
+            r[f"B_simple / local B_crit ({TOL:.0%})"] = (f"{b['b_simple'] / head.loc[s, 'b_crit']:.1f}"
+                                                         if summary_of(head.loc[s]).measured else "– (a bound)")
         rows.append(r)
-    verdicts = {tol: shape(loc[loc["tol"] == tol]) for tol in TOLERANCES}
+    return pd.DataFrame(rows)
+
+
+def text(ctx: Context) -> str:
+    f = ctx.branching
+    if f is None:
+        return "### The critical batch size during training\n\n" + ctx.not_measured("branching",
+                                                                                  "make sweep GRID=branching")
+    loc = f.local
+    head = loc[loc["tol"] == TOL].set_index("s").sort_index()
+    bs = f.b_simple.set_index("s") if not f.b_simple.empty else pd.DataFrame(columns=["b_simple", "lo", "hi"])
+    tests = comparisons(loc, f.per_seed)
+    verdicts = {tol: shape(f, tol, tests) for tol in TOLERANCES}
     v = verdicts[TOL]
     agree = [tol for tol in TOLERANCES if verdicts[tol] == v]
-    ratio = (bs["b_simple"] / head["b_crit"]).dropna() if len(bs) else pd.Series(dtype=float)
+    measured = head[[summary_of(r).measured for _, r in head.iterrows()]] if len(head) else head
+    ratio = (bs["b_simple"] / measured["b_crit"]).dropna() if len(bs) and len(measured) else pd.Series(dtype=float)
     smallest = int(f.kept["batch_size"].min())
+    seeds = int(f.per_seed["seed"].nunique())
     track = ""
     if len(ratio) >= 2:
         s0, s1 = ratio.index.min(), ratio.index.max()  # the first and last checkpoints both were measured at
         first, last = head.loc[s0, "b_crit"], head.loc[s1, "b_crit"]
         b0, b1 = bs.loc[s0, "b_simple"], bs.loc[s1, "b_simple"]
-        moves = "moves the same way as" if np.sign(last - first) == np.sign(b1 - b0) else (
-            "moves while it does not move:" if last == first else "moves against")
         near = int(((ratio <= B_SIMPLE_FACTOR) & (ratio >= 1 / B_SIMPLE_FACTOR)).sum())
         track = (f"B_simple, measured on the reference at the same checkpoints, is {ratio.min():.1f}–{ratio.max():.1f}× "
-                 f"the local B_crit (tolerance {TOL:.0%}), within a factor of {B_SIMPLE_FACTOR:g} at {near} of "
-                 f"{len(ratio)} checkpoints, and it {moves} the local B_crit from the first to the last checkpoint "
-                 f"({b0:.0f} → {b1:.0f} against {first:.0f} → {last:.0f}). ")
+                 f"the local B_crit (tolerance {TOL:.0%}; checkpoints where the local B_crit is a bound left out), "
+                 f"within a factor of {B_SIMPLE_FACTOR:g} at {near} of {len(ratio)} checkpoints "
+                 f"({b0:.0f} → {b1:.0f} against {first:.0f} → {last:.0f}, first to last such checkpoint). ")
+    first_row, last_row = head.iloc[0], head.iloc[-1]
+    bounds = [s for s, r in head.iterrows() if r["bound"]]
+    answer = (f"**For SGD on the MNIST-1D MLP the local critical batch size (tolerance {TOL:.0%}) is "
+              f"{value_text(first_row)} at initialisation and {value_text(last_row)} at "
+              f"{last_row['fraction']:.0%} of the way to the target; over training it {v['rise']}.**"
+              if len(head) else "**No checkpoint's local critical batch size was measured.**")
+    limits = []
+    if bounds:
+        limits.append(f"at {len(bounds)} of {len(head)} checkpoints every B up to the largest tried (or none above the "
+                      "smallest) kept the share, so the local B_crit there is a bound (≥ or ≤), not a value; it enters "
+                      "no ratio and no verdict")
+    if seeds < MIN_INTERVAL_SEEDS:
+        limits.append(f"{seeds} seed{'s' if seeds != 1 else ''}: too few seeds for an interval or a verdict")
     return "\n".join([
         "### The critical batch size during training (Merrill et al. 2025)",
         "",
+        answer,
+        "",
         f"A reference run (MNIST-1D MLP, SGD, B = {f.reference_b}, lr = {f.reference_lr:g}) reaches the training-loss "
-        f"target {f.target:g} in {interval(*f.ref_steps, fmt='.0f')} steps (median over seeds, 95% CI). From its "
+        f"target {f.target:g} in {t_text(*f.ref_steps, fmt='.0f')} steps (geometric mean over {f.ref_steps[3]} seeds, "
+        f"95% t-interval). From its "
         f"state at each checkpoint, branches train at B = {smallest} to {int(f.kept['batch_size'].max())} for "
         f"{f.budget} examples each, every B on a quarter-decade grid of learning rates. A branch at B **keeps** a "
         f"share of the B = {smallest} branch's loss decrease: the least, over the evaluations every {COMMON} examples, "
-        f"of (loss at the checkpoint − loss at B) / (loss at the checkpoint − loss at B = {smallest}), on the median "
-        "over seeds, each B at the rate that keeps the most. The **local critical batch size** is the largest B "
-        f"such that it and every smaller B keep at least 1 − tolerance; {TOL:.0%} is the headline, "
+        f"of (loss at the checkpoint − loss at B) / (loss at the checkpoint − loss at B = {smallest}), each B at the "
+        "rate that keeps the most. The **local critical batch size** is the largest B "
+        f"such that it and every smaller B keep at least 1 − tolerance, read for each of the {seeds} seeds; "
+        f"{TOL:.0%} is the headline, "
         f"{' and '.join(f'{t:.0%}' for t in TOLERANCES if t != TOL)} show the sensitivity (50% is roughly the "
-        "hyperbola's B_crit, where a batch needs twice the examples). Intervals: 95% percentile bootstrap over seeds "
-        "(grid values, so a factor of 2 is the "
-        f"resolution). {f.edge:.0%} of the (checkpoint, B) pairs took the smallest or largest rate of their grid.",
-        "",
-        md_table(pd.DataFrame(rows)),
+        "hyperbola's B_crit, where a batch needs twice the examples). Summary: the geometric mean over seeds with a "
+        "95% t-interval (grid values, so a factor of 2 is the resolution); a seed at the end of the measured range "
+        "makes it a bound. Each claim below is a paired comparison of two checkpoints, seed by seed, called only "
+        f"when its Holm-adjusted p-value over the section's {int(tests['p'].notna().sum())} tested comparisons is "
+        f"below 0.05. {f.edge:.0%} of the (checkpoint, B) pairs took the smallest or largest rate of their grid; "
+        "every checkpoint's values are in the appendix.",
         "",
         f"Against Merrill et al.'s shape (near zero at initialisation, a quick rise, a plateau), at tolerance "
-        f"{TOL:.0%}: at initialisation the local B_crit is "
-        f"{interval(head['b_crit'].iloc[0], head['lo'].iloc[0], head['hi'].iloc[0], fmt='.0f')}, {v['start']}; over "
-        f"training it {v['rise']}; {v['plateau']}. "
+        f"{TOL:.0%}: at initialisation the local B_crit is {v['start']}; over training it {v['rise']}; "
+        f"{v['plateau']}. "
         + ("The same three verdicts hold at every tolerance. " if len(agree) == len(TOLERANCES) else
            (f"The same verdicts hold at {', '.join(f'{t:.0%}' for t in agree if t != TOL)}; " if len(agree) > 1 else
             "At the other tolerances they differ: ") +
@@ -284,8 +427,19 @@ def text(ctx: Context) -> str:
                      f"{verdicts[t]['rise']}, {verdicts[t]['plateau']}" for t in TOLERANCES if t not in agree) + ". ")
         + track,
         "",
+        ("Limits: " + "; ".join(limits) + ".\n") if limits else "",
         ctx.figure("q9a_local_critical"),
     ])
+
+
+def appendix(ctx: Context) -> str:
+    f = ctx.branching
+    if f is None or f.local.empty:
+        return ""
+    return "\n".join(["### Q9a: the local critical batch size at every checkpoint", "",
+                      "Geometric mean over seeds with a 95% t-interval; ≥ / ≤: a bound at an end of the measured "
+                      "range (no interval); B_simple of the reference, geometric mean with a 95% t-interval.", "",
+                      md_table(_table(f)), ""])
 
 
 def local_critical_figure(ctx: Context):
@@ -327,7 +481,7 @@ def local_critical_figure(ctx: Context):
     ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
     ax.set_xlabel("branch point, % of the reference's steps to the target")
     ax.set_ylabel("batch size")
-    ax.set_title("local critical batch size and B_simple over training (median, 95% CI over seeds)", fontsize=8)
+    ax.set_title("local B_crit and B_simple over training (geo. mean, 95% t-interval)", fontsize=8)
     ax.legend(fontsize=6, loc="lower right")
     plots.suptitle(fig, f"Q9a: the critical batch size during training: branches from a reference (MNIST-1D MLP, SGD, "
                  f"B = {f.reference_b}, lr = {f.reference_lr:g})", fontsize=9)
@@ -345,6 +499,7 @@ def _read(ctx: Context) -> BranchFacts:
 SECTION = Section(
     "branching",
     text=text,
+    appendix=appendix,
     provides=(Provider("branching", _read),),
     figures=(FigureSpec("q9a_local_critical", local_critical_figure, ("branching",),
                         ("Q9a. Left: the share of the smallest batch's loss decrease kept by each B, per branch point. "

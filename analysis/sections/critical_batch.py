@@ -3,12 +3,10 @@ with data size and model size, and in the noisy quadratic model; and the advice 
 
 from __future__ import annotations
 
-import numpy as np
-
-from analysis.markdown import finite, interval
-from analysis.section import Context, Section
+from analysis.markdown import finite
+from analysis.section import Answer, Context, Section
 from analysis.sections import branching, nqm, scaling, warmup
-from analysis.sections.branching import TOL, shape
+from analysis.sections.branching import TOL, shape, summary_of, value_text
 from mbstudy.metrics import TRAIN_TARGET
 
 LIMITS = ("One workload (the MNIST-1D MLP) and one optimizer (SGD) for the branches, the warm-ups and the scaling "
@@ -24,76 +22,84 @@ LIMITS = ("One workload (the MNIST-1D MLP) and one optimizer (SGD) for the branc
           "the initial loss only.")
 
 
+def _parts(ctx: Context) -> list[str]:
+    """One clause per experiment that ran: its verdict, computed under Holm's rule."""
+    parts = []
+    f, w, sc, n = ctx.branching, ctx.warmup, ctx.scaling, ctx.nqm
+    if f is not None and not f.local.empty:
+        parts.append(f"over training the local B_crit of SGD (tolerance {TOL:.0%}) {shape(f)['rise']}")
+    if w is not None and not w.schedules.empty and w.best_constant:
+        parts.append(warmup.verdict(w))
+    if sc is not None and not sc.fits.empty:
+        parts.append("Zhang et al.'s data/model-size claim " + scaling.zhang_verdict(sc))
+    if n is not None:
+        pairs = nqm.measured_pairs(ctx, list(n.fits["optimizer"]))
+        said = nqm.agreement(n, pairs)[0] if len(pairs) else "not compared"
+        parts.append(f"the matched NQM's order of B_crit {said if said != 'agrees' else 'agrees with every measured pair'}")
+    return parts
+
+
 def practice(ctx: Context) -> str:
     """The "what to do" paragraph, from whichever of the three experiments ran; each piece of advice only where its
-    interval resolves it."""
+    verdict resolves it."""
     parts = []
     f, w, sc = ctx.branching, ctx.warmup, ctx.scaling
     if f is not None and not f.local.empty:
         head = f.local[f.local["tol"] == TOL].sort_values("s").dropna(subset=["b_crit"])
-        smallest = int(f.kept["batch_size"].min())
-        if len(head) and head["b_crit"].iloc[0] > smallest and finite(head["lo"].iloc[0]):
+        if len(head):
             r0 = head.iloc[0]
-            grows = shape(f.local[f.local["tol"] == TOL])["rise"].startswith("rises")
-            parts.append(f"for SGD on a workload like this MNIST-1D MLP, start at B ≈ {r0['b_crit']:.0f} (the local "
-                         f"B_crit at initialisation, {interval(r0['b_crit'], r0['lo'], r0['hi'], fmt='.0f')}, tolerance "
-                         f"{TOL:.0%})" + (" and let it grow" if grows else "") + ": the local B_crit ranged over "
-                         f"{head['b_crit'].min():.0f}–{head['b_crit'].max():.0f} across the checkpoints, "
-                         f"{head['b_crit'].iloc[-1]:.0f} at {head['fraction'].iloc[-1]:.0%} of the way to the target"
-                         + ("" if grows else " (no rise the intervals resolve)"))
-        if not f.b_simple.empty and len(head):
-            r = (f.b_simple.set_index("s")["b_simple"] / head.set_index("s")["b_crit"]).dropna()
-            if len(r):
-                parts.append(f"read B_simple as a rough guide to it: {r.min():.1f}–{r.max():.1f}× the local B_crit here")
-    if w is not None and not w.schedules.empty and w.schedules["steps"].notna().any():
-        lower = [r for r in w.schedules.itertuples() if finite(*r.vs_equal) and r.vs_equal[2] < 1]
-        best = [r for r in w.schedules.itertuples() if finite(*r.vs_best) and r.vs_best[2] < 1]
-        parts.append(f"a doubling warm-up took fewer steps than a constant B with at least its examples in {len(lower)} "
-                     f"of {len(w.schedules)} schedules and fewer than the fastest constant B in {len(best)}, so "
-                     + ("a warm-up can pay when steps cost more than examples" if lower or best else
-                        "on this workload a constant B read off the steps-against-examples curve was as good"))
+            grows = shape(f)["rise"].startswith("rises")
+            if summary_of(r0).measured:
+                parts.append(f"for SGD on a workload like this MNIST-1D MLP, start at B ≈ {r0['b_crit']:.0f} (the local "
+                             f"B_crit at initialisation, {value_text(r0)}, tolerance {TOL:.0%})"
+                             + (" and let it grow, as the resolved rise says" if grows else
+                                " (no rise is resolved, so no schedule for B follows from it)"))
+            else:
+                parts.append(f"the local B_crit at initialisation is a bound ({value_text(r0)}): no starting B follows")
+    if w is not None and not w.schedules.empty and w.best_constant and w.schedules["steps"].notna().any():
+        c = warmup.counts(w)
+        n = len(w.schedules)
+        if c["equal_fewer"] or c["best_fewer"]:
+            parts.append("a doubling warm-up can pay when steps cost more than examples (fewer steps resolved in "
+                         f"{max(c['equal_fewer'], c['best_fewer'])} of {n} schedules)")
+        elif c["equal_more"] == n:
+            parts.append("on this workload a constant B read off the steps-against-examples curve took fewer steps "
+                         "than every warm-up")
+        else:
+            parts.append("whether a warm-up pays on this workload is not resolved")
     if sc is not None and not sc.slopes.empty:
-        d = sc.slopes.set_index(["axis", "target"])
         for axis, what in (("data", "the training set grows"), ("width", "the model widens")):
-            if (axis, TRAIN_TARGET) not in d.index:
+            if scaling.trend(sc, axis, TRAIN_TARGET) not in ("grows", "falls"):
                 continue
-            k, lo, hi = d.loc[(axis, TRAIN_TARGET), ["slope", "lo", "hi"]]
-            if finite(k, lo, hi):
-                parts.append(f"when {what} by 2×, expect B_crit to change by {2 ** k:.2f}× "
-                             f"[{2 ** lo:.2f}, {2 ** hi:.2f}] (slope {interval(k, lo, hi, fmt='.2f')})")
+            x = sc.slopes[(sc.slopes["axis"] == axis) & (sc.slopes["target"] == TRAIN_TARGET)].iloc[0]
+            if finite(x["slope"], x["lo"], x["hi"]):
+                parts.append(f"when {what} by 2×, expect B_crit to change by {2 ** x['slope']:.2f}× "
+                             f"[{2 ** x['lo']:.2f}, {2 ** x['hi']:.2f}] on the training-loss target")
     if not parts:
         return ""
     return "**What to do.** On this evidence: " + "; ".join(parts) + ".\n"
 
 
-
 def text(ctx: Context) -> str:
-    return "\n\n".join([branching.text(ctx), warmup.text(ctx), scaling.text(ctx), nqm.text(ctx), practice(ctx)])
+    parts = _parts(ctx)
+    opener = ("**" + "; ".join(p[0].upper() + p[1:] if k == 0 else p for k, p in enumerate(parts)) + ".**"
+              if parts else "")
+    return "\n\n".join(x for x in [opener, branching.text(ctx), warmup.text(ctx), scaling.text(ctx), nqm.text(ctx),
+                                   practice(ctx)] if x)
 
 
-def finding(ctx: Context) -> str | None:
-    f = ctx
-    parts = []
-    if f.branching is not None and not f.branching.local.empty:
-        head = f.branching.local[f.branching.local["tol"] == TOL].sort_values("s")
-        parts.append("local B_crit (SGD, from checkpoints) " + " → ".join(f"{v:.0f}" for v in head["b_crit"])
-                     + f" from {head['fraction'].iloc[0]:.0%} to {head['fraction'].iloc[-1]:.0%} of the steps to "
-                     "the target")
-    if f.warmup is not None and not f.warmup.schedules.empty:
-        t = f.warmup.schedules
-        lower = sum(1 for r in t.itertuples() if all(np.isfinite(r.vs_equal)) and r.vs_equal[2] < 1)
-        parts.append(f"doubling warm-ups took fewer steps at no more examples than a constant B in {lower} of {len(t)}")
-    if f.scaling is not None and not f.scaling.slopes.empty:
-        sl = f.scaling.slopes.set_index(["axis", "target"])
-        for axis in ("data", "width"):
-            if (axis, TRAIN_TARGET) in sl.index:
-                x = sl.loc[(axis, TRAIN_TARGET)]
-                parts.append(f"log-log slope against {axis} {interval(x['slope'], x['lo'], x['hi'], '.2f')}")
-    if f.nqm is not None:
-        order = f.nqm.fits.sort_values("B_crit")["optimizer"]
-        parts.append("NQM orders B_crit " + " < ".join(order))
-    return "; ".join(parts) + "." if parts else None
-
+def finding(ctx: Context) -> Answer | None:
+    parts = _parts(ctx)
+    if not parts:
+        return None
+    f = ctx.branching
+    number = ""
+    if f is not None and not f.local.empty:
+        head = f.local[f.local["tol"] == TOL].sort_values("s")
+        number = "local B_crit (SGD, tolerance {:.0%}) ".format(TOL) + " → ".join(value_text(r) for _, r in head.iterrows())
+    return Answer(parts[0][0].upper() + parts[0][1:] + ("; " + "; ".join(parts[1:]) if len(parts) > 1 else "") + ".",
+                  number, "one workload (MNIST-1D MLP), SGD only for the branches, warm-ups and scaling; verdicts "
+                  "under Holm's rule within each part")
 
 
 SECTION = Section(

@@ -2,7 +2,9 @@
 of doubling schedules against constant batch sizes, paired by seed: against the constant B with the fewest steps,
 and against the constant B that needed the fewest examples at or above the schedule's own (so that a ratio below 1
 is fewer steps at no more examples). A schedule needs more than half of its seeds to reach the target to be
-compared."""
+compared. Every ratio is the geometric mean over seeds of the per-seed ratios with a 95% t-interval and the
+p-value of a ratio of 1; a verdict needs its Holm-adjusted p-value (over every comparison of the section) below 0.05.
+A seed whose schedule never reached the target makes the ratio a bound (not tested)."""
 
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-from analysis import load, plots, reduce
-from analysis.markdown import finite, interval, md_table
+from analysis import load, plots, reduce, stats
+from analysis.markdown import MIN_INTERVAL_SEEDS, md_table, t_text, verdict_of
 from analysis.plots import Skip
 from analysis.section import Context, FigureSpec, Provider, Section
 from mbstudy.schedule import parse
@@ -26,8 +28,9 @@ class WarmupFacts:
     experiment: str
     constant: pd.DataFrame  # batch_size, learning_rate, steps, examples (medians over seeds of per-seed minima)
     per_seed: pd.DataFrame  # arm ("B=<b>" or the schedule), seed, steps, examples: each seed's fastest run
-    schedules: pd.DataFrame  # schedule, final_b, steps, examples, vs_best (ratio, lo, hi), vs_equal (ratio, lo, hi):
-    # vs_equal against the constant B with the fewest examples at or above the schedule's (_constant_at)
+    schedules: pd.DataFrame  # schedule, final_b, steps, examples, vs_best (ratio, lo, hi, p, n), vs_equal (the same):
+    # vs_equal against the constant B with the fewest examples at or above the schedule's (_constant_at);
+    # best_holm, equal_holm: Holm-adjusted p-values over both columns; best_verdict, equal_verdict
     best_constant: int  # the constant B with the fewest steps
 
 
@@ -45,7 +48,26 @@ def _constant_at(examples: float, per_seed: pd.DataFrame) -> float:
     return float(above["steps"].iloc[0]) if len(above) else np.nan
 
 
-def warmup_facts(runs: pd.DataFrame, experiment: str = "warmup", n_boot: int = 1000) -> WarmupFacts:
+def _paired(steps: pd.Series, other: pd.Series) -> tuple[float, float, float, float, int]:
+    """The schedule's steps over ``other``'s, seed by seed (:func:`analysis.stats.paired_ratio`); a seed whose
+    schedule did not reach the target is censored (the comparison is not made); under
+    :data:`~analysis.markdown.MIN_INTERVAL_SEEDS` seeds no interval and no p-value."""
+    seeds = steps.index.intersection(other.dropna().index)
+    a, b = steps.loc[seeds].to_numpy(float), other.loc[seeds].to_numpy(float)
+    est, lo, hi, p, n = stats.paired_ratio(a, b, censored_a=~np.isfinite(a))
+    if n < MIN_INTERVAL_SEEDS:
+        lo = hi = p = np.nan
+    return est, lo, hi, p, n
+
+
+def _verdict(r, p_holm) -> str:
+    if not np.isfinite(r[0]):
+        return "not tested (a seed did not reach the target, or too few reached it)"
+    return verdict_of(r[0], p_holm, "more steps", "fewer steps")
+
+
+def warmup_facts(runs: pd.DataFrame, experiment: str = "warmup", n_boot: int | None = None) -> WarmupFacts:
+    """``n_boot``: unused (the intervals are t-intervals over seeds); kept for the callers."""
     runs = runs.assign(schedule=runs["schedule"].fillna("") if "schedule" in runs else "")
     steps = reduce.reached_steps(runs)  # inf: not reached
     examples = runs.get("examples_to_target", pd.Series(np.nan, index=runs.index)).astype(float)
@@ -60,21 +82,46 @@ def warmup_facts(runs: pd.DataFrame, experiment: str = "warmup", n_boot: int = 1
     cps = per_seed[per_seed["arm"].str.startswith("B=") & np.isfinite(per_seed["steps"])]
     best = cps[cps["batch_size"] == best_b].set_index("seed")["steps"]
     rows = []
-    nan3 = (np.nan, np.nan, np.nan)
+    nan5 = (np.nan, np.nan, np.nan, np.nan, 0)
     for sched, g in per_seed[~per_seed["arm"].str.startswith("B=")].groupby("arm"):
         g = g.set_index("seed")
         reached = np.isfinite(g["steps"])
         ok = reached.sum() > len(g) / 2 and best_b > 0  # as reduce.steps_to_target: more than half the seeds
-        # a seed that never reached the target is a loss against any constant B (ratio inf), not a missing pair
+        # a seed that never reached the target makes the ratio a bound (censored), not a missing pair
         equal = pd.Series({seed: _constant_at(e, cps[cps["seed"] == seed][["batch_size", "examples", "steps"]])
                            if np.isfinite(e) else 1.0 for seed, e in g["examples"].items()})
         rows.append({"schedule": sched, "final_b": int(g["batch_size"].iloc[0]),
                      "steps": g["steps"].median() if ok else np.nan,
                      "examples": g["examples"].median() if ok else np.nan,
                      "n_seeds": len(g), "n_reached": int(reached.sum()),
-                     "vs_best": reduce.paired_ratio(g["steps"], best, n_boot=n_boot) if ok else nan3,
-                     "vs_equal": reduce.paired_ratio(g["steps"], equal, n_boot=n_boot) if ok else nan3})
-    return WarmupFacts(experiment, constant, per_seed, pd.DataFrame(rows), best_b)
+                     "vs_best": _paired(g["steps"], best) if ok else nan5,
+                     "vs_equal": _paired(g["steps"], equal) if ok else nan5})
+    rows = pd.DataFrame(rows)
+    if len(rows):
+        p = stats.holm([r[3] for r in rows["vs_best"]] + [r[3] for r in rows["vs_equal"]])
+        rows["best_holm"], rows["equal_holm"] = p[:len(rows)], p[len(rows):]
+        for what in ("best", "equal"):
+            rows[f"{what}_verdict"] = [_verdict(r, q) for r, q in zip(rows[f"vs_{what}"], rows[f"{what}_holm"])]
+    return WarmupFacts(experiment, constant, per_seed, rows, best_b)
+
+
+def _ratio(r) -> str:
+    return t_text(r[0], r[1], r[2], int(r[4]), ".2f") if np.isfinite(r[0]) else "–"
+
+
+def counts(w: WarmupFacts) -> dict[str, int]:
+    """How many schedules took fewer / more steps (resolved under Holm) than each comparison's constant B."""
+    t = w.schedules
+    return {f"{what}_{v}": int((t[f"{what}_verdict"] == f"{v} steps").sum()) if f"{what}_verdict" in t else 0
+            for what in ("best", "equal") for v in ("fewer", "more")}
+
+
+def verdict(w: WarmupFacts) -> str:
+    """The section's answer in a clause, from the Holm verdicts."""
+    c, n = counts(w), len(w.schedules)
+    return (f"a doubling warm-up took fewer steps than a constant batch with at least its examples in {c['equal_fewer']} "
+            f"of {n} schedules and more in {c['equal_more']} (the rest not resolved); fewer than the fastest constant "
+            f"B in {c['best_fewer']}, more in {c['best_more']}")
 
 
 def text(ctx: Context) -> str:
@@ -86,42 +133,55 @@ def text(ctx: Context) -> str:
                 "half of its seeds" if w.best_constant == 0 else "no schedule reached the target in more than half "
                 "of its seeds") + f" ({len(w.schedules)} schedules in the sweep).\n")
     t = w.schedules.sort_values(["final_b", "steps"])
+    c = w.constant.set_index("batch_size")
+    best = c.loc[w.best_constant]
+    fastest = t.loc[t["steps"].dropna().idxmin()]
+    seeds = int(t["n_seeds"].max())
+    n_tests = int(np.isfinite([r[3] for r in t["vs_best"]] + [r[3] for r in t["vs_equal"]]).sum())
+    fv = fastest["best_verdict"]
+    return "\n".join([
+        "### Batch-size warm-up",
+        "",
+        f"**On this workload {verdict(w)} (Holm, 5%).**",
+        "",
+        f"Constant batch sizes from {int(c.index.min())} to {int(c.index.max())} (three rates each) against doubling "
+        "schedules (`mbstudy.schedule.doubling`: B doubles every fixed number of examples, the learning rate "
+        "linear in B and capped at 1.0), all to the training-loss target, evaluated every 1024 examples, "
+        f"{seeds} seeds. The fewest steps at a constant B: {best['steps']:.0f} at B = {w.best_constant} "
+        f"({best['examples']:.0f} examples; medians over seeds). "
+        "Each schedule's steps are compared, paired by seed (geometric mean of the per-seed ratios, 95% t-interval), "
+        "with that best constant B and with the constant B that needed the fewest examples at or above the "
+        "schedule's own (from the most example-efficient B upward): below 1 is fewer steps at no more examples. "
+        f"A verdict needs its Holm-adjusted p-value over the section's {n_tests} tested comparisons below 0.05; "
+        "every schedule's ratios are in the appendix.",
+        "",
+        f"The fastest warm-up (`{fastest['schedule']}`) took {fastest['steps']:.0f} steps, "
+        f"{_ratio(fastest['vs_best'])}× the best constant B's: "
+        + (f"a saving of {1 - fastest['vs_best'][0]:.0%} (Merrill et al. report 43% on OLMo 1B)." if fv == "fewer steps"
+           else f"{fv} (Merrill et al. report 43% fewer steps on OLMo 1B).")
+        + (f" Limits: {seeds} seeds are too few for an interval or a verdict." if seeds < MIN_INTERVAL_SEEDS else ""),
+        "",
+        ctx.figure("q9b_warmup"),
+    ])
+
+
+def appendix(ctx: Context) -> str:
+    w = ctx.warmup
+    if w is None or w.schedules.empty or w.best_constant == 0:
+        return ""
+    t = w.schedules.sort_values(["final_b", "steps"])
     show = pd.DataFrame({
         "schedule (STEPSxB@LR, then the final B at 1.0)": t["schedule"].map(lambda s: f"`{s}`"),
         "final B": t["final_b"], "seeds reached": [f"{a}/{b}" for a, b in t[["n_reached", "n_seeds"]].to_numpy()],
         "steps": t["steps"].map(lambda v: f"{v:.0f}" if np.isfinite(v) else "–"),
         "examples": t["examples"].map(lambda v: f"{v:.0f}" if np.isfinite(v) else "–"),
-        f"steps / B = {w.best_constant}'s": [interval(*r, fmt=".2f") for r in t["vs_best"]],
-        "steps / constant B with at least its examples": [interval(*r, fmt=".2f") for r in t["vs_equal"]]})
-    c = w.constant.set_index("batch_size")
-    best = c.loc[w.best_constant]
-    lower = [r for r in t.itertuples() if finite(*r.vs_equal) and r.vs_equal[2] < 1]
-    higher = [r for r in t.itertuples() if finite(*r.vs_equal) and r.vs_equal[1] > 1]
-    fastest = t.loc[t["steps"].dropna().idxmin()]
-    verdict = (f"{len(lower)} of {len(t)} warm-ups took fewer steps than the constant batch with at least their "
-               f"examples (interval below 1), {len(higher)} took more, and the rest are not resolved (or needed more "
-               "examples than every constant B)")
-    saving = 1 - fastest["vs_best"][0]
-    return "\n".join([
-        "### Batch-size warm-up",
-        "",
-        f"Constant batch sizes from {int(c.index.min())} to {int(c.index.max())} (three rates each) against doubling "
-        "schedules (`mbstudy.schedule.doubling`: B doubles every fixed number of examples, the learning rate "
-        "linear in B and capped at 1.0), all to the training-loss target, evaluated every 1024 examples. The "
-        f"fewest steps at a constant B: {best['steps']:.0f} at B = {w.best_constant} ({best['examples']:.0f} examples). "
-        "Each schedule's steps are compared, paired by seed (median ratio, 95% bootstrap), with that best constant B "
-        "and with the constant B that needed the fewest examples at or above the schedule's own (from the most "
-        "example-efficient B upward): below 1 there is fewer steps at no more examples.",
-        "",
-        md_table(show),
-        "",
-        f"{verdict}. The fastest warm-up took {fastest['steps']:.0f} steps, "
-        f"{interval(*fastest['vs_best'], fmt='.2f')}× the best constant B's "
-        + (f"(a saving of {saving:.0%}; Merrill et al. report 43% on OLMo 1B)." if saving > 0 and fastest['vs_best'][2] < 1
-           else "(no saving resolved; Merrill et al. report 43% fewer steps on OLMo 1B)."),
-        "",
-        ctx.figure("q9b_warmup"),
-    ])
+        f"steps / B = {w.best_constant}'s [95% t]": [_ratio(r) for r in t["vs_best"]],
+        "verdict (Holm)": t["best_verdict"],
+        "steps / constant B with at least its examples [95% t]": [_ratio(r) for r in t["vs_equal"]],
+        "verdict (Holm) ": t["equal_verdict"]})
+    return "\n".join(["### Q9b: every warm-up schedule against constant batch sizes", "",
+                      "Steps of the schedule over a constant B's, per seed: geometric mean with a 95% t-interval; "
+                      "verdicts under Holm's rule over the section's comparisons.", "", md_table(show), ""])
 
 
 def warmup_figure(ctx: Context):
@@ -166,6 +226,7 @@ def warmup_figure(ctx: Context):
 SECTION = Section(
     "warmup",
     text=text,
+    appendix=appendix,
     provides=(Provider("warmup", lambda ctx: warmup_facts(load.load_runs("warmup", hint="make sweep GRID=warmup"))),),
     figures=(FigureSpec("q9b_warmup", warmup_figure, ("warmup",),
                         ("Q9b. Steps against examples to the target: constant batch sizes (the "
