@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from analysis.section import Context, figures_of, providers_of
 from analysis.sections import (
+    advice,
     accumulate_or_step,
     chain_rule,
     cnn_accuracy,
@@ -31,6 +32,7 @@ from analysis.sections import (
 
 SECTIONS = (
     main_sweep.SECTION,  # the main sweep's facts (no text of its own): read by Q4, Q5 and Q7
+    advice.SECTION,  # what batch size should I use? (computed from the sections below)
     identity.SECTION,  # Q1
     chain_rule.SECTION,  # Q2
     cost.SECTION,  # Q3
