@@ -1,11 +1,11 @@
 """Run everything the report uses, step after step, with the progress and an ETA across all steps.
 
-``python -m experiments.study`` (``make study``) runs the sweeps and the side
+``python -m experiments.study`` (``make study``) runs the linear baselines, the sweeps and the side
 experiments of the full study (Q1–Q8); ``--extended`` (``make study-extended``)
 adds Q9's three sweeps (:data:`EXTENDED`: branches from checkpoints, batch-size
-warm-up, data and width scaling) and the CNN's ablation against the MNIST-1D
-paper's 94% (initialisation × batch order), about half as long again, so run
-after ``make study`` it trains only those; ``--quick`` (``make study-quick``) the same
+warm-up, data and width scaling), the CNN's ablation against the MNIST-1D
+paper's 94% (initialisation × batch order), Seesaw and Muon and the language
+model (the 2024-25 claims), so run after ``make study`` it trains only those; ``--quick`` (``make study-quick``) the same
 steps, Q9's included, with fewer seeds and batch sizes and without the CNN workload
 (:data:`QUICK`), which gives every section of the report with wider intervals
 in a fraction of the time. Each
@@ -66,6 +66,7 @@ EXTENDED = [
     ("sweep cnn_ablation", ["experiments.sweep", "cnn_ablation"]),
     ("sweep seesaw", ["experiments.sweep", "seesaw"]),
     ("sweep muon", ["experiments.sweep", "muon"]),
+    ("sweep lm", ["experiments.sweep", "lm"]),
 ]
 
 # the quick study: the same steps on fewer seeds and batch sizes, and the MLP workloads only (the CNN is most of
@@ -94,8 +95,10 @@ QUICK = [
     ("sweep scaling", ["experiments.sweep", "scaling", "--set", "seed=[0, 1]", "--set", "hidden=[100, 100]",
                        "--only", "n_train=[1000, 4000]", "--only", "batch_size=[32, 128, 512]"]),
     ("sweep cnn_ablation", ["experiments.sweep", "cnn_ablation", "--set", "seed=0", "--only", "init=torch_default"]),
-    ("sweep seesaw", ["experiments.sweep", "seesaw", "--set", "seed=[0, 1]"]),
-    ("sweep muon", ["experiments.sweep", "muon", "--set", "seed=[0, 1]", "--set", "batch_size=[4, 16, 64, 256]"]),
+    ("sweep seesaw", ["experiments.sweep", "seesaw", "--set", "seed=[0, 1]", "--only", "optimizer=adam"]),
+    ("sweep muon", ["experiments.sweep", "muon", "--set", "seed=[0, 1]", "--set", "batch_size=[16, 64, 256]"]),
+    ("sweep lm", ["experiments.sweep", "lm", "--set", "seed=[0, 1]", "--only", "optimizer=adam", "--set",
+                  "batch_size=[8, 32, 128]", "--set", "target_val=2.45"]),
 ]
 
 # seconds of the steps that are not sweeps on two cores (Intel Xeon, this project's CI machine), until this

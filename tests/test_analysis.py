@@ -344,3 +344,18 @@ def test_the_committed_report_links_only_files_a_clone_has():
             path = (base / target).as_posix()
             path = str(Path(path)).replace("\\", "/")
             assert path in tracked or any(t.startswith(path.rstrip("/") + "/") for t in tracked), f"{doc} -> {target}"
+
+
+def test_the_committed_report_answers_first_in_at_most_6000_words():
+    """The committed report opens with an abstract, a summary table and contents, and its main text (before the
+    appendix's long tables) is at most 6,000 words (issue 23: a report a referee and a practitioner read)."""
+    import re
+
+    text = (Path(__file__).resolve().parent.parent / "report" / "REPORT.md").read_text()
+    headings = re.findall(r"^## (.+)$", text, flags=re.M)
+    assert headings[:3] == ["Abstract", "Summary", "Contents"], headings[:4]
+    assert "Appendix: long tables and provenance" in headings
+    main = text.split("## Appendix: long tables and provenance")[0]
+    prose = re.sub(r"!\[[^\]]*\]\([^)]*\)", " ", main)  # figures are not words
+    words = len(re.findall(r"[A-Za-z0-9][\w'’.,%×/−+-]*", prose))
+    assert words <= 6000, f"the main text has {words} words"

@@ -112,8 +112,12 @@ def study_facts() -> Context:
     work = science_mod.ScienceFacts(**{**work.__dict__, "b_simple": workloads.b_simple_table(
         work, synthetic_b_simple(sci_runs))})
     gen_runs, gen_hist = synthetic_generalisation(("mnist1d", "digits", "teacher"))
+    from tests.test_claims_2024 import synthetic_claims
+    from tests.test_cnn_accuracy import _facts as synthetic_cnn_accuracy
+
     return facts_of(default=default, science=science, noise=noise.noise_facts(default),
                     workloads=work, generalisation=generalisation.generalisation_facts(gen_runs, gen_hist),
+                    cnn_accuracy=synthetic_cnn_accuracy(), **synthetic_claims(work),
                     **synthetic_side_experiments(), **synthetic_q8(), **synthetic_q9())
 
 

@@ -18,6 +18,7 @@ from analysis.sections import (
     critical_batch,
     generalisation,
     identity,
+    language_model,
     main_sweep,
     methods,
     muon,
@@ -43,6 +44,7 @@ SECTIONS = (
     noise.SECTION,  # Q7
     accumulate_or_step.SECTION,  # Q8: accumulation, beta2, sde
     critical_batch.SECTION,  # Q9: branching, warmup, scaling, nqm
+    language_model.SECTION,  # the transformer on text: Q5's steps against B
     surge.SECTION,  # the surge (Li et al. 2024): Adam's best rate against B, from the science sweep
     seesaw.SECTION,  # Seesaw (Meterez et al. 2025): a batch-size increase instead of a rate decay
     muon.SECTION,  # Muon (Essential AI 2025): its critical batch size against Adam's
