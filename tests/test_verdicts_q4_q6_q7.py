@@ -112,3 +112,30 @@ def test_q7_unresolved_change_and_two_seeds():
     text = noise.text(ctx)
     assert "too few seeds" in text and "not resolved" in text
     assert "." in noise.finding(ctx).number
+
+
+def _bench(times):
+    """``times``: per k, (2^k − 1, 2^k, 2^k + 1) step times in µs."""
+    rows = [{"device": "cpu:cpu", "k": str(k), "us/pow2_minus_1": m, "us/pow2": p, "us/pow2_plus_1": o}
+            for k, (m, p, o) in times.items()]
+    bench = SimpleNamespace(pow2=pd.DataFrame(rows), runs=pd.DataFrame({"device": ["cpu:cpu"]}))
+    return sections.context(progress=False, preset={"bench": bench}, only=())
+
+
+def test_q6_slower_only_when_resolved_and_beyond_the_timing_floor():
+    ctx = _bench({k: (120.0 + k, 100.0, 125.0 - k) for k in range(4, 10)})  # 2^k ± 1 ~20% slower at every k
+    t = powers_of_two.pow2_tests(ctx.bench.pow2)
+    assert set(t["verdict"]) == {"slower than 2^k"} and (t["p_holm"] < 0.05).all()
+    assert "slower per step in 2 of 2" in powers_of_two.text(ctx)
+    # 2% slower at every k: resolved by the t-test, but under the 5% floor a change of CPU moves
+    ctx = _bench({k: (102.0 + 0.01 * k, 100.0, 102.0 - 0.01 * k) for k in range(4, 10)})
+    t = powers_of_two.pow2_tests(ctx.bench.pow2)
+    assert (t["p_holm"] < 0.05).all() and set(t["verdict"]) == {"not resolved"}
+    assert "not resolved" in powers_of_two.text(ctx)
+
+
+def test_q6_two_values_of_k_print_no_interval():
+    ctx = _bench({4: (62.2, 56.3, 63.5), 5: (70.0, 66.0, 71.0)})
+    text = powers_of_two.text(ctx)
+    assert "too few k" in text and "not resolved" in text and "[" not in text.split("\n")[0]
+    assert "| 4 |" in powers_of_two.appendix(ctx) and "." in powers_of_two.finding(ctx).number
