@@ -65,7 +65,7 @@ def text(ctx: Context) -> str:
     tests = pow2_tests(p2)
     slower = tests[tests["verdict"] == "slower than 2^k"]
     per = "; ".join(f"{r.side} on {r.device}: {_ratio(r)}, {r.verdict}" for r in tests.itertuples())
-    head = ("**On this CPU a batch one example off a power of two cost about the same per step as the power of two"
+    head = ("**On this CPU the measurements resolve no per-step advantage for a power of two"
             if slower.empty else f"**A batch one off a power of two was slower per step in {len(slower)} of "
             f"{len(tests)} comparisons") + f": step time over 2^k's, {per}.**"
     fastest = int(((t["us/pow2"] < t["us/pow2_minus_1"]) & (t["us/pow2"] < t["us/pow2_plus_1"])).sum())
@@ -108,7 +108,7 @@ def finding(ctx: Context) -> Answer | None:
         return None
     tests = pow2_tests(ctx.bench.pow2)
     slower = tests[tests["verdict"] == "slower than 2^k"]
-    return Answer(("No measurable advantage on this CPU" if slower.empty else
+    return Answer(("No resolved advantage for 2^k on this CPU" if slower.empty else
                    f"2^k ± 1 slower in {len(slower)} of {len(tests)} comparisons on this CPU")
                   + ": " + "; ".join(f"{r.side} {r.verdict}" for r in tests.itertuples()) + ".",
                   "step time over 2^k's: " + ", ".join(f"{r.side} {_ratio(r)}" for r in tests.itertuples()),
