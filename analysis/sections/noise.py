@@ -173,8 +173,7 @@ def b_simple(ctx: Context):
         if axes[0, j].get_legend() is not None:
             axes[0, j].get_legend().remove()
     plots.legend_right(fig, axes[0, 0])
-    plots.suptitle(fig, f"B_simple over training: {n.at_init:.0f} at initialisation, {n.end_median:.0f} at the end "
-                 "(geometric mean over seeds of the median over groups; verdicts in the text)")
+    plots.suptitle(fig, f"B_simple: {n.at_init:.0f} at initialisation, {n.end_median:.0f} at the end")
     return fig
 
 
