@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import load, order, plots, reduce, science, stats
-from analysis.markdown import interval, md_table
+from analysis.markdown import interval, md_table, t_text
 from analysis.order import label
 from analysis.plots import Skip
 from analysis.section import Context, FigureSpec, Provider, Section
@@ -240,6 +240,11 @@ def appendix(ctx: Context) -> str:
     return "\n".join(["### Q8: Adam's β2 at a fixed half-life, per arm and batch size", "", md_table(table, ".3g"), ""])
 
 
+def _times(text: str) -> str:
+    """``1.01× [0.95, 1.07]``: the × after the estimate, before its interval or note."""
+    return text.replace(" ", "× ", 1) if " " in text else text + "×"
+
+
 def q4_paragraph(ctx: Context) -> str:
     """Q4's paragraph on β2: what the beta2 experiment says about Adam's averaging."""
     b = ctx.beta2
@@ -249,12 +254,15 @@ def q4_paragraph(ctx: Context) -> str:
     sizes = sorted(b.table["batch_size"].unique())
     small, large = sizes[0], sizes[-1]
     r_small, r_large = arm_test(b, half, fixed, small), arm_test(b, half, fixed, large)
+    c = b.comparisons
+    n = {B: int(c.loc[(c["num"] == half) & (c["den"] == fixed) & (c["batch_size"] == B), "n"].max())
+         if ((c["num"] == half) & (c["den"] == fixed) & (c["batch_size"] == B)).any() else 0 for B in (small, large)}
     moved = [B for B, r in ((small, r_small), (large, r_large)) if _resolved(r)]
     return (
         "**Adam's β2 is the other knob of its averaging.** Sum or mean rescales Adam's v by B² and leaves only ε "
         "to notice (above); β2 decides over how many steps v averages, and so, at a fixed β2, over B/(1 − β2) "
         "examples. Holding that window fixed in examples instead (Q8) changed the fewest steps to the target by "
-        f"{interval(*r_small[:3], fmt='.2f')}× at B = {small} and {interval(*r_large[:3], fmt='.2f')}× at B = {large} "
+        f"{_times(t_text(*r_small[:3], n[small]))} at B = {small} and {_times(t_text(*r_large[:3], n[large]))} at B = {large} "
         "(half-life β2 over β2 = 0.999; per-seed ratios, 95% t-interval): "
         + ("neither is resolved at Holm's 5%, so on this workload the averaging window made no difference the seeds "
            "can see, and β2 leaves the reduction question as ε does: a second-order matter here." if not moved else

@@ -8,7 +8,7 @@ In ``--sweep NAME`` mode the same facts are computed from that one sweep's runs
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -34,6 +34,7 @@ class DefaultFacts:
     sum_mean_slopes: pd.DataFrame  # per optimizer: slope in B of best lr(sum) / best lr(mean)
     largest_stable_sgd_lr: pd.Series  # per (reduction, B): the largest lr of the reference optimizer that did not diverge
     b_simple_curves: pd.DataFrame  # B_simple over steps at each group's best lr (may be empty)
+    b_simple_runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # the same per run: group keys, seed, step, value
 
     @property
     def curve_reduction(self) -> str:
@@ -70,7 +71,16 @@ def default_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str) ->
         largest_stable_sgd_lr=ref[ref["outcome"].isin(["completed", "pruned"])].groupby(
             ["reduction", "batch_size"])["learning_rate"].max(),
         b_simple_curves=reduce.curves(history, at_best, metric="grad/b_simple"),
+        b_simple_runs=_per_run(history, at_best, "grad/b_simple"),
     )
+
+
+def _per_run(history: pd.DataFrame, runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``metric`` over steps per run (the seeds kept apart): optimizer, reduction, batch_size, seed, step, value."""
+    keys = ["optimizer", "reduction", "batch_size"]
+    r = runs.assign(seed=runs["seed"] if "seed" in runs else 0)[["run_id", *keys, "seed"]]
+    h = history[history["metric"] == metric][["run_id", "step", "value"]].merge(r, on="run_id")
+    return h[[*keys, "seed", "step", "value"]].reset_index(drop=True)
 
 
 def _read(ctx: Context) -> DefaultFacts:
