@@ -186,14 +186,16 @@ def test_collect_on_an_empty_store_records_every_experiment_as_missing(tmp_path,
                 "published": "make sweep GRID=published", "accumulation": "make sweep GRID=accumulation",
                 "beta2": "make sweep GRID=beta2", "sde": "make sweep GRID=sde",
                 "branching": "make sweep GRID=branching", "warmup": "make sweep GRID=warmup",
-                "scaling": "make sweep GRID=scaling", "cnn_accuracy": "make sweep GRID=cnn_ablation"}
+                "scaling": "make sweep GRID=scaling", "cnn_accuracy": "make sweep GRID=cnn_ablation",
+                "seesaw": "make sweep GRID=seesaw", "language_model": "make sweep GRID=lm",
+                "baselines": "make baselines"}
     assert set(facts.missing) == set(commands)  # noise and nqm are derived: None without a message of their own
     for name, command in commands.items():
         assert command in facts.missing[name], (name, facts.missing[name])
     assert render.render(facts, tmp_path / "figures") == {} and not (tmp_path / "figures").exists()
     assert set(render.skipped(facts)) == {"default", "science", "workloads", "generalisation", "reduction", "bench",
                                             "accumulation", "beta2", "sde", "branching", "warmup", "scaling",
-                                            "cnn_accuracy"}
+                                            "cnn_accuracy", "seesaw", "language_model"}
     text = report.text(facts, "now")
     for s in SECTIONS:
         assert s.text is None or f"## {s.header}" in text, s.key

@@ -149,8 +149,11 @@ def _sizes(ctx: Context) -> str:
     if f is None:
         return ""
     out = []
-    for (ds, frac), _ in f.runs.groupby([f.runs["dataset"].astype(str),
-                                         pd.to_numeric(f.runs["val_fraction"], errors="coerce").fillna(0.0)]):
+    runs = f.runs
+    ds_col = runs["dataset"].fillna("mnist1d").astype(str) if "dataset" in runs else pd.Series("mnist1d", runs.index)
+    frac_col = (pd.to_numeric(runs["val_fraction"], errors="coerce").fillna(0.0) if "val_fraction" in runs
+                else pd.Series(0.0, runs.index))
+    for (ds, frac), _ in runs.groupby([ds_col, frac_col]):
         d = load_dataset(ds)
         n, n_test = len(d.x_train), len(d.x_test)
         n_val = int(round(n * frac))
