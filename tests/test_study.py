@@ -29,10 +29,13 @@ def test_the_steps_run_in_turn_with_an_eta_and_their_times_are_kept(tmp_path, mo
     assert study.expected("quick", steps)["one"] < 60, "the time measured here replaces the first guess"
 
 
-# `make study-extended` in a fresh clone at 0532b80 (the README's "What the study found"), seconds per sweep
-MEASURED = {"sweep default": 238, "sweep science": 635, "sweep generalisation": 219, "sweep seeds": 28,
-            "sweep published": 42, "sweep accumulation": 107, "sweep beta2": 160, "sweep sde": 19,
-            "sweep branching": 181, "sweep warmup": 51, "sweep scaling": 416}
+# seconds per sweep measured in a `make study-extended` from a fresh clone: the grids unchanged since 0532b80 as
+# measured then; those issue 23 changed (8 seeds, the rate searched) as measured at 9800327's grids on two cores
+# shared with other jobs. The science sweep has no measurement on a quiet machine (58 min with four other jobs),
+# so it is left out.
+MEASURED = {"sweep default": 238, "sweep generalisation": 744, "sweep seeds": 28, "sweep published": 42,
+            "sweep accumulation": 322, "sweep beta2": 640, "sweep sde": 35, "sweep branching": 181, "sweep warmup": 51,
+            "sweep scaling": 416}
 
 
 def test_a_fresh_clone_gets_first_guesses_from_the_grids(tmp_path, monkeypatch):
@@ -43,8 +46,8 @@ def test_a_fresh_clone_gets_first_guesses_from_the_grids(tmp_path, monkeypatch):
     guess = study.expected("extended", study.EXTENDED)
     for name, seconds in MEASURED.items():
         assert 0.4 < guess[name] / seconds < 3.0, f"{name}: guessed {guess[name]:.0f} s, took {seconds} s"
-    measured_total = 37 * 60 + 31  # the study's steps, equivalence, reduction and the bench included
-    assert 0.8 < sum(guess.values()) / measured_total < 1.6
+    measured_total, guessed_total = sum(MEASURED.values()), sum(guess[name] for name in MEASURED)
+    assert 0.8 < guessed_total / measured_total < 1.6
     assert not (tmp_path / "none").exists(), "guessing reads no store and makes none"
 
 
