@@ -19,6 +19,10 @@ from mbstudy.text import load_text
 from mbstudy.train import RunResult, train
 from mbstudy.transformer import Transformer
 
+# the transformer layers' per-example rules register themselves on import (a module of their own, as Opacus keeps
+# its grad_sample/ files); importing them here, after the layers, keeps mbstudy.transformer free of a circle
+from mbstudy import per_example_seq  # noqa: E402, F401
+
 __all__ = [
     "CNN",
     "ConfigError",

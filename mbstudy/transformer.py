@@ -265,7 +265,3 @@ class Transformer(Network):
     @property
     def n_outputs(self) -> int:
         return self.vocab
-
-
-# The layers' per-example rules, registered with them (a module of their own, as Opacus keeps grad_sample/ files).
-from mbstudy import per_example_seq  # noqa: E402, F401
