@@ -203,26 +203,8 @@ def text(ctx: Context) -> str:
         f"({recipe}). The paper reports one number with no seeds; it counts as reached when the arm's interval "
         "meets the half point its rounding to a whole percent leaves.",
         "",
-        md_table(pd.DataFrame({
-            "arm": arms.index,
-            **{f: arms[f].astype(str).to_numpy() for f in c.factors},
-            "final test accuracy [95% CI]": [interval(*r, fmt=".3f") for r in
-                                              arms[["final_mean", "final_lo", "final_hi"]].to_numpy()],
-            "range over seeds": [f"{r.final_low:.3f}–{r.final_high:.3f}" for r in arms.itertuples()],
-            "best during training [95% CI]": [interval(*r, fmt=".3f") for r in
-                                               arms[["best_mean", "best_lo", "best_hi"]].to_numpy()],
-            **({f"at step {c.code_steps}": arms["at_code_steps"].to_numpy()} if c.code_steps else {}),
-            "seeds": arms["seeds"].astype(int).to_numpy()}), ".3f"),
-        "",
-        "Each contrast is a difference of mean final accuracy between two arms (Welch's t-interval; Holm's rule over "
-        f"the {len(k)} contrasts):",
-        "",
-        md_table(pd.DataFrame({
-            "changed": [label.get(f, "both") for f in k["factor"]],
-            "arm": k["arm"], "against": k["baseline"],
-            "difference [95% CI]": [_points(*r) for r in k[["diff", "lo", "hi"]].to_numpy()],
-            "Holm p": k["p_holm"].to_numpy(),
-            "resolved": k["resolved"].map({True: "yes", False: "no"}).to_numpy()}), ".3g"),
+        f"Each arm's final and best accuracy, and the {len(k)} contrasts between arms (differences of mean final "
+        "accuracy, Welch's t-interval, Holm's rule over them), are in the appendix.",
         "",
     ]
     if len(single) >= 2:
@@ -288,6 +270,41 @@ def text(ctx: Context) -> str:
     return "\n".join(lines)
 
 
+def appendix(ctx: Context) -> str:
+    c = ctx.cnn_accuracy
+    if c is None or c.arms.empty:
+        return ""
+    arms = c.arms.set_index("arm")
+    k = c.contrasts
+    label = {f: {"init": "the initialisation", "data_order": "the order of the batches",
+                 "learning_rate": "the learning rate", "schedule": "the schedule"}.get(f, f) for f in c.factors}
+    lines = ["### The CNN's arms and their contrasts", ""]
+    lines += [
+        md_table(pd.DataFrame({
+            "arm": arms.index,
+            **{f: arms[f].astype(str).to_numpy() for f in c.factors},
+            "final test accuracy [95% CI]": [interval(*r, fmt=".3f") for r in
+                                              arms[["final_mean", "final_lo", "final_hi"]].to_numpy()],
+            "range over seeds": [f"{r.final_low:.3f}–{r.final_high:.3f}" for r in arms.itertuples()],
+            "best during training [95% CI]": [interval(*r, fmt=".3f") for r in
+                                               arms[["best_mean", "best_lo", "best_hi"]].to_numpy()],
+            **({f"at step {c.code_steps}": arms["at_code_steps"].to_numpy()} if c.code_steps else {}),
+            "seeds": arms["seeds"].astype(int).to_numpy()}), ".3f"),
+        "",
+        "Each contrast is a difference of mean final accuracy between two arms (Welch's t-interval; Holm's rule over "
+        f"the {len(k)} contrasts):",
+        "",
+        md_table(pd.DataFrame({
+            "changed": [label.get(f, "both") for f in k["factor"]],
+            "arm": k["arm"], "against": k["baseline"],
+            "difference [95% CI]": [_points(*r) for r in k[["diff", "lo", "hi"]].to_numpy()],
+            "Holm p": k["p_holm"].to_numpy(),
+            "resolved": k["resolved"].map({True: "yes", False: "no"}).to_numpy()}), ".3g"),
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def figure(ctx: Context):
     """Test accuracy against steps per arm (mean, seed range) and each arm's final accuracy over seeds."""
     c = ctx.cnn_accuracy
@@ -330,6 +347,7 @@ SECTION = Section(
     heading="Sanity check: what closes the CNN's gap to the paper's 94%",
     text=text,
     provides=(Provider("cnn_accuracy", _read),),
+    appendix=appendix,
     figures=(FigureSpec("sanity_cnn_ablation", figure, ("cnn_accuracy",),
                         "The MNIST-1D paper's CNN recipe with the study's or PyTorch's initialisation and shuffled or "
                         "sequential batches: test accuracy against steps (mean over seeds, band: seed range) and each "

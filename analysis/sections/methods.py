@@ -224,9 +224,6 @@ def text(ctx: Context) -> str:
                  f"sweeps: ±{2 * (0.95 * 0.05 / N_SWEEPS) ** 0.5:.0%} of Monte Carlo error)" if len(below) else "")
             + ". A value whose fit leaves the measured range is printed as a bound (≥ x, ≤ x) and never enters a "
               "ratio, a slope or a verdict.")
-        by_n = t.groupby("n_seeds")["coverage"].agg(["min", "median", "max"]).reset_index()
-        parts.append("Coverage by seed count (all cells; computed now, by `analysis.stats.coverage`):\n\n"
-                     + md_table(by_n.rename(columns={"n_seeds": "seeds"}), floatfmt=".3f"))
         parts.append(ctx.figure("m1_coverage"))
     else:
         parts.append(ctx.not_measured("coverage", "run make sweep GRID=science"))
@@ -242,9 +239,9 @@ def text(ctx: Context) -> str:
                 "Each workload's targets (every level read) are lower than what logistic regression (least "
                 "squares for the teacher) reaches on the same training split, tuned on the validation split itself "
                 "(`make baselines`); the digits workload was dropped from the science sweep because a linear "
-                "model reaches its targets, and the teacher's validation target because least squares reaches it:"
-                if ok else "Not every target is beyond the linear model; the rows marked 'no' are not:")
-            + "\n\n" + md_table(tb))
+                "model reaches its targets, and the teacher's validation target because least squares reaches it."
+                if ok else "Not every target is beyond the linear model; the appendix's rows marked 'no' are not.")
+            + " (The targets beside the linear model's values: the appendix.)")
     else:
         parts.append(ctx.not_measured("baselines", "run make baselines"))
     g = _grids_table()
@@ -254,7 +251,7 @@ def text(ctx: Context) -> str:
             "uses ReLU as the MNIST-1D paper's does; the CNN is the paper's (ReLU). " + _sizes(ctx) + " The learning rate of a searched grid is found per (workload, "
             "optimizer, B, seed), starting from the neighbouring batch size's best, stepping out half a decade at "
             "a time until bracketed, then refined to a quarter decade (exact pruning stops runs that cannot win). "
-            "The study's grids:\n\n" + md_table(g))
+            "The study's grids, their seeds and sizes: the appendix.")
     parts.append(
         "**Reproducibility across CPUs.** On one machine every number is bit for bit the same run after run "
         "(`tests/test_fingerprint.py`). Across CPUs, a fresh clone at 4fe1bb1 on an AMD EPYC reproduced every "
@@ -265,11 +262,29 @@ def text(ctx: Context) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def appendix(ctx: Context) -> str:
+    parts = []
+    cov = ctx.coverage
+    if cov is not None and not cov.table.empty:
+        by_n = cov.table.groupby("n_seeds")["coverage"].agg(["min", "median", "max"]).reset_index()
+        parts.append("### Methods: the coverage by seed count\n\nOver every science cell, computed at report time by "
+                     "`analysis.stats.coverage`:\n\n" + md_table(by_n.rename(columns={"n_seeds": "seeds"}),
+                                                                 floatfmt=".3f"))
+    tb = _targets_against_baselines(ctx)
+    if not tb.empty:
+        parts.append("### Methods: the targets against a linear model\n\n" + md_table(tb))
+    g = _grids_table()
+    if not g.empty:
+        parts.append("### Methods: the study's grids\n\n" + md_table(g))
+    return "\n\n".join(parts)
+
+
 SECTION = Section(
     key="Methods",
     heading="Methods",
     text=text,
     provides=(Provider("baselines", _baselines), Provider("coverage", _coverage)),
+    appendix=appendix,
     figures=(FigureSpec("m1_coverage", _draw_coverage, ("coverage", "workloads"),
                         "The coverage of the 95% t-interval of B_crit against the number of seeds, per science cell "
                         "(solid: training-loss target, dashed: validation), in synthetic sweeps with the cell's batch "

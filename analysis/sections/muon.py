@@ -125,12 +125,21 @@ def text(ctx: Context) -> str:
             "size. Measured on the MNIST-1D MLP in the science sweep's protocol, against the science sweep's Adam at "
             "the same batch sizes and seeds; Holm's rule over the section's "
             f"{len(t)} tests.")
+    return "\n\n".join([head, "Every level's B_crit and steps at the largest B, with the ratios, are in the "
+                             "appendix.", ctx.figure("s3_muon")]) + "\n"
+
+
+def appendix(ctx: Context) -> str:
+    s = ctx.muon
+    if s is None or s.tests.empty:
+        return ""
+    t = s.tests.assign(verdict=[verdict(r) for r in s.tests.itertuples()])
     rows = [{"target": _what(r.target), "level": f"{r.level:g}", "quantity": r.quantity, "Muon (95%)": r.muon,
              "Adam (95%)": r.reference,
              "Muon / Adam (95%)": f"{r.ratio:.2f} [{r.lo:.2f}, {r.hi:.2f}]" if np.isfinite(r.lo) else "–",
              "Holm p": f"{r.p_holm:.3f}" if np.isfinite(r.p) else "–", "verdict": r.verdict}
             for r in t.itertuples()]
-    return "\n\n".join([head, md_table(pd.DataFrame(rows)), ctx.figure("s3_muon")]) + "\n"
+    return "### Muon against Adam, every level\n\n" + md_table(pd.DataFrame(rows))
 
 
 def finding(ctx: Context) -> Answer | None:
@@ -182,6 +191,7 @@ SECTION = Section(
     heading="Muon: does it stay data-efficient beyond Adam's critical batch size?",
     text=text,
     provides=(Provider("muon", _read),),
+    appendix=appendix,
     figures=(FigureSpec("s3_muon", _draw, ("muon",), "Steps to the hardest training-loss and validation targets "
                         "against B on the MNIST-1D MLP: Muon and the science sweep's Adam at the same batch sizes "
                         "(geometric mean over seeds; the band is the seeds' range)."),),

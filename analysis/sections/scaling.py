@@ -1,7 +1,8 @@
 """Q9, part 3: the critical batch size against data size and model size (Zhang et al. 2024; ``scaling.toml``):
 B_crit per training-set size and per width from the per-seed hyperbola fits of :mod:`analysis.stats` (geometric mean
 over seeds, 95% t-interval; a bound where a seed's fit leaves the batch sizes measured). The trend is read by its
-shape: neighbouring sizes and the two ends compared (independent seeds: Welch's interval on log B_crit), under
+shape: neighbouring sizes, the two ends, and an interior minimum or maximum against each end compared (independent
+seeds: Welch's interval on log B_crit), under
 Holm's rule over every comparison of the section; a bound enters no comparison. A log-log slope (each seed's line
 through its sizes, a t-interval over seeds) is printed only beside a monotone shape."""
 
@@ -79,6 +80,11 @@ def scaling_facts(runs: pd.DataFrame, experiment: str = "scaling", n_boot: int |
         pairs = [("neighbours", a, b) for a, b in zip(values, values[1:])]
         if len(values) > 2:
             pairs.append(("ends", values[0], values[-1]))
+            # an interior minimum or maximum (of the seeds' geometric means) against both ends: a valley or a peak
+            # that no neighbour comparison resolves can still show against the ends
+            gm = g[g["B_crit"] > 0].groupby("value")["B_crit"].apply(lambda x: float(np.exp(np.log(x).mean())))
+            for v in {gm.idxmin(), gm.idxmax()} - {values[0], values[-1]} if len(gm) else ():
+                pairs += [("extreme", values[0], v), ("extreme", v, values[-1])]
         for kind, a, b in pairs:
             tests.append({"axis": axis, "target": target, "kind": kind, "a": a, "b": b,
                           **_compare(g[g["value"] == a], g[g["value"] == b])})
@@ -183,7 +189,7 @@ def text(ctx: Context) -> str:
         "each seed's hyperbola fit; the geometric mean over seeds with a 95% t-interval, or a bound where a seed's "
         f"fit leaves the batch sizes measured) for MNIST-1D generated at five sizes with the MLP 40-100-100-10, and "
         f"for five widths at N = 4000, {seeds} seeds. The trend is read by its shape: each pair of neighbouring "
-        "sizes, and the two ends, compared by Welch's interval on log B_crit; a comparison is called (rises / falls) "
+        "sizes, the two ends, and an interior minimum or maximum against each end, compared by Welch's interval on log B_crit; a comparison is called (rises / falls) "
         f"when its Holm-adjusted p-value over the section's {n_tests} tested comparisons is below 0.05. A log-log "
         "slope is given only beside a monotone shape. Every size's B_crit is in the appendix.",
         "",

@@ -180,26 +180,33 @@ def text(ctx: Context) -> str:
             "Measured on the MNIST-1D MLP, every arm over the same examples at its own best starting rate; "
             "a verdict 'matches' when the seed-paired difference's 95% interval lies inside ± the step-decay "
             "arm's seed SD, 'worse'/'better' under Holm's rule over the section's comparisons.")
-    rows = []
-    for r in c.itertuples():
-        rows.append({"optimizer": opt_label(r.optimizer), "arm against step decay": r.arm, "measure": r.metric,
-                     "difference (95%)": _iv(r, pct=r.metric.startswith("validation")),
-                     "± margin": f"{r.margin:.3f}" if not r.metric.startswith("validation") else f"{r.margin:.1%}",
-                     "Holm p": f"{r.p_holm:.3f}", "verdict": r.verdict})
-    ch = s.chosen.assign(optimizer=s.chosen["optimizer"].map(opt_label))
-    ch = ch.rename(columns={"lr0": "best starting rate", "loss": "final training loss (geo. mean)",
-                            "error": "final validation error (mean)", "steps": "serial steps",
-                            "seconds": "training time per run, s (median; 2 CPU cores)", "n": "seeds"})
     edge = s.chosen[s.chosen["edge"]]
     return "\n\n".join([
-        head, md_table(pd.DataFrame(rows)),
-        "Each arm at its best starting rate:\n\n" + md_table(ch.drop(columns=["edge"]), floatfmt=".4g"),
+        head, "Every comparison, and each arm at its best starting rate, are in the appendix.",
         (f"{len(edge)} arm(s) chose a starting rate at the edge of the three tried ("
          + ", ".join(f"{opt_label(x.optimizer)} {x.arm}" for x in edge.itertuples())
          + "): their best may lie outside; the verdicts for them are lower bounds on what tuning could reach."
          if len(edge) else "Every arm's best starting rate is inside the three tried."),
         _time_text(s) + ctx.figure("s2_seesaw"),
     ]) + "\n"
+
+
+def appendix(ctx: Context) -> str:
+    s = ctx.seesaw
+    if s is None or s.comparisons.empty:
+        return ""
+    c = s.comparisons.assign(verdict=[verdict(r) for r in s.comparisons.itertuples()])
+    rows = [{"optimizer": opt_label(r.optimizer), "arm against step decay": r.arm, "measure": r.metric,
+             "difference (95%)": _iv(r, pct=r.metric.startswith("validation")),
+             "± margin": f"{r.margin:.3f}" if not r.metric.startswith("validation") else f"{r.margin:.1%}",
+             "Holm p": f"{r.p_holm:.3f}", "verdict": r.verdict} for r in c.itertuples()]
+    ch = s.chosen.assign(optimizer=s.chosen["optimizer"].map(opt_label))
+    ch = ch.rename(columns={"lr0": "best starting rate", "loss": "final training loss (geo. mean)",
+                            "error": "final validation error (mean)", "steps": "serial steps",
+                            "seconds": "training time per run, s (median)", "n": "seeds"})
+    return ("### Seesaw: every comparison against step decay\n\n" + md_table(pd.DataFrame(rows))
+            + "\n\n### Seesaw: each arm at its best starting rate\n\n" + md_table(ch.drop(columns=["edge"]),
+                                                                                   floatfmt=".4g"))
 
 
 def finding(ctx: Context) -> Answer | None:
@@ -244,6 +251,7 @@ SECTION = Section(
     heading="Seesaw: can doubling B (and the rate / √2) replace halving the rate?",
     text=text,
     provides=(Provider("seesaw", _read),),
+    appendix=appendix,
     figures=(FigureSpec("s2_seesaw", _draw, ("seesaw",), "Training loss against examples seen (median over seeds) "
                         "for step decay, Seesaw, the batch ramp and the constant rate, each at its best starting "
                         "rate; the phase boundaries are every 16,384 examples."),),

@@ -141,6 +141,20 @@ def _peak_text(r) -> str:
     return f"{_b(r.peak)} [{_b(r.peak_lo)}, {_b(r.peak_hi)}]" if np.isfinite(r.peak_lo) else _b(r.peak)
 
 
+def _rows(s: SurgeFacts) -> list[dict]:
+    t = s.tests
+    rows = []
+    for r in t.itertuples():
+        rows.append({"workload": s.labels.get(r.workload, r.workload), "optimizer": opt_label(r.optimizer),
+                     "best rate at the largest B": fall_verdict(r),
+                     "B of the largest rate (95%)": _peak_text(r),
+                     "its ratio to B_crit": (f"{r.peak_over_b_crit:.2f} [{r.pb_lo:.2f}, {r.pb_hi:.2f}]"
+                                             if np.isfinite(r.pb_lo) and not np.isclose(r.peak, r.b_max) else "–"),
+                     "B_crit (95%)": r.b_crit_text,
+                     "peak, hardest vs easiest level": move_verdict(r)})
+    return rows
+
+
 def text(ctx: Context) -> str:
     s = ctx.surge
     if s is None or s.tests.empty:
@@ -156,16 +170,14 @@ def text(ctx: Context) -> str:
               "peak near the noise scale and moving to larger B as training goes on; SGD's rises and saturates. "
               "Read from the science sweep's searched rates (the training-loss target; the rate that reached each "
               "level in the fewest steps, a quarter decade apart).")
-    rows = []
-    for r in t.itertuples():
-        rows.append({"workload": s.labels.get(r.workload, r.workload), "optimizer": opt_label(r.optimizer),
-                     "best rate at the largest B": fall_verdict(r),
-                     "B of the largest rate (95%)": _peak_text(r),
-                     "its ratio to B_crit": (f"{r.peak_over_b_crit:.2f} [{r.pb_lo:.2f}, {r.pb_hi:.2f}]"
-                                             if np.isfinite(r.pb_lo) and not np.isclose(r.peak, r.b_max) else "–"),
-                     "B_crit (95%)": r.b_crit_text,
-                     "peak, hardest vs easiest level": move_verdict(r)})
-    body = md_table(pd.DataFrame(rows))
+    fell_any = t[(t["drop_holm"] < 0.05) & (t["drop_lo"] > 0)]
+    others = ("; elsewhere a fall is resolved for " + ", ".join(
+        f"{opt_label(r.optimizer)} on the {s.labels.get(r.workload, r.workload)}" for r in fell_any.itertuples())
+              if len(fell_any) else "")
+    moved = t[t["move_holm"] < 0.05]
+    body = (f"Per workload and optimizer, the table in the appendix gives the B of the largest rate, its ratio to "
+            f"B_crit and its move between the easiest and the hardest level{others}; the peak's move with training "
+            f"is resolved in {len(moved)} of {len(t)} cells.")
     return "\n\n".join([
         head, body,
         "The B of the largest rate is each seed's batch size where its best rate is largest (the geometric mean of "
@@ -173,6 +185,13 @@ def text(ctx: Context) -> str:
         "geometric mean and t-interval; a peak at the largest B measured is a bound, not a peak. Verdicts: Holm's "
         f"rule over the section's {2 * len(t)} tests. " + ctx.figure("s1_surge"),
     ]) + "\n"
+
+
+def appendix(ctx: Context) -> str:
+    s = ctx.surge
+    if s is None or s.tests.empty:
+        return ""
+    return "### The surge: the best rate per workload and optimizer\n\n" + md_table(pd.DataFrame(_rows(s)))
 
 
 def finding(ctx: Context) -> Answer | None:
@@ -236,5 +255,6 @@ SECTION = Section(
     limits="The best rate is the fastest to a target at a constant rate, searched on a quarter-decade lattice, so "
            "a fall of less than a quarter decade is not seen; the paper's models (CNNs, ResNets, DistilGPT2) are "
            "larger than these.",
+    appendix=appendix,
     finding=("Surge: does Adam's best rate fall at large B?", finding),
 )

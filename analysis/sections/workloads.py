@@ -207,7 +207,9 @@ def text(ctx: Context) -> str:
         "every level is beyond what a linear model reaches (Methods). Per seed, the fewest steps over the searched "
         "learning rates at each B make one curve, fitted alone; B_crit is the geometric mean over seeds with its "
         "t-interval, or a bound (≥ the largest B measured) where a seed's curve never leaves perfect scaling.\n",
-        md_table(fits_table(f)) + "\n",
+        "Each workload's and optimizer's B_crit at its hardest training-loss level is in 'What batch size should I "
+        "use?' above; every level's fit (B_crit, S_min, E_min, the small-B slope and the model comparison) is in "
+        "the appendix.\n",
         ctx.figure("w1_steps_to_target"),
         ctx.figure("w4_b_crit_levels"),
         "**Small-B slope.** Perfect scaling is a slope of −1 of log steps against log B for B ≤ "
