@@ -107,6 +107,47 @@ def abstract(ctx: Context) -> str:
     return head + (" " + " ".join(said) if said else " No section has runs in this store yet.")
 
 
+MAIN_WORDS = 100  # words of evidence a section keeps in the main text beyond its answers, headings and figures
+
+
+def words(text: str) -> int:
+    """Words of Markdown as the report's length test counts them (a figure's image link is not a word)."""
+    import re
+
+    return len(re.findall(r"[A-Za-z0-9][\w'’.,%×/−+-]*", re.sub(r"!\[[^\]]*\]\([^)]*\)", " ", text)))
+
+
+def split_main(body: str, budget: int = MAIN_WORDS) -> tuple[str, str]:
+    """A section's text as (main text, the rest for the appendix): the main text keeps, in order, every answer (the
+    first paragraph of the section and of each subsection), heading and figure, and the other paragraphs while they fit in ``budget`` words;
+    a paragraph that does not fit, and every one after it in that subsection, goes to the appendix (so no later
+    paragraph jumps ahead of an earlier one).
+
+    >>> main, rest = split_main(chr(10).join(["**Yes.**", "", "one two three", "", "four five"]), budget=3)
+    >>> main.split(chr(10)), rest
+    (['**Yes.**', '', 'one two three', ''], 'four five')
+    """
+    keep, rest, used, full, first = [], [], 0, False, True
+    for para in body.split("\n\n"):
+        p = para.strip()
+        answer = first and bool(p) and not p.startswith("![")  # a section's or subsection's first paragraph
+        always = answer or p.startswith(("#", "![")) or (p.startswith("*") and p.endswith("*")
+                                                          and not p.startswith("**"))
+        if p and not p.startswith("!["):
+            first = p.startswith("#")  # after a heading, the next paragraph is that subsection's answer
+        if p.startswith("#"):
+            full = False  # a new subsection: its own evidence may follow its answer
+        if always or not p:
+            keep.append(para)
+        elif not full and used + words(p) <= budget:
+            keep.append(para)
+            used += words(p)
+        else:
+            full = True
+            rest.append(para)
+    return "\n\n".join(keep).strip() + "\n", "\n\n".join(rest).strip()
+
+
 def contents() -> str:
     """The table of contents: the sections, then the appendix."""
     lines = [f"- [{s.header}](#{slug(s.header)})" for s in SECTIONS if s.text is not None]
@@ -135,13 +176,20 @@ def text(ctx: Context, generated: str) -> str:
         contents(),
         "",
     ]
+    further = []
     for s in SECTIONS:
         if s.text is None:
             continue
-        lines += [f"## {s.header}", "", s.text(ctx), ""]
+        main, rest = split_main(s.text(ctx))
+        lines += [f"## {s.header}", "", main, ""]
+        if rest:
+            lines += [f"*Further evidence: [the appendix](#{slug(s.header + ' further evidence')}).*", ""]
+            further.append((s.header, rest))
         if limits := (s.limits(ctx) if callable(s.limits) else s.limits):
             lines += [f"**Limits.** {limits}", ""]
     lines += ["## Appendix: long tables and provenance", ""]
+    for header, rest in further:
+        lines += [f"### {header}: further evidence", "", rest, ""]
     for top in SECTIONS:
         for s in top.walk():
             if s.appendix is not None and (body := s.appendix(ctx)):

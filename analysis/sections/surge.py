@@ -235,7 +235,7 @@ def _draw(ctx: Context):
         sub = s.rates[s.rates["workload"] == w]
         sub = sub[np.isclose(sub["level"], sub["level"].min())]  # the hardest level
         plot_rates(ax, sub, colors)
-        for r in s.tests[s.tests["workload"] == w].itertuples():
+        for r in (s.tests[s.tests["workload"] == w] if not s.tests.empty else s.tests).itertuples():
             if np.isfinite(r.b_crit_lo):
                 ax.axvline(r.b_crit, color=colors.get(r.optimizer), ls=":", lw=1)
         ax.set_title(s.labels.get(w, w), fontsize=9)
