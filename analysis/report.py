@@ -85,7 +85,7 @@ def summary(ctx: Context) -> str:
     return "\n".join(rows)
 
 
-ABSTRACT_KEYS = ("Q1", "Advice", "Q5", "Q5b", "Q8", "Q9", "Surge", "Seesaw", "Muon")  # the answers it quotes
+ABSTRACT_KEYS = ("Q1", "Advice", "Q5", "Q5b", "Q8", "Q9", "LM", "Surge", "Seesaw", "Muon")  # the answers it quotes
 
 
 def abstract(ctx: Context) -> str:
@@ -99,7 +99,8 @@ def abstract(ctx: Context) -> str:
         if ans is None:
             continue
         a = ans.answer if isinstance(ans, Answer) else ans
-        said.append(f"{s.title} {a[0].upper() + a[1:]}{'' if a.endswith('.') else '.'}")
+        said.append(f"{s.title}{'' if s.title.endswith('?') else ':'} {a[0].upper() + a[1:]}"
+                    f"{'' if a.endswith('.') else '.'}")
     head = ("mbstudy answers, by experiment, the questions people ask about mini-batch gradient descent: what the "
             "batch gradient is, what it costs, and how the batch size trades steps for examples. Every number is "
             "computed from logged runs (small MLPs and a CNN on MNIST-1D and a teacher network's data, two CPU cores), "

@@ -65,8 +65,12 @@ def finding(ctx: Context) -> Answer | None:
     if s is not None and len(s.distances):
         d = s.distances
         sq = d[d["rule"] == "square-root"]
-        answer.append("the SDE square-root rule matched the reference curve at κ ∈ {"
-                      + ", ".join(str(k) for k in sq[sq["verdict"] == "matches"]["kappa"]) + "}")
+        by = {v: [str(int(k)) for k in sq[sq["verdict"] == v]["kappa"]] for v in ("matches", "differs")}
+        rest = [str(int(k)) for k in sq[~sq["verdict"].isin(("matches", "differs"))]["kappa"]]
+        said = [f"{what} at κ = {', '.join(ks)}" for what, ks in (("matched the reference curve", by["matches"]),
+                                                                   ("differed", by["differs"]),
+                                                                   ("was not resolved", rest)) if ks]
+        answer.append("the SDE square-root rule " + ("; ".join(said) if said else "was not measured"))
     return Answer("; ".join(answer) + ".", "; ".join(number), "; ".join(caveat))
 
 

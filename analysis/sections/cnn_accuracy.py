@@ -343,7 +343,7 @@ def _read(ctx: Context) -> CnnAccuracyFacts:
 
 
 SECTION = Section(
-    "cnn_accuracy",
+    "cnn_accuracy", "What closes the CNN's gap to the paper's 94%?",
     heading="Sanity check: what closes the CNN's gap to the paper's 94%",
     text=text,
     provides=(Provider("cnn_accuracy", _read),),

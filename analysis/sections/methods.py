@@ -101,7 +101,7 @@ def plot_coverage(ax, table: pd.DataFrame, labels: dict) -> None:
     markers = dict(zip(labels, "osD^v"))
     for (w, t, o), g in table.groupby(["workload", "target", "optimizer"], sort=False):
         ax.plot(g["n_seeds"], g["coverage"], styles.get(t, ":"), marker=markers.get(w, "o"), color=colors.get(o),
-                alpha=0.8, label=f"{labels.get(w, w)}, {o}, {'training loss' if t == TRAIN_TARGET else 'validation'}")
+                alpha=0.8, label=f"{w}, {o}, {'train' if t == TRAIN_TARGET else 'val'}")
     ax.axhline(0.95, color="k", lw=0.8)
     ax.axhline(FLOOR, color="k", lw=0.8, ls=":")
     ax.set_xlabel("seeds")
@@ -114,9 +114,9 @@ def _draw_coverage(ctx: Context):
     cov = ctx.coverage
     if cov is None or cov.table.empty:
         raise Skip("no measured B_crit in the science sweep")
-    fig, ax = plt.subplots(figsize=(8.5, 4.2), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(8.5, 5.6), constrained_layout=True)
     plot_coverage(ax, cov.table, ctx.workloads.labels)
-    plots.legend_right(fig, ax)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=7, frameon=False)
     plots.suptitle(fig, f"The t-interval's coverage in {N_SWEEPS} synthetic sweeps per cell and seed count")
     return fig
 
