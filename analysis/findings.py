@@ -28,7 +28,8 @@ def table(ctx: Context) -> str:
         label, fn = s.finding
         ans = fn(ctx)
         if isinstance(ans, Answer):
-            ans = " ".join(p for p in (ans.answer, ans.number + "." if ans.number else "") if p)
+            head = ans.answer if not ans.number or ans.answer.endswith((".", ":")) else ans.answer + ":"
+            ans = " ".join(p for p in (head, ans.number + "." if ans.number else "") if p)
         lines.append(f"| {label} | {ans if ans else 'not measured in this store: see the report'} |")
     return "\n".join(lines)
 

@@ -196,10 +196,14 @@ def text(ctx: Context) -> str:
     n_targets = len(f.levels)
     parts = [
         f"### Across {len(f.workloads)} workloads\n",
-        f"**The hyperbola is the right shape, and the optimizers differ in B_crit where the seeds say so.** The "
-        f"hyperbola predicted left-out batch sizes best in {hyper} of {len(fitted)} curves that could be tested "
-        f"(five or more batch sizes every seed reached), with χ²/dof ≤ 2 against the seeds' own variance in "
-        f"{within}; against {label(ref)}, "
+        ("**The hyperbola is the best of the three shapes tested, though not exact, and the optimizers differ in "
+         "B_crit where the seeds say so.**" if hyper * 2 > len(fitted) and within * 2 <= len(fitted) else
+         "**The hyperbola is the best of the three shapes tested, within the seeds' noise in most curves.**"
+         if hyper * 2 > len(fitted) else
+         "**The hyperbola is not the best of the three shapes tested in most curves.**")
+        + f" It predicted left-out batch sizes best in {hyper} of {len(fitted)} curves that could be tested "
+        f"(five or more batch sizes every seed reached; a power law and a broken power law the others), and its "
+        f"residuals were within the seeds' own variance (χ²/dof ≤ 2) in {within}; against {label(ref)}, "
         + ", ".join(f"{n} {v}" for v, n in verdicts.items())
         + f" of {len(comp)} B_crit comparisons at the hardest levels (Holm's rule over all of them, 5%).\n",
         f"The science sweep trains {len(f.workloads)} workloads ({', '.join(f.label(w) for w in f.workloads)}) "
