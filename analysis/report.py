@@ -129,7 +129,11 @@ def split_main(body: str, budget: int = MAIN_WORDS) -> tuple[str, str]:
     (['**Yes.**', '', 'one two three', ''], 'four five')
     """
     keep, rest, used, full, first = [], [], 0, False, True
-    for para in body.split("\n\n"):
+    paras = []
+    for para in body.split("\n\n"):  # a figure written at the end of a paragraph is a paragraph of its own
+        at = para.find("![")
+        paras += [para[:at].rstrip(), para[at:]] if at > 0 else [para]
+    for para in paras:
         p = para.strip()
         answer = first and bool(p) and not p.startswith("![")  # a section's or subsection's first paragraph
         always = answer or p.startswith(("#", "![")) or (p.startswith("*") and p.endswith("*")

@@ -16,7 +16,9 @@ from mbstudy.step import batch_indices, init_state, traced_hyper
 from mbstudy.train import train
 
 def test_the_accumulation_grid_is_micro_batches_of_8_and_256():
-    configs = grids.load("accumulation").configs
+    sweep = grids.load("accumulation")
+    configs = [c.template for c in sweep.cells]  # the learning rate is searched: its cells
+    assert configs and not sweep.configs
     micro = {c.batch_size // c.accumulation for c in configs}
     assert micro == {8, 256}
     assert {c.accumulation for c in configs if c.batch_size // c.accumulation == 8} == {1, 2, 4, 8, 16, 32, 64}

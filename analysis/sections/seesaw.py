@@ -187,7 +187,8 @@ def text(ctx: Context) -> str:
          + ", ".join(f"{opt_label(x.optimizer)} {x.arm}" for x in edge.itertuples())
          + "): their best may lie outside; the verdicts for them are lower bounds on what tuning could reach."
          if len(edge) else "Every arm's best starting rate is inside the three tried."),
-        _time_text(s) + ctx.figure("s2_seesaw"),
+        ctx.figure("s2_seesaw"),
+        _time_text(s),
     ]) + "\n"
 
 

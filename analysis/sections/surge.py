@@ -183,7 +183,8 @@ def text(ctx: Context) -> str:
         "The B of the largest rate is each seed's batch size where its best rate is largest (the geometric mean of "
         "the batch sizes where it ties: the middle of a plateau), summarised by its "
         "geometric mean and t-interval; a peak at the largest B measured is a bound, not a peak. Verdicts: Holm's "
-        f"rule over the section's {2 * len(t)} tests. " + ctx.figure("s1_surge"),
+        f"rule over the section's {2 * len(t)} tests.",
+        ctx.figure("s1_surge"),
     ]) + "\n"
 
 
