@@ -119,12 +119,15 @@ def text(ctx: Context) -> str:
     hard_txt = "; ".join(f"{_what(r.target)} {r.level:g}: {r.muon} against {r.reference}"
                          + (f" (×{r.ratio:.2f} [{r.lo:.2f}, {r.hi:.2f}], {r.verdict})" if np.isfinite(r.lo)
                             else f" ({r.verdict})") for r in hard.itertuples())
+    steps = t[(t["quantity"] != "B_crit") & np.isfinite(t["ratio"])]
+    steps_txt = (f" At the largest B, Muon took {steps['ratio'].min():.2f}–{steps['ratio'].max():.2f}× Adam's steps "
+                 f"to the levels both reached." if len(steps) else "")
     head = (f"**Muon's critical batch size is larger than Adam's at {larger}, smaller at {smaller}, of the "
             f"{len(bc)} levels tested** (the rest not resolved or not testable). At the hardest targets: "
             f"{hard_txt}. The claim (Essential AI 2025): Muon stays data-efficient beyond AdamW's critical batch "
             "size. Measured on the MNIST-1D MLP in the science sweep's protocol, against the science sweep's Adam at "
             "the same batch sizes and seeds; Holm's rule over the section's "
-            f"{len(t)} tests.")
+            f"{len(t)} tests." + steps_txt)
     return "\n\n".join([head, "Every level's B_crit and steps at the largest B, with the ratios, are in the "
                              "appendix.", ctx.figure("s3_muon")]) + "\n"
 

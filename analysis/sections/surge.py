@@ -165,7 +165,9 @@ def text(ctx: Context) -> str:
     head = ((f"**Adam's best learning rate falls after a peak in {len(fell)} of {len(adaptive)} workloads**"
              if len(fell) else f"**No fall of Adam's best learning rate at large B is resolved in any of the "
                                f"{len(adaptive)} workloads**: it rises, then stays flat up to the largest B measured "
-                               f"in each workload, so the surge is not seen here")
+                               f"in each workload, so the surge is not seen here (its mean fall at the largest B: "
+                               + ", ".join(f"{r.drop:.2f} decades on the {s.labels.get(r.workload, r.workload)}"
+                                           for r in adaptive.itertuples()) + ")")
             + ". The claim (Li et al. 2024): for Adam-style optimizers the best rate rises with B, then falls, its "
               "peak near the noise scale and moving to larger B as training goes on; SGD's rises and saturates. "
               "Read from the science sweep's searched rates (the training-loss target; the rate that reached each "
