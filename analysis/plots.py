@@ -281,6 +281,14 @@ def log2_axis(ax, axis: str = "x") -> None:
     getattr(ax, f"{axis}axis").set_major_formatter(fmt)
 
 
+def plot_seed_band(ax, table: pd.DataFrame, color, label: str) -> None:
+    """A (B × seeds) table of steps: its geometric mean over seeds as a line, the seeds' range as a band (a seed that
+    never reached the target, inf, is left out of both)."""
+    t = table.replace(np.inf, np.nan)
+    ax.plot(t.index, np.exp(np.log(t).mean(axis=1)).values, "o-", color=color, label=label)
+    ax.fill_between(t.index, t.min(axis=1).values, t.max(axis=1).values, color=color, alpha=0.2, lw=0)
+
+
 def errorbar(ax, x, y, lo, hi, **kw) -> None:
     """Error bars from an interval; an interval open above (hi = inf) gets an arrow up instead of a bar."""
     x, y, lo, hi = (np.asarray(v, float) for v in (x, y, lo, hi))

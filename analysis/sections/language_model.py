@@ -144,11 +144,7 @@ def _draw(ctx: Context):
         c = f.cell(WORKLOAD, VAL_TARGET, opt, level)
         if c is None:
             continue
-        tab = c.table.replace(np.inf, np.nan)
-        gm = np.exp(np.log(tab).mean(axis=1))
-        ax.plot(tab.index, gm.values, "o-", color=colors.get(opt), label=f"{opt_label(opt)}: B_crit {c.b_crit.text()}")
-        ax.fill_between(tab.index, tab.min(axis=1).values, tab.max(axis=1).values, color=colors.get(opt), alpha=0.2,
-                        lw=0)
+        plots.plot_seed_band(ax, c.table, colors.get(opt), f"{opt_label(opt)}: B_crit {c.b_crit.text()}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size B (sequences of 32 characters)")

@@ -175,10 +175,7 @@ def _draw(ctx: Context):
             tab = s.tables.get((target, level, opt))
             if tab is None:
                 continue
-            gm = np.exp(np.log(tab.replace(np.inf, np.nan)).mean(axis=1))
-            ax.plot(tab.index, gm.values, "o-", color=colors.get(opt), label=order.label(opt))
-            ax.fill_between(tab.index, tab.min(axis=1).values, tab.replace(np.inf, np.nan).max(axis=1).values,
-                            color=colors.get(opt), alpha=0.2, lw=0)
+            plots.plot_seed_band(ax, tab, colors.get(opt), order.label(opt))
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch size B")
