@@ -57,7 +57,8 @@ FULL = [
     ("bench", ["experiments.bench"]),
 ]
 
-# Q9, and the CNN's gap to the MNIST-1D paper's 94% (make study-extended: the full study, then these)
+# Q9, the CNN's gap to the MNIST-1D paper's 94%, the 2024-25 claims and the language model with its Q5, Q8 and Q9
+# (make study-extended: the full study, then these)
 EXTENDED = [
     *FULL,
     ("sweep branching", ["experiments.sweep", "branching"]),
@@ -67,13 +68,18 @@ EXTENDED = [
     ("sweep seesaw", ["experiments.sweep", "seesaw"]),
     ("sweep muon", ["experiments.sweep", "muon"]),
     ("sweep lm", ["experiments.sweep", "lm"]),
+    ("sweep lm_warmup", ["experiments.sweep", "lm_warmup"]),
+    ("sweep lm_accumulation", ["experiments.sweep", "lm_accumulation"]),
+    ("sweep lm_beta2", ["experiments.sweep", "lm_beta2"]),
+    ("sweep lm_branching", ["experiments.sweep", "lm_branching"]),
 ]
 
 # the quick study: the same steps on fewer seeds and batch sizes, and the MLP workloads only (the CNN is most of
 # the science and generalisation sweeps' time), Q8's sweeps on one or two seeds (accumulation: SGD), Q9's on two seeds
 # and fewer checkpoints, batch sizes and sizes, the CNN's ablation on one seed and its two PyTorch-initialised arms
 # (the paper's code's and the shuffled one), Seesaw with Adam on two seeds, Muon on two seeds and three batch sizes,
-# the language model with Adam on one seed to an easier target; every section of the report, with wider intervals
+# the language model with Adam on one seed to an easier target (its Q8 and Q9 sweeps likewise, the branches on two
+# seeds, one branch point and three batch sizes); every section of the report, with wider intervals
 QUICK = [
     ("baselines", ["experiments.baselines"]),
     ("sweep default", ["experiments.sweep", "default", "--set", "seed=0", "--set", "batch_size=[1, 16, 256]"]),
@@ -100,6 +106,13 @@ QUICK = [
     ("sweep muon", ["experiments.sweep", "muon", "--set", "seed=[0, 1]", "--set", "batch_size=[16, 64, 256]"]),
     ("sweep lm", ["experiments.sweep", "lm", "--set", "seed=0", "--only", "optimizer=adam", "--set",
                   "batch_size=[8, 32, 128]", "--set", "target_val=2.5"]),
+    ("sweep lm_warmup", ["experiments.sweep", "lm_warmup", "--set", "seed=0", "--set", "target_val=2.5"]),
+    ("sweep lm_accumulation", ["experiments.sweep", "lm_accumulation", "--set", "seed=0", "--set", "target_val=2.5",
+                               "--only", "optimizer=adam", "--only", "batch_size=32"]),
+    ("sweep lm_beta2", ["experiments.sweep", "lm_beta2", "--set", "seed=0", "--set", "target_val=2.5",
+                        "--only", "batch_size=8", "--only", "optimizer=adam"]),
+    ("sweep lm_branching", ["experiments.sweep", "lm_branching", "--set", "seed=[0, 1]",
+                            "--only", "batch_size=[16, 32, 64]", "--only", 'schedule=["", "96x32@0.0178"]']),
 ]
 
 # seconds of the steps that are not sweeps on two cores (Intel Xeon, this project's CI machine), until this

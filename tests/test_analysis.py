@@ -188,6 +188,9 @@ def test_collect_on_an_empty_store_records_every_experiment_as_missing(tmp_path,
                 "branching": "make sweep GRID=branching", "warmup": "make sweep GRID=warmup",
                 "scaling": "make sweep GRID=scaling", "cnn_accuracy": "make sweep GRID=cnn_ablation",
                 "seesaw": "make sweep GRID=seesaw", "language_model": "make sweep GRID=lm",
+                "lm_beta2": "make sweep GRID=lm_beta2", "lm_accumulation": "make sweep GRID=lm_accumulation",
+                "lm_warmup": "make sweep GRID=lm_warmup", "lm_branching": "make sweep GRID=lm_branching",
+                "lm_layernorm": "make sweep GRID=lm_branching", "lm_tests": "make study-extended",
                 "baselines": "make baselines"}
     assert set(facts.missing) == set(commands)  # noise and nqm are derived: None without a message of their own
     for name, command in commands.items():
@@ -195,7 +198,7 @@ def test_collect_on_an_empty_store_records_every_experiment_as_missing(tmp_path,
     assert render.render(facts, tmp_path / "figures") == {} and not (tmp_path / "figures").exists()
     assert set(render.skipped(facts)) == {"default", "science", "workloads", "generalisation", "reduction", "bench",
                                             "accumulation", "beta2", "sde", "branching", "warmup", "scaling",
-                                            "cnn_accuracy", "seesaw", "language_model"}
+                                            "cnn_accuracy", "seesaw", "language_model", "lm_tests"}
     text = report.text(facts, "now")
     for s in SECTIONS:
         assert s.text is None or f"## {s.header}" in text, s.key

@@ -128,6 +128,9 @@ def test_warmup_facts_pair_each_schedule_with_constant_batches():
     assert s.loc["128x16@0.316", "vs_equal"][0] == pytest.approx(1.3)
     best = 200 * (1 + 100 / 1024)
     assert s.loc["128x16@0.316", "vs_best"][0] == pytest.approx(200 * (1 + 100 / 64) * 1.3 / best)
+    # Merrill et al.'s baseline: the constant run at the schedule's starting B (16)
+    assert s.loc["128x16@0.316", "start_b"] == 16
+    assert s.loc["128x16@0.316", "vs_start"][0] == pytest.approx(200 * (1 + 100 / 64) * 1.3 / (200 * (1 + 100 / 16)))
     assert w.constant.set_index("batch_size")["learning_rate"].eq(BEST_RATE).all()
 
 
@@ -159,7 +162,8 @@ def test_the_q9_report_states_computed_verdicts():
     assert text.startswith("**Over training the local B_crit of SGD")  # the answer first
     assert "| 64 | 12% | 32 [32, 32] | 32 [32, 32] | 32 [32, 32] |" in branching.appendix(f)  # the built-in 32 at 64
     assert "rises from 8 [8, 8] at 0% to 128 [128, 128] at 25%" in text  # 8 -> 32 -> 128 over the checkpoints
-    assert "fewer steps than a constant batch with at least its examples in 1 of 2 schedules and more in 1" in text
+    assert "fewer steps than the constant run at its starting B (Merrill et al.'s comparison) in 2 of 2" in text
+    assert "fewer than a constant batch with at least its examples in 1 of 2 schedules and more in 1" in text
     assert "log-log slope 0.50" in text and "holds for data size (B_crit grows on both targets)" in text
     assert "What to do" in text
     assert critical_batch.finding(f).answer.startswith("Over training the local B_crit of SGD")

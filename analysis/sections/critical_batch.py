@@ -59,6 +59,9 @@ def practice(ctx: Context) -> str:
     if w is not None and not w.schedules.empty and w.best_constant and w.schedules["steps"].notna().any():
         c = warmup.counts(w)
         n = len(w.schedules)
+        if c["start_fewer"]:
+            parts.append(f"a doubling warm-up took fewer steps than staying at its starting B in {c['start_fewer']} of "
+                         f"{n} schedules, as Merrill et al. measure it")
         if c["equal_fewer"] or c["best_fewer"]:
             parts.append("a doubling warm-up can pay when steps cost more than examples (fewer steps resolved in "
                          f"{max(c['equal_fewer'], c['best_fewer'])} of {n} schedules)")

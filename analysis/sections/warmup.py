@@ -28,9 +28,10 @@ class WarmupFacts:
     experiment: str
     constant: pd.DataFrame  # batch_size, learning_rate, steps, examples (medians over seeds of per-seed minima)
     per_seed: pd.DataFrame  # arm ("B=<b>" or the schedule), seed, steps, examples: each seed's fastest run
-    schedules: pd.DataFrame  # schedule, final_b, steps, examples, vs_best (ratio, lo, hi, p, n), vs_equal (the same):
-    # vs_equal against the constant B with the fewest examples at or above the schedule's (_constant_at);
-    # best_holm, equal_holm: Holm-adjusted p-values over both columns; best_verdict, equal_verdict
+    schedules: pd.DataFrame  # schedule, final_b, steps, examples, vs_best (ratio, lo, hi, p, n), vs_equal and
+    # vs_start (the same): vs_equal against the constant B with the fewest examples at or above the schedule's
+    # (_constant_at), vs_start against the constant run at the schedule's starting B (Merrill et al.'s baseline);
+    # best_holm, equal_holm, start_holm: Holm-adjusted p-values over the three columns; *_verdict
     best_constant: int  # the constant B with the fewest steps
 
 
@@ -90,17 +91,22 @@ def warmup_facts(runs: pd.DataFrame, experiment: str = "warmup", n_boot: int | N
         # a seed that never reached the target makes the ratio a bound (censored), not a missing pair
         equal = pd.Series({seed: _constant_at(e, cps[cps["seed"] == seed][["batch_size", "examples", "steps"]])
                            if np.isfinite(e) else 1.0 for seed, e in g["examples"].items()})
-        rows.append({"schedule": sched, "final_b": int(g["batch_size"].iloc[0]),
+        b0 = parse(sched)[0][1]
+        start = cps[cps["batch_size"] == b0].set_index("seed")["steps"]
+        rows.append({"schedule": sched, "final_b": int(g["batch_size"].iloc[0]), "start_b": int(b0),
                      "steps": g["steps"].median() if ok else np.nan,
                      "examples": g["examples"].median() if ok else np.nan,
                      "n_seeds": len(g), "n_reached": int(reached.sum()),
                      "vs_best": _paired(g["steps"], best) if ok else nan5,
-                     "vs_equal": _paired(g["steps"], equal) if ok else nan5})
+                     "vs_equal": _paired(g["steps"], equal) if ok else nan5,
+                     "vs_start": _paired(g["steps"], start) if ok and len(start) else nan5})
     rows = pd.DataFrame(rows)
     if len(rows):
-        p = stats.holm([r[3] for r in rows["vs_best"]] + [r[3] for r in rows["vs_equal"]])
-        rows["best_holm"], rows["equal_holm"] = p[:len(rows)], p[len(rows):]
-        for what in ("best", "equal"):
+        n = len(rows)
+        p = stats.holm([r[3] for r in rows["vs_best"]] + [r[3] for r in rows["vs_equal"]]
+                       + [r[3] for r in rows["vs_start"]])
+        rows["best_holm"], rows["equal_holm"], rows["start_holm"] = p[:n], p[n:2 * n], p[2 * n:]
+        for what in ("best", "equal", "start"):
             rows[f"{what}_verdict"] = [_verdict(r, q) for r, q in zip(rows[f"vs_{what}"], rows[f"{what}_holm"])]
     return WarmupFacts(experiment, constant, per_seed, rows, best_b)
 
@@ -113,13 +119,15 @@ def counts(w: WarmupFacts) -> dict[str, int]:
     """How many schedules took fewer / more steps (resolved under Holm) than each comparison's constant B."""
     t = w.schedules
     return {f"{what}_{v}": int((t[f"{what}_verdict"] == f"{v} steps").sum()) if f"{what}_verdict" in t else 0
-            for what in ("best", "equal") for v in ("fewer", "more")}
+            for what in ("best", "equal", "start") for v in ("fewer", "more")}
 
 
 def verdict(w: WarmupFacts) -> str:
     """The section's answer in a clause, from the Holm verdicts."""
     c, n = counts(w), len(w.schedules)
-    return (f"a doubling warm-up took fewer steps than a constant batch with at least its examples in {c['equal_fewer']} "
+    return (f"a doubling warm-up took fewer steps than the constant run at its starting B (Merrill et al.'s "
+            f"comparison) in {c['start_fewer']} of {n} schedules, more in {c['start_more']}; "
+            f"fewer than a constant batch with at least its examples in {c['equal_fewer']} "
             f"of {n} schedules and more in {c['equal_more']} (the rest not resolved); fewer than the fastest constant "
             f"B in {c['best_fewer']}, more in {c['best_more']}")
 
@@ -137,7 +145,8 @@ def text(ctx: Context) -> str:
     best = c.loc[w.best_constant]
     fastest = t.loc[t["steps"].dropna().idxmin()]
     seeds = int(t["n_seeds"].max())
-    n_tests = int(np.isfinite([r[3] for r in t["vs_best"]] + [r[3] for r in t["vs_equal"]]).sum())
+    n_tests = int(np.isfinite([r[3] for r in t["vs_best"]] + [r[3] for r in t["vs_equal"]]
+                              + [r[3] for r in t["vs_start"]]).sum())
     fv = fastest["best_verdict"]
     return "\n".join([
         "### Batch-size warm-up",
@@ -150,8 +159,10 @@ def text(ctx: Context) -> str:
         f"{seeds} seeds. The fewest steps at a constant B: {best['steps']:.0f} at B = {w.best_constant} "
         f"({best['examples']:.0f} examples; medians over seeds). "
         "Each schedule's steps are compared, paired by seed (geometric mean of the per-seed ratios, 95% t-interval), "
-        "with that best constant B and with the constant B that needed the fewest examples at or above the "
-        "schedule's own (from the most example-efficient B upward): below 1 is fewer steps at no more examples. "
+        "with the constant run at the schedule's starting B (Merrill et al.'s baseline, which the schedule spends "
+        "more examples than), with that best constant B and with the constant B that needed the fewest examples at "
+        "or above the schedule's own (from the most example-efficient B upward): below 1 there is fewer steps at no "
+        "more examples. "
         f"A verdict needs its Holm-adjusted p-value over the section's {n_tests} tested comparisons below 0.05; "
         "every schedule's ratios are in the appendix.",
         "",
@@ -175,6 +186,8 @@ def appendix(ctx: Context) -> str:
         "final B": t["final_b"], "seeds reached": [f"{a}/{b}" for a, b in t[["n_reached", "n_seeds"]].to_numpy()],
         "steps": t["steps"].map(lambda v: f"{v:.0f}" if np.isfinite(v) else "–"),
         "examples": t["examples"].map(lambda v: f"{v:.0f}" if np.isfinite(v) else "–"),
+        "steps / its starting B's [95% t]": [_ratio(r) for r in t["vs_start"]],
+        "verdict (Holm)  ": t["start_verdict"],
         f"steps / B = {w.best_constant}'s [95% t]": [_ratio(r) for r in t["vs_best"]],
         "verdict (Holm)": t["best_verdict"],
         "steps / constant B with at least its examples [95% t]": [_ratio(r) for r in t["vs_equal"]],

@@ -1,0 +1,103 @@
+"""The language model's Q8/Q9 part (analysis/sections/language_model/claims.py) on synthetic runs with known
+answers: the lm sweep's runs stand in for the unaccumulated steps and the constant batch sizes, the validation
+target replaces the training-loss one, and every comparison enters one Holm family."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.sections.language_model import claims, layernorm
+from mbstudy.metrics import layer_metric_name
+
+SEEDS = range(6)
+
+
+def _lm_runs(rng) -> pd.DataFrame:
+    """Adam at B = 8 ... 128, two rates each; steps to the validation target on the hyperbola S = 100 (1 + 64 / B)
+    with 3% seed noise; no training-loss target (as the lm sweep)."""
+    rows = []
+    for seed in SEEDS:
+        for B in (8, 32, 128):
+            for lr, slow in ((0.01, 1.0), (0.0178, 1.3)):
+                s = 100 * (1 + 64 / B) * slow * np.exp(rng.normal(0, 0.03))
+                rows.append({"run_id": f"lm-{seed}-{B}-{lr}", "optimizer": "adam", "batch_size": B, "seed": seed,
+                             "learning_rate": lr, "outcome": "completed", "steps_to_val_target": round(s),
+                             "examples_to_val_target": round(s) * B, "steps_to_target": np.nan, "eval_every": 1,
+                             "target_val": 2.4, "target_loss": np.nan})
+    return pd.DataFrame(rows)
+
+
+def test_validation_target_takes_the_training_targets_place():
+    r = claims.on_validation_target(pd.DataFrame({"steps_to_val_target": [40.0], "examples_to_val_target": [320.0],
+                                                  "target_val": [2.4], "steps_to_target": [7.0]}))
+    assert r.loc[0, "steps_to_target"] == 40 and r.loc[0, "examples_to_target"] == 320
+    assert r.loc[0, "target_loss"] == 2.4
+    h = pd.DataFrame({"metric": ["train/loss", "val/loss"], "value": [1.0, 2.0]})
+    assert claims.validation_as_loss(h).values.tolist() == [["train/loss", 2.0]]
+
+
+def test_accumulation_takes_the_lm_runs_at_the_micro_batch_as_k_1():
+    rng = np.random.default_rng(0)
+    lm = _lm_runs(rng)
+    # one step of 4 micro-batches of 8 costs what the lm's B = 32 costs: 100 (1 + 2) steps of 32 examples
+    acc = pd.DataFrame([{"run_id": f"acc-{s}", "optimizer": "adam", "batch_size": 32, "accumulation": 4,
+                         "seed": s, "learning_rate": 0.0178, "outcome": "completed",
+                         "steps_to_val_target": 300, "examples_to_val_target": 9600, "target_val": 2.4,
+                         "eval_every": 1} for s in SEEDS])
+    a = claims.combine_accumulation(lm, acc, "lm_accumulation")
+    t = a.table
+    assert set(t["micro"]) == {8}, "only the lm runs at the micro-batch are the baseline"
+    assert set(t["target"]) == {"val"}, "the lm runs have no training-loss target"
+    row = t[t["k"] == 4].iloc[0]
+    # k steps of 8: 100 (1 + 8) = 900 steps, 7200 examples; one step of 32: 9600 examples → 4/3
+    assert row["examples_ratio"] == pytest.approx(9600 / 7200, rel=0.05)
+    assert row["examples_lo"] < row["examples_ratio"] < row["examples_hi"]
+    rows = claims.accumulation_rows(a)
+    assert [r["key"] for r in rows] == ["acc:adam:8:4"]
+
+
+def test_warmup_is_compared_with_its_starting_b_and_the_fastest_constant_b():
+    rng = np.random.default_rng(1)
+    lm = _lm_runs(rng)
+    # a warm-up from B = 8 that takes half the steps of constant B = 8 (900) and more than B = 128 (150)
+    warm = pd.DataFrame([{"run_id": f"w-{s}", "optimizer": "adam", "batch_size": 128, "seed": s,
+                          "learning_rate": 0.0316, "outcome": "completed", "schedule": "64x8@0.0178,32x16@0.0178",
+                          "steps_to_val_target": 450 + s, "examples_to_val_target": 40000, "target_val": 2.4,
+                          "eval_every": 4} for s in SEEDS])
+    w = claims.combine_warmup(lm, warm, "lm_warmup")
+    assert w.best_constant == 128
+    rows = {r["key"].split(":")[1]: r for r in claims.warmup_rows(w)}
+    assert rows["start"]["estimate"] == pytest.approx(0.5, rel=0.05)
+    assert rows["best"]["estimate"] == pytest.approx(450 / 150, rel=0.1)
+    t = claims.tests(warmup=w)
+    assert list(t["part"]) == ["Q9 warm-up"] * 2 and (t["p_holm"] >= t["p"]).all()
+    assert claims.said(t.iloc[0], "more", "fewer") == "fewer"
+    assert claims.said(t.iloc[1], "more", "fewer") == "more"
+
+
+def test_a_row_with_too_few_seeds_is_not_tested():
+    r = claims._row("x", "k", "what", (0.5, 0.4, 0.6, 0.01, 2))
+    assert np.isnan(r["p"]) and np.isnan(r["lo"])
+    t = claims.tests()
+    assert t.empty and "p_holm" in t
+
+
+def test_the_layernorm_ratio_over_seeds_and_its_drift():
+    """Two LayerNorm layers (0 and 2) and a total: the subset's B_simple is tr/|G|² summed over the two."""
+    rows = []
+    for seed in range(4):
+        for step, (tr, g) in enumerate(((4.0, 2.0), (8.0, 2.0))):
+            for layer in (0, 2):
+                rows += [{"run_id": f"r{seed}", "step": step * 32, "metric": layer_metric_name(layer, "trace_cov"),
+                          "value": tr * (1 + 0.01 * seed)},
+                         {"run_id": f"r{seed}", "step": step * 32, "metric": layer_metric_name(layer, "g_norm_sq"),
+                          "value": g}]
+            rows.append({"run_id": f"r{seed}", "step": step * 32, "metric": "grad/b_simple", "value": 4.0})
+    table = layernorm.subset_b_simple(pd.DataFrame(rows), [0, 2])
+    seed_of = pd.Series({f"r{s}": s for s in range(4)})
+    a = layernorm.agreement(table, seed_of)
+    assert a["ratio"].round(2).tolist() == [0.51, 1.01] and (a["n"] == 4).all()
+    d = layernorm.drift(table, seed_of)
+    assert d["change"] == pytest.approx(2.0) and d["first"] == 0 and d["last"] == 32
