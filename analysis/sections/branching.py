@@ -385,8 +385,9 @@ def text(ctx: Context) -> str:
     bounds = [s for s, r in head.iterrows() if r["bound"]]
     answer = (f"**For SGD on the MNIST-1D MLP the local critical batch size (tolerance {TOL:.0%}) is "
               f"{value_text(first_row)} at initialisation and {value_text(last_row)} at "
-              f"{last_row['fraction']:.0%} of the way to the target; over training it {v['rise']}.**"
-              if len(head) else "**No checkpoint's local critical batch size was measured.**")
+              f"{last_row['fraction']:.0%} of the way to the target; over training it {v['rise']}"
+              + (f"; with Adam it {adam_shape(ctx)['rise'].split(' (')[0]}" if ctx.branching_adam is not None else "")
+              + ".**" if len(head) else "**No checkpoint's local critical batch size was measured.**")
     limits = []
     if bounds:
         limits.append(f"at {len(bounds)} of {len(head)} checkpoints every B up to the largest tried (or none above the "
@@ -427,19 +428,77 @@ def text(ctx: Context) -> str:
                      f"{verdicts[t]['rise']}, {verdicts[t]['plateau']}" for t in TOLERANCES if t not in agree) + ". ")
         + track,
         "",
+        adam_paragraph(ctx),
+        "",
         ("Limits: " + "; ".join(limits) + ".\n") if limits else "",
         ctx.figure("q9a_local_critical"),
     ])
+
+
+def adam_shape(ctx: Context) -> dict[str, str]:
+    """Merrill et al.'s three claims on the Adam branches (their own Holm family)."""
+    a = ctx.branching_adam
+    return shape(a, TOL, comparisons(a.local, a.per_seed))
+
+
+def adam_against_sgd(ctx: Context) -> pd.DataFrame:
+    """Adam's local B_crit over SGD's (headline tolerance), paired by seed, at initialisation and at the last
+    checkpoint of each (both at about 80% of their references' steps to the target); Holm over the two."""
+    f, a = ctx.branching, ctx.branching_adam
+    rows = []
+    for what, sf, sa in (("initialisation", f.local["s"].min(), a.local["s"].min()),
+                         ("last checkpoint", f.local["s"].max(), a.local["s"].max())):
+        ps_f = f.per_seed[(f.per_seed["tol"] == TOL) & (f.per_seed["s"] == sf)].set_index("seed")
+        ps_a = a.per_seed[(a.per_seed["tol"] == TOL) & (a.per_seed["s"] == sa)].set_index("seed")
+        common = ps_f.index.intersection(ps_a.index)
+        A, F = ps_a.loc[common], ps_f.loc[common]
+        est, lo, hi, p, n = stats.paired_ratio(A["b_crit"], F["b_crit"], A["censored"], F["censored"])
+        if n < MIN_INTERVAL_SEEDS:
+            lo = hi = p = np.nan
+        rows.append({"at": what, "ratio": est, "lo": lo, "hi": hi, "p": p, "n": n,
+                     "bound": bool((A["censored"] != 0).any() or (F["censored"] != 0).any())})
+    out = pd.DataFrame(rows)
+    out["p_holm"] = stats.holm(out["p"])
+    return out
+
+
+def adam_paragraph(ctx: Context) -> str:
+    a, f = ctx.branching_adam, ctx.branching
+    if a is None or a.local.empty:
+        return ("**With Adam** (Merrill et al.'s optimizer): " + ctx.not_measured("branching_adam",
+                                                                                "make sweep GRID=branching_adam"))
+    head = a.local[a.local["tol"] == TOL].sort_values("s")
+    v = adam_shape(ctx)
+    vs = adam_against_sgd(ctx)
+    said = []
+    for r in vs.itertuples():
+        if r.bound or not np.isfinite(r.p_holm):
+            said.append(f"at {r.at} not tested (a bound, or too few seeds)")
+        else:
+            said.append(f"at {r.at} {interval(r.ratio, r.lo, r.hi, '.2f')}× SGD's ("
+                        + verdict_of(r.ratio, r.p_holm, "larger", "smaller") + ")")
+    return (f"**With Adam** (`branching_adam`: the same protocol, reference B = {a.reference_b}, lr = "
+            f"{a.reference_lr:g}, {t_text(*a.ref_steps, fmt='.0f')} steps to the target, "
+            f"{int(a.per_seed['seed'].nunique())} seeds, {a.edge:.0%} of the (checkpoint, B) pairs at a rate-grid "
+            f"edge), the local B_crit at {TOL:.0%} is "
+            + ", ".join(f"{value_text(r)} at {r['fraction']:.0%}" for _, r in head.iterrows())
+            + f": at initialisation it is {v['start']}; over training it {v['rise']}; {v['plateau']} (Holm over "
+            "the Adam branches' own comparisons). Against SGD's, paired by seed (Holm over the two): "
+            + "; ".join(said) + ".")
 
 
 def appendix(ctx: Context) -> str:
     f = ctx.branching
     if f is None or f.local.empty:
         return ""
-    return "\n".join(["### Q9a: the local critical batch size at every checkpoint", "",
-                      "Geometric mean over seeds with a 95% t-interval; ≥ / ≤: a bound at an end of the measured "
-                      "range (no interval); B_simple of the reference, geometric mean with a 95% t-interval.", "",
-                      md_table(_table(f)), ""])
+    out = ["### Q9a: the local critical batch size at every checkpoint", "",
+           "Geometric mean over seeds with a 95% t-interval; ≥ / ≤: a bound at an end of the measured "
+           "range (no interval); B_simple of the reference, geometric mean with a 95% t-interval.", "",
+           md_table(_table(f)), ""]
+    a = ctx.branching_adam
+    if a is not None and not a.local.empty:
+        out += ["With Adam (`branching_adam`):", "", md_table(_table(a)), ""]
+    return "\n".join(out)
 
 
 def local_critical_figure(ctx: Context):
@@ -473,6 +532,11 @@ def local_critical_figure(ctx: Context):
         loc = f.local[f.local["tol"] == tol]
         plots.errorbar(ax, loc["fraction"] * 100, loc["b_crit"], loc["lo"], loc["hi"], fmt=markers[tol] + "-",
                   color="C0", alpha=1.0 if tol == TOL else 0.45, label=f"local B_crit, tolerance {tol:.0%}")
+    a = ctx.branching_adam
+    if a is not None and not a.local.empty:
+        loc = a.local[a.local["tol"] == TOL]
+        plots.errorbar(ax, loc["fraction"] * 100, loc["b_crit"], loc["lo"], loc["hi"], fmt="D-", color="C2",
+                       label=f"local B_crit with Adam, tolerance {TOL:.0%}")
     if not f.b_simple.empty:
         x = f.b_simple["s"].map(frac) * 100
         plots.errorbar(ax, x, f.b_simple["b_simple"], f.b_simple["lo"], f.b_simple["hi"], fmt="s--", color="C3",
@@ -490,19 +554,19 @@ def local_critical_figure(ctx: Context):
 
 
 
-def _read(ctx: Context) -> BranchFacts:
-    runs = load.load_runs("branching", hint="make sweep GRID=branching")
-    hist = load.load_history(runs, "branching", keys=("train/loss", "grad/b_simple"), progress=ctx.progress)
-    return branch_facts(runs, hist)
+def _read(ctx: Context, name: str = "branching") -> BranchFacts:
+    runs = load.load_runs(name, hint=f"make sweep GRID={name}")
+    hist = load.load_history(runs, name, keys=("train/loss", "grad/b_simple"), progress=ctx.progress)
+    return branch_facts(runs, hist, name)
 
 
 SECTION = Section(
     "branching",
     text=text,
     appendix=appendix,
-    provides=(Provider("branching", _read),),
+    provides=(Provider("branching", _read), Provider("branching_adam", lambda ctx: _read(ctx, "branching_adam"))),
     figures=(FigureSpec("q9a_local_critical", local_critical_figure, ("branching",),
                         ("Q9a. Left: the share of the smallest batch's loss decrease kept by each B, per branch point. "
-                        "Right: the local critical batch size (three tolerances) and the reference's B_simple against "
-                        "the point of training.")),),
+                        "Right: the local critical batch size (three tolerances; with Adam at the headline tolerance) "
+                        "and the SGD reference's B_simple against the point of training.")),),
 )
