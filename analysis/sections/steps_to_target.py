@@ -14,7 +14,7 @@ from analysis import load, plots, reduce
 from analysis.order import label, optimizers_in, reference_optimizer
 from analysis.plots import Skip
 from analysis.section import Answer, Context, FigureSpec, Provider, Section
-from analysis.sections import workloads
+from analysis.sections import teacher_momentum, workloads
 from analysis.sections.workloads import SMALL_B, workload_of
 
 plt = plots.plt
@@ -245,6 +245,6 @@ SECTION = Section(
                                       "B; fitted hyperbola and B_crit where 3 or more batch sizes reached it."),
              FigureSpec("c2_best_lr", best_lr, ("science",), "Best learning rate (fewest steps to target) against "
                         "batch size.", sweep=True)),
-    parts=(workloads.SECTION,),
+    parts=(workloads.SECTION, teacher_momentum.SECTION),
     finding=("Q5 per example or per batch?", finding),
 )
