@@ -182,6 +182,28 @@ def read_layernorm(ctx: Context) -> LayerNormFacts:
     return layernorm_facts(ref, hist, layers, n, name)
 
 
+def edges(runs: pd.DataFrame, steps: pd.Series, by: list[str]) -> tuple[int, int]:
+    """(how many, of how many) (group, seed) cells had their fewest steps only at the smallest or the largest
+    learning rate their group tried (a tie with an inner rate is not an edge); cells where no rate reached the
+    target are not counted.
+
+    >>> r = pd.DataFrame({"g": 1, "seed": [0, 0, 0, 1, 1, 1, 2, 2, 2], "learning_rate": [1, 2, 3] * 3})
+    >>> edges(r, pd.Series([5.0, 4, 6, 3, 4, 6, 4, 4, 6]), ["g"])
+    (1, 3)
+    """
+    r = runs.assign(_s=steps.to_numpy(float))
+    r = r.assign(_lo=r.groupby(by)["learning_rate"].transform("min"),
+                 _hi=r.groupby(by)["learning_rate"].transform("max"))
+    r = r[np.isfinite(r["_s"])]
+    if r.empty:
+        return 0, 0
+    r = r.assign(_best=r.groupby([*by, "seed"])["_s"].transform("min"))
+    best = r[r["_s"] == r["_best"]]
+    inner = (best["learning_rate"] > best["_lo"]) & (best["learning_rate"] < best["_hi"])
+    at = ~inner.groupby([best[k] for k in [*by, "seed"]]).any()
+    return int(at.sum()), len(at)
+
+
 # ------------------------------------------------------------------ the part's comparisons, one Holm family
 
 COLUMNS = ["part", "key", "comparison", "estimate", "lo", "hi", "p", "n", "null"]
@@ -425,15 +447,21 @@ def _how(ctx: Context, br, ln, w) -> str:
     b = ctx.lm_beta2
     if b is not None and len(b.table):
         seeds = int(b.table["n_seeds"].max())
+        e, n = edges(b.runs, b.runs["s"], ["arm", "batch_size"])
         bits.append(f"**β2** (`lm_beta2`, {seeds} seeds, no pruning): β2 = 0.999 against β2 = 0.999^(B/32) (a "
                     "half-life of 22,170 examples, 0.999's at B = 32) and plain SGD, at B = "
                     + ", ".join(str(int(x)) for x in sorted(b.table["batch_size"].unique()))
-                    + ", three or four rates a quarter decade apart around the lm sweep's best.")
+                    + ", three to six rates a quarter decade apart around the lm sweep's best; "
+                    f"{e} of {n} (arm, B, seed) cells had their best rate at an edge of their grid.")
     a = ctx.lm_accumulation
     if a is not None and len(a.table):
+        acc = a.runs[a.runs["accumulation"] > 1]
+        e, n = edges(acc, acc["steps_to_val_target"].where(acc["outcome"].isin(["completed", "pruned"]), np.inf),
+                     ["optimizer", "batch_size", "accumulation"])
         bits.append(f"**Accumulation** (`lm_accumulation`, {int(a.table['n_seeds'].max())} seeds): one step of k "
                     "micro-batches of b against k steps of b (the lm sweep's own runs at B = b), three rates around "
-                    "the lm sweep's best at kb.")
+                    f"the lm sweep's best at kb; {e} of {n} (k, b, seed) cells had their best rate at an edge of its "
+                    "three.")
     if w is not None and len(w.schedules):
         bits.append(f"**Warm-up** (`lm_warmup`, {int(w.schedules['n_seeds'].max())} seeds): doubling schedules from "
                     "B = 8 to 128 at the lm sweep's best rates, each seed's steps over the constant run's at its "
