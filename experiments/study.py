@@ -101,7 +101,7 @@ QUICK = [
                          "--only", "batch_size=[2, 8, 32, 128, 512]",
                          "--only", 'schedule=["", "128x32@0.316", "704x32@0.316"]']),
     ("sweep branching_adam", ["experiments.sweep", "branching_adam", "--set", "seed=[0, 1]",
-                              "--only", "batch_size=[2, 8, 32, 128, 512]", "--only", 'schedule=["", "512x32@0.01"]']),
+                              "--only", "batch_size=[2, 32, 512]", "--only", 'schedule=["", "512x32@0.01"]']),
     ("sweep warmup", ["experiments.sweep", "warmup", "--set", "seed=[0, 1]", "--only", "batch_size=[32, 64, 128, 256]"]),
     ("sweep scaling", ["experiments.sweep", "scaling", "--set", "seed=[0, 1]", "--set", "hidden=[100, 100]",
                        "--only", "n_train=[1000, 4000]", "--only", "batch_size=[32, 128, 512]"]),
