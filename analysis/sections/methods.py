@@ -25,8 +25,11 @@ plt = plots.plt
 SEED_COUNTS = (3, 5, 8, 10)  # the coverage is computed at these seed counts (the study's own included)
 N_SWEEPS = 500  # synthetic sweeps per cell and seed count
 FLOOR = 0.93  # an interval printed as 95% must cover at least this often
-STUDY_GRIDS = ("science", "generalisation", "accumulation", "beta2", "sde", "default", "seeds", "published",
-               "cnn_ablation", "branching", "warmup", "scaling")
+def study_grids() -> tuple[str, ...]:
+    """The grids ``make study-extended`` sweeps, in its order (experiments/study.py)."""
+    from experiments.study import EXTENDED
+
+    return tuple(args[1] for _, args in EXTENDED if args[0] == "experiments.sweep")
 
 
 # ------------------------------------------------------------------ facts
@@ -128,7 +131,7 @@ def _grids_table() -> pd.DataFrame:
     from experiments.engine import grid as grids
 
     rows = []
-    for name in STUDY_GRIDS:
+    for name in study_grids():
         try:
             s = grids.load(name)
         except grids.GridError:
