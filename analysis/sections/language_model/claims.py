@@ -354,6 +354,13 @@ def _acc_summary(table: pd.DataFrame, holm_col: str = "examples_holm") -> str:
             f"{interval(w.examples_ratio, w.examples_lo, w.examples_hi, '.2f')}× (b = {int(w.micro)}, k = {int(w.k)})")
 
 
+def _mnist_acc_cells(ctx: Context) -> pd.DataFrame | None:
+    """Q8's accumulation cells as its section counts them (the training-loss target, k > 1)."""
+    from analysis.sections.accumulate_or_step import _cells
+
+    return _cells(ctx)
+
+
 def _lm_acc(ctx: Context, t: pd.DataFrame) -> str:
     a = ctx.lm_accumulation
     if a is None:
@@ -378,9 +385,16 @@ def _warm(t: pd.DataFrame, key: str) -> tuple[pd.Series | None, str]:
     return best, f"fewer steps in {fewer} of {len(rows)} schedules, more in {more}; the best {ratio(best)}×"
 
 
-def _mnist_warm(ctx: Context) -> str:
+def _mnist_warm(ctx: Context, key: str) -> str:
+    """The MNIST-1D warm-ups against their starting B (``start``) or the fastest constant B (``best``)."""
     w = ctx.warmup
-    return "not measured" if w is None else q9_warmup.verdict(w)
+    if w is None or w.schedules.empty or f"vs_{key}" not in w.schedules:
+        return "not measured"
+    c, n = q9_warmup.counts(w), len(w.schedules)
+    r = [x for x in w.schedules[f"vs_{key}"] if np.isfinite(x[0])]
+    best = min(r, key=lambda x: x[0]) if r else None
+    return (f"fewer steps in {c[f'{key}_fewer']} of {n} schedules, more in {c[f'{key}_more']}"
+            + (f"; the best {interval(best[0], best[1], best[2], '.2f')}×" if best is not None else ""))
 
 
 def _shape(f: BranchFacts | None) -> str:
@@ -391,7 +405,13 @@ def _shape(f: BranchFacts | None) -> str:
 
 
 def _rise(f: BranchFacts | None) -> str:
-    return "not measured" if f is None or f.local.empty else q9_branching.shape(f)["rise"]
+    """Merrill et al.'s rise in a few words: resolved up, resolved down, not tested (bounds) or not resolved."""
+    if f is None or f.local.empty:
+        return "not measured"
+    r = q9_branching.shape(f)["rise"]
+    return ("a resolved rise" if r.startswith("rises") else "a resolved fall" if r.startswith("falls") else
+            "no change tested (bounds at an end of the batch sizes tried)" if r.startswith("goes") else
+            "no change resolved")
 
 
 def text(ctx: Context) -> str:
@@ -409,7 +429,8 @@ def text(ctx: Context) -> str:
         f"**On the transformer, the half-life β2 against 0.999 at B = {small}: "
         f"{said(_get(t, f'beta2:half:{small}'), 'more steps', 'fewer steps')}; accumulation: "
         f"{_lm_acc(ctx, t).split(';')[0]}; warm-up against its starting B: {start_text.split(';')[0]}; the local "
-        f"B_crit {_rise(br).split(' (')[0]}; the LayerNorm-only B_simple is {ratio(gray)}× the whole model's at the "
+        f"B_crit (tolerance {TOL:.0%}) {_shape(br)}: {_rise(br)}; the LayerNorm-only B_simple is {ratio(gray)}× the "
+        "whole model's at the "
         f"end ({said(gray, 'above it', 'below it')}).** Holm's rule over the part's {int(np.isfinite(t['p']).sum())} "
         "tested comparisons; every LM run is read on the validation loss.")
     beside = pd.DataFrame([
@@ -420,13 +441,13 @@ def text(ctx: Context) -> str:
          "MNIST-1D MLP (steps, half-life / 0.999)": "SGD / half-life: " + _mnist_beta2(ctx, True),
          "language model": "SGD / half-life: " + _lm_beta2(ctx, t, True)},
         {"claim": "accumulating k micro-batches into one step costs examples (Q8)",
-         "MNIST-1D MLP (steps, half-life / 0.999)": _acc_summary(ctx.accumulation.table if ctx.accumulation
-                                                                  is not None else None),
+         "MNIST-1D MLP (steps, half-life / 0.999)": _acc_summary(_mnist_acc_cells(ctx)),
          "language model": _lm_acc(ctx, t)},
         {"claim": "a batch-size warm-up takes fewer steps than its starting B (Merrill et al. 2025: 43% fewer on "
-                  "OLMo 1B)", "MNIST-1D MLP (steps, half-life / 0.999)": _mnist_warm(ctx),
+                  "OLMo 1B)", "MNIST-1D MLP (steps, half-life / 0.999)": _mnist_warm(ctx, "start"),
          "language model": start_text},
-        {"claim": "… and than the fastest constant B", "MNIST-1D MLP (steps, half-life / 0.999)": "see Q9",
+        {"claim": "… and than the fastest constant B", "MNIST-1D MLP (steps, half-life / 0.999)":
+            _mnist_warm(ctx, "best"),
          "language model": best_text},
         {"claim": "the local B_crit starts near zero, rises, then plateaus (Merrill et al.)",
          "MNIST-1D MLP (steps, half-life / 0.999)": _shape(ctx.branching), "language model": _shape(br)},
@@ -473,7 +494,7 @@ def _how(ctx: Context, br, ln, w) -> str:
                     + ", ".join(str(int(s)) for s in sorted(br.local["s"].unique()))
                     + f" into B = 4 … 256 for {br.budget} sequences; the local B_crit at a tolerance of {TOL:.0%} "
                     "as in Q9 (the validation loss in place of the training loss); "
-                    f"{br.edge:.0%} of the chosen rates at an edge of their three.")
+                    f"{br.edge:.0%} of the chosen rates at an edge of their grid.")
     if ln is not None and not ln.agreement.empty:
         bits.append(f"**LayerNorm noise scale**: the branching references' per-layer noise statistics (a "
                     f"{ln.noise_batch}-sequence noise batch, every 32 steps): tr Σ and |G|² summed over the "
