@@ -107,6 +107,7 @@ def text(ctx: Context) -> str:
     parts.append(ctx.figure("c2_best_lr"))
     parts.append(ctx.figure("e_loss_vs_time"))
     parts.append(workloads.text(ctx))
+    parts.append(teacher_momentum.text(ctx))
     if not any(parts):
         return "Not measured yet: run `make sweep` and `make sweep GRID=science`.\n"
     return "\n".join(p for p in parts if p)

@@ -121,7 +121,7 @@ def text(ctx: Context) -> str:
     beside = (f"Beside it, the MNIST-1D MLP (training-loss target {ctx.workloads.hardest('mnist1d-mlp', TRAIN_TARGET):g}): "
               f"Adam {_mnist(ctx, 'adam')}, momentum {_mnist(ctx, 'momentum')}."
               if ctx.workloads is not None and ("mnist1d-mlp", TRAIN_TARGET) in ctx.workloads.levels else "")
-    return "\n\n".join([head, md_table(pd.DataFrame(rows)), beside, ctx.figure("l1_lm_steps")]) + "\n"
+    return "\n\n".join([head, md_table(pd.DataFrame(rows)), beside, ctx.figure("l1_lm_steps"), claims.text(ctx)]) + "\n"
 
 
 def finding(ctx: Context) -> Answer | None:
