@@ -137,13 +137,23 @@ def features(cfg, *, steps: int | None = None) -> dict[str, float]:
 COST = {"run": PER_RUN, "step": PER_STEP, "flop": PER_FLOP, "eval": PER_EVAL, "stat_flop": PER_STAT_FLOP}
 
 
+def cost_at(cfg, steps: int) -> float:
+    """Expected seconds of the run ``cfg`` had it stopped after ``steps`` steps (one that diverged or was given up)."""
+    return sum(COST[k] * v for k, v in features(cfg, steps=steps).items())
+
+
+def expected_steps(cfg, *, prune: bool = True) -> int:
+    """The steps :func:`expected_cost` expects the run to take: its budget, or a share of it if it stops at a target."""
+    steps = cfg.total_steps()
+    if cfg.stop_at_target and (cfg.target_loss is not None or cfg.target_val is not None):
+        steps = max(1, round(steps * (AT_TARGET if prune else AT_TARGET_UNPRUNED)))
+    return steps
+
+
 def expected_cost(cfg, *, prune: bool = True) -> float:
     """Expected seconds of the run ``cfg`` in one worker process of the reference machine (the module's model).
 
     ``prune``: whether the sweep gives up runs that can no longer reach their
     target first (``pruning.py``); it shortens runs that stop at a target.
     """
-    steps = cfg.total_steps()
-    if cfg.stop_at_target and (cfg.target_loss is not None or cfg.target_val is not None):
-        steps = max(1, round(steps * (AT_TARGET if prune else AT_TARGET_UNPRUNED)))
-    return sum(COST[k] * v for k, v in features(cfg, steps=steps).items())
+    return cost_at(cfg, expected_steps(cfg, prune=prune))

@@ -84,7 +84,8 @@ class SweepContext:
 @dataclass(frozen=True)
 class RunRecord:
     """What became of one configuration: ``status`` is ``trained``, ``skipped`` or ``failed``; ``reached``: the
-    steps to each target (``{"loss": 120, "val": None}``), what a learning-rate search reads."""
+    steps to each target (``{"loss": 120, "val": None}``), what a learning-rate search reads; ``steps``: the steps
+    a trained run took (fewer than its budget if it diverged or was given up), what the progress bar's ETA reads."""
 
     cfg_hash: str
     status: str
@@ -92,6 +93,7 @@ class RunRecord:
     timings: dict[str, float] = field(default_factory=dict)
     run_id: str = ""
     reached: dict[str, int | None] = field(default_factory=dict)
+    steps: int | None = None
 
 
 def stored_record(run) -> RunRecord:
@@ -99,6 +101,9 @@ def stored_record(run) -> RunRecord:
     m = run.data.metrics
     return RunRecord(run.data.tags.get("cfg_hash", ""), "skipped", run.data.tags.get("outcome", ""),
                      run_id=run.info.run_id, reached={t: None if k not in m else int(m[k]) for t, k in TARGETS.items()})
+
+
+WORKER_TIMINGS = ("compile_s", "train_s", "eval_s")  # a run's timings spent in its worker (log_s: in the driver)
 
 
 @dataclass
@@ -114,10 +119,15 @@ class SweepCounts:
     times: Counter = field(default_factory=Counter)
     search: dict[str, Any] | None = None  # a search grid's summary (chains.SearchWork.summary)
     ended: list[str] = field(default_factory=list)  # cfg_hash of each run added, in order (the progress bar's ETA)
+    # cfg_hash -> (steps, seconds) each trained run took: its steps, and its worker's seconds compiling, training and
+    # evaluating it (the progress bar's ETA too)
+    took: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def add(self, record: RunRecord) -> None:
         self.ended.append(record.cfg_hash)
         if record.status == "trained":
+            if record.steps is not None:
+                self.took[record.cfg_hash] = (record.steps, sum(record.timings.get(k, 0.0) for k in WORKER_TIMINGS))
             self.trained += 1
             self.diverged += record.outcome == "diverged"
             self.pruned += record.outcome == "pruned"
@@ -144,8 +154,9 @@ def finish_run(ctx: SweepContext, run_id: str, cfg, result=None, error: BaseExce
             run_writer.fail_child(run_id, f"{type(error).__name__}: {error}")
             return RunRecord(h, "failed", run_id=run_id)
         log_s = run_writer.log_result(run_id, result, cfg.to_params(), ctx.provenance)
+    steps = result.history["step"]
     return RunRecord(h, "trained", result.outcome, {**result.timings, "log_s": log_s}, run_id,
-                     {t: getattr(result, k) for t, k in TARGETS.items()})
+                     {t: getattr(result, k) for t, k in TARGETS.items()}, int(steps[-1]) if len(steps) else 0)
 
 
 def run_one(ctx: SweepContext, cfg) -> RunRecord:

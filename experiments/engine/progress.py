@@ -6,34 +6,58 @@ the small batches of a program group first, so the runs left are rarely like
 the runs done: at 13 of 36 runs of a grid over B, tqdm said 24-38 s left and
 the other 23 took 1m53s (issue 26). Here each run weighs its expected cost
 (:func:`experiments.engine.cost.expected_cost`: steps x B x its model's FLOPs,
-evaluations, ...) and the pace comes from the runs already done::
+evaluations, ...), as much of it as the runs done foretell it will use, and
+the pace comes from the runs already done::
 
     seconds left = (cost of the runs left - f) x (seconds since the first run ended + w x p0)
-                                                / (cost of the runs done since + f + w)
+                                                / (cost the runs done since used + f + w)
 
 where ``p0 = 1 / (0.75 x workers)`` is the cost model's own pace (two worker
 processes on two cores do about 1.5 runs' worth of work at once) and ``w`` is
 :data:`PRIOR_SHARE` of the sweep's cost: the model's pace counts while little
-is done and fades as runs finish, so the machine's speed, its load, and the
-runs that diverge or stop early (which the model does not foresee) are learnt.
-The pace is measured from the first run's end, so that starting the workers
-(seconds, once) is not taken for a slow machine, and ``f`` is the part of the
-runs in flight already done: half of the next ``workers`` runs in dispatch
-order (which matters once few runs are left).
+is done and fades as runs finish, so the machine's speed and its load are
+learnt. The pace is measured from the first run's end, so that starting the
+workers (seconds, once) is not taken for a slow machine, and ``f`` is the part
+of the runs in flight already done: half of the next ``workers`` runs in
+dispatch order (which matters once few runs are left).
 
-Measured on ``make sweep`` (the default grid, 756 runs, 2 workers on a shared
-2-core machine, 8m27s): see the README's "Sweeps". The ETA errs on the slow
-side: a grid whose later runs diverge more than its earlier ones (the default
-grid's ``sum`` reduction at large B) ends sooner than the runs done foretell.
+What the cost model cannot foresee is learnt from each run that ends, as the
+executor tells the bar (``SweepCounts.took``: the steps it took, and its
+worker's seconds compiling, training and evaluating it):
+
+- the share of its expected cost a run uses: a run that diverges stops early
+  (in the default grid a third of the runs, after 100 of 2000 steps, and half
+  of those of its last third). A run left is expected to use the share that
+  the runs done of its :func:`kin` used at the nearest learning rate: the same
+  configuration but its seed, learning rate and reduction, the rate times B
+  for a sum over the batch of an optimizer whose step scales with the gradient
+  (SGD's and momentum's: the sum is then the mean at B times the rate, the
+  same run), so a sum's divergence at large B is foretold by the mean's at the
+  same B; with none done, the share all the runs done used;
+- the seconds per unit of cost of its :func:`kind` (the configuration but its
+  seed, rate, reduction and optimizer, then with its optimizer): the model
+  leaves out compiling and gets small batches' fixed costs wrong, so on two
+  shared cores a run at B = 1024 took 1.4 s per unit and one at B = 1 2.3 s.
+  A kind's is shrunk towards the coarser kind's, and that towards all the
+  runs', by :data:`KIND_PRIOR`.
+
+Runs the bar cannot name, or whose steps it is not told, count at their
+expected cost; anything that fails in the learning falls back to the expected
+costs (an ETA is never worth stopping a sweep for). Measured on ``make
+sweep`` (the default grid, 756 runs, 2 workers on two shared cores, from a
+cold compilation cache): see the README's "Sweeps"; ``tests/test_progress.py``
+replays a recorded one on a fake clock.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 
 PARALLEL = 0.75  # runs' worth of work per worker process at once (1.3-1.7 measured for 2 workers on 2 cores)
 PRIOR_SHARE = 0.02  # the weight of the cost model's own pace, as a share of the sweep's expected cost
+KIND_PRIOR = 0.01  # the weight of a coarser kind's seconds per unit in a finer one's, as a share of the sweep's cost
 
 
 def clock(seconds: float) -> str:
@@ -51,6 +75,16 @@ def clock(seconds: float) -> str:
 class RemainingCost:
     """Seconds left in a sweep whose runs (by key) have the expected ``costs``; :meth:`done` as each ends.
 
+    What each run left is expected to use of its cost is learnt from the runs done (the module's docstring):
+    ``kin``, each run's (group, rate): it takes the share of its expected steps that the runs done of its group
+    took at the nearest rate (the share all the runs done took if its group has none; 1 before any); ``fixed``, the
+    share of its cost a run pays whatever its steps; ``kind``, each run's kinds, coarse to fine: its cost is
+    weighed by the worker seconds per unit of cost its kind's runs done took, over all the runs done's.
+
+    >>> eta = RemainingCost({"a": 1.0, "b": 1.0, "c": 1.0}, kin={"a": ("g", -1.0), "b": ("g", 1.0), "c": ("g", 0.7)})
+    >>> eta.done("a", share=1.0); eta.done("b", share=0.05)   # b, at a rate 100x a's, diverged after 5% of its steps
+    >>> eta.share("c"), eta.share("x")  # c is nearest b's rate; x, of no group done, takes all the runs done's share
+    (0.05, 0.525)
     >>> t = [0.0]
     >>> eta = RemainingCost({"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0, "e": 8.0}, workers=1, clock=lambda: t[0])
     >>> t[0] = 5.0; eta.done("a")                  # the first run ends (the worker took 4 s to start)
@@ -59,34 +93,96 @@ class RemainingCost:
     10.3
     """
 
-    def __init__(self, costs: Mapping[str, float], *, workers: int = 1, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, costs: Mapping[str, float], *, workers: int = 1, clock: Callable[[], float] = time.monotonic,
+                 kin: Mapping[str, tuple[Hashable, float]] | None = None,
+                 kind: Mapping[str, tuple[Hashable, ...]] | None = None, fixed: Mapping[str, float] | None = None):
         self.costs = {k: max(float(v), 1e-9) for k, v in costs.items()}  # in dispatch order
+        self.fixed = {k: min(1.0, max(0.0, float(v))) for k, v in (fixed or {}).items()}
         self.workers = max(1, workers)
         self.total = sum(self.costs.values())
-        self.left = self.total
-        self.finished = 0.0
+        self.finished = 0.0  # the cost the runs done really used (their expected cost where it is not known)
         self.prior_pace = 1.0 / (PARALLEL * max(1, workers))
         self.clock = clock
         self.start = clock()
         self.first: tuple[float, float] | None = None  # (when the first run ended, its cost)
+        self.kin = dict(kin or {})
+        self.kind = dict(kind or {})
+        self.shares: dict[Hashable, dict[float, list[float]]] = {}  # group -> rate -> shares of their steps taken
+        self.used = [0.0, 0.0]  # the share of their steps taken, times their cost, and the cost of the runs done
+        self.seconds: dict[tuple, list[float]] = {}  # kind -> [worker seconds, cost used] of its runs done (): all
+        self._left: list[float] | None = None  # the expected cost of each run left, by share (None: to be computed)
 
-    def done(self, key: str | None = None) -> None:
-        """The run ``key`` ended (trained, failed or given up); None: some run, of the average cost left."""
+    def done(self, key: str | None = None, share: float | None = None, seconds: float | None = None) -> None:
+        """The run ``key`` ended (trained, failed or given up), having taken ``share`` of the steps it was expected
+        to take and ``seconds`` of its worker, where known; None: some run, of the average cost left."""
         if key in self.costs:
             cost = self.costs.pop(key)
         elif key is None and self.costs:
-            cost = self.left / len(self.costs)
+            cost = sum(self.left_costs()) / len(self.costs)
             self.costs.pop(next(iter(self.costs)))
+            key = None
         else:
             return
-        self.left = max(0.0, self.left - cost)
+        self._left = None
+        if share is not None and math.isfinite(share) and share >= 0:
+            self.used[0] += cost * share
+            self.used[1] += cost
+            if key in self.kin:
+                group, rate = self.kin[key]
+                self.shares.setdefault(group, {}).setdefault(rate, []).append(share)
+            cost *= self._used(key, share)
+            if seconds is not None and math.isfinite(seconds) and seconds >= 0:
+                kinds = self.kind.get(key, ())
+                for k in (kinds[:i] for i in range(len(kinds) + 1)):
+                    seen = self.seconds.setdefault(k, [0.0, 0.0])
+                    seen[0] += seconds
+                    seen[1] += cost
         self.finished += cost
         if self.first is None:
             self.first = (self.clock(), cost)
 
+    def _used(self, key: str | None, share: float) -> float:
+        """The share of its expected cost a run uses taking ``share`` of its steps (some is paid whatever its steps)."""
+        fixed = self.fixed.get(key, 0.0)
+        return fixed + (1.0 - fixed) * share
+
+    def share(self, key: str) -> float:
+        """The share of the steps it is expected to take that the run ``key`` will take (see the class)."""
+        group, rate = self.kin.get(key, (None, 0.0))
+        seen = self.shares.get(group)
+        if not seen:
+            return self.used[0] / self.used[1] if self.used[1] > 0 else 1.0
+        nearest = min(abs(r - rate) for r in seen)
+        near = [x for r, shares in seen.items() if abs(r - rate) <= nearest + 1e-9 for x in shares]
+        return sum(near) / len(near)
+
+    def slowness(self, key: str) -> float:
+        """Worker seconds per unit of cost of the runs done of ``key``'s kind, over all the runs done's (1: none).
+
+        Each finer kind's is shrunk towards the coarser one's (all the runs' first), by :data:`KIND_PRIOR`."""
+        seconds, cost = self.seconds.get((), (0.0, 0.0))
+        if seconds <= 0 or cost <= 0:
+            return 1.0
+        prior, ratio = KIND_PRIOR * self.total, seconds / cost
+        kinds = self.kind.get(key, ())
+        for i in range(1, len(kinds) + 1):
+            k_seconds, k_cost = self.seconds.get(kinds[:i], (0.0, 0.0))
+            if k_cost + prior > 0:
+                ratio = (k_seconds + prior * ratio) / (k_cost + prior)
+        return ratio / (seconds / cost)
+
+    def left_costs(self) -> list[float]:
+        """The expected cost of each run left, in dispatch order, by the share it is expected to use."""
+        if self._left is None:
+            try:
+                self._left = [c * self._used(k, self.share(k)) * self.slowness(k) for k, c in self.costs.items()]
+            except Exception:  # noqa: BLE001 - an ETA is never worth stopping a sweep for: the expected costs
+                self._left = list(self.costs.values())
+        return self._left
+
     def in_flight(self) -> float:
         """The cost of the runs in flight already done: half the next ``workers`` runs'."""
-        return 0.5 * sum(c for c, _ in zip(self.costs.values(), range(self.workers)))
+        return 0.5 * sum(self.left_costs()[:self.workers])
 
     def pace(self) -> float:
         """Wall seconds per unit of expected cost: the runs done since the first one, shrunk towards the model's."""
@@ -97,23 +193,42 @@ class RemainingCost:
         return (self.clock() - since + w * self.prior_pace) / (self.finished - first_cost + self.in_flight() + w)
 
     def seconds_left(self) -> float:
-        return (self.left - self.in_flight()) * self.pace() if self.costs else 0.0
+        return (sum(self.left_costs()) - self.in_flight()) * self.pace() if self.costs else 0.0
 
 
-def _costs(todo, prune: bool) -> dict[str, float]:
-    """Each run's expected cost by ``cfg_hash``; equal costs (tqdm's ETA) if the model cannot say."""
-    from experiments.engine.cost import expected_cost
+def kin(cfg) -> tuple[str, float]:
+    """(group, rate) of a run for :class:`RemainingCost`: the configuration but its seed, learning rate and reduction;
+    log10 of its learning rate, times B for a sum over the batch of an optimizer whose update scales with the
+    gradient (SGD's: the sum is B times the mean, so the same run as the mean at B times the rate; not Adam's).
 
-    try:
-        return {c.hash(): expected_cost(c, prune=prune) for c in todo}
-    except Exception:  # noqa: BLE001 - an ETA is never worth stopping a sweep for
-        return {c.hash(): 1.0 for c in todo}
+    >>> from mbstudy.config import TrainConfig
+    >>> [kin(TrainConfig(optimizer=o, reduction=r, batch_size=100, learning_rate=0.01))[1] for o, r in
+    ...  (("sgd", "mean"), ("sgd", "sum"), ("adam", "sum"))]
+    [-2.0, 0.0, -2.0]
+    """
+    from mbstudy.optimizers import OPTIMIZERS
+
+    rate = cfg.learning_rate
+    if cfg.reduction == "sum" and not OPTIMIZERS[cfg.optimizer].scale_invariant:
+        rate *= cfg.batch_size
+    return cfg.hash(without=("seed", "learning_rate", "reduction")), round(math.log10(max(rate, 1e-30)), 6)
+
+
+def kind(cfg) -> tuple[str, str]:
+    """A run's kinds for :class:`RemainingCost`, coarse to fine: the configuration but its seed, learning rate,
+    reduction and optimizer (with the optimizer's hyper-parameters), the work of one step, which the cost model
+    gets wrong alike; then with its optimizer, whose update's work the model leaves out."""
+    import dataclasses
+
+    optimizer = tuple(f.name for f in dataclasses.fields(cfg) if f.metadata.get("role") == "optimizer")
+    return (cfg.hash(without=("seed", "learning_rate", "reduction", "optimizer", *optimizer)),
+            cfg.hash(without=("seed", "learning_rate", "reduction")))
 
 
 class CostBar:
     """The bar an executor updates (``update``, ``set_postfix``, ``close``): runs done of the sweep's, and about how
     long is left by :class:`RemainingCost`. The runs that ended are read from ``counts.ended`` (``SweepCounts.add``
-    records each, before the executor moves the bar)."""
+    records each, before the executor moves the bar), the steps and seconds each took from ``counts.took``."""
 
     FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 
@@ -121,9 +236,22 @@ class CostBar:
                  clock: Callable[[], float] = time.monotonic, costs: Mapping[str, float] | None = None, **tqdm_args):
         from tqdm.auto import tqdm
 
-        if costs is None:  # a bar nobody sees needs no costs (they load each workload's data set once)
-            costs = {c.hash(): 1.0 for c in todo} if disable else _costs(todo, prune)
-        self.eta = RemainingCost(costs, workers=workers, clock=clock)
+        self.configs: dict[str, object] = {}  # the runs whose share of their cost can be known, by cfg_hash
+        kins, kinds, fixed = {}, {}, {}
+        if costs is None and disable:  # a bar nobody sees needs no costs (they load each workload's data set once)
+            costs = {c.hash(): 1.0 for c in todo}
+        else:
+            try:
+                from experiments.engine.cost import cost_at, expected_cost
+
+                costs = costs if costs is not None else {c.hash(): expected_cost(c, prune=prune) for c in todo}
+                kins, kinds = {c.hash(): kin(c) for c in todo}, {c.hash(): kind(c) for c in todo}
+                fixed = {c.hash(): cost_at(c, 0) / expected_cost(c, prune=prune) for c in todo}
+                self.configs = {c.hash(): c for c in todo}
+            except Exception:  # noqa: BLE001 - an ETA is never worth stopping a sweep for: tqdm's, equal costs
+                costs = costs if costs is not None else {c.hash(): 1.0 for c in todo}
+        self.prune = prune
+        self.eta = RemainingCost(costs, workers=workers, clock=clock, kin=kins, kind=kinds, fixed=fixed)
         self.counts = counts
         self.seen = len(counts.ended)
         self.extra: dict = {}
@@ -134,9 +262,22 @@ class CostBar:
         ours = [key for key in self.counts.ended[self.seen:] if key in self.eta.costs]
         self.seen = len(self.counts.ended)
         for key in ours:
-            self.eta.done(key)
+            self.eta.done(key, *self._took(key))
         for _ in range(max(0, n - len(ours))):  # the bar moved for a run it cannot name: one of average cost
             self.eta.done(None)
+
+    def _took(self, key: str) -> tuple[float | None, float | None]:
+        """(the share of the steps it was expected to take that the run ``key`` took; its worker's seconds), or
+        None for what is not known."""
+        took, cfg = getattr(self.counts, "took", {}).get(key), self.configs.get(key)
+        if took is None or cfg is None:
+            return None, None
+        from experiments.engine.cost import expected_steps
+
+        try:
+            return took[0] / expected_steps(cfg, prune=self.prune), took[1]
+        except Exception:  # noqa: BLE001 - an ETA is never worth stopping a sweep for
+            return None, None
 
     def text(self) -> str:
         """The postfix: ``about 3m12s left`` (then the executor's own, ``diverged=2, failed=0``)."""
