@@ -447,7 +447,7 @@ def adam_against_sgd(ctx: Context) -> pd.DataFrame:
     f, a = ctx.branching, ctx.branching_adam
     rows = []
     for what, sf, sa in (("initialisation", f.local["s"].min(), a.local["s"].min()),
-                         ("last checkpoint", f.local["s"].max(), a.local["s"].max())):
+                         ("the last checkpoint", f.local["s"].max(), a.local["s"].max())):
         ps_f = f.per_seed[(f.per_seed["tol"] == TOL) & (f.per_seed["s"] == sf)].set_index("seed")
         ps_a = a.per_seed[(a.per_seed["tol"] == TOL) & (a.per_seed["s"] == sa)].set_index("seed")
         common = ps_f.index.intersection(ps_a.index)

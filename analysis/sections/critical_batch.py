@@ -28,7 +28,9 @@ def _parts(ctx: Context) -> list[str]:
     parts = []
     f, w, sc, n = ctx.branching, ctx.warmup, ctx.scaling, ctx.nqm
     if f is not None and not f.local.empty:
-        parts.append(f"over training the local B_crit of SGD (tolerance {TOL:.0%}) {shape(f)['rise']}")
+        parts.append(f"over training the local B_crit of SGD (tolerance {TOL:.0%}) {shape(f)['rise'].split(' (ratio')[0]}"
+                     + (f", of Adam {branching.adam_shape(ctx)['rise'].split(' (ratio')[0]}"
+                        if ctx.branching_adam is not None and not ctx.branching_adam.local.empty else ""))
     if w is not None and not w.schedules.empty and w.best_constant:
         parts.append(warmup.verdict(w))
     if sc is not None and not sc.fits.empty:

@@ -125,11 +125,10 @@ def counts(w: WarmupFacts) -> dict[str, int]:
 def verdict(w: WarmupFacts) -> str:
     """The section's answer in a clause, from the Holm verdicts."""
     c, n = counts(w), len(w.schedules)
-    return (f"a doubling warm-up took fewer steps than the constant run at its starting B (Merrill et al.'s "
-            f"comparison) in {c['start_fewer']} of {n} schedules, more in {c['start_more']}; "
-            f"fewer than a constant batch with at least its examples in {c['equal_fewer']} "
-            f"of {n} schedules and more in {c['equal_more']} (the rest not resolved); fewer than the fastest constant "
-            f"B in {c['best_fewer']}, more in {c['best_more']}")
+    return (f"a doubling warm-up took fewer steps than its starting B (Merrill et al.'s comparison) in "
+            f"{c['start_fewer']} of {n} schedules (more in {c['start_more']}), than a constant B with at least its "
+            f"examples in {c['equal_fewer']} (more in {c['equal_more']}), and than the fastest constant B in "
+            f"{c['best_fewer']} (more in {c['best_more']})")
 
 
 def text(ctx: Context) -> str:

@@ -131,7 +131,7 @@ def finding(ctx: Context) -> Answer | None:
     r = next(s.tests.tail(1).itertuples())
     more = claims.finding_text(ctx)
     return Answer(f"the transformer's B_crit: Adam {getattr(r, PAIR[1])}, momentum {getattr(r, PAIR[0])} "
-                  f"({verdict(r)})" + (f"; {more}" if more else ""), f"validation loss {r.level:g} nats/char",
+                  f"({verdict(r)})", f"validation loss {r.level:g} nats/char" + (f"; {more}" if more else ""),
                   "a 22k-parameter transformer on 2 CPU cores")
 
 

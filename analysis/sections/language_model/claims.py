@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import FormatStrFormatter, NullFormatter
+from matplotlib.ticker import FormatStrFormatter
 
 from analysis import load, plots, stats
 from analysis.load import MissingRuns
@@ -431,8 +431,7 @@ def text(ctx: Context) -> str:
         f"{_lm_acc(ctx, t).split(';')[0]}; warm-up against its starting B: {start_text.split(';')[0]}; the local "
         f"B_crit (tolerance {TOL:.0%}) {_shape(br)}: {_rise(br)}; the LayerNorm-only B_simple is {ratio(gray)}× the "
         "whole model's at the "
-        f"end ({said(gray, 'above it', 'below it')}).** Holm's rule over the part's {int(np.isfinite(t['p']).sum())} "
-        "tested comparisons; every LM run is read on the validation loss.")
+        f"end ({said(gray, 'above it', 'below it')}).**")
     beside = pd.DataFrame([
         {"claim": "Adam's β2 at a fixed half-life beats 0.999 at small B (Marek et al. 2025)",
          "MNIST-1D MLP (steps, half-life / 0.999)": _mnist_beta2(ctx, False),
@@ -456,9 +455,11 @@ def text(ctx: Context) -> str:
          "language model": f"ratio {ratio(gray)} at the end ({said(gray, 'above 1', 'below 1')}); its change over "
                            f"training {ratio(drift)} ({said(drift, 'rises', 'falls')})"},
     ]).rename(columns={"MNIST-1D MLP (steps, half-life / 0.999)": "MNIST-1D MLP"})
-    parts = [head, "", answer, "", "The same claims on both workloads (each cell a ratio of steps or examples, paired "
-             "by seed, geometric mean and 95% t-interval; the MNIST-1D column from Q8 and Q9 above, under their own "
-             "Holm families):", "", md_table(beside), "", ctx.figure("l2_lm_training")]
+    parts = [head, "", answer, "", ctx.figure("l2_lm_training"), "",
+             "The same claims on both workloads (each cell a ratio of steps or examples, paired by seed, geometric "
+             "mean and 95% t-interval; every LM run read on the validation loss; verdicts under Holm's rule over the "
+             f"part's {int(np.isfinite(t['p']).sum())} tested comparisons, the MNIST-1D column from Q8 and Q9 above "
+             "under their own Holm families):", "", md_table(beside)]
     parts += ["", _how(ctx, br, ln, w)]
     return "\n".join(parts) + "\n"
 
@@ -552,8 +553,8 @@ def training_figure(ctx: Context):
                        label=f"local B_crit ({TOL:.0%} tolerance)")
         for r in loc.itertuples():
             if r.bound:
-                ax.annotate(r.bound, (r.fraction * 100, r.b_crit), textcoords="offset points", xytext=(4, 4),
-                            fontsize=7)
+                ax.annotate({">=": "≥ (bound)", "<=": "≤ (bound)"}.get(r.bound, r.bound), (r.fraction * 100, r.b_crit),
+                            textcoords="offset points", xytext=(4, 4), fontsize=7)
         if not br.b_simple.empty:
             plots.errorbar(ax, br.b_simple["s"].map(frac) * 100, br.b_simple["b_simple"], br.b_simple["lo"],
                            br.b_simple["hi"], fmt="s--", color="C3", label="B_simple of the reference")
@@ -561,7 +562,7 @@ def training_figure(ctx: Context):
         ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.set_xlabel("branch point, % of the reference's steps to the target")
         ax.set_ylabel("batch size (sequences)")
-        ax.set_title(f"branches from B = {br.reference_b} (mean and 95% interval over seeds)", fontsize=8)
+        ax.set_title(f"branches from B = {br.reference_b} (geometric mean, 95% t-interval over seeds)", fontsize=8)
         ax.legend(fontsize=7)
     else:
         ax.set_axis_off()
@@ -572,11 +573,9 @@ def training_figure(ctx: Context):
         plots.errorbar(ax, x, a["ratio"], a["lo"], a["hi"], fmt="o-", color="C2",
                        label=f"LayerNorm only ({len(ln.layers)} layers) / whole model")
         ax.axhline(1, color="0.4", lw=0.8, ls="--")
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylim(0, max(1.1, float(np.nanmax(a["hi"])) * 1.05))
         ax.set_xlabel("step of the reference run")
-        ax.set_ylabel("B_simple ratio")
+        ax.set_ylabel("B_simple, LayerNorm only / whole model")
         ax.set_title("Gray et al.'s LayerNorm-only noise scale (geometric mean, 95% t)", fontsize=8)
         ax.legend(fontsize=7)
     else:
