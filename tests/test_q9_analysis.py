@@ -285,3 +285,20 @@ def test_an_unresolved_comparison_says_not_resolved_and_few_seeds_print_no_inter
     ww = warmup.warmup_facts(w)
     assert set(ww.schedules["equal_verdict"]) == {"not resolved"}  # two seeds: no verdict, however clear
     assert "too few seeds" in warmup.appendix(facts_of(warmup=ww))
+
+
+def test_the_warmup_with_adam_is_reported_beside_sgd():
+    """warmup_adam's facts (here: the same synthetic sweep) give their own clause in the answer, a paragraph and an
+    appendix table; without them the paragraph names the command that makes them."""
+    from tests.test_any_sweep import facts_of
+
+    q = synthetic_q9()
+    text = warmup.text(facts_of(warmup=q["warmup"], warmup_adam=q["warmup"]))
+    answer = text.split("\n\n")[1]
+    assert answer.startswith("**With SGD on this workload a doubling warm-up took fewer steps than its starting B")
+    assert "; with Adam, fewer than its starting B in 2 of 2 (more in 0)" in answer
+    assert "**With Adam** (`warmup_adam`" in text
+    app = warmup.appendix(facts_of(warmup=q["warmup"], warmup_adam=q["warmup"]))
+    assert "### Q9b with Adam: every warm-up schedule" in app
+    alone = warmup.text(facts_of(warmup=q["warmup"], missing={"warmup_adam": "run make sweep GRID=warmup_adam"}))
+    assert "make sweep GRID=warmup_adam" in alone and "; with Adam" not in alone

@@ -150,7 +150,7 @@ def text(ctx: Context) -> str:
     return "\n".join([
         "### Batch-size warm-up",
         "",
-        f"**On this workload {verdict(w)} (Holm, 5%).**",
+        f"**With SGD on this workload {verdict(w)} (Holm, 5%)" + _adam_clause(ctx) + ".**",
         "",
         f"Constant batch sizes from {int(c.index.min())} to {int(c.index.max())} (three rates each) against doubling "
         "schedules (`mbstudy.schedule.doubling`: B doubles every fixed number of examples, the learning rate "
@@ -160,8 +160,8 @@ def text(ctx: Context) -> str:
         "Each schedule's steps are compared, paired by seed (geometric mean of the per-seed ratios, 95% t-interval), "
         "with the constant run at the schedule's starting B (Merrill et al.'s baseline, which the schedule spends "
         "more examples than), with that best constant B and with the constant B that needed the fewest examples at "
-        "or above the schedule's own (from the most example-efficient B upward): below 1 there is fewer steps at no "
-        "more examples. "
+        "or above the schedule's own (from the most example-efficient B upward; a ratio below 1 against it is fewer "
+        "steps at no more examples). "
         f"A verdict needs its Holm-adjusted p-value over the section's {n_tests} tested comparisons below 0.05; "
         "every schedule's ratios are in the appendix.",
         "",
@@ -171,17 +171,47 @@ def text(ctx: Context) -> str:
            else f"{fv} (Merrill et al. report 43% fewer steps on OLMo 1B).")
         + (f" Limits: {seeds} seeds are too few for an interval or a verdict." if seeds < MIN_INTERVAL_SEEDS else ""),
         "",
+        _adam_paragraph(ctx),
+        "",
         ctx.figure("q9b_warmup"),
     ])
 
 
-def appendix(ctx: Context) -> str:
-    w = ctx.warmup
-    if w is None or w.schedules.empty or w.best_constant == 0:
+def _usable(w: WarmupFacts | None) -> bool:
+    return w is not None and not w.schedules.empty and w.best_constant != 0 and w.schedules["steps"].notna().any()
+
+
+def _adam_clause(ctx: Context) -> str:
+    wa = ctx.warmup_adam
+    if not _usable(wa):
         return ""
+    c, n = counts(wa), len(wa.schedules)
+    return (f"; with Adam, fewer than its starting B in {c['start_fewer']} of {n} (more in {c['start_more']}) and "
+            f"than the fastest constant B in {c['best_fewer']} (more in {c['best_more']})")
+
+
+def _adam_paragraph(ctx: Context) -> str:
+    wa = ctx.warmup_adam
+    if wa is None:
+        return "**With Adam** (Merrill et al.'s optimizer): " + ctx.not_measured("warmup_adam",
+                                                                               "make sweep GRID=warmup_adam")
+    if not _usable(wa):
+        return "**With Adam**: not compared (no constant B or no schedule reached the target in most seeds)."
+    t = wa.schedules
+    c = wa.constant.set_index("batch_size")
+    best = c.loc[wa.best_constant]
+    fastest = t.loc[t["steps"].dropna().idxmin()]
+    return (f"**With Adam** (`warmup_adam`: the same protocol, rates linear in B from the science sweep's best Adam rate "
+            f"at B0, capped at 0.0316; {int(t['n_seeds'].max())} seeds): {verdict(wa)} (Holm over the Adam sweep's "
+            f"own comparisons). The fewest steps at a constant B: {best['steps']:.0f} at B = {wa.best_constant}; the "
+            f"fastest warm-up (`{fastest['schedule']}`) took {fastest['steps']:.0f}, {_ratio(fastest['vs_best'])}× "
+            f"those and {_ratio(fastest['vs_start'])}× its starting B's.")
+
+
+def _appendix_table(w: WarmupFacts, title: str) -> str:
     t = w.schedules.sort_values(["final_b", "steps"])
     show = pd.DataFrame({
-        "schedule (STEPSxB@LR, then the final B at 1.0)": t["schedule"].map(lambda s: f"`{s}`"),
+        "schedule (STEPSxB@LR, then the final B)": t["schedule"].map(lambda s: f"`{s}`"),
         "final B": t["final_b"], "seeds reached": [f"{a}/{b}" for a, b in t[["n_reached", "n_seeds"]].to_numpy()],
         "steps": t["steps"].map(lambda v: f"{v:.0f}" if np.isfinite(v) else "–"),
         "examples": t["examples"].map(lambda v: f"{v:.0f}" if np.isfinite(v) else "–"),
@@ -191,9 +221,18 @@ def appendix(ctx: Context) -> str:
         "verdict (Holm)": t["best_verdict"],
         "steps / constant B with at least its examples [95% t]": [_ratio(r) for r in t["vs_equal"]],
         "verdict (Holm) ": t["equal_verdict"]})
-    return "\n".join(["### Q9b: every warm-up schedule against constant batch sizes", "",
-                      "Steps of the schedule over a constant B's, per seed: geometric mean with a 95% t-interval; "
-                      "verdicts under Holm's rule over the section's comparisons.", "", md_table(show), ""])
+    return "\n".join([title, "", "Steps of the schedule over a constant B's, per seed: geometric mean with a 95% "
+                      "t-interval; verdicts under Holm's rule over the sweep's comparisons.", "", md_table(show), ""])
+
+
+def appendix(ctx: Context) -> str:
+    out = []
+    if _usable(ctx.warmup):
+        out.append(_appendix_table(ctx.warmup, "### Q9b: every warm-up schedule against constant batch sizes"))
+    if _usable(ctx.warmup_adam):
+        out.append(_appendix_table(ctx.warmup_adam, "### Q9b with Adam: every warm-up schedule against constant "
+                                                    "batch sizes"))
+    return "\n".join(out)
 
 
 def warmup_figure(ctx: Context):
@@ -239,7 +278,9 @@ SECTION = Section(
     "warmup",
     text=text,
     appendix=appendix,
-    provides=(Provider("warmup", lambda ctx: warmup_facts(load.load_runs("warmup", hint="make sweep GRID=warmup"))),),
+    provides=(Provider("warmup", lambda ctx: warmup_facts(load.load_runs("warmup", hint="make sweep GRID=warmup"))),
+              Provider("warmup_adam", lambda ctx: warmup_facts(
+                  load.load_runs("warmup_adam", hint="make sweep GRID=warmup_adam"), "warmup_adam"))),
     figures=(FigureSpec("q9b_warmup", warmup_figure, ("warmup",),
                         ("Q9b. Steps against examples to the target: constant batch sizes (the "
                         "curve, labelled by B) and the doubling warm-ups.")),),
