@@ -189,6 +189,7 @@ def test_collect_on_an_empty_store_records_every_experiment_as_missing(tmp_path,
                 "branching_adam": "make sweep GRID=branching_adam",
                 "teacher_momentum": "make sweep GRID=teacher_momentum",
                 "warmup_adam": "make sweep GRID=warmup_adam", "warmup": "make sweep GRID=warmup",
+                "scaling_width": "make sweep GRID=scaling_width",
                 "scaling": "make sweep GRID=scaling", "cnn_accuracy": "make sweep GRID=cnn_ablation",
                 "seesaw": "make sweep GRID=seesaw", "language_model": "make sweep GRID=lm",
                 "lm_beta2": "make sweep GRID=lm_beta2", "lm_accumulation": "make sweep GRID=lm_accumulation",
@@ -201,7 +202,8 @@ def test_collect_on_an_empty_store_records_every_experiment_as_missing(tmp_path,
     assert render.render(facts, tmp_path / "figures") == {} and not (tmp_path / "figures").exists()
     assert set(render.skipped(facts)) == {"default", "science", "workloads", "generalisation", "reduction", "bench",
                                             "accumulation", "beta2", "sde", "branching", "warmup", "scaling",
-                                            "cnn_accuracy", "seesaw", "language_model", "lm_tests"}
+                                            "cnn_accuracy", "seesaw", "language_model", "lm_tests",
+                                            "teacher_momentum"}
     text = report.text(facts, "now")
     for s in SECTIONS:
         assert s.text is None or f"## {s.header}" in text, s.key

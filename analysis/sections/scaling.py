@@ -195,6 +195,8 @@ def text(ctx: Context) -> str:
         "",
         *lines,
         "",
+        relative_text(ctx),
+        "",
         "Limits: " + "; ".join(x for x in (
             f"{bounds} (size, target) cells are bounds, which enter no comparison" if bounds else "",
             f"{seeds} seeds: too few for an interval or a verdict" if seeds < MIN_INTERVAL_SEEDS else "",
@@ -202,6 +204,61 @@ def text(ctx: Context) -> str:
         "",
         ctx.figure("q9c_scaling"),
     ])
+
+
+@dataclass(frozen=True)
+class RelativeWidthFacts:
+    """B_crit against width with each width's own target (scaling_width.toml): the scaling facts of that sweep, and
+    per width its floor (scaling_floor.toml: the lowest training loss any rate reached), its initial loss and its
+    target, with the fraction of the way from the initial loss to the floor that the target asks for."""
+
+    experiment: str
+    scaling: ScalingFacts
+    targets: pd.DataFrame  # width, initial, floor, target, fraction
+
+
+def relative_targets(floor_runs: pd.DataFrame, initial: pd.Series, width_runs: pd.DataFrame) -> pd.DataFrame:
+    """Per width: ``initial`` (the training loss at step 0, median over the floor runs), ``floor`` (the lowest
+    ``best/train/loss`` over the floor runs' rates), ``target`` (scaling_width's ``target_loss``) and ``fraction`` =
+    (initial − target) / (initial − floor)."""
+    fl = floor_runs.assign(width=floor_runs["hidden"].map(_width))
+    floors = fl.groupby("width")["best/train/loss"].min()
+    inits = fl.assign(init=fl["run_id"].map(initial)).groupby("width")["init"].median()
+    tg = width_runs.assign(width=width_runs["hidden"].map(_width)).groupby("width")["target_loss"].first()
+    t = pd.DataFrame({"initial": inits, "floor": floors, "target": tg}).dropna(subset=["target"])
+    t["fraction"] = (t["initial"] - t["target"]) / (t["initial"] - t["floor"])
+    return t.reset_index().rename(columns={"index": "width"})
+
+
+def _read_relative(ctx: Context) -> RelativeWidthFacts:
+    runs = load.load_runs("scaling_width", hint="make sweep GRID=scaling_width")
+    floor = load.load_runs("scaling_floor", hint="make sweep GRID=scaling_floor")
+    hist = load.load_history(floor, "scaling_floor", keys=("train/loss",), progress=ctx.progress)
+    h = hist[(hist["metric"] == "train/loss") & (hist["step"] == 0)].set_index("run_id")["value"]
+    return RelativeWidthFacts("scaling_width", scaling_facts(runs, "scaling_width"), relative_targets(floor, h, runs))
+
+
+def relative_text(ctx: Context) -> str:
+    r = ctx.scaling_width
+    if r is None:
+        return ("**Relative targets** (each width's target a fixed share of its own reachable loss range, as Zhang et "
+                "al. set theirs): " + ctx.not_measured("scaling_width", "make sweep GRID=scaling_width"))
+    sc = r.scaling
+    t = r.targets
+    f = sc.fits[(sc.fits["axis"] == "width") & (sc.fits["target"] == TRAIN_TARGET)].set_index("value")
+    rows = [{"width": int(x.width), "initial loss": f"{x.initial:.2f}", "floor (best of 3 Adam rates)":
+             f"{x.floor:.3f}", "target": f"{x.target:.3f}", "share of the range": f"{x.fraction:.0%}",
+             "B_crit (95%)": _value(f.loc[int(x.width)]) if int(x.width) in f.index else "not reached"}
+            for x in t.itertuples()]
+    seeds = int(sc.fits["n_seeds"].max()) if len(sc.fits) else 0
+    sl = slope_text(sc, "width", TRAIN_TARGET)
+    return "\n".join([
+        f"**Relative targets** (`scaling_width`, {seeds} seeds): each width's training-loss target the same share "
+        "of its own range, from its initial loss to the lowest loss Adam reached in 8000 steps at B = 64 "
+        "(`scaling_floor`), the share set so that width 100's target is the science sweep's 0.7. B_crit against "
+        f"width {trend(sc, 'width', TRAIN_TARGET)}: {shape_text(sc, 'width', TRAIN_TARGET)}" + (f"; {sl}" if sl else "")
+        + f" (Holm over this sweep's {int(sc.tests['p'].notna().sum())} tested comparisons).", "",
+        md_table(pd.DataFrame(rows))])
 
 
 def appendix(ctx: Context) -> str:
@@ -270,7 +327,8 @@ SECTION = Section(
     "scaling",
     text=text,
     appendix=appendix,
-    provides=(Provider("scaling", lambda ctx: scaling_facts(load.load_runs("scaling", hint="make sweep GRID=scaling"))),),
+    provides=(Provider("scaling", lambda ctx: scaling_facts(load.load_runs("scaling", hint="make sweep GRID=scaling"))),
+              Provider("scaling_width", _read_relative)),
     figures=(FigureSpec("q9c_scaling", scaling_figure, ("scaling",),
                         ("Q9c. B_crit against the training-set size and against the MLP's width, "
                         "with the log-log fits.")),),
