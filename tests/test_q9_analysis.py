@@ -302,3 +302,16 @@ def test_the_warmup_with_adam_is_reported_beside_sgd():
     assert "### Q9b with Adam: every warm-up schedule" in app
     alone = warmup.text(facts_of(warmup=q["warmup"], missing={"warmup_adam": "run make sweep GRID=warmup_adam"}))
     assert "make sweep GRID=warmup_adam" in alone and "; with Adam" not in alone
+
+
+def test_relative_targets_are_the_same_share_of_each_widths_range():
+    """scaling_width's targets against scaling_floor's floors and initial losses: the share of the way from the
+    initial loss to the floor (the lowest best/train/loss over the floor's rates), per width."""
+    floor = pd.DataFrame({"run_id": ["a", "b", "c", "d"], "hidden": ["12,12", "12,12", "100,100", "100,100"],
+                          "best/train/loss": [1.2, 1.0, 0.01, 0.0]})
+    initial = pd.Series({"a": 2.4, "b": 2.6, "c": 2.3, "d": 2.5})
+    runs = pd.DataFrame({"hidden": ["12,12", "100,100", "100,100"], "target_loss": [1.5, 0.7, 0.7]})
+    t = scaling.relative_targets(floor, initial, runs).set_index("width")
+    assert t.loc[12, "floor"] == 1.0 and t.loc[12, "initial"] == pytest.approx(2.5)
+    assert t.loc[12, "fraction"] == pytest.approx((2.5 - 1.5) / (2.5 - 1.0))
+    assert t.loc[100, "fraction"] == pytest.approx((2.4 - 0.7) / 2.4)
