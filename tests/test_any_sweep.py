@@ -115,7 +115,11 @@ def study_facts() -> Context:
     from tests.test_claims_2024 import synthetic_claims
     from tests.test_cnn_accuracy import _facts as synthetic_cnn_accuracy
 
+    from tests.test_lm_claims import synthetic_lm_training
+    from tests.test_teacher_momentum import synthetic_momentum
+
     return facts_of(default=default, science=science, noise=noise.noise_facts(default),
+                    teacher_momentum=synthetic_momentum(), **synthetic_lm_training(),
                     workloads=work, generalisation=generalisation.generalisation_facts(gen_runs, gen_hist),
                     cnn_accuracy=synthetic_cnn_accuracy(), **synthetic_claims(work),
                     **synthetic_side_experiments(), **synthetic_q8(), **synthetic_q9())
@@ -182,7 +186,11 @@ def sweep_facts(**kw) -> Context:
     if "steps_to_target" in runs and runs["steps_to_target"].notna().any():
         science = steps_to_target.science_facts(runs[runs["reduction"] == default.curve_reduction], "mine")
     missing = {} if science else {"science": "no run reached a target loss (no steps_to_target)"}
-    return facts_of(default=default, science=science, noise=noise.noise_facts(default), missing=missing)
+    from tests.test_lm_claims import synthetic_lm_training
+    from tests.test_teacher_momentum import synthetic_momentum
+
+    return facts_of(default=default, science=science, noise=noise.noise_facts(default),
+                    teacher_momentum=synthetic_momentum(), **synthetic_lm_training(), missing=missing)
 
 
 def draw_all(facts) -> tuple[dict, dict]:

@@ -101,3 +101,29 @@ def test_the_layernorm_ratio_over_seeds_and_its_drift():
     assert a["ratio"].round(2).tolist() == [0.51, 1.01] and (a["n"] == 4).all()
     d = layernorm.drift(table, seed_of)
     assert d["change"] == pytest.approx(2.0) and d["first"] == 0 and d["last"] == 32
+
+
+def synthetic_lm_training() -> dict:
+    """The facts the LM's training figure reads: Q9's synthetic branches standing in for the LM's, and a LayerNorm
+    ratio that rises from 0.4 to 0.7 over 4 seeds."""
+    from tests.test_q9_analysis import synthetic_q9
+
+    rows = []
+    for seed in range(4):
+        for step, ratio in ((0, 0.4), (32, 0.6), (64, 0.7), (96, 0.7)):
+            r = ratio * (1 + 0.02 * seed)
+            rows.append({"run_id": f"r{seed}", "step": step, "subset": 10 * r, "total": 10.0, "ratio": r})
+    table = pd.DataFrame(rows)
+    seed_of = pd.Series({f"r{s}": s for s in range(4)})
+    ln = claims.LayerNormFacts("lm_branching", (2, 5, 8), 10, table, layernorm.agreement(table, seed_of),
+                               layernorm.drift(table, seed_of), 32, 256, 100.0)
+    branching = synthetic_q9()["branching"]
+    return {"lm_branching": branching, "lm_layernorm": ln,
+            "lm_tests": claims.ClaimTests("lm_branching", claims.tests(branching=branching, layernorm_=ln))}
+
+
+def test_the_training_part_of_the_tests_reads_the_branches_and_the_layernorm_ratio():
+    t = synthetic_lm_training()["lm_tests"].table
+    assert set(t["part"]) == {"Q9 branching", "Gray"}
+    last = t[t["key"] == "gray:last"].iloc[0]
+    assert last["estimate"] == pytest.approx(0.7 * np.exp(np.mean(np.log(1 + 0.02 * np.arange(4)))), rel=1e-6)

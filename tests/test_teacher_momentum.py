@@ -25,12 +25,17 @@ def _best(m: float, optimizer: str, rng, batch_sizes=BS) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@pytest.fixture(scope="module")
-def facts():
+def synthetic_momentum() -> tm.MomentumFacts:
+    """Momentum 0, 0.5, 0.9 and 0.99 on built-in hyperbolas (:data:`TRUE`), 8 seeds."""
     rng = np.random.default_rng(0)
     sci = pd.concat([_best(0.0, "sgd", rng), _best(0.9, "momentum", rng)], ignore_index=True)
     new = {m: _best(m, "momentum", rng, BS[2:]) for m in (0.5, 0.99)}
     return tm.momentum_facts(sci, new, 0.01, BS[2:])
+
+
+@pytest.fixture(scope="module")
+def facts():
+    return synthetic_momentum()
 
 
 def test_every_curve_is_fitted_on_the_shared_batch_sizes(facts):

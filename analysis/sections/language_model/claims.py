@@ -562,7 +562,7 @@ def training_figure(ctx: Context):
         ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.set_xlabel("branch point, % of the reference's steps to the target")
         ax.set_ylabel("batch size (sequences)")
-        ax.set_title(f"branches from B = {br.reference_b} (geometric mean, 95% t-interval over seeds)", fontsize=8)
+        ax.set_title(f"branches from B = {br.reference_b} (geo. mean, 95% t)", fontsize=8)
         ax.legend(fontsize=7)
     else:
         ax.set_axis_off()
@@ -576,7 +576,7 @@ def training_figure(ctx: Context):
         ax.set_ylim(0, max(1.1, float(np.nanmax(a["hi"])) * 1.05))
         ax.set_xlabel("step of the reference run")
         ax.set_ylabel("B_simple, LayerNorm only / whole model")
-        ax.set_title("Gray et al.'s LayerNorm-only noise scale (geometric mean, 95% t)", fontsize=8)
+        ax.set_title("Gray et al.: LayerNorm only (geo. mean, 95% t)", fontsize=8)
         ax.legend(fontsize=7)
     else:
         ax.set_axis_off()
