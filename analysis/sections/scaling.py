@@ -183,7 +183,8 @@ def text(ctx: Context) -> str:
     return "\n".join([
         "### Data size and model size (Zhang et al. 2024)",
         "",
-        f"**Zhang et al.'s claim (B_crit grows with data and barely with model size) {zhang_verdict(sc)}.**",
+        f"**Zhang et al.'s claim (B_crit grows with data and barely with model size) {zhang_verdict(sc)}"
+        + _relative_clause(ctx) + ".**",
         "",
         "B_crit from the science sweep's protocol (steps to each target against B, the rate tuned per B and seed, "
         "each seed's hyperbola fit; the geometric mean over seeds with a 95% t-interval, or a bound where a seed's "
@@ -215,6 +216,7 @@ class RelativeWidthFacts:
     experiment: str
     scaling: ScalingFacts
     targets: pd.DataFrame  # width, initial, floor, target, fraction
+    edges: tuple[int, int] = (0, 0)  # (width, B, seed) cells whose best rate is only at an edge of the grid, of all
 
 
 def relative_targets(floor_runs: pd.DataFrame, initial: pd.Series, width_runs: pd.DataFrame) -> pd.DataFrame:
@@ -235,7 +237,26 @@ def _read_relative(ctx: Context) -> RelativeWidthFacts:
     floor = load.load_runs("scaling_floor", hint="make sweep GRID=scaling_floor")
     hist = load.load_history(floor, "scaling_floor", keys=("train/loss",), progress=ctx.progress)
     h = hist[(hist["metric"] == "train/loss") & (hist["step"] == 0)].set_index("run_id")["value"]
-    return RelativeWidthFacts("scaling_width", scaling_facts(runs, "scaling_width"), relative_targets(floor, h, runs))
+    from analysis.sections.language_model.claims import edges
+
+    steps = reduce.reached_steps(runs)
+    cells = edges(runs.assign(width=runs["hidden"].map(_width)), steps, ["width", "batch_size"])
+    return RelativeWidthFacts("scaling_width", scaling_facts(runs, "scaling_width"), relative_targets(floor, h, runs),
+                              cells)
+
+
+def _relative_clause(ctx: Context) -> str:
+    """The relative-target width sweep in a clause for the answer: its shape, and its two ends compared."""
+    r = ctx.scaling_width
+    if r is None or r.scaling.tests.empty:
+        return ""
+    t = r.scaling.tests
+    ends = t[(t["axis"] == "width") & (t["target"] == TRAIN_TARGET) & (t["kind"] == "ends")]
+    e = f"; widths {ends.iloc[0]['a']} and {ends.iloc[0]['b']} {ends.iloc[0]['verdict']} apart" if len(ends) else ""
+    e = e.replace("not resolved apart", "not resolved apart").replace("rises apart", "resolved apart (larger at the "
+                                                                                     "widest)")
+    e = e.replace("falls apart", "resolved apart (smaller at the widest)")
+    return f"; at relative targets (each width's own range) B_crit against width {trend(r.scaling, 'width', TRAIN_TARGET)}{e}"
 
 
 def relative_text(ctx: Context) -> str:
@@ -252,12 +273,14 @@ def relative_text(ctx: Context) -> str:
             for x in t.itertuples()]
     seeds = int(sc.fits["n_seeds"].max()) if len(sc.fits) else 0
     sl = slope_text(sc, "width", TRAIN_TARGET)
+    e, n = r.edges
     return "\n".join([
         f"**Relative targets** (`scaling_width`, {seeds} seeds): each width's training-loss target the same share "
         "of its own range, from its initial loss to the lowest loss Adam reached in 8000 steps at B = 64 "
         "(`scaling_floor`), the share set so that width 100's target is the science sweep's 0.7. B_crit against "
         f"width {trend(sc, 'width', TRAIN_TARGET)}: {shape_text(sc, 'width', TRAIN_TARGET)}" + (f"; {sl}" if sl else "")
-        + f" (Holm over this sweep's {int(sc.tests['p'].notna().sum())} tested comparisons).", "",
+        + f" (Holm over this sweep's {int(sc.tests['p'].notna().sum())} tested comparisons; {e} of {n} (width, B, "
+        "seed) cells had their best rate only at an edge of its grid).", "",
         md_table(pd.DataFrame(rows))])
 
 
