@@ -108,7 +108,7 @@ def abstract(ctx: Context) -> str:
     return head + (" " + " ".join(said) if said else " No section has runs in this store yet.")
 
 
-MAIN_WORDS = 45  # words of evidence a section keeps in the main text beyond its answers, headings and figures
+MAIN_WORDS = 40  # words of evidence a section keeps in the main text beyond its answers, headings and figures
 
 
 def words(text: str) -> int:

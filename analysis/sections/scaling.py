@@ -256,7 +256,7 @@ def _relative_clause(ctx: Context) -> str:
     e = e.replace("not resolved apart", "not resolved apart").replace("rises apart", "resolved apart (larger at the "
                                                                                      "widest)")
     e = e.replace("falls apart", "resolved apart (smaller at the widest)")
-    return f"; at relative targets (each width's own range) B_crit against width {trend(r.scaling, 'width', TRAIN_TARGET)}{e}"
+    return f"; at relative targets B_crit against width {trend(r.scaling, 'width', TRAIN_TARGET)}{e}"
 
 
 def relative_text(ctx: Context) -> str:
