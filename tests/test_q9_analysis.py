@@ -315,3 +315,14 @@ def test_relative_targets_are_the_same_share_of_each_widths_range():
     assert t.loc[12, "floor"] == 1.0 and t.loc[12, "initial"] == pytest.approx(2.5)
     assert t.loc[12, "fraction"] == pytest.approx((2.5 - 1.5) / (2.5 - 1.0))
     assert t.loc[100, "fraction"] == pytest.approx((2.4 - 0.7) / 2.4)
+
+
+def test_the_scaling_with_adam_is_reported_beside_sgd():
+    from tests.test_any_sweep import facts_of
+
+    sc = synthetic_q9()["scaling"]
+    text = scaling.text(facts_of(scaling=sc, scaling_adam=sc))
+    answer = text.split("\n\n")[1]
+    assert answer.startswith("**Zhang et al.'s claim (B_crit grows with data and barely with model size), with SGD, ")
+    assert "; with Adam it holds for data size" in answer
+    assert "**With Adam** (`scaling_adam`" in text and "against width, training-loss target: B_crit" in text

@@ -9,8 +9,8 @@ from analysis.sections import branching, nqm, scaling, warmup
 from analysis.sections.branching import TOL, shape, summary_of, value_text
 from mbstudy.metrics import TRAIN_TARGET
 
-LIMITS = ("One workload (the MNIST-1D MLP); SGD and Adam for the branches and the warm-ups, SGD only for the "
-          "scaling fits (the language model's section repeats the branches and a warm-up with Adam on held-out text); "
+LIMITS = ("One workload (the MNIST-1D MLP); SGD and Adam for the branches, the warm-ups and the scaling fits "
+          "(the language model's section repeats the branches and a warm-up with Adam on held-out text); "
           "a training-loss target on a data set seen for many epochs, where Merrill et al. and Zhang et al. "
           "train language models for about one epoch to a validation loss; batch sizes in factors of 2 (branches) "
           "and 4 (scaling), so a local B_crit is resolved to a factor of 2 and its interval is a set of grid "
@@ -104,7 +104,7 @@ def finding(ctx: Context) -> Answer | None:
         head = f.local[f.local["tol"] == TOL].sort_values("s")
         number = "local B_crit (SGD, tolerance {:.0%}) ".format(TOL) + " → ".join(value_text(r) for _, r in head.iterrows())
     return Answer(parts[0][0].upper() + parts[0][1:] + ("; " + "; ".join(parts[1:]) if len(parts) > 1 else "") + ".",
-                  number, "one workload (MNIST-1D MLP), SGD only for the scaling (the branches and warm-ups also with Adam); verdicts "
+                  number, "one workload (MNIST-1D MLP), SGD and Adam; verdicts "
                   "under Holm's rule within each part")
 
 

@@ -183,8 +183,8 @@ def text(ctx: Context) -> str:
     return "\n".join([
         "### Data size and model size (Zhang et al. 2024)",
         "",
-        f"**Zhang et al.'s claim (B_crit grows with data and barely with model size) {zhang_verdict(sc)}"
-        + _relative_clause(ctx) + ".**",
+        f"**Zhang et al.'s claim (B_crit grows with data and barely with model size), with SGD, {zhang_verdict(sc)}"
+        + _adam_clause(ctx) + _relative_clause(ctx) + ".**",
         "",
         "B_crit from the science sweep's protocol (steps to each target against B, the rate tuned per B and seed, "
         "each seed's hyperbola fit; the geometric mean over seeds with a 95% t-interval, or a bound where a seed's "
@@ -195,6 +195,8 @@ def text(ctx: Context) -> str:
         "slope is given only beside a monotone shape. Every size's B_crit is in the appendix.",
         "",
         *lines,
+        "",
+        adam_text(ctx),
         "",
         relative_text(ctx),
         "",
@@ -257,6 +259,31 @@ def _relative_clause(ctx: Context) -> str:
                                                                                      "widest)")
     e = e.replace("falls apart", "resolved apart (smaller at the widest)")
     return f"; at relative targets B_crit against width {trend(r.scaling, 'width', TRAIN_TARGET)}{e}"
+
+
+def adam_text(ctx: Context) -> str:
+    """The scaling sweep with Adam (scaling_adam.toml): the same shapes, under that sweep's own Holm family."""
+    a = ctx.scaling_adam
+    if a is None:
+        return "**With Adam** (Zhang et al.'s optimizer): " + ctx.not_measured("scaling_adam",
+                                                                             "make sweep GRID=scaling_adam")
+    seeds = int(a.fits["n_seeds"].max()) if len(a.fits) else 0
+    lines = []
+    for axis, name in (("data", "data size"), ("width", "width")):
+        for target in (TRAIN_TARGET, VAL_TARGET):
+            sl = slope_text(a, axis, target)
+            lines.append(f"against {name}, {TARGET_LABELS.get(target, target)}: B_crit {trend(a, axis, target)}: "
+                         f"{shape_text(a, axis, target)}" + (f"; {sl}" if sl else ""))
+    return (f"**With Adam** (`scaling_adam`, the same sizes, widths and batch sizes, five half-decade rates, {seeds} "
+            f"seeds; Holm over its own {int(a.tests['p'].notna().sum())} tested comparisons): Zhang et al.'s claim "
+            f"{zhang_verdict(a)}. " + "; ".join(lines) + ".")
+
+
+def _adam_clause(ctx: Context) -> str:
+    a = ctx.scaling_adam
+    if a is None or a.fits.empty:
+        return ""
+    return f"; with Adam it {zhang_verdict(a)}"
 
 
 def relative_text(ctx: Context) -> str:
@@ -351,7 +378,9 @@ SECTION = Section(
     text=text,
     appendix=appendix,
     provides=(Provider("scaling", lambda ctx: scaling_facts(load.load_runs("scaling", hint="make sweep GRID=scaling"))),
-              Provider("scaling_width", _read_relative)),
+              Provider("scaling_width", _read_relative),
+              Provider("scaling_adam", lambda ctx: scaling_facts(
+                  load.load_runs("scaling_adam", hint="make sweep GRID=scaling_adam"), "scaling_adam"))),
     figures=(FigureSpec("q9c_scaling", scaling_figure, ("scaling",),
                         ("Q9c. B_crit against the training-set size and against the MLP's width, "
                         "with the log-log fits.")),),
