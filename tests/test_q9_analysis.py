@@ -324,5 +324,5 @@ def test_the_scaling_with_adam_is_reported_beside_sgd():
     text = scaling.text(facts_of(scaling=sc, scaling_adam=sc))
     answer = text.split("\n\n")[1]
     assert answer.startswith("**Zhang et al.'s claim (B_crit grows with data and barely with model size), with SGD, ")
-    assert "; with Adam it holds for data size" in answer
+    assert "; with Adam, on the training-loss target, B_crit grows with data and" in answer
     assert "**With Adam** (`scaling_adam`" in text and "against width, training-loss target: B_crit" in text

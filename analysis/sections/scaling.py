@@ -276,14 +276,15 @@ def adam_text(ctx: Context) -> str:
                          f"{shape_text(a, axis, target)}" + (f"; {sl}" if sl else ""))
     return (f"**With Adam** (`scaling_adam`, the same sizes, widths and batch sizes, five half-decade rates, {seeds} "
             f"seeds; Holm over its own {int(a.tests['p'].notna().sum())} tested comparisons): Zhang et al.'s claim "
-            f"{zhang_verdict(a)}. " + "; ".join(lines) + ".")
+            f"{zhang_verdict(a)}. " + "; ".join(lines)[0].upper() + "; ".join(lines)[1:] + ".")
 
 
 def _adam_clause(ctx: Context) -> str:
     a = ctx.scaling_adam
     if a is None or a.fits.empty:
         return ""
-    return f"; with Adam it {zhang_verdict(a)}"
+    return (f"; with Adam, on the training-loss target, B_crit {trend(a, 'data', TRAIN_TARGET)} with data and "
+            f"{trend(a, 'width', TRAIN_TARGET)} with width")
 
 
 def relative_text(ctx: Context) -> str:
