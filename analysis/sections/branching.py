@@ -463,7 +463,7 @@ def adam_against_sgd(ctx: Context) -> pd.DataFrame:
 
 
 def adam_paragraph(ctx: Context) -> str:
-    a, f = ctx.branching_adam, ctx.branching
+    a = ctx.branching_adam
     if a is None or a.local.empty:
         return ("**With Adam** (Merrill et al.'s optimizer): " + ctx.not_measured("branching_adam",
                                                                                 "make sweep GRID=branching_adam"))
