@@ -167,17 +167,24 @@ def zhang_verdict(sc: ScalingFacts) -> str:
             "consistent with \"barely\", not proof of it")
 
 
+def shapes(sc: ScalingFacts) -> list[str]:
+    """Per axis and target: ``against width, training-loss target: B_crit falls: 547 → 304 (falls) …; log-log slope
+    …`` (the slope only beside a monotone shape)."""
+    out = []
+    for axis, name in (("data", "data size"), ("width", "width")):
+        for target in (TRAIN_TARGET, VAL_TARGET):
+            sl = slope_text(sc, axis, target)
+            out.append(f"against {name}, {TARGET_LABELS.get(target, target)}: B_crit {trend(sc, axis, target)}: "
+                       f"{shape_text(sc, axis, target)}" + (f"; {sl}" if sl else ""))
+    return out
+
+
 def text(ctx: Context) -> str:
     sc = ctx.scaling
     if sc is None:
         return "### Data size and model size\n\n" + ctx.not_measured("scaling", "make sweep GRID=scaling")
     seeds = int(sc.fits["n_seeds"].max()) if len(sc.fits) else 0
-    lines = []
-    for axis, name in (("data", "data size"), ("width", "width")):
-        for target in (TRAIN_TARGET, VAL_TARGET):
-            sl = slope_text(sc, axis, target)
-            lines.append(f"- against {name}, {TARGET_LABELS.get(target, target)}: B_crit "
-                         f"{trend(sc, axis, target)}: {shape_text(sc, axis, target)}" + (f"; {sl}" if sl else "") + ".")
+    lines = [f"- {x}." for x in shapes(sc)]
     n_tests = int(sc.tests["p"].notna().sum())
     bounds = int((sc.fits["bound"] != "").sum())
     return "\n".join([
@@ -268,12 +275,7 @@ def adam_text(ctx: Context) -> str:
         return "**With Adam** (Zhang et al.'s optimizer): " + ctx.not_measured("scaling_adam",
                                                                              "make sweep GRID=scaling_adam")
     seeds = int(a.fits["n_seeds"].max()) if len(a.fits) else 0
-    lines = []
-    for axis, name in (("data", "data size"), ("width", "width")):
-        for target in (TRAIN_TARGET, VAL_TARGET):
-            sl = slope_text(a, axis, target)
-            lines.append(f"against {name}, {TARGET_LABELS.get(target, target)}: B_crit {trend(a, axis, target)}: "
-                         f"{shape_text(a, axis, target)}" + (f"; {sl}" if sl else ""))
+    lines = shapes(a)
     return (f"**With Adam** (`scaling_adam`, the same sizes, widths and batch sizes, five half-decade rates, {seeds} "
             f"seeds; Holm over its own {int(a.tests['p'].notna().sum())} tested comparisons): Zhang et al.'s claim "
             f"{zhang_verdict(a)}. " + "; ".join(lines)[0].upper() + "; ".join(lines)[1:] + ".")
