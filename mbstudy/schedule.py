@@ -152,3 +152,45 @@ def doubling(b0: int, b_final: int, examples: int, lr0: float, *, lr_max: float 
         entries.append((examples // b, b, min(lr, lr_max) if lr_max else lr))
         b *= 2
     return format_schedule(entries)
+
+
+def placed(points, *, rule: str = "floor") -> tuple[list[tuple[int, int]], int]:
+    """A warm-up placed where a measured local critical batch size says (Merrill et al.'s recipe; issue 25).
+
+    ``points``: ``(examples seen, local B_crit)`` at the branch points, in order, the first at 0 examples. From
+    each point to the next the batch size is a power of two taken from the least local B_crit at that point or
+    any later one (the lower envelope, so B never grows past a later point's B_crit and never shrinks):
+    the largest power of two at or below it (``rule="floor"``), or the nearest on a log scale (``"nearest"``; a tie,
+    such as 181 = the geometric mean of 128 and 256 when half the seeds measured each, goes to the smaller).
+    Returns the phases before the last point as ``(examples, B)``, equal neighbours merged, and the batch size
+    from the last point on (the run's own ``batch_size``).
+
+    >>> placed([(0, 70), (2048, 21), (4096, 27), (6144, 29), (12288, 70), (22528, 181)])
+    ([(12288, 16), (10240, 64)], 128)
+    >>> placed([(0, 70), (2048, 21), (4096, 27), (6144, 29), (12288, 70), (22528, (128 * 256) ** 0.5)], rule="nearest")
+    ([(4096, 16), (8192, 32), (10240, 64)], 128)
+    """
+    if rule not in ("floor", "nearest"):
+        raise ValueError(f"rule: expected 'floor' or 'nearest'; received {rule!r}")
+    pts = [(int(e), float(b)) for e, b in points]
+    if not pts or pts[0][0] != 0 or any(b[0] >= a[0] for a, b in zip(pts[1:], pts)) or any(
+            not (math.isfinite(b) and b >= 1) for _, b in pts):
+        raise ValueError("points: expected (examples, B_crit) pairs from 0 examples upward, each B_crit a finite "
+                         f"number >= 1; received {points!r}")
+    envelope = [min(b for _, b in pts[i:]) for i in range(len(pts))]
+    to_b = (lambda v: 2 ** math.floor(math.log2(v) + 1e-9)) if rule == "floor" else (
+        lambda v: 2 ** math.ceil(math.log2(v) - 0.5 - 1e-9))
+    sizes = [int(to_b(v)) for v in envelope]
+    phases: list[tuple[int, int]] = []
+    for (e0, _), (e1, _), b in zip(pts, pts[1:], sizes):
+        if phases and phases[-1][1] == b:
+            phases[-1] = (phases[-1][0] + e1 - e0, b)
+        else:
+            phases.append((e1 - e0, b))
+    final = sizes[-1]
+    if phases and phases[-1][1] == final:  # the last phase already runs at the final batch size
+        phases.pop()
+    for n, b in phases:
+        if n % b:
+            raise ValueError(f"points: a phase of {n} examples is not a whole number of steps at B = {b}")
+    return phases, final

@@ -173,6 +173,43 @@ def test_the_warmup_grid_holds_doubling_schedules():
         assert c.learning_rate == 1.0 and c.total_steps() > c.steps
 
 
+# the branching sweep's local B_crit (tolerance 20%, SGD, geometric means over 8 seeds) at its branch points, in
+# examples (steps x 32): what experiments/grids/warmup_placed.toml was made from; the report re-derives it
+MEASURED_LOCAL_BCRIT = [(0, 70), (2048, 21), (4096, 27), (6144, 29), (12288, 70), (22528, 181)]
+LEVELS = {16: (0.1, 0.316, 1.0), 32: (0.1, 0.316, 1.0), 64: (0.316, 1.0, 3.16), 128: (0.316, 1.0, 3.16)}
+
+
+def test_the_placed_warmup_grid_is_the_rule_applied_to_the_measured_local_bcrit():
+    from experiments.engine import grid
+
+    configs = grid.load("warmup_placed").configs
+    want = set()
+    for rule in ("floor", "nearest"):
+        phases, final = schedule.placed(MEASURED_LOCAL_BCRIT, rule=rule)
+        for k in range(3):  # rate level k: each phase at the warmup sweep's k-th rate for its B
+            entries = [(n // b, b, LEVELS[b][k]) for n, b in phases]
+            want.add((schedule.format_schedule(entries), final, LEVELS[final][k]))
+    assert {(c.schedule, c.batch_size, c.learning_rate) for c in configs} == want
+    assert len(configs) == 6 * 10 and {c.seed for c in configs} == set(range(10))
+    constant = {(c.batch_size, c.learning_rate) for c in grid.load("warmup").configs if not c.schedule}
+    assert {(b, lr) for b, lrs in LEVELS.items() for lr in lrs} <= constant  # the same three rates per B
+
+
+def test_placed_warmups_follow_the_envelope_and_refuse_bad_points():
+    # B never grows past a later point's B_crit, never shrinks; equal neighbours merge
+    assert schedule.placed([(0, 40), (1024, 100), (4096, 33)]) == ([], 32)
+    assert schedule.placed([(0, 8), (512, 100), (4096, 300)]) == ([(512, 8), (3584, 64)], 256)
+    assert schedule.placed([(0, 8), (512, 100), (4096, 300)], rule="nearest") == ([(512, 8), (3584, 128)], 256)
+    assert schedule.placed([(0, 2 ** 5.5)], rule="nearest") == ([], 32)  # a tie goes to the smaller
+    for bad in ([], [(10, 8)], [(0, 8), (0, 16)], [(0, 0.5)], [(0, float("inf"))]):
+        with pytest.raises(ValueError, match="points"):
+            schedule.placed(bad)
+    with pytest.raises(ValueError, match="rule"):
+        schedule.placed([(0, 8)], rule="ceil")
+    with pytest.raises(ValueError, match="whole number of steps"):
+        schedule.placed([(0, 64), (100, 64), (200, 128)])
+
+
 def test_the_branching_grid_branches_from_its_reference():
     from experiments.engine import grid
 

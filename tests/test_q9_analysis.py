@@ -120,6 +120,28 @@ def test_branch_facts_recover_the_built_in_local_critical_batch_sizes():
     assert f.local.set_index(["tol", "s"])["fraction"][(branching.TOL, 128)] == pytest.approx(128 / geo)
 
 
+def test_tuned_warmup_facts_take_each_seeds_fastest_rate_level_as_one_arm():
+    """warmup_placed: a schedule at three rate levels is one arm, each seed's fastest level, as a constant B is the
+    fastest of its rates; the arm is named by its shape and final B."""
+    w = synthetic_warmup()
+    runs = [w[w["schedule"].fillna("") == ""]]
+    for seed in range(5):
+        for k, (lr, factor) in enumerate(((0.316, 1.2), (1.0, 0.9 if seed % 2 else 1.1), (3.16, 1.0))):
+            sched = f"128x16@{(0.1, 0.316, 1.0)[k]}"
+            steps = 400.0 * factor * (1 + 0.01 * seed)
+            runs.append(pd.DataFrame([{"run_id": f"p{k}-{seed}", "seed": seed, "schedule": sched, "batch_size": 256,
+                                       "learning_rate": lr, "outcome": "completed", "steps_to_target": steps,
+                                       "examples_to_target": 2048 + 256 * (steps - 128)}]))
+    f = warmup.warmup_facts(pd.concat(runs, ignore_index=True), tuned=True)
+    assert list(f.schedules["schedule"]) == ["128x16 → 256"] and f.schedules["start_b"].iloc[0] == 16
+    arm = f.per_seed[f.per_seed["arm"] == "128x16 → 256"].set_index("seed")
+    assert arm["learning_rate"].to_dict() == {0: 3.16, 1: 1.0, 2: 3.16, 3: 1.0, 4: 3.16}  # each seed's fastest level
+    assert arm["steps"].to_dict() == pytest.approx({s: 400 * (0.9 if s % 2 else 1.0) * (1 + 0.01 * s) for s in range(5)})
+    untuned = warmup.warmup_facts(pd.concat(runs, ignore_index=True))
+    assert len(untuned.schedules) == 3  # without tuned: each rate level its own schedule
+    assert warmup.shape_of("256x16@0.1,256x32@0.1,160x64@0.316") == "256x16,256x32,160x64"
+
+
 def test_warmup_facts_pair_each_schedule_with_constant_batches():
     w = synthetic_q9()["warmup"]
     assert w.best_constant == 1024

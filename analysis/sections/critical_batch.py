@@ -14,7 +14,7 @@ LIMITS = ("One workload (the MNIST-1D MLP); SGD and Adam for the branches, the w
           "a training-loss target on a data set seen for many epochs, where Merrill et al. and Zhang et al. "
           "train language models for about one epoch to a validation loss; batch sizes in factors of 2 (branches) "
           "and 4 (scaling), so a local B_crit is resolved to a factor of 2 and its interval is a set of grid "
-          "values; quarter- and half-decade learning-rate grids; 10 seeds for the warm-ups, 8 for the branches, 5 for the scaling sweep; the warm-ups' schedules run at one rate each, the constant arms at three. MNIST-1D at "
+          "values; quarter- and half-decade learning-rate grids; 10 seeds for the warm-ups, 8 for the branches, 5 for the scaling sweep; the doubling warm-ups run at one rate each and the constant arms at three (the placed warm-ups at three rate levels, tuned as the constant arms are). MNIST-1D at "
           "each size is a fresh draw of the generator (not nested in the larger ones), with its own 1000-example "
           "test set. A warm-up phase continues the data order of a constant run at its B from the examples seen "
           "so far, not an epoch of its own. The NQM's "

@@ -8,6 +8,7 @@ A seed whose schedule never reached the target makes the ratio a bound (not test
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +41,7 @@ def _constant_at(examples: float, per_seed: pd.DataFrame) -> float:
     curve, on its branch from the most example-efficient B upward, where more examples buy fewer steps); NaN when
     every constant B needed fewer. A schedule with fewer steps than that constant B, which also had at least its
     examples, took fewer steps at no more examples: a saving no interpolation had to invent."""
-    c = per_seed.dropna().sort_values("batch_size")
+    c = per_seed[["batch_size", "examples", "steps"]].dropna().sort_values("batch_size")
     if c.empty:
         return np.nan
     c = c.iloc[int(np.argmin(c["examples"].to_numpy())):]
@@ -67,15 +68,29 @@ def _verdict(r, p_holm) -> str:
     return verdict_of(r[0], p_holm, "more steps", "fewer steps")
 
 
-def warmup_facts(runs: pd.DataFrame, experiment: str = "warmup", n_boot: int | None = None) -> WarmupFacts:
-    """``n_boot``: unused (the intervals are t-intervals over seeds); kept for the callers."""
+def shape_of(schedule: str) -> str:
+    """A schedule without its learning rates: the arm that a rate search over it tunes.
+
+    >>> shape_of("768x16@0.1,160x64@0.316")
+    '768x16,160x64'
+    """
+    return ",".join(f"{n}x{b}" for n, b, _ in parse(schedule))
+
+
+def warmup_facts(runs: pd.DataFrame, experiment: str = "warmup", n_boot: int | None = None, *,
+                 tuned: bool = False) -> WarmupFacts:
+    """``n_boot``: unused (the intervals are t-intervals over seeds); kept for the callers. ``tuned``: schedules
+    that differ only in their rates are one arm, each seed's fastest of them (as a constant B is the fastest of its
+    rates); the arm is named by its shape (:func:`shape_of`) and its final B."""
     runs = runs.assign(schedule=runs["schedule"].fillna("") if "schedule" in runs else "")
     steps = reduce.reached_steps(runs)  # inf: not reached
     examples = runs.get("examples_to_target", pd.Series(np.nan, index=runs.index)).astype(float)
     runs = runs.assign(s=steps, e=examples.where(np.isfinite(steps), np.inf))
-    runs["arm"] = np.where(runs["schedule"] == "", "B=" + runs["batch_size"].astype(str), runs["schedule"])
+    sched = runs["schedule"].map(shape_of) + " → " + runs["batch_size"].astype(str) if tuned else runs["schedule"]
+    runs["arm"] = np.where(runs["schedule"] == "", "B=" + runs["batch_size"].astype(str), sched)
     fastest = runs.sort_values("s").groupby(["arm", "seed"], as_index=False).first()
-    per_seed = fastest[["arm", "seed", "batch_size", "s", "e"]].rename(columns={"s": "steps", "e": "examples"})
+    per_seed = fastest[["arm", "seed", "batch_size", "learning_rate", "s", "e"]].rename(
+        columns={"s": "steps", "e": "examples"})
     const = runs[runs["schedule"] == ""]
     constant = reduce.steps_to_target(const, by=("batch_size",))[["batch_size", "learning_rate", "steps", "examples"]]
     best_b = int(constant.loc[constant["steps"].idxmin(), "batch_size"]) if len(constant) else 0
@@ -89,9 +104,9 @@ def warmup_facts(runs: pd.DataFrame, experiment: str = "warmup", n_boot: int | N
         reached = np.isfinite(g["steps"])
         ok = reached.sum() > len(g) / 2 and best_b > 0  # as reduce.steps_to_target: more than half the seeds
         # a seed that never reached the target makes the ratio a bound (censored), not a missing pair
-        equal = pd.Series({seed: _constant_at(e, cps[cps["seed"] == seed][["batch_size", "examples", "steps"]])
+        equal = pd.Series({seed: _constant_at(e, cps[cps["seed"] == seed])
                            if np.isfinite(e) else 1.0 for seed, e in g["examples"].items()})
-        b0 = parse(sched)[0][1]
+        b0 = int(re.match(r"\s*\d+\s*x\s*(\d+)", sched)[1])  # the first phase's B (of a schedule or a shape)
         start = cps[cps["batch_size"] == b0].set_index("seed")["steps"]
         rows.append({"schedule": sched, "final_b": int(g["batch_size"].iloc[0]), "start_b": int(b0),
                      "steps": g["steps"].median() if ok else np.nan,
@@ -173,6 +188,8 @@ def text(ctx: Context) -> str:
         "",
         _adam_paragraph(ctx),
         "",
+        placed_paragraph(ctx),
+        "",
         ctx.figure("q9b_warmup"),
     ])
 
@@ -208,6 +225,83 @@ def _adam_paragraph(ctx: Context) -> str:
             f"those and {_ratio(fastest['vs_start'])}× its starting B's.")
 
 
+# --------------------------------------------------------------- placed where the local B_crit says (issue 25)
+
+PLACED_TOL = 0.2  # the branching sweep's headline tolerance, from which warmup_placed's schedules were made
+
+
+def placed_facts(ctx: Context) -> WarmupFacts:
+    """``warmup_placed``'s schedules (each the fastest of its three rate levels per seed) against the ``warmup``
+    sweep's constant batch sizes (the same three rates per B, the same configurations)."""
+    placed = load.load_runs("warmup_placed", hint="make sweep GRID=warmup_placed")
+    const = load.load_runs("warmup", hint="make sweep GRID=warmup")
+    const = const[const["schedule"].fillna("") == ""]
+    return warmup_facts(pd.concat([const, placed], ignore_index=True), "warmup_placed", tuned=True)
+
+
+def placement_check(ctx: Context) -> tuple[dict[str, str], str]:
+    """The schedules :func:`mbstudy.schedule.placed` makes (each rule) from the branching sweep's local B_crit in
+    this store, as arm names (``shape → final B``), and a sentence on whether ``warmup_placed`` holds them."""
+    from mbstudy.schedule import placed
+
+    f = ctx.branching
+    if f is None:
+        return {}, "The branching sweep is not in this store, so the placement was not re-derived from it."
+    loc = f.local[np.isclose(f.local["tol"], PLACED_TOL)].sort_values("s")
+    if loc.empty or (loc["bound"] != "").any() or not np.isfinite(loc["b_crit"].astype(float)).all():
+        return {}, ("The branching sweep's local B_crit is a bound at some checkpoint, so the placement was not "
+                    "re-derived from it.")
+    points = [(int(s_) * f.reference_b, float(b)) for s_, b in zip(loc["s"], loc["b_crit"])]
+    made = {}
+    for rule in ("floor", "nearest"):
+        phases, final = placed(points, rule=rule)
+        made[rule] = ",".join(f"{n // b}x{b}" for n, b in phases) + f" → {final}"
+    held = set(ctx.warmup_placed.schedules["schedule"]) if ctx.warmup_placed is not None else set()
+    same = set(made.values()) == held
+    return made, ("The sweep's schedules are the ones this rule makes from the local B_crit in this store "
+                  "(re-derived at report time)." if same else
+                  "The local B_crit in this store makes other schedules (" + "; ".join(
+                      f"{r}: `{v}`" for r, v in made.items()) + ") than the sweep holds: rerun the branching "
+                  "sweep's numbers into experiments/grids/warmup_placed.toml.")
+
+
+def _edge_share(w: WarmupFacts) -> tuple[int, int]:
+    """(seeds whose fastest rate level is the lowest or highest of the three, schedule-seed pairs) of the placed
+    arms: their rate is a level, so its edge is the level's."""
+    t = w.per_seed[~w.per_seed["arm"].str.startswith("B=") & np.isfinite(w.per_seed["steps"])]
+    levels = {0.316: 0, 1.0: 1, 3.16: 2}  # the final phase's rate (B = 128) names the level
+    k = t["learning_rate"].round(3).map(levels)
+    return int(k.isin([0, 2]).sum()), len(t)
+
+
+def placed_paragraph(ctx: Context) -> str:
+    w = ctx.warmup_placed
+    if w is None:
+        return ("**Placed where the local B_crit says, rates tuned alike** (Merrill et al.'s recipe): "
+                + ctx.not_measured("warmup_placed", "make sweep GRID=warmup_placed"))
+    if not _usable(w):
+        return ("**Placed where the local B_crit says**: not compared (no constant B or no placed schedule reached "
+                "the target in most seeds).")
+    made, check = placement_check(ctx)
+    t = w.schedules.sort_values("steps")
+    c, n = counts(w), len(t)
+    edge, pairs = _edge_share(w)
+    rows = "; ".join(
+        f"`{r.schedule}` {r.steps:.0f} steps ({r.examples:.0f} examples): {_ratio(r.vs_start)}× B = {r.start_b}'s "
+        f"steps ({r.start_verdict}), {_ratio(r.vs_best)}× B = {w.best_constant}'s ({r.best_verdict}), "
+        f"{_ratio(r.vs_equal)}× the constant B with at least its examples ({r.equal_verdict})"
+        for r in t.itertuples())
+    return (f"**Placed where the local B_crit says, rates tuned alike** (`warmup_placed`, Merrill et al.'s recipe): "
+            f"{verdict(w).replace('a doubling warm-up', 'a placed warm-up')} (Holm over this sweep's own comparisons). "
+            "From each branch point of the branching sweep on, a schedule trains at the largest power of two at or "
+            "below (floor) or nearest to (nearest) the least local B_crit (tolerance "
+            f"{PLACED_TOL:.0%}, SGD) measured there or later, so B only grows; each is the fastest of three rate "
+            "levels per seed (level k: every phase at the k-th of the three rates the constant arm tries at its B), as "
+            f"each constant B is the fastest of its three rates; {int(t['n_seeds'].max())} seeds. {check} Medians over "
+            f"seeds and paired ratios: {rows}. {edge} of {pairs} (schedule, seed) pairs had their fastest level at the "
+            "lowest or highest of the three. Merrill et al. report 43% fewer steps than their constant-B baseline.")
+
+
 def _appendix_table(w: WarmupFacts, title: str) -> str:
     t = w.schedules.sort_values(["final_b", "steps"])
     show = pd.DataFrame({
@@ -232,6 +326,9 @@ def appendix(ctx: Context) -> str:
     if _usable(ctx.warmup_adam):
         out.append(_appendix_table(ctx.warmup_adam, "### Q9b with Adam: every warm-up schedule against constant "
                                                     "batch sizes"))
+    if _usable(ctx.warmup_placed):
+        out.append(_appendix_table(ctx.warmup_placed, "### Q9b placed at the local B_crit: each schedule (the fastest "
+                                                      "of three rate levels per seed) against constant batch sizes"))
     return "\n".join(out)
 
 
@@ -280,7 +377,8 @@ SECTION = Section(
     appendix=appendix,
     provides=(Provider("warmup", lambda ctx: warmup_facts(load.load_runs("warmup", hint="make sweep GRID=warmup"))),
               Provider("warmup_adam", lambda ctx: warmup_facts(
-                  load.load_runs("warmup_adam", hint="make sweep GRID=warmup_adam"), "warmup_adam"))),
+                  load.load_runs("warmup_adam", hint="make sweep GRID=warmup_adam"), "warmup_adam")),
+              Provider("warmup_placed", placed_facts)),
     figures=(FigureSpec("q9b_warmup", warmup_figure, ("warmup",),
                         ("Q9b. Steps against examples to the target: constant batch sizes (the "
                         "curve, labelled by B) and the doubling warm-ups.")),),
