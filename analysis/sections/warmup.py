@@ -282,9 +282,8 @@ def placed_paragraph(ctx: Context) -> str:
     if not _usable(w):
         return ("**Placed where the local B_crit says**: not compared (no constant B or no placed schedule reached "
                 "the target in most seeds).")
-    made, check = placement_check(ctx)
+    _, check = placement_check(ctx)
     t = w.schedules.sort_values("steps")
-    c, n = counts(w), len(t)
     edge, pairs = _edge_share(w)
     rows = "; ".join(
         f"`{r.schedule}` {r.steps:.0f} steps ({r.examples:.0f} examples): {_ratio(r.vs_start)}× B = {r.start_b}'s "
