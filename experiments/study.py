@@ -10,7 +10,7 @@ steps, Q9's included, with fewer seeds and batch sizes and without the CNN workl
 (:data:`QUICK`), which gives every section of the report with wider intervals
 in a fraction of the time. Each
 step is a command of its own (``python -m experiments.sweep GRID ...``), run in
-turn; its own progress bar shows inside the step, and between steps a line
+turn (the sweeps in this process, :func:`call`); its own progress bar shows inside the step, and between steps a line
 says how far the study is and about how long is left.
 
 The ETA weighs the steps by what each is expected to take. A sweep's first
@@ -36,6 +36,7 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,6 +235,25 @@ def pace(elapsed: float, done: float, total: float) -> float:
     return (elapsed + w) / (done + w)
 
 
+def call(args: list[str]) -> int:
+    """Run one step: a sweep in this process (``experiments.sweep.main``: Python, JAX and MLflow are imported once
+    for the whole study, not once per sweep, about 4 s a step on two cores), any other step as ``python -m``
+    (they set XLA's flags before importing JAX); returns its exit status."""
+    if args[0] != "experiments.sweep":
+        return subprocess.call([sys.executable, "-m", *args], cwd=ROOT)
+    from experiments import sweep
+
+    try:
+        return int(sweep.main(args[1:]) or 0)
+    except SystemExit as e:  # argparse's own exit
+        return e.code if isinstance(e.code, int) else 1
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception:  # noqa: BLE001 - a step that fails stops the study with its traceback, as its process would
+        traceback.print_exc()
+        return 1
+
+
 def run(mode: str, steps, out=sys.stderr) -> int:
     """Run ``steps`` in turn; returns 0, or the exit status of the first step that failed."""
     guess = expected(mode, steps)
@@ -244,7 +264,7 @@ def run(mode: str, steps, out=sys.stderr) -> int:
     for i, (name, args) in enumerate(steps, 1):
         print(f"\n=== study step {i}/{len(steps)}: {name}  (python -m {' '.join(args)})", file=out, flush=True)
         t0 = time.perf_counter()
-        status = subprocess.call([sys.executable, "-m", *args], cwd=ROOT)
+        status = call(args)
         took = time.perf_counter() - t0
         if status != 0:
             print(f"study: step {name} failed (exit {status}) after {clock(took)}; fix it and rerun the same "
