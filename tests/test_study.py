@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,22 @@ def test_a_sweep_step_runs_in_the_study_process_and_its_failure_stops_the_study(
     assert study.run("quick", steps, out=out) == 2  # the sweep's own exit status for a grid it cannot load
     assert called == [] and "step sweep nosuch failed (exit 2)" in out.getvalue()  # no process; "later" never ran
     assert study.call(["experiments.sweep", "--no-such-option"]) == 2  # argparse's exit, as a status
+
+
+def test_two_one_core_steps_in_a_row_run_at_once_and_each_shows_its_own_output(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "TIMES", tmp_path / "times.json")
+    monkeypatch.setattr(study, "ONE_CORE", {"a", "b"})
+    sleep = ["timeit", "-n", "1", "-r", "1", "import time; time.sleep(1.5)"]
+    out = io.StringIO()
+    t0 = time.perf_counter()
+    assert study.run("quick", [("a", sleep), ("b", sleep), ("c", ["json.tool", "--help"])], out=out) == 0
+    assert time.perf_counter() - t0 < 2.9, "a and b slept at the same time"
+    text = out.getvalue()
+    assert "step 2/3: b" in text and "(started beside the step before)" in text and "2/3 steps, b took" in text
+    assert text.index("3/3 steps, c took") > text.index("2/3 steps, b took")
+    # the first failing stops the study, and the one started beside it with it
+    fail = ["json.tool", "/no/such/file.json"]
+    assert study.run("quick", [("a", fail), ("b", sleep)], out=io.StringIO()) != 0
 
 
 # seconds per sweep measured in a `make study-extended` from a fresh clone: the grids unchanged since 0532b80 as
