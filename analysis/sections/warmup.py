@@ -239,6 +239,22 @@ def placed_facts(ctx: Context) -> WarmupFacts:
     return warmup_facts(pd.concat([const, placed], ignore_index=True), "warmup_placed", tuned=True)
 
 
+def lm_placement(ctx: Context) -> str:
+    """Whether the language model's local B_crit can place a warm-up (issue 25 asks for it there too)."""
+    f = ctx.lm_branching
+    if f is None:
+        return ""
+    loc = f.local[np.isclose(f.local["tol"], PLACED_TOL)].sort_values("s")
+    bounds = loc[loc["bound"] != ""]
+    if loc.empty:
+        return ""
+    if len(bounds):
+        at = ", ".join(f"{'≥' if b.bound == '>=' else '≤'} {b.b_crit:.0f} at step {int(b.s)}" for b in bounds.itertuples())
+        return (f" On the language model no schedule was placed: its local B_crit at {PLACED_TOL:.0%} is a bound at "
+                f"{len(bounds)} of its {len(loc)} branch points ({at}), so the rule has no value to place B by there.")
+    return " The language model's local B_crit has a value at every branch point, but no placed sweep runs on it yet."
+
+
 def placement_check(ctx: Context) -> tuple[dict[str, str], str]:
     """The schedules :func:`mbstudy.schedule.placed` makes (each rule) from the branching sweep's local B_crit in
     this store, as arm names (``shape → final B``), and a sentence on whether ``warmup_placed`` holds them."""
@@ -298,7 +314,8 @@ def placed_paragraph(ctx: Context) -> str:
             "levels per seed (level k: every phase at the k-th of the three rates the constant arm tries at its B), as "
             f"each constant B is the fastest of its three rates; {int(t['n_seeds'].max())} seeds. {check} Medians over "
             f"seeds and paired ratios: {rows}. {edge} of {pairs} (schedule, seed) pairs had their fastest level at the "
-            "lowest or highest of the three. Merrill et al. report 43% fewer steps than their constant-B baseline.")
+            "lowest or highest of the three. Merrill et al. report 43% fewer steps than their constant-B baseline."
+            + lm_placement(ctx))
 
 
 def _appendix_table(w: WarmupFacts, title: str) -> str:
