@@ -321,7 +321,8 @@ def placed_paragraph(ctx: Context) -> str:
 def _appendix_table(w: WarmupFacts, title: str) -> str:
     t = w.schedules.sort_values(["final_b", "steps"])
     show = pd.DataFrame({
-        "schedule (STEPSxB@LR, then the final B)": t["schedule"].map(lambda s: f"`{s}`"),
+        ("schedule (STEPSxB, → the final B; each seed at its fastest rate level)" if w.experiment == "warmup_placed"
+         else "schedule (STEPSxB@LR, then the final B)"): t["schedule"].map(lambda s: f"`{s}`"),
         "final B": t["final_b"], "seeds reached": [f"{a}/{b}" for a, b in t[["n_reached", "n_seeds"]].to_numpy()],
         "steps": t["steps"].map(lambda v: f"{v:.0f}" if np.isfinite(v) else "–"),
         "examples": t["examples"].map(lambda v: f"{v:.0f}" if np.isfinite(v) else "–"),
