@@ -4,7 +4,12 @@ and against the constant B that needed the fewest examples at or above the sched
 is fewer steps at no more examples). A schedule needs more than half of its seeds to reach the target to be
 compared. Every ratio is the geometric mean over seeds of the per-seed ratios with a 95% t-interval and the
 p-value of a ratio of 1; a verdict needs its Holm-adjusted p-value (over every comparison of the section) below 0.05.
-A seed whose schedule never reached the target makes the ratio a bound (not tested)."""
+A seed whose schedule never reached the target makes the ratio a bound (not tested).
+
+``warmup_placed.toml`` (issue 25): schedules placed where the branching sweep's local B_crit says
+(:func:`mbstudy.schedule.placed`), each at three rate levels and compared, as one arm per schedule, with the warmup
+sweep's constant batch sizes (:func:`placed_facts`); the report re-derives the placement from the branching sweep in
+the store (:func:`placement_check`)."""
 
 from __future__ import annotations
 
