@@ -235,11 +235,20 @@ def pace(elapsed: float, done: float, total: float) -> float:
     return (elapsed + w) / (done + w)
 
 
+def _in_process_ok() -> bool:
+    """Whether this process may run a sweep itself: only under ``python -m experiments.study``. A sweep's workers
+    are spawned, and a spawned process imports the main module again; a script that calls :func:`run` without an
+    ``if __name__ == "__main__"`` guard would start its study again in every worker."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec is not None and spec.name == "experiments.study"
+
+
 def call(args: list[str]) -> int:
     """Run one step: a sweep in this process (``experiments.sweep.main``: Python, JAX and MLflow are imported once
-    for the whole study, not once per sweep, about 4 s a step on two cores), any other step as ``python -m``
-    (they set XLA's flags before importing JAX); returns its exit status."""
-    if args[0] != "experiments.sweep":
+    for the whole study, not once per sweep, about 4 s a step on two cores) when it is ``python -m experiments.study``
+    (:func:`_in_process_ok`), any other step as ``python -m`` (they set XLA's flags before importing JAX); returns
+    its exit status."""
+    if args[0] != "experiments.sweep" or not _in_process_ok():
         return subprocess.call([sys.executable, "-m", *args], cwd=ROOT)
     from experiments import sweep
 

@@ -4,7 +4,6 @@ the quick study's store gives a report in which every section has numbers."""
 from __future__ import annotations
 
 import io
-import os
 import re
 import subprocess
 import sys
@@ -33,6 +32,8 @@ def test_the_steps_run_in_turn_with_an_eta_and_their_times_are_kept(tmp_path, mo
 def test_a_sweep_step_runs_in_the_study_process_and_its_failure_stops_the_study(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "TIMES", tmp_path / "times.json")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert not study._in_process_ok()  # under pytest: a sweep step would be a process of its own
+    monkeypatch.setattr(study, "_in_process_ok", lambda: True)  # as under `python -m experiments.study`
     called = []
     monkeypatch.setattr(study.subprocess, "call", lambda *a, **k: called.append(a) or 0)
     out = io.StringIO()
