@@ -244,12 +244,17 @@ def placed_facts(ctx: Context) -> WarmupFacts:
     return warmup_facts(pd.concat([const, placed], ignore_index=True), "warmup_placed", tuned=True)
 
 
+def _local_at_placed_tol(f) -> pd.DataFrame:
+    """A branching sweep's local B_crit at :data:`PLACED_TOL`, by branch point."""
+    return f.local[np.isclose(f.local["tol"], PLACED_TOL)].sort_values("s")
+
+
 def lm_placement(ctx: Context) -> str:
     """Whether the language model's local B_crit can place a warm-up (issue 25 asks for it there too)."""
     f = ctx.lm_branching
     if f is None:
         return ""
-    loc = f.local[np.isclose(f.local["tol"], PLACED_TOL)].sort_values("s")
+    loc = _local_at_placed_tol(f)
     bounds = loc[loc["bound"] != ""]
     if loc.empty:
         return ""
@@ -268,7 +273,7 @@ def placement_check(ctx: Context) -> tuple[dict[str, str], str]:
     f = ctx.branching
     if f is None:
         return {}, "The branching sweep is not in this store, so the placement was not re-derived from it."
-    loc = f.local[np.isclose(f.local["tol"], PLACED_TOL)].sort_values("s")
+    loc = _local_at_placed_tol(f)
     if loc.empty or (loc["bound"] != "").any() or not np.isfinite(loc["b_crit"].astype(float)).all():
         return {}, ("The branching sweep's local B_crit is a bound at some checkpoint, so the placement was not "
                     "re-derived from it.")
