@@ -182,3 +182,19 @@ def test_the_stores_sqlite_side_files_are_ignored(name):
         pytest.skip("not a git checkout")
     p = subprocess.run(["git", "check-ignore", "--no-index", "-q", name], cwd=ROOT, timeout=30)
     assert p.returncode == 0, f"{name} would show in git status"
+
+
+# ------------------------------------------------------------------ the study's other steps: --help computes nothing
+
+
+@pytest.mark.parametrize("module", ["experiments.baselines", "experiments.equivalence", "experiments.reduction"])
+def test_help_of_a_study_step_says_what_it_does_and_writes_no_store(module, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    p = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120, )
+    assert p.returncode == 0, p.stderr
+    assert f"usage: python -m {module}" in p.stdout and "MLFLOW_TRACKING_URI" in p.stdout
+    bad = subprocess.run([sys.executable, "-m", module, "--seed", "3"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and "unrecognized arguments: --seed 3" in bad.stderr
+    assert not list(tmp_path.iterdir()), "a store was created"
