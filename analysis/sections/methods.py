@@ -9,6 +9,7 @@ several seed counts; :func:`analysis.stats.coverage`), both at report time.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,10 +129,20 @@ def _draw_coverage(ctx: Context):
 
 
 def _grids_table() -> pd.DataFrame:
+    """Per grid of the study: its seeds, runs and workloads (a copy of the table computed once per state of the
+    grid files: the text and the appendix both show it, and expanding every grid takes a second or two)."""
+    from experiments.engine import grid as grids
+
+    stamp = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(grids.GRID_DIR.glob("*.toml")))
+    return _grids_table_at(study_grids(), stamp).copy()
+
+
+@functools.lru_cache(maxsize=2)
+def _grids_table_at(names: tuple[str, ...], stamp: tuple) -> pd.DataFrame:
     from experiments.engine import grid as grids
 
     rows = []
-    for name in study_grids():
+    for name in names:
         try:
             s = grids.load(name)
         except grids.GridError:

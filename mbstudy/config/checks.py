@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import types
 import typing
@@ -298,6 +299,7 @@ def target_val(v, d):
 # ------------------------------------------------------------------ types, spelling, the one pass
 
 
+@functools.cache
 def base_type(hint: Any) -> type:
     """``float`` for ``float | None``, else the hint itself."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
@@ -305,6 +307,7 @@ def base_type(hint: Any) -> type:
     return hint
 
 
+@functools.cache
 def is_sequence(hint: Any) -> bool:
     """Whether a field holds a tuple (``hidden``): a list in TOML, ``100,100`` as an MLflow param."""
     return typing.get_origin(hint) is tuple

@@ -24,7 +24,7 @@ def as_dict(cfg, *, without: tuple[str, ...] = ()) -> dict[str, Any]:
     """The fields as JSON-able values (tuples as lists), ``without`` some, and those added later (``since`` > 1)
     left out while they have their default."""
     fields = _fields(cfg)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, getattr(cfg, k)) for k in fields)
             if k not in without and not (fields[k].metadata["since"] > 1 and v == fields[k].default)}
 
 
