@@ -142,6 +142,7 @@ def test_the_q8_section_states_the_numbers_it_computed():
     section = "".join(text.split("## Q8.")[1:])  # the section and its further evidence in the appendix
     k8 = acc.table.set_index(["target", "k"]).loc[("loss", 8)]
     assert interval(k8["examples_ratio"], k8["examples_lo"], k8["examples_hi"], ".2f") + "×" in section
+    assert "B_crit a bound: no prediction" in section and "nan×" not in section, "no hyperbola without a B_crit"
     assert "**Yes, within the seed noise at every κ measured**" in section
     assert "the linear rule differs at κ ∈ {2}" in section
     q4 = "".join(part.split("## Q5.")[0] for part in text.split("## Q4.")[1:])  # Q4 and its further evidence

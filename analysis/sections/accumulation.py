@@ -151,7 +151,8 @@ def text(ctx: Context) -> str:
             if len(sub):
                 w = sub.loc[sub["examples_ratio"].idxmax()]
                 parts.append(f"with {name} ({len(sub)} cells) up to {_ratio(w.examples_ratio, w.examples_lo, w.examples_hi)}× "
-                             f"the examples (b = {int(w.micro)}, k = {int(w.k)}; the hyperbola: {w.predicted:.2f}×)")
+                             f"the examples (b = {int(w.micro)}, k = {int(w.k)}"
+                             + (f"; the hyperbola: {w.predicted:.2f}×)" if np.isfinite(w.predicted) else ")"))
         lines.append(f"- **{label(opt)}** (B_crit " + (f"≈ {bc:.0f}" if np.isfinite(bc) else "a bound: no prediction")
                      + "): " + "; ".join(parts) + ".")
     answer = (f"**Accumulating k micro-batches is one step at batch kb, so it costs what the big batch costs: more "
