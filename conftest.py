@@ -3,7 +3,9 @@
 XLA_FLAGS must be set before JAX initialises its backend, so it is set here,
 at conftest import, before any test module imports jax. float64 is enabled for
 the whole session; float32 tests create float32 arrays explicitly and check
-that the results stay float32.
+that the results stay float32. Figures are saved as PNG only
+(``MBSTUDY_FIGURE_FORMATS``: the PDF's fonts take a sixth of a report's time), but
+in the tests that check the PDF.
 """
 
 import os
@@ -11,6 +13,9 @@ import os
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
 ).strip()
+
+# figures as PNG only (what the report links); the two tests that check the PDF ask for it (analysis/render.py)
+os.environ.setdefault("MBSTUDY_FIGURE_FORMATS", "png")
 
 import jax  # noqa: E402
 

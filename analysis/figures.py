@@ -48,6 +48,11 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.partial is not None and (a.out is not None or a.sweep is not None):
         ap.error("--partial DIR names the folder itself: give it without --out or --sweep")
+    try:
+        render.formats()  # a bad MBSTUDY_FIGURE_FORMATS is said before the store is read
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if a.sweep is not None:
         try:
             ctx, source = sweep_report.collect_sweep(a.sweep)

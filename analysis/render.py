@@ -1,5 +1,5 @@
 """Drawing the figures: every section's :class:`~analysis.section.FigureSpec`, drawn from a context's facts,
-saved as PNG and PDF and logged as MLflow artifacts (:func:`render`). ``make figures`` and ``make report``
+saved as PNG and PDF (:func:`formats`) and logged as MLflow artifacts (:func:`render`). ``make figures`` and ``make report``
 (:mod:`analysis.figures`, :mod:`analysis.report`) and one sweep's report (:mod:`analysis.sweep_report`) call it.
 
 A figure is a :class:`~analysis.section.FigureSpec` in its section's module (``analysis/sections/``):
@@ -20,6 +20,34 @@ from analysis.sections import FIGURES
 
 plt = plots.plt
 OUT = load.tracking.ROOT / "report" / "figures"
+FORMATS_VAR = "MBSTUDY_FIGURE_FORMATS"
+KNOWN_FORMATS = ("png", "pdf", "svg")
+
+
+def formats() -> tuple[str, ...]:
+    """The files each figure is saved as: ``MBSTUDY_FIGURE_FORMATS`` (comma-separated, default ``png,pdf``; the
+    report links the PNG, so it is always among them). The test suite saves PNG only, but where it checks the PDF.
+
+    >>> import os; before = os.environ.get(FORMATS_VAR)
+    >>> os.environ[FORMATS_VAR] = "png, svg"; formats()
+    ('png', 'svg')
+    >>> os.environ[FORMATS_VAR] = "jpeg"; formats()
+    Traceback (most recent call last):
+    ...
+    ValueError: MBSTUDY_FIGURE_FORMATS: 'jpeg' is not a format the figures are saved in; use png (always), pdf or svg, comma-separated (the default: png,pdf)
+    >>> os.environ[FORMATS_VAR] = ""; formats()
+    ('png', 'pdf')
+    >>> _ = os.environ.pop(FORMATS_VAR) if before is None else os.environ.update({FORMATS_VAR: before})
+    """
+    import os
+
+    given = os.environ.get(FORMATS_VAR, "").strip()
+    chosen = [f.strip().lower().lstrip(".") for f in given.split(",") if f.strip()] if given else ["png", "pdf"]
+    bad = [f for f in chosen if f not in KNOWN_FORMATS]
+    if bad:
+        raise ValueError(f"{FORMATS_VAR}: {bad[0]!r} is not a format the figures are saved in; use png (always), pdf "
+                         "or svg, comma-separated (the default: png,pdf)")
+    return tuple(dict.fromkeys(["png", *chosen]))
 
 
 class IncompleteStore(RuntimeError):
@@ -70,7 +98,8 @@ def sweep_figures() -> list[str]:
 
 def render(ctx: Context, out: Path = OUT, *, only=None, parent: str | None = None,
            reasons: dict[str, str] | None = None, strict: bool = True) -> dict[str, list[Path]]:
-    """Draw every figure of the table that its facts allow; save each as PNG and PDF into ``out`` and log those
+    """Draw every figure of the table that its facts allow; save each as PNG and PDF (:func:`formats`) into ``out``
+    and log those
     files on the newest parent run of the figure's experiment (artifact path ``figures``). Returns the files per
     figure drawn, in table order, and records their names in ``ctx.drawn``. A figure whose text overlaps at the
     saved dpi (``analysis.overlap.find``) is saved all the same, with an ``OverlappingText`` warning that names
@@ -82,6 +111,7 @@ def render(ctx: Context, out: Path = OUT, *, only=None, parent: str | None = Non
     others.
     """
     plots.use_style()
+    saved = formats()  # a bad MBSTUDY_FIGURE_FORMATS stops before any figure is drawn
     files: dict[str, list[Path]] = {}
     parents: dict[str, str | None] = {}
     for spec in FIGURES.values():
@@ -103,7 +133,7 @@ def render(ctx: Context, out: Path = OUT, *, only=None, parent: str | None = Non
             warnings.warn(f"{spec.name}: overlapping text at {plt.rcParams['savefig.dpi']} dpi:\n"
                           + overlap.describe(pairs), overlap.OverlappingText, stacklevel=2)
         out.mkdir(parents=True, exist_ok=True)
-        paths = [out / f"{spec.name}.png", out / f"{spec.name}.pdf"]
+        paths = [out / f"{spec.name}.{ext}" for ext in saved]
         for p in paths:
             fig.savefig(p)
         plt.close(fig)

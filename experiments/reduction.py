@@ -49,10 +49,18 @@ def comparisons(B: int) -> dict[str, tuple[TrainConfig, TrainConfig]]:
     }
 
 
+_TRAJECTORIES: dict[str, tuple] = {}  # by configuration hash: the two Adam comparisons share their run a and control
+
+
 def trajectory(cfg: TrainConfig, data):
-    snaps = []
-    result = train(cfg, data, on_eval=lambda step, p: snaps.append(flatten(p)))
-    return result, snaps
+    """The run and its parameters at every evaluation; a configuration trained before in this process is not
+    trained again (training is deterministic: the same run, bit for bit)."""
+    key = cfg.hash()
+    if key not in _TRAJECTORIES:
+        snaps = []
+        result = train(cfg, data, on_eval=lambda step, p: snaps.append(flatten(p)))
+        _TRAJECTORIES[key] = (result, snaps)
+    return _TRAJECTORIES[key]
 
 
 def compare(a_cfg: TrainConfig, b_cfg: TrainConfig, data) -> dict[str, np.ndarray]:

@@ -131,6 +131,7 @@ def test_curves_and_first_crossing():
 @pytest.mark.slow
 def test_figures_and_report_from_the_smoke_sweep(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MBSTUDY_FIGURE_FORMATS", "png,pdf")  # what `make report` saves (conftest: PNG only)
     monkeypatch.setattr(load, "CACHE", tmp_path / "cache")
     assert sweep_mod.main(["smoke", "--workers", "2", "--no-progress"]) == 0
     from analysis import report
@@ -370,3 +371,15 @@ def test_the_committed_report_answers_first_in_at_most_6000_words():
     prose = re.sub(r"!\[[^\]]*\]\([^)]*\)", " ", main)  # figures are not words
     words = len(re.findall(r"[A-Za-z0-9][\w'’.,%×/−+-]*", prose))
     assert words <= 6000, f"the main text has {words} words"
+
+
+def test_a_figure_format_that_is_not_known_is_refused_before_the_store_is_read(monkeypatch, capsys, tmp_path):
+    from analysis import figures, report
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MBSTUDY_FIGURE_FORMATS", "png,jpeg")
+    for main in (report.main, figures.main):
+        assert main([]) == 2
+        err = capsys.readouterr().err
+        assert "MBSTUDY_FIGURE_FORMATS: 'jpeg' is not a format" in err and "pdf or svg" in err
+    assert not list(tmp_path.iterdir()), "the store was not opened"

@@ -273,10 +273,10 @@ def report_dirs(smoke_store, tmp_path, monkeypatch):
 SMOKE_DRAWN = {"a_loss_curves", "b_heatmaps", "e_loss_vs_time", "c_steps_to_target", "d_b_simple"}
 
 
-def check_sweep_folder(report, label, out, err):
+def check_sweep_folder(report, label, out, err, exts=("png",)):
     figs = report / "sweeps" / label / "figures"
     for name in SMOKE_DRAWN:
-        for ext in ("png", "pdf"):
+        for ext in exts:
             assert (figs / f"{name}.{ext}").stat().st_size > 5000, (name, ext)
         assert f"drew {name}:" in out
     assert not (figs / "c2_best_lr.png").exists()
@@ -285,14 +285,15 @@ def check_sweep_folder(report, label, out, err):
 
 
 @pytest.mark.slow
-def test_figures_of_the_smoke_sweep_by_name_go_to_its_own_folder(report_dirs, capsys):
+def test_figures_of_the_smoke_sweep_by_name_go_to_its_own_folder(report_dirs, capsys, monkeypatch):
     import warnings
 
+    monkeypatch.setenv("MBSTUDY_FIGURE_FORMATS", "png,pdf")  # what `make figures` saves (conftest: PNG only)
     with warnings.catch_warnings():
         warnings.simplefilter("error", overlap.OverlappingText)
         assert figures.main(["--sweep", "smoke"]) == 0
     out, err = capsys.readouterr()
-    check_sweep_folder(report_dirs, "smoke", out, err)
+    check_sweep_folder(report_dirs, "smoke", out, err, exts=("png", "pdf"))
     assert "sweep 'smoke': 13 finished runs; varies optimizer (3), reduction (2), batch_size (2)" in err
 
 
