@@ -84,13 +84,14 @@ EXTENDED = [
 
 # the quick study: the same steps on fewer seeds and batch sizes, and the MLP workloads only (the CNN is most of
 # the science and generalisation sweeps' time; the paper's recipe too, whose CNN the ablation trains), Q8's sweeps on one or two seeds (accumulation: SGD), Q9's on two seeds
-# and fewer checkpoints, batch sizes and sizes, the CNN's ablation on one seed and its two PyTorch-initialised arms
-# (the paper's code's and the shuffled one), Seesaw with Adam on two seeds, Muon on two seeds and three batch sizes,
-# the language model with Adam on one seed to an easier target (its Q8 and Q9 sweeps likewise, the branches on two
-# seeds, one branch point and three batch sizes); every section of the report, with wider intervals
+# and fewer checkpoints, batch sizes and sizes (the data-size sweeps on their three middle rates), the CNN's ablation on one seed and its two PyTorch-initialised arms
+# (the paper's code's and the shuffled one), momentum on the teacher on one seed, Seesaw with Adam on two seeds, Muon on two seeds and three batch sizes,
+# the language model with Adam on one seed to an easier target (its Q8 and Q9 sweeps likewise, the branches at the
+# reference's first two branch points, at two batch sizes beside the reference's, on four of the five
+# rates); every section of the report, with wider intervals
 QUICK = [
     ("baselines", ["experiments.baselines"]),
-    ("sweep default", ["experiments.sweep", "default", "--set", "seed=0", "--set", "batch_size=[1, 16, 256]"]),
+    ("sweep default", ["experiments.sweep", "default", "--set", "seed=0", "--set", "batch_size=[1, 16, 64]"]),
     ("sweep science", ["experiments.sweep", "science", "--only", "model=mlp", "--set", "seed=[0, 1]",
                        "--set", "batch_size=[4, 16, 64, 256]"]),
     ("sweep generalisation", ["experiments.sweep", "generalisation", "--only", "model=mlp", "--set", "seed=0",
@@ -113,15 +114,17 @@ QUICK = [
                            "--only", "batch_size=[32, 64, 128, 256]"]),
     ("sweep warmup_placed", ["experiments.sweep", "warmup_placed", "--set", "seed=[0, 1]"]),
     ("sweep scaling", ["experiments.sweep", "scaling", "--set", "seed=[0, 1]", "--set", "hidden=[100, 100]",
-                       "--only", "n_train=[1000, 4000]", "--only", "batch_size=[32, 128, 512]"]),
+                       "--only", "n_train=[1000, 4000]", "--only", "batch_size=[32, 128, 512]",
+                       "--only", "learning_rate=[0.1, 0.316, 1.0]"]),
     ("sweep scaling_adam", ["experiments.sweep", "scaling_adam", "--set", "seed=[0, 1]", "--set", "hidden=[100, 100]",
-                            "--only", "n_train=[1000, 4000]", "--only", "batch_size=[32, 128, 512]"]),
+                            "--only", "n_train=[1000, 4000]", "--only", "batch_size=[32, 128, 512]",
+                            "--only", "learning_rate=[0.00316, 0.01, 0.0316]"]),
     ("sweep scaling_floor", ["experiments.sweep", "scaling_floor", "--set", "steps=1000",
                              "--only", "hidden=[[25, 25], [100, 100]]"]),
     ("sweep scaling_width", ["experiments.sweep", "scaling_width", "--set", "seed=[0, 1]",
                              "--only", "hidden=[[25, 25], [100, 100]]", "--only", "batch_size=[32, 128, 512]"]),
     ("sweep cnn_ablation", ["experiments.sweep", "cnn_ablation", "--set", "seed=0", "--only", "init=torch_default"]),
-    ("sweep teacher_momentum", ["experiments.sweep", "teacher_momentum", "--set", "seed=[0, 1]",
+    ("sweep teacher_momentum", ["experiments.sweep", "teacher_momentum", "--set", "seed=0",
                                 "--set", "batch_size=[16, 64, 256]"]),
     ("sweep seesaw", ["experiments.sweep", "seesaw", "--set", "seed=[0, 1]", "--only", "optimizer=adam"]),
     ("sweep muon", ["experiments.sweep", "muon", "--set", "seed=[0, 1]", "--set", "batch_size=[16, 64, 256]"]),
@@ -132,8 +135,9 @@ QUICK = [
                                "--only", "optimizer=adam", "--only", "batch_size=32"]),
     ("sweep lm_beta2", ["experiments.sweep", "lm_beta2", "--set", "seed=0", "--set", "target_val=2.5",
                         "--only", "batch_size=8", "--only", "optimizer=adam"]),
-    ("sweep lm_branching", ["experiments.sweep", "lm_branching", "--set", "seed=[0, 1]",
-                            "--only", "batch_size=[16, 32, 64]", "--only", 'schedule=["", "96x32@0.0178"]']),
+    ("sweep lm_branching", ["experiments.sweep", "lm_branching", "--set", "seed=0",
+                            "--only", "batch_size=[16, 32, 64]", "--only", 'schedule=["", "32x32@0.0178"]',
+                            "--only", "learning_rate=[0.01, 0.0178, 0.0316, 0.0562]"]),
 ]
 
 # seconds of the steps that are not sweeps on two cores (Intel Xeon, this project's CI machine), until this
