@@ -32,7 +32,7 @@ import pytest
 from experiments.engine import cost
 from experiments.engine.dispatch import Dispatcher
 from experiments.engine.lifecycle import RunRecord, SweepCounts
-from experiments.engine.progress import CostBar, RemainingCost
+from experiments.engine.progress import CostBar, RemainingCost, kin
 from mbstudy.config import TrainConfig
 
 MODEL_ERROR = {1: 1.15, 4: 0.9, 16: 1.1, 64: 0.85, 256: 1.15, 1024: 0.9}  # what the model gets wrong per B
@@ -45,8 +45,9 @@ def grid(batch_sizes=(1, 4, 16, 64, 256, 1024), rates=(0.01, 0.1, 1.0), seeds=(0
 
 def true_run(cfg, rng, diverge=False) -> RunRecord:
     """What the run really takes: 1.8x the model, its error at this B, +-20% noise; with ``diverge``, the runs at
-    learning rate 1 diverge after 100 of their 2000 steps (paying what a run pays whatever its steps)."""
-    steps = 100 if diverge and cfg.learning_rate >= 1.0 else cfg.steps
+    learning rate 1 diverge after 100 of their 2000 steps from B = 64 on (paying what a run pays whatever its
+    steps): at B = 64 no run done foretells it, neither at that B nor at that rate."""
+    steps = 100 if diverge and cfg.learning_rate >= 1.0 and cfg.batch_size >= 64 else cfg.steps
     seconds = 1.8 * cost.cost_at(cfg, steps) * MODEL_ERROR[cfg.batch_size] * rng.uniform(0.8, 1.2)
     return RunRecord(cfg.hash(), "trained", "diverged" if steps < cfg.steps else "completed", {"train_s": seconds},
                      steps=steps)
@@ -115,8 +116,10 @@ def test_the_eta_is_within_30_percent_from_a_fifth_of_the_sweep_to_four_fifths(s
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_runs_that_diverge_where_no_run_done_foretells_it_make_the_eta_err_on_the_slow_side_only(seed):
-    """Here the runs at rate 1 diverge at every B, each B's after two rates that did not at that B; the bar learns
-    it B by B. Up to the last three runs: then one large run is in flight, just started, not half done."""
+    """Here the runs at rate 1 diverge from B = 64 on, where the runs done at that rate (at smaller B) did not;
+    the bar learns it from the runs at B = 64 (a run left takes what the runs done at the nearest rate took, at
+    its own B first, else at any B). Up to the last three runs: then one large run is in flight, just started,
+    not half done."""
     configs = grid()
     trace = simulate(configs, seed=seed, diverge=True)
     for n, eta, _, left in trace:
@@ -134,8 +137,12 @@ def test_a_recorded_make_sweep_diverges_most_in_its_last_third():
     assert all(r.steps < 2000 for _, r in runs if r.outcome == "diverged")
 
 
-def test_the_eta_of_a_recorded_make_sweep_is_within_30_percent_from_a_fifth_to_nineteen_twentieths():
-    runs = recorded_sweep()
+@pytest.mark.parametrize("record", ["make_sweep_runs.csv", "make_sweep_runs_quiet.csv"])
+def test_the_eta_of_a_recorded_make_sweep_is_within_30_percent_from_a_fifth_to_nineteen_twentieths(record):
+    """Both records: the shared cores' (the constants' sweep) and the README's live measurement on quiet cores,
+    where the ETA before the runs at other batch sizes counted (a run's own B only) said +31% at 25-35%: the sums
+    at B = 256 and 1024, which diverge at the rates the smaller B's runs had already diverged at."""
+    runs = recorded_sweep(Path(__file__).parent / "fixtures" / record)
     configs = list(runs)
     trace = simulate(configs, runs=runs)
     checked = [(n, eta, left) for n, eta, _, left in trace if 0.2 * len(configs) <= n <= 0.95 * len(configs)]
@@ -195,3 +202,22 @@ def test_the_cost_model_orders_runs_as_their_work():
     assert cost.features(cnn)["flop"] > 2 * cost.features(mlp)["flop"], "FLOPs from XLA's analysis, any model"
     stops = TrainConfig(target_loss=0.5, stop_at_target=True)
     assert cost.expected_cost(stops) < cost.expected_cost(stops, prune=False) < cost.expected_cost(TrainConfig(target_loss=0.5))
+
+
+def test_a_run_takes_the_share_of_the_nearest_rate_done_at_its_own_batch_size_first_else_at_any():
+    """kin's two groups: the configuration at its B, then at any B (the rate an effective one: a sum's rate times B
+    for SGD)."""
+    small, big = (TrainConfig(batch_size=b, learning_rate=100.0) for b in (4, 1024))
+    big_sum = TrainConfig(batch_size=1024, learning_rate=100.0 / 1024, reduction="sum")
+    big_low = TrainConfig(batch_size=1024, learning_rate=0.1)
+    kins = {"small": kin(small), "big": kin(big), "big_sum": kin(big_sum), "big_low": kin(big_low)}
+    assert kins["big_sum"] == kins["big"] and kins["small"][0][1] == kins["big"][0][1] != kins["big"][0][0]
+    eta = RemainingCost({k: 1.0 for k in kins}, kin=kins)
+    eta.done("small", share=0.05)  # diverged after 5% of its steps at B = 4
+    assert eta.share("big_sum") == pytest.approx(0.05), "nothing done at B = 1024: B = 4's at the same rate"
+    eta.done("big_low", share=1.0)  # B = 1024 at 0.1: three decades from 100, B = 4's run is nearer
+    assert eta.share("big") == pytest.approx(0.05)
+    eta = RemainingCost({k: 1.0 for k in kins}, kin=kins)
+    eta.done("small", share=0.05)
+    eta.done("big", share=0.5)  # at its own B, the same rate: the finer group wins the tie
+    assert eta.share("big_sum") == pytest.approx(0.5)
