@@ -99,18 +99,10 @@ def fit(data) -> tuple[str, dict[str, float], dict[str, float]]:
     return "least squares", metrics, {"alpha_train": ALPHAS[int(np.argmin(train))], "alpha_val": ALPHAS[int(np.argmin(val))]}
 
 
-def _arguments(argv) -> None:
-    """``--help`` prints what the experiment does; it takes no other argument (an unknown one exits 2, before
-    anything is computed or written)."""
-    import argparse
-
-    argparse.ArgumentParser(prog="python -m experiments.baselines", description=__doc__.split("\n\n")[0],
-                            epilog="MLFLOW_TRACKING_URI selects the store (default: mlflow.db in the project root)."
-                            ).parse_args(argv)
-
-
 def main(argv=None) -> int:
-    _arguments(argv)
+    from experiments.engine.cli import no_options
+
+    no_options("python -m experiments.baselines", __doc__, argv)
     from experiments.engine import provenance, run_writer, store
     from mbstudy import load_dataset
     from mbstudy.data import with_validation

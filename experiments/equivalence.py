@@ -100,18 +100,10 @@ def _finite_difference_error(model, loss, params, x, y, g_mean, n: int = 40, h: 
     return float(np.linalg.norm(fd - true) / np.linalg.norm(true))
 
 
-def _arguments(argv) -> None:
-    """``--help`` prints what the experiment does; it takes no other argument (an unknown one exits 2, before
-    anything is computed or written)."""
-    import argparse
-
-    argparse.ArgumentParser(prog="python -m experiments.equivalence", description=__doc__.split("\n\n")[0],
-                            epilog="MLFLOW_TRACKING_URI selects the store (default: mlflow.db in the project root)."
-                            ).parse_args(argv)
-
-
 def main(argv=None) -> int:
-    _arguments(argv)
+    from experiments.engine.cli import no_options
+
+    no_options("python -m experiments.equivalence", __doc__, argv)
     exp = store.get_or_create_experiment("equivalence", __doc__.split("\n\n")[0])
     prov = provenance.provenance()
     for name, (dataset, sizes, act, B) in SETTINGS.items():

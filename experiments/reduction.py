@@ -78,18 +78,10 @@ def compare(a_cfg: TrainConfig, b_cfg: TrainConfig, data) -> dict[str, np.ndarra
     }
 
 
-def _arguments(argv) -> None:
-    """``--help`` prints what the experiment does; it takes no other argument (an unknown one exits 2, before
-    anything is computed or written)."""
-    import argparse
-
-    argparse.ArgumentParser(prog="python -m experiments.reduction", description=__doc__.split("\n\n")[0],
-                            epilog="MLFLOW_TRACKING_URI selects the store (default: mlflow.db in the project root)."
-                            ).parse_args(argv)
-
-
 def main(argv=None) -> int:
-    _arguments(argv)
+    from experiments.engine.cli import no_options
+
+    no_options("python -m experiments.reduction", __doc__, argv)
     exp = store.get_or_create_experiment("reduction", __doc__.split("\n\n")[0])
     prov = provenance.provenance()
     data = load_dataset("mnist1d")
