@@ -153,6 +153,19 @@ def test_the_eta_of_a_recorded_make_sweep_is_within_30_percent_from_a_fifth_to_n
         assert abs(eta - left) <= 0.3 * left, f"after {n}/{len(configs)} runs: ETA {eta:.1f} s, really {left:.1f} s"
 
 
+def test_the_last_twentieth_of_a_recorded_make_sweep_counts_only_the_rest_of_the_runs_in_flight():
+    """The quiet record's last 38 runs: within 30% while a second or more is left, then within half a second (the
+    ETA that counted each run in flight half done said 2.0 s for 1.3 at 745/756, +54%, and 1.8 s for 0.7 at 749);
+    each run in flight counts its expected seconds less those since it began."""
+    runs = recorded_sweep(Path(__file__).parent / "fixtures" / "make_sweep_runs_quiet.csv")
+    configs = list(runs)
+    tail = [(n, eta, left) for n, eta, _, left in simulate(configs, runs=runs) if n > 0.95 * len(configs)]
+    assert len(tail) == 38 and tail[-1][1] == 0.0
+    for n, eta, left in tail:
+        bound = 0.3 * left if left >= 1.0 else 0.5
+        assert abs(eta - left) <= bound, f"after {n}/{len(configs)} runs: ETA {eta:.2f} s, really {left:.2f} s"
+
+
 def test_without_the_runs_steps_and_seconds_the_eta_of_the_same_sweep_errs_slow():
     """Issue 26's measurement before the fix (+139% at 80%): the expected costs alone foresee no divergence."""
     runs = recorded_sweep()
@@ -174,7 +187,7 @@ def test_tqdms_runs_per_second_eta_is_far_off_on_the_same_sweep():
 def test_the_eta_starts_from_the_cost_model_and_counts_every_kind_of_ending():
     t = [0.0]
     eta = RemainingCost({"a": 2.0, "b": 2.0}, workers=2, clock=lambda: t[0])
-    assert eta.seconds_left() == pytest.approx((4.0 - 2.0) / 1.5)  # the model's pace (1.5 runs at once), both in flight
+    assert eta.seconds_left() == pytest.approx(2.0 / 0.75)  # the model's pace (0.75 of a run per worker), both just begun
     counts = SweepCounts()
     bar = CostBar(grid(batch_sizes=(4,), rates=(0.1,), seeds=(0, 1)), counts, desc="x", workers=1, disable=True,
                   clock=lambda: t[0], costs=None)

@@ -22,7 +22,9 @@ is done and fades as runs finish, so the machine's speed and its load are
 learnt. The pace is measured from the first run's end, so that starting the
 workers (seconds, once) is not taken for a slow machine, and ``f`` is the part
 of the runs in flight already done: half of the next ``workers`` runs in
-dispatch order (which matters once few runs are left).
+dispatch order. Near the end the time left counts, of each run in flight,
+its expected seconds less those since it began (when a run ended and freed
+its worker), at least a tenth of them.
 
 What the cost model cannot foresee is learnt from each run that ends, as the
 executor tells the bar (``SweepCounts.took``: the steps it took, and its
@@ -59,6 +61,7 @@ replays a recorded one on a fake clock.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import time
 from collections.abc import Callable, Hashable, Mapping
@@ -69,11 +72,13 @@ KIND_PRIOR = 0.01  # the weight of a coarser kind's seconds per unit in a finer 
 
 
 def clock(seconds: float) -> str:
-    """``12m03s``, ``45s``, ``1h02m``.
+    """``12m03s``, ``45s``, ``1h02m``; under 10 s to a tenth (``4.2s``: the last seconds of a sweep).
 
-    >>> clock(723.4), clock(45.0), clock(3725)
-    ('12m03s', '45s', '1h02m')
+    >>> clock(723.4), clock(45.0), clock(3725), clock(4.24), clock(9.96)
+    ('12m03s', '45s', '1h02m', '4.2s', '10s')
     """
+    if seconds < 9.95:
+        return f"{max(seconds, 0.0):.1f}s"
     s = int(round(seconds))
     if s >= 3600:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
@@ -98,8 +103,8 @@ class RemainingCost:
     >>> eta = RemainingCost({"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0, "e": 8.0}, workers=1, clock=lambda: t[0])
     >>> t[0] = 5.0; eta.done("a")                  # the first run ends (the worker took 4 s to start)
     >>> t[0] = 8.0; eta.done("b"); eta.done("c")   # two more in 3 s, with d half done: about 1.2 s per unit
-    >>> round(eta.seconds_left(), 1)                 # the rest of d and all of e: 8.5 units
-    10.3
+    >>> round(eta.seconds_left(), 1)                 # all of d (it began as c ended) and of e: 9 units
+    10.9
     """
 
     def __init__(self, costs: Mapping[str, float], *, workers: int = 1, clock: Callable[[], float] = time.monotonic,
@@ -120,6 +125,7 @@ class RemainingCost:
         self.used = [0.0, 0.0]  # the share of their steps taken, times their cost, and the cost of the runs done
         self.seconds: dict[tuple, list[float]] = {}  # kind -> [worker seconds, cost used] of its runs done (): all
         self._left: list[float] | None = None  # the expected cost of each run left, by share (None: to be computed)
+        self.started = {k: self.start for k in list(self.costs)[:self.workers]}  # runs in flight -> when they began
 
     def done(self, key: str | None = None, share: float | None = None, seconds: float | None = None) -> None:
         """The run ``key`` ended (trained, failed or given up), having taken ``share`` of the steps it was expected
@@ -148,8 +154,12 @@ class RemainingCost:
                     seen[0] += seconds
                     seen[1] += cost
         self.finished += cost
+        now = self.clock()
         if self.first is None:
-            self.first = (self.clock(), cost)
+            self.first = (now, cost)
+        self.started.pop(key, None)
+        flying = list(itertools.islice(self.costs, self.workers))
+        self.started = {k: self.started.get(k, now) for k in flying}  # a worker freed takes the next run
 
     def _used(self, key: str | None, share: float) -> float:
         """The share of its expected cost a run uses taking ``share`` of its steps (some is paid whatever its steps)."""
@@ -196,7 +206,7 @@ class RemainingCost:
         return self._left
 
     def in_flight(self) -> float:
-        """The cost of the runs in flight already done: half the next ``workers`` runs'."""
+        """The cost of the runs in flight already done, for the pace: half the next ``workers`` runs'."""
         return 0.5 * sum(self.left_costs()[:self.workers])
 
     def pace(self) -> float:
@@ -209,17 +219,21 @@ class RemainingCost:
 
     def seconds_left(self) -> float:
         """The runs left handed out in dispatch order to the first free worker (the first ``workers`` in flight,
-        half done: :meth:`in_flight`), each worker taking ``pace x workers`` seconds per unit: the time until the
-        last one ends. With many runs left it is their cost times the pace; near the end it counts the workers
+        each with its expected seconds less those since it began), each worker taking ``pace x workers`` seconds
+        per unit: the time until the last one ends. With many runs left it is their cost times the pace; near the end it counts the workers
         left idle while the last long runs finish."""
         if not self.costs:
             return 0.0
-        left, w = self.left_costs(), self.workers
-        free = [0.5 * c for c in left[:w]] + [0.0] * max(0, w - len(left))
+        left, w, pace, now = self.left_costs(), self.workers, self.pace(), self.clock()
+        free = []  # each worker's seconds until it is free
+        for k, c in zip(self.costs, left[:w]):
+            expected, since = c * pace * w, now - self.started.get(k, now)
+            free.append(max(expected - since, 0.1 * expected))  # one past its expected time: a tenth of it left
+        free += [0.0] * max(0, w - len(left))
         heapq.heapify(free)
         for c in left[w:]:
-            heapq.heappush(free, heapq.heappop(free) + c)
-        return max(free) * self.pace() * w
+            heapq.heappush(free, heapq.heappop(free) + c * pace * w)
+        return max(free)
 
 
 def kin(cfg) -> tuple[tuple[str, str], float]:
