@@ -35,6 +35,7 @@ leanest possible scan).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -110,10 +111,19 @@ def shuffled(seed: int, step0: int, n_steps: int, n: int, batch_size: int) -> np
     out = np.empty((n_steps, batch_size), np.int32)
     cols = np.arange(batch_size)
     for e in np.unique(epoch):
-        perm = np.random.default_rng([seed, DATA_ORDER, int(e)]).permutation(n)
+        perm = _permutation(int(seed), int(e), int(n))
         rows = np.nonzero(epoch == e)[0]
         out[rows] = perm[pos[rows, None] * batch_size + cols]
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    """Epoch ``epoch``'s permutation of ``range(n)`` (read-only), drawn once: a run at a large B cut into chunks of
+    a few steps reads the same epoch's in several chunks."""
+    perm = np.random.default_rng([seed, DATA_ORDER, epoch]).permutation(n)
+    perm.flags.writeable = False
+    return perm
 
 
 def sequential(seed: int, step0: int, n_steps: int, n: int, batch_size: int) -> np.ndarray:

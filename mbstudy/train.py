@@ -287,6 +287,7 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
         return out
 
     history: dict[str, list[float]] = {"step": []}
+    chunks: dict[tuple[int, int], Any] = {}  # (phase, steps) -> its compiled chunk
     outcome, reached, initial_loss = "completed", {}, None
     batch_loss = float("nan")
     while True:
@@ -325,9 +326,12 @@ def train(cfg: TrainConfig, data: Dataset | None = None, *, on_eval=None, give_u
         phase, hyper = phases[i], hypers[i]
         n = min(phase.eval_every, phase.end - step)
         idx = batch_indices(cfg.seed, data_step(phases, step), n, data.n_train, phase.batch_size, cfg.data_order)
-        chunk, dt = _compiled(run_chunk_jit, (state, hyper, evd.x_train, evd.y_train, idx),
-                              {"program": dataclasses.replace(program, batch_size=phase.batch_size)})
-        timings["compile_s"] += dt
+        chunk = chunks.get((i, n))
+        if chunk is None:  # a phase's chunk of n steps: looked up once per run (the lookup reads every leaf's shape)
+            chunk, dt = _compiled(run_chunk_jit, (state, hyper, evd.x_train, evd.y_train, idx),
+                                  {"program": dataclasses.replace(program, batch_size=phase.batch_size)})
+            chunks[(i, n)] = chunk
+            timings["compile_s"] += dt
         t0 = time.perf_counter()
         state, losses = chunk(state, hyper, evd.x_train, evd.y_train, idx)
         losses = np.asarray(losses)  # waits for the chunk
