@@ -208,12 +208,49 @@ def test_a_diverged_rate_counts_as_infinite_loss_not_as_the_seeds_that_survived(
 
 
 def test_a_missing_cell_leaves_the_local_critical_batch_size_unknown():
+    """Two seeds lack (64, B = 8), below the shortfall at 64: their local B_crit there is unknown (not a shortfall),
+    the other three seeds' is read, and the other checkpoints are unaffected."""
     runs, hist = synthetic_branching()
-    gone = runs[runs["schedule"].eq("64x32@0.316") & runs["batch_size"].eq(8)]
+    gone = runs[runs["schedule"].eq("64x32@0.316") & runs["batch_size"].eq(8) & runs["seed"].lt(2)]
     f = branching.branch_facts(runs.drop(gone.index), hist[~hist["run_id"].isin(gone["run_id"])], n_boot=50)
+    at64 = f.per_seed[(f.per_seed["tol"] == branching.TOL) & (f.per_seed["s"] == 64)].set_index("seed")["b_crit"]
+    assert at64[[0, 1]].isna().all() and at64[[2, 3, 4]].tolist() == [32, 32, 32]
     local = f.local[f.local["tol"] == branching.TOL].set_index("s")
-    assert np.isnan(local.loc[64, "b_crit"])  # B = 8 is below the shortfall at 64: not measured, not a shortfall
+    assert local.loc[64, "b_crit"] == pytest.approx(32) and local.loc[64, "n_seeds"] == 3
     assert local.loc[0, "b_crit"] == pytest.approx(8) and local.loc[128, "b_crit"] == pytest.approx(128)  # the other checkpoints are unaffected
+
+
+def test_a_checkpoint_is_read_over_the_batch_sizes_it_was_branched_into():
+    """Step 128 branched into B up to 128 only leaves its local B_crit (128) a bound, >= 128; a design that adds
+    B = 1024 there alone (where the first design left a bound) makes it a value. Step 0 without B = 8 and 16 is
+    read over its own batch sizes (its B_crit of 8 at the grid's resolution there: 4); step 64 is as it was."""
+    runs, hist = synthetic_branching()
+    cut = ((runs["schedule"].eq("") & runs["batch_size"].isin([8, 16]))
+           | (runs["schedule"].eq("128x32@0.316") & runs["batch_size"].isin([256, 512])))
+    runs, hist = runs[~cut], hist[~hist["run_id"].isin(runs.loc[cut, "run_id"])]
+    before = branching.branch_facts(runs, hist, n_boot=50)
+    local = before.local[before.local["tol"] == branching.TOL].set_index("s")
+    assert local.loc[128, "b_crit"] == pytest.approx(128) and local.loc[128, "bound"] == ">="
+    rows, points = [], []
+    for seed in range(5):  # B = 1024 at step 128 only, whose loss does not fall at all: far short
+        for lr in RATES:
+            rid = f"s128-B1024-lr{lr}-{seed}"
+            rows.append({"run_id": rid, "seed": seed, "schedule": "128x32@0.316", "batch_size": 1024,
+                         "learning_rate": lr, "outcome": "completed", "target_loss": np.nan, "steps_to_target": np.nan})
+            points += [{"run_id": rid, "metric": "train/loss", "step": 128 + e // 1024, "value": 2.0 - 0.002 * 128}
+                       for e in range(0, BUDGET + 1, 512)]
+    f = branching.branch_facts(pd.concat([runs, pd.DataFrame(rows)], ignore_index=True),
+                               pd.concat([hist, pd.DataFrame(points)], ignore_index=True), n_boot=50)
+    local = f.local[f.local["tol"] == branching.TOL].set_index("s")
+    assert local.loc[128, "b_crit"] == pytest.approx(128) and local.loc[128, "bound"] == ""
+    assert local.loc[0, "b_crit"] == pytest.approx(4) and local.loc[64, "b_crit"] == pytest.approx(32)
+    assert (local["bound"] == "").all()
+    design = f.kept.groupby("s")["batch_size"].agg(set)
+    assert design[0] == {2, 4, 32, 64, 128, 256, 512} and design[128] == {2, 4, 8, 16, 32, 64, 128, 1024}
+    assert branching.design_text(f.kept) == ("B = 8 only from steps 64, 128; B = 16 only from steps 64, 128; "
+                                             "B = 256 only from steps 0, 64; B = 512 only from steps 0, 64; "
+                                             "B = 1024 only from step 128")
+    assert branching.design_text(before.kept.query("s == 64")) == ""
 
 
 def test_one_seed_gives_no_intervals_and_no_resolved_verdicts():

@@ -9,8 +9,10 @@ A seed whose every B kept the share has its local B_crit at the end of the measu
 tried (and one where nothing above the smallest B kept it: at most the smallest); the summary is then a bound
 (``≥`` / ``≤``) that enters no ratio and no verdict. The claims about its shape over training are paired
 comparisons of checkpoints, seed by seed, under Holm's rule over the section's comparisons. :data:`TOLERANCES`
-shows the sensitivity to ``tol`` (:data:`TOL` is the headline's). A (s, B) with no runs leaves every local B_crit
-above it unknown.
+shows the sensitivity to ``tol`` (:data:`TOL` is the headline's). Each checkpoint is read over the batch sizes it
+was branched into (a B with runs at another checkpoint but none at s is not part of s's design: a sweep may add
+batch sizes where a first design left a bound); a (s, B) of its design with no run for a seed leaves that seed's
+local B_crit there unknown if it lies at or below the first shortfall.
 """
 
 from __future__ import annotations
@@ -119,6 +121,37 @@ def local_critical_censored(kept: np.ndarray, batch_sizes: np.ndarray, tol: floa
     return np.where(unknown, np.nan, out), np.where(unknown, 0, censored)
 
 
+def local_by_point(kept: np.ndarray, batch_sizes: np.ndarray, design: np.ndarray, tol: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`local_critical_censored` for each checkpoint (the rows of ``kept[s, B]``) over the batch sizes of its
+    own design (``design[s, B]`` True where s was branched into B).
+
+    >>> kept = np.array([[1.0, np.nan, 0.9, 0.85], [1.0, 0.9, 0.5, np.nan]])
+    >>> v, c = local_by_point(kept, np.array([4, 8, 16, 1024]), np.array([[1, 0, 1, 1], [1, 1, 1, 0]], bool), 0.2)
+    >>> v.tolist(), c.tolist()
+    ([1024.0, 8.0], [1, 0])
+    """
+    values, censored = np.full(len(kept), np.nan), np.zeros(len(kept), int)
+    for i, row in enumerate(kept):
+        cols = np.asarray(design[i], bool)
+        if cols.any():
+            v, c = local_critical_censored(row[None, cols], np.asarray(batch_sizes)[cols], tol)
+            values[i], censored[i] = v[0], c[0]
+    return values, censored
+
+
+def design_text(kept: pd.DataFrame) -> str:
+    """The batch sizes only some checkpoints were branched into, as ``B = 1024 only from step 0``; "" when every
+    checkpoint had the same ones (``kept``: :attr:`BranchFacts.kept`, a row per (s, B) of the design)."""
+    points = sorted(kept["s"].unique())
+    parts = []
+    for b, g in kept.groupby("batch_size"):
+        at = sorted(g["s"].unique())
+        if len(at) < len(points):
+            parts.append(f"B = {int(b)} only from step{'s' if len(at) > 1 else ''} {', '.join(str(int(x)) for x in at)}")
+    return "; ".join(parts)
+
+
 def _diverged_as_inf(loss: pd.DataFrame, runs: pd.DataFrame, budget: int) -> pd.DataFrame:
     """A diverged branch stops logging: its common evaluations after the last one it logged count as inf."""
     gone = runs[runs["outcome"] == "diverged"]
@@ -187,17 +220,20 @@ def branch_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "b
         m, lo, hi, _ = stats.mean_interval(np.where(np.isfinite(values), values, np.nan))
         return m, lo, hi
 
+    branched = br.groupby("s")["batch_size"].agg(set)
+    design = np.array([[b in branched.get(s, set()) for b in bs] for s in ss], bool)  # (s, B): s was branched into B
     kept = pd.DataFrame([{"s": int(s), "batch_size": int(b), **dict(zip(("kept", "lo", "hi"), mean_of(kepts[1:, i, j]))),
                           "learning_rate": lrs[rate_index[i, j]], "n_seeds": int(np.isfinite(kepts[1:, i, j]).sum())}
                          for i, s in enumerate(ss) for j, b in enumerate(bs)])
     keys = ["s", "batch_size", "learning_rate"]
     best = kept[np.isfinite(kepts[0].reshape(-1))][keys]
+    kept = kept[design.reshape(-1)].reset_index(drop=True)
     curves = loss.merge(best, on=keys)[["seed", *keys, "examples", "value"]].rename(columns={"value": "loss"})
 
     ref_steps = _geo(ref["steps_to_target"]) if "steps_to_target" in ref else (np.nan, np.nan, np.nan, 0)
     rows, seed_rows = [], []
     for tol in TOLERANCES:
-        crit = [local_critical_censored(k, bs, tol) for k in kepts[1:]]  # per seed: (values, censored) over s
+        crit = [local_by_point(k, bs, design, tol) for k in kepts[1:]]  # per seed: (values, censored) over s
         for i, s in enumerate(ss):
             v = np.array([c[0][i] for c in crit])
             cens = np.array([c[1][i] for c in crit])

@@ -118,6 +118,12 @@ def read_warmup(ctx: Context) -> WarmupFacts:
     return combine_warmup(_lm_runs(ctx, "warm-ups' constant batch sizes"), warm, name)
 
 
+def _common_range(f: BranchFacts) -> str:
+    """``4 … 256``: the least and largest batch size every branch point was branched into."""
+    every = set.intersection(*f.kept.groupby("s")["batch_size"].agg(set))
+    return f"{min(every)} … {max(every)}" if every else "–"
+
+
 def read_branching(ctx: Context) -> BranchFacts:
     name = GRIDS["branching"]
     runs = on_validation_target(_load(name))
@@ -493,7 +499,10 @@ def _how(ctx: Context, br, ln, w) -> str:
         bits.append(f"**Branching** (`lm_branching`): a reference at B = {br.reference_b}, lr {br.reference_lr:g} "
                     f"(steps to the target {br.ref_steps[0]:.0f}), branched at steps "
                     + ", ".join(str(int(s)) for s in sorted(br.local["s"].unique()))
-                    + f" into B = 4 … 256 for {br.budget} sequences; the local B_crit at a tolerance of {TOL:.0%} "
+                    + f" into B = {int(br.kept['batch_size'].min())} … {int(br.kept['batch_size'].max())}"
+                    + (f" ({extra}: the batch sizes added where the first design, B = {_common_range(br)}, left the "
+                       "local B_crit a bound)" if (extra := q9_branching.design_text(br.kept)) else "")
+                    + f" for {br.budget} sequences; the local B_crit at a tolerance of {TOL:.0%} "
                     "as in Q9 (the validation loss in place of the training loss); "
                     f"{br.edge:.0%} of the chosen rates at an edge of their grid.")
     if ln is not None and not ln.agreement.empty:
