@@ -10,6 +10,8 @@ from collections.abc import Collection
 import numpy as np
 import pandas as pd
 
+from analysis.stats import span_text
+
 
 def md_table(df: pd.DataFrame, floatfmt: str = ".2e") -> str:
     """A Markdown table (no extra dependency); a non-finite float prints as ``–``."""
@@ -39,7 +41,7 @@ def interval(est, lo, hi, fmt=".3g") -> str:
         return "–"
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return format(est, fmt)
-    return f"{format(est, fmt)} [{format(lo, fmt)}, {format(hi, fmt)}]"
+    return span_text(est, lo, hi, fmt)
 
 
 def finite(*values) -> bool:
@@ -58,7 +60,7 @@ def with_interval(iv, estimate: float, fmt: str = ".0f") -> str:
     """``178 [150, 210]`` from ``(estimate, lo, hi)``; the estimate alone when there is no interval."""
     if iv is None or not np.all(np.isfinite(iv[1:])):
         return format(estimate, fmt)
-    return f"{format(estimate, fmt)} [{format(iv[1], fmt)}, {format(iv[2], fmt)}]"
+    return span_text(estimate, iv[1], iv[2], fmt)
 
 
 def not_measured(message: str) -> str:
@@ -86,7 +88,7 @@ def t_text(est, lo, hi, n: int, fmt: str = ".2f") -> str:
         return "–"
     if n < MIN_INTERVAL_SEEDS or not (np.isfinite(lo) and np.isfinite(hi)):
         return f"{format(est, fmt)} (too few seeds for an interval)" if n < MIN_INTERVAL_SEEDS else format(est, fmt)
-    return f"{format(est, fmt)} [{format(lo, fmt)}, {format(hi, fmt)}]"
+    return span_text(est, lo, hi, fmt)
 
 
 def verdict_of(estimate: float, p_holm: float, above: str, below: str, neutral: float = 1.0) -> str:

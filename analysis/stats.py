@@ -170,14 +170,26 @@ class Summary:
         return not self.bound and bool(np.isfinite(self.value))
 
     def text(self, fmt: str = ".3g") -> str:
-        """``174 [167, 184]``, ``≥ 1024``, or ``–``."""
+        """``174 [167, 184]`` (``64 (every seed)`` without spread: :func:`span_text`), ``≥ 1024``, or ``–``."""
         if not np.isfinite(self.value):
             return "–"
         if self.bound:
             return f"{'≥' if self.bound == '>=' else '≤'} {format(self.value, fmt)}"
         if not (np.isfinite(self.lo) and np.isfinite(self.hi)):
             return format(self.value, fmt)
-        return f"{format(self.value, fmt)} [{format(self.lo, fmt)}, {format(self.hi, fmt)}]"
+        return span_text(self.value, self.lo, self.hi, fmt)
+
+
+def span_text(est: float, lo: float, hi: float, fmt: str = ".3g") -> str:
+    """``174 [167, 184]``; ``64 (every seed)`` when the interval has no width: every seed gave the same value (a
+    batch size on a grid, a band of grid steps), which a zero-width interval would print as certain.
+
+    >>> span_text(174.2, 167.0, 184.1, ".0f"), span_text(64.0, 64.0, 64.0, ".0f")
+    ('174 [167, 184]', '64 (every seed)')
+    """
+    if lo == hi:
+        return f"{format(est, fmt)} (every seed)"
+    return f"{format(est, fmt)} [{format(lo, fmt)}, {format(hi, fmt)}]"
 
 
 def seed_fits(batch_sizes, per_seed_steps) -> dict[str, np.ndarray]:

@@ -63,7 +63,7 @@ def _slope_text(v) -> str:
     if not isinstance(v, tuple) or not np.isfinite(v[0]):
         return "–"
     m, lo, hi, n = v
-    return f"{m:.2f} [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else f"{m:.2f} ({n} seed)"
+    return stats.span_text(m, lo, hi, ".2f") if np.isfinite(lo) else f"{m:.2f} ({n} seed)"
 
 
 def _against_sgd(ctx: Context) -> str:

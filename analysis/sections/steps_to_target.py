@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis import load, plots, reduce
+from analysis import load, plots, reduce, stats
 from analysis.order import label, optimizers_in, reference_optimizer
 from analysis.plots import Skip
 from analysis.section import Answer, Context, FigureSpec, Provider, Section
@@ -76,7 +76,7 @@ def _headline_summary(ctx: Context) -> str:
     for o, v in p.fits.items():
         value, lo, hi = v["B_crit"]
         text = (f"≥ {value:.0f}" if p.bounds[o] == ">=" else f"≤ {value:.0f}" if p.bounds[o] == "<="
-                else f"{value:.0f} [{lo:.0f}, {hi:.0f}]" if np.isfinite(lo) else f"{value:.0f}")
+                else stats.span_text(value, lo, hi, ".0f") if np.isfinite(lo) else f"{value:.0f}")
         out.append(f"{label(o)} {text}")
     return ", ".join(out)
 
