@@ -98,6 +98,19 @@ def test_dry_run_writes_nothing_and_counts(store, capsys):
     assert not (store / "mlflow.db").exists(), "a dry run creates no store"
 
 
+def test_the_read_only_reader_leaves_no_folder_behind(store, monkeypatch):
+    """MLflow makes the parent folder of a SQLite path; the read-only URI ``file:/...`` made a folder ``file:`` in
+    the working directory at every dry run and study ETA (found in a fresh clone); its path is now percent-encoded."""
+    monkeypatch.chdir(store)
+    mlflow_store.client().get_experiment_by_name("Default")  # makes the store
+    before = sorted(os.listdir(store))
+    reader = mlflow_store.reader()
+    assert reader.get_experiment_by_name("Default") is not None
+    with pytest.raises(Exception, match="readonly"):
+        reader.create_experiment("written")
+    assert sorted(os.listdir(store)) == before
+
+
 @pytest.mark.slow
 def test_dry_run_counts_what_the_store_holds_and_estimates_the_time(store, capsys):
     assert sweep_mod.main(["smoke", "--workers", "2", "--no-progress"]) == 0

@@ -111,12 +111,18 @@ def reader():
     """A client that cannot write: for a SQLite store, a read-only connection (``mode=ro``) with no WAL switch.
 
     ``--dry-run`` reads through this, so that it leaves the store's file exactly as it was.
+    The file is named as an SQLite URI whose path is percent-encoded (``file:%2Fwork%2Fmlflow.db``): MLflow makes
+    the parent folder of what follows ``sqlite:///``, which for ``file:/work/mlflow.db`` was a folder ``file:/work``
+    in the working directory, left behind by every dry run and ETA.
     """
+    from urllib.parse import quote
+
     uri = tracking_uri()
     if uri.startswith("sqlite:") and ":///" in uri:
         from mlflow import MlflowClient
 
-        return MlflowClient(f"sqlite:///file:{uri.split(':///', 1)[1]}?mode=ro&uri=true")
+        path = os.path.abspath(uri.split(":///", 1)[1])
+        return MlflowClient(f"sqlite:///file:{quote(path, safe='')}?mode=ro&uri=true")
     return client()
 
 
