@@ -60,8 +60,9 @@ def fit_hyperbola(batch_sizes, log_steps) -> dict[str, np.ndarray]:
     y = np.asarray(log_steps, float)
     ok = np.isfinite(y)
     n = ok.sum(axis=-1)
-    lo_b = np.log(np.where(ok, B, np.inf).min(axis=-1, initial=np.inf))
-    hi_b = np.log(np.where(ok, B, -np.inf).max(axis=-1, initial=-np.inf))
+    with np.errstate(invalid="ignore"):  # a curve with no point: log(-inf) is NaN, and its fit is NaN below
+        lo_b = np.log(np.where(ok, B, np.inf).min(axis=-1, initial=np.inf))
+        hi_b = np.log(np.where(ok, B, -np.inf).max(axis=-1, initial=-np.inf))
     grid = np.linspace(np.log(B.min()) - SPAN * np.log(10), np.log(B.max()) + SPAN * np.log(10), GRID)
     f = np.log1p(np.exp(grid[:, None] - np.log(B)[None, :]))  # (G, nB)
     yz = np.where(ok, y, 0.0)[..., None, :]  # (..., 1, nB)
