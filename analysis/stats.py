@@ -185,12 +185,29 @@ def span_text(est: float, lo: float, hi: float, fmt: str = ".3g") -> str:
     """``174 [167, 184]``; ``64 (every seed)`` when the interval has no width: every seed gave the same value (a
     batch size on a grid, a band of grid steps), which a zero-width interval would print as certain.
 
+    An interval narrower than ``fmt`` prints (``-0.90 [-0.90, -0.90]``) gets the digits that tell its ends apart,
+    up to four more.
+
     >>> span_text(174.2, 167.0, 184.1, ".0f"), span_text(64.0, 64.0, 64.0, ".0f")
     ('174 [167, 184]', '64 (every seed)')
+    >>> span_text(-0.9001, -0.9032, -0.8985, ".2f"), span_text(0.50012, 0.50004, 0.50031, ".3g")
+    ('-0.900 [-0.903, -0.898]', '0.5001 [0.5, 0.5003]')
     """
     if lo == hi:
         return f"{format(est, fmt)} (every seed)"
-    return f"{format(est, fmt)} [{format(lo, fmt)}, {format(hi, fmt)}]"
+    for extra in range(5):
+        f = _more_digits(fmt, extra)
+        if format(lo, f) != format(hi, f):
+            break
+    return f"{format(est, f)} [{format(lo, f)}, {format(hi, f)}]"
+
+
+def _more_digits(fmt: str, extra: int) -> str:
+    """``.2f`` with ``extra`` more digits (``.4f`` for 2); other formats as they are but their precision."""
+    import re
+
+    m = re.fullmatch(r"([^.]*)\.(\d+)([fge%])", fmt)
+    return fmt if m is None or extra == 0 else f"{m.group(1)}.{int(m.group(2)) + extra}{m.group(3)}"
 
 
 def seed_fits(batch_sizes, per_seed_steps) -> dict[str, np.ndarray]:

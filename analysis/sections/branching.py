@@ -17,6 +17,7 @@ local B_crit there unknown if it lies at or below the first shortfall.
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -422,7 +423,8 @@ def text(ctx: Context) -> str:
     answer = (f"**For SGD on the MNIST-1D MLP the local critical batch size (tolerance {TOL:.0%}) is "
               f"{value_text(first_row)} at initialisation and {value_text(last_row)} at "
               f"{last_row['fraction']:.0%} of the way to the target; over training it {v['rise']}"
-              + (f"; with Adam it {adam_shape(ctx)['rise'].split(' (')[0]}" if ctx.branching_adam is not None else "")
+              + (f"; with Adam it {re.sub(r' [(]ratio .*[)]$', '', adam_shape(ctx)['rise'])}"
+                 if ctx.branching_adam is not None else "")
               + ".**" if len(head) else "**No checkpoint's local critical batch size was measured.**")
     limits = []
     if bounds:

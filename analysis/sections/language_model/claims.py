@@ -407,7 +407,7 @@ def _shape(f: BranchFacts | None) -> str:
     if f is None or f.local.empty:
         return "not measured"
     head = f.local[f.local["tol"] == TOL].sort_values("s")
-    return " → ".join(f"{value_text(r)} ({r['fraction']:.0%})" for _, r in head.iterrows())
+    return " → ".join(f"{value_text(r)} at {r['fraction']:.0%}" for _, r in head.iterrows())
 
 
 def _rise(f: BranchFacts | None) -> str:
