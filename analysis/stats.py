@@ -188,12 +188,12 @@ def span_text(est: float, lo: float, hi: float, fmt: str = ".3g") -> str:
     An interval narrower than ``fmt`` prints (``-0.90 [-0.90, -0.90]``) gets the digits that tell its ends apart,
     up to four more.
 
-    >>> span_text(174.2, 167.0, 184.1, ".0f"), span_text(64.0, 64.0, 64.0, ".0f")
-    ('174 [167, 184]', '64 (every seed)')
+    >>> span_text(174.2, 167.0, 184.1, ".0f"), span_text(64.0, 64.0, 64.0, ".0f"), span_text(-0.9, -0.9 - 1e-16, -0.9, ".2f")
+    ('174 [167, 184]', '64 (every seed)', '-0.90 (every seed)')
     >>> span_text(-0.9001, -0.9032, -0.8985, ".2f"), span_text(0.50012, 0.50004, 0.50031, ".3g")
     ('-0.900 [-0.903, -0.898]', '0.5001 [0.5, 0.5003]')
     """
-    if lo == hi:
+    if abs(hi - lo) <= 1e-9 * max(1.0, abs(est)):  # no spread but the arithmetic's rounding
         return f"{format(est, fmt)} (every seed)"
     for extra in range(5):
         f = _more_digits(fmt, extra)

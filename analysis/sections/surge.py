@@ -118,14 +118,15 @@ def fall_verdict(r) -> str:
     if r.falls == 0:
         return f"no fall: every seed's best rate is at its maximum at the largest B ({r.b_max:g})"
     if r.drop_holm < 0.05 and r.drop_lo > 0:
-        return f"falls after its peak ({r.falls} of {r.n} seeds; {r.drop:.2f} [{r.drop_lo:.2f}, {r.drop_hi:.2f}] decades)"
-    return f"not resolved ({r.falls} of {r.n} seeds fall, by {r.drop:.2f} [{r.drop_lo:.2f}, {r.drop_hi:.2f}] decades)"
+        return f"falls after its peak ({r.falls} of {r.n} seeds; {stats.span_text(r.drop, r.drop_lo, r.drop_hi, '.2f')} decades)"
+    return (f"not resolved ({r.falls} of {r.n} seeds fall, by {stats.span_text(r.drop, r.drop_lo, r.drop_hi, '.2f')} "
+            "decades)")
 
 
 def move_verdict(r) -> str:
     if not np.isfinite(r.move_holm):
         return "not measured"
-    iv = f"{r.move:.2f} [{r.move_lo:.2f}, {r.move_hi:.2f}]"
+    iv = stats.span_text(r.move, r.move_lo, r.move_hi, ".2f")
     if r.move_holm < 0.05:
         return f"moves to {'larger' if r.move > 1 else 'smaller'} B as the loss falls (×{iv})"
     return f"no move resolved (×{iv})"
