@@ -31,6 +31,7 @@ is resolved when its adjusted p-value is below 0.05.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -204,8 +205,6 @@ def span_text(est: float, lo: float, hi: float, fmt: str = ".3g") -> str:
 
 def _more_digits(fmt: str, extra: int) -> str:
     """``.2f`` with ``extra`` more digits (``.4f`` for 2); other formats as they are but their precision."""
-    import re
-
     m = re.fullmatch(r"([^.]*)\.(\d+)([fge%])", fmt)
     return fmt if m is None or extra == 0 else f"{m.group(1)}.{int(m.group(2)) + extra}{m.group(3)}"
 

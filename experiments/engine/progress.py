@@ -125,7 +125,7 @@ class RemainingCost:
         self.used = [0.0, 0.0]  # the share of their steps taken, times their cost, and the cost of the runs done
         self.seconds: dict[tuple, list[float]] = {}  # kind -> [worker seconds, cost used] of its runs done (): all
         self._left: list[float] | None = None  # the expected cost of each run left, by share (None: to be computed)
-        self.started = {k: self.start for k in list(self.costs)[:self.workers]}  # runs in flight -> when they began
+        self.started = {k: self.start for k in itertools.islice(self.costs, self.workers)}  # in flight -> began
 
     def done(self, key: str | None = None, share: float | None = None, seconds: float | None = None) -> None:
         """The run ``key`` ended (trained, failed or given up), having taken ``share`` of the steps it was expected
@@ -157,8 +157,7 @@ class RemainingCost:
         now = self.clock()
         if self.first is None:
             self.first = (now, cost)
-        self.started.pop(key, None)
-        flying = list(itertools.islice(self.costs, self.workers))
+        flying = itertools.islice(self.costs, self.workers)  # the run that ended is no longer among them
         self.started = {k: self.started.get(k, now) for k in flying}  # a worker freed takes the next run
 
     def _used(self, key: str | None, share: float) -> float:
@@ -220,8 +219,8 @@ class RemainingCost:
     def seconds_left(self) -> float:
         """The runs left handed out in dispatch order to the first free worker (the first ``workers`` in flight,
         each with its expected seconds less those since it began), each worker taking ``pace x workers`` seconds
-        per unit: the time until the last one ends. With many runs left it is their cost times the pace; near the end it counts the workers
-        left idle while the last long runs finish."""
+        per unit: the time until the last one ends. With many runs left it is their cost times the pace; near the
+        end it counts the workers left idle while the last long runs finish."""
         if not self.costs:
             return 0.0
         left, w, pace, now = self.left_costs(), self.workers, self.pace(), self.clock()
