@@ -62,8 +62,9 @@ def run_sweep(sweep: grids.Sweep, executor: Executor, *, progress: bool = True,
     reclaim_sigterm()
     parent = ""
     if work is None:
-        bar = CostBar(todo, counts, desc=f"sweep {sweep.name} ({executor.name})", workers=executor.workers,
-                      disable=not progress, prune=prune)  # its ETA weighs each run left by its expected cost
+        # its ETA weighs each run left by its expected cost, the first `workers` left in hand-out order in flight
+        bar = CostBar(executor.hand_out_order(todo), counts, desc=f"sweep {sweep.name} ({executor.name})",
+                      workers=executor.workers, disable=not progress, prune=prune)
     else:  # a search proposes its runs as results come back: the bar's total is the runs it expects (chains.py)
         from tqdm.auto import tqdm
 

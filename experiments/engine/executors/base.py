@@ -51,6 +51,11 @@ class Executor:
     def connect(self) -> None:
         """Get ready to train; called before the parent run exists, so a failure leaves nothing behind."""
 
+    def hand_out_order(self, todo: list) -> list:
+        """The order :meth:`run` hands ``todo`` (in dispatch order) out in, as far as it is known before any result:
+        the progress bar's ETA counts the first ``workers`` runs left in it as in flight. ``todo`` itself here."""
+        return list(todo)
+
     def run(self, todo: list, ctx: SweepContext, *, bar, counts: SweepCounts, board=None) -> int:
         """Train ``todo`` (in dispatch order), updating ``counts`` and the progress ``bar``; the exit status.
 

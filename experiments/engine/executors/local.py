@@ -60,6 +60,11 @@ class LocalExecutor(Executor):
 
     name = "local"
 
+    def hand_out_order(self, todo) -> list:
+        """One program per worker, in turn (:class:`Dispatcher`); a prune board reorders only within a program's
+        runs, as results come back, so it is left out."""
+        return list(Dispatcher(todo, None, lanes=self.workers))
+
     def run(self, todo, ctx, *, bar, counts, board=None) -> int:
         return self._train(Dispatcher(todo, board, lanes=self.workers), ctx, bar=bar, counts=counts, board=board)
 
