@@ -234,7 +234,7 @@ def test_a_bar_that_took_the_runs_in_dispatch_order_said_seconds_for_the_last_te
 def test_on_cores_that_slowed_down_the_eta_errs_fast_by_at_most_45_percent():
     """The shared cores' record (the one the constants were first chosen on): its runs took 1.33x the quiet
     record's worker seconds in its first sixth and 1.72x after (1.3-3.4x by optimizer, reduction and B: other jobs
-    came), which the runs done cannot foretell. The ETA errs on the fast side there (-41% at a fifth), never more
+    came), which the runs done cannot foretell. The ETA errs on the fast side there (-40% at a fifth), never more
     than 30% slow."""
     runs = recorded_sweep()
     quiet = recorded_sweep(Path(__file__).parent / "fixtures" / "make_sweep_runs_quiet.csv")

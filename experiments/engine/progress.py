@@ -13,7 +13,7 @@ the pace comes from the runs already done::
                                                 / (cost the runs done since used + f + w)
 
 (near the end, the time until the last run ends when the runs left go in
-dispatch order to the first free worker: :meth:`RemainingCost.seconds_left`)
+hand-out order to the first free worker: :meth:`RemainingCost.seconds_left`)
 
 where ``p0 = 1 / (0.75 x workers)`` is the cost model's own pace (two worker
 processes on two cores do about 1.5 runs' worth of work at once) and ``w`` is
@@ -22,7 +22,11 @@ is done and fades as runs finish, so the machine's speed and its load are
 learnt. The pace is measured from the first run's end, so that starting the
 workers (seconds, once) is not taken for a slow machine, and ``f`` is the part
 of the runs in flight already done: half of the next ``workers`` runs in
-dispatch order. Near the end the time left counts, of each run in flight,
+hand-out order (the order the bar is given its runs in: the executor's
+``hand_out_order``; the local executor hands one compiled program per worker
+out in turn, and with each program's runs together instead the bar counted a
+long B = 1024 run as not begun while it was all but done, saying 4.0 s for the
+last 0.7 s of a live ``make sweep``). Near the end the time left counts, of each run in flight,
 its expected seconds less those since it began (when a run ended and freed
 its worker), at least a tenth of them.
 
@@ -119,7 +123,7 @@ class RemainingCost:
     def __init__(self, costs: Mapping[str, float], *, workers: int = 1, clock: Callable[[], float] = time.monotonic,
                  kin: Mapping[str, tuple[Hashable, float]] | None = None,
                  kind: Mapping[str, tuple[Hashable, ...]] | None = None, fixed: Mapping[str, float] | None = None):
-        self.costs = {k: max(float(v), 1e-9) for k, v in costs.items()}  # in dispatch order
+        self.costs = {k: max(float(v), 1e-9) for k, v in costs.items()}  # in hand-out order
         self.fixed = {k: min(1.0, max(0.0, float(v))) for k, v in (fixed or {}).items()}
         self.workers = max(1, workers)
         self.total = sum(self.costs.values())
@@ -206,7 +210,7 @@ class RemainingCost:
         return ratio / (seconds / cost)
 
     def left_costs(self) -> list[float]:
-        """The expected cost of each run left, in dispatch order, by the share it is expected to use."""
+        """The expected cost of each run left, in hand-out order, by the share it is expected to use."""
         if self._left is None:
             try:
                 self._left = [c * self._used(k, self.share(k)) * self.slowness(k) for k, c in self.costs.items()]
@@ -227,7 +231,7 @@ class RemainingCost:
         return (self.clock() - since + w * self.prior_pace) / (self.finished - first_cost + self.in_flight() + w)
 
     def seconds_left(self) -> float:
-        """The runs left handed out in dispatch order to the first free worker (the first ``workers`` in flight,
+        """The runs left handed out in order to the first free worker (the first ``workers`` in flight,
         each with its expected seconds less those since it began), each worker taking ``pace x workers`` seconds
         per unit: the time until the last one ends. With many runs left it is their cost times the pace; near the
         end it counts the workers left idle while the last long runs finish."""
@@ -291,7 +295,9 @@ def kind(cfg) -> tuple[str, str]:
 class CostBar:
     """The bar an executor updates (``update``, ``set_postfix``, ``close``): runs done of the sweep's, and about how
     long is left by :class:`RemainingCost`. The runs that ended are read from ``counts.ended`` (``SweepCounts.add``
-    records each, before the executor moves the bar), the steps and seconds each took from ``counts.took``."""
+    records each, before the executor moves the bar), the steps and seconds each took from ``counts.took``.
+    ``todo``: the runs in the order the executor hands them out (``Executor.hand_out_order``; ``costs``, if given,
+    in the same order)."""
 
     FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 
