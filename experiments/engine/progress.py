@@ -78,10 +78,10 @@ from collections.abc import Callable, Hashable, Mapping
 
 PARALLEL = 0.75  # runs' worth of work per worker process at once (1.3-1.7 measured for 2 workers on 2 cores)
 PRIOR_SHARE = 0.02  # the weight of the cost model's own pace, as a share of the sweep's expected cost
-KIND_PRIOR = 0.01
+KIND_PRIOR = 0.01  # the weight of a coarser kind's seconds per unit in a finer one's, as a share of the sweep's cost
 # how many decades farther the rates done of each of kin's groups (fine to coarse) count: another optimizer's runs
 # (the third group) are weaker evidence of a run's divergence than its own optimizer's at another batch size
-FARTHER = (0.0, 0.0, 0.5)  # the weight of a coarser kind's seconds per unit in a finer one's, as a share of the sweep's cost
+FARTHER = (0.0, 0.0, 0.5)
 
 
 def clock(seconds: float) -> str:
@@ -262,34 +262,34 @@ def kin(cfg) -> tuple[tuple[Hashable, ...], float]:
     ...  (("sgd", "mean"), ("sgd", "sum"), ("adam", "sum"), ("momentum", "mean"))]
     [-2.0, 0.0, -2.0, -1.0]
     """
-    import dataclasses
-
     from mbstudy.optimizers import OPTIMIZERS
 
     opt = OPTIMIZERS[cfg.optimizer]
     rate = cfg.learning_rate
     if cfg.reduction == "sum" and not opt.scale_invariant:
         rate *= cfg.batch_size
-    momentum = getattr(cfg, "momentum", None) if any(h.name == "momentum" for h in opt.hyper) else None
-    if isinstance(momentum, (int, float)) and 0 <= momentum < 1:
-        rate /= 1 - momentum  # heavy ball's steady step: lr / (1 - momentum) times the gradient
-    fields = tuple(f.name for f in dataclasses.fields(cfg) if f.metadata.get("role") == "optimizer")
+    if "momentum" in opt.fields and 0 <= cfg.momentum < 1:
+        rate /= 1 - cfg.momentum  # heavy ball's steady step: lr / (1 - momentum) times the gradient
     return ((cfg.hash(without=("seed", "learning_rate", "reduction")),
              cfg.hash(without=("seed", "learning_rate", "reduction", "batch_size")),
-             (opt.scale_invariant, cfg.hash(without=("seed", "learning_rate", "reduction", "batch_size", "optimizer",
-                                                      *fields)))),
+             (opt.scale_invariant, _but_optimizer(cfg, "batch_size"))),
             round(math.log10(max(rate, 1e-30)), 6))
+
+
+def _but_optimizer(cfg, *also: str) -> str:
+    """The hash of the configuration but its seed, learning rate, reduction, optimizer and every optimizer's
+    hyper-parameter fields, and ``also``."""
+    import dataclasses
+
+    optimizer = tuple(f.name for f in dataclasses.fields(cfg) if f.metadata.get("role") == "optimizer")
+    return cfg.hash(without=("seed", "learning_rate", "reduction", "optimizer", *optimizer, *also))
 
 
 def kind(cfg) -> tuple[str, str]:
     """A run's kinds for :class:`RemainingCost`, coarse to fine: the configuration but its seed, learning rate,
     reduction and optimizer (with the optimizer's hyper-parameters), the work of one step, which the cost model
     gets wrong alike; then with its optimizer, whose update's work the model leaves out."""
-    import dataclasses
-
-    optimizer = tuple(f.name for f in dataclasses.fields(cfg) if f.metadata.get("role") == "optimizer")
-    return (cfg.hash(without=("seed", "learning_rate", "reduction", "optimizer", *optimizer)),
-            cfg.hash(without=("seed", "learning_rate", "reduction")))
+    return _but_optimizer(cfg), cfg.hash(without=("seed", "learning_rate", "reduction"))
 
 
 class CostBar:
