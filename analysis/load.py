@@ -156,15 +156,26 @@ def load_history(runs: pd.DataFrame, name: str, keys=HISTORY_KEYS, *, progress: 
     return fresh[fresh["run_id"].isin(runs["run_id"])].drop(columns="end_time").reset_index(drop=True)
 
 
-def load_simple(name: str, kind: str, hint: str) -> pd.DataFrame:
-    """Runs of the side experiments (``equivalence``, ``reduction``): params and final metrics."""
+def load_simple(name: str, kind: str, hint: str, *, newest_per_case: bool = False) -> pd.DataFrame:
+    """Runs of the side experiments (``equivalence``, ``reduction``): params and final metrics.
+
+    ``newest_per_case``: keep only the newest run (by end time) of each set of params, in the order the store
+    gave them. A side experiment run again (``make study-extended`` after ``make study`` runs ``equivalence``
+    and ``reduction`` a second time; so does ``make equivalence`` by hand) logs the same cases again, and each
+    case must count once."""
+    runs = search(name, kind, hint)
     rows = []
-    for r in search(name, kind, hint):
+    for r in runs:
         row = {"run_id": r.info.run_id, "end_time": int(r.info.end_time or 0), **r.data.params, **r.data.metrics,
                **{k: r.data.tags.get(k, "") for k in ("git_commit", "jax_version", "device", "bench_session",
                                                       "mode", "cpu", "cores", "torch_version")}}
         rows.append(row)
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if newest_per_case and not df.empty:
+        keys = sorted({k for r in runs for k in r.data.params})
+        older = df.sort_values("end_time", kind="stable").duplicated(keys, keep="last")
+        df = df[~older.reindex(df.index)].reset_index(drop=True)
+    return df
 
 
 def latest_parent(name: str) -> str | None:

@@ -213,6 +213,33 @@ def test_collect_on_an_empty_store_records_every_experiment_as_missing(tmp_path,
         assert command in text, command
 
 
+def test_a_side_experiment_run_twice_counts_each_case_once(tmp_path, monkeypatch):
+    """make study-extended after make study runs equivalence and reduction again: the report read 6 networks
+    for 3 (and 12 of 18 pairs for 6 of 9) from the doubled runs. Each case (its params) counts once, the newest."""
+    import time
+
+    from analysis.sections import identity
+    from experiments.engine import run_writer
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = store.get_or_create_experiment("equivalence", "test")
+    for err in (1e-15, 2e-16):  # the same two cases logged twice, the second time with smaller errors
+        for setting in ("mlp", "cnn"):
+            for dtype in ("float32", "float64"):
+                run_writer.write_run(exp, name=f"{setting}-{dtype}", params={"setting": setting, "dtype": dtype},
+                                     tags={"mbstudy.kind": "equivalence", "git_commit": f"c{err}"},
+                                     metrics={"err/per_sample_mean_vs_batch": err,
+                                              "err/accumulated_equal_weights_mistake": 1.5})
+                time.sleep(0.01)  # distinct end times
+    assert len(load.load_simple("equivalence", "equivalence", "make equivalence")) == 8  # what the store holds
+    runs = identity.equivalence_facts(None).runs
+    assert len(runs) == 4 and set(zip(runs["setting"], runs["dtype"])) == {
+        (s, d) for s in ("mlp", "cnn") for d in ("float32", "float64")}
+    assert set(runs["err/per_sample_mean_vs_batch"]) == {2e-16} and set(runs["git_commit"]) == {"c2e-16"}
+    ctx = type("Ctx", (), {"equivalence": identity.EquivalenceFacts("equivalence", runs)})()
+    assert "Over 2 networks" in identity.text(ctx) and "2.0e-16" in identity.text(ctx)
+
+
 def test_a_store_without_the_whole_study_is_refused_and_nothing_is_written(fixture_store, tmp_path, monkeypatch,
                                                                            capsys):
     from analysis import figures, render, report

@@ -22,7 +22,8 @@ class EquivalenceFacts:
 
 
 def equivalence_facts(ctx: Context) -> EquivalenceFacts:
-    return EquivalenceFacts("equivalence", load.load_simple("equivalence", "equivalence", "make equivalence"))
+    return EquivalenceFacts("equivalence", load.load_simple("equivalence", "equivalence", "make equivalence",
+                                                                newest_per_case=True))
 
 
 IDENTITIES = ("per_sample_mean_vs_batch", "sum_vs_B_mean", "accumulated_equal", "accumulated_unequal",

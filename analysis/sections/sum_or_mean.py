@@ -331,7 +331,7 @@ def reduction_distance(ctx: Context):
 
 
 def _read_reduction(ctx: Context) -> ReductionFacts:
-    runs = load.load_simple("reduction", "reduction", "make reduction")
+    runs = load.load_simple("reduction", "reduction", "make reduction", newest_per_case=True)
     hist = load.load_history(runs, "reduction", keys=("dist/pair", "dist/control"), progress=False)
     return reduction_facts(runs, hist)
 
