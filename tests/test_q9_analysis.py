@@ -254,6 +254,37 @@ def test_a_checkpoint_is_read_over_the_batch_sizes_it_was_branched_into():
     assert branching.design_text(before.kept.query("s == 64")) == ""
 
 
+def with_smaller_batch(runs: pd.DataFrame, hist: pd.DataFrame, s: int, B: int, gain: float):
+    """``runs, hist`` with branches at batch size ``B`` from step ``s`` only, every rate decreasing the loss
+    ``gain`` times as much as the best rate of the smallest batch size there before."""
+    rows, points = [], []
+    for seed in sorted(runs["seed"].unique()):
+        for lr in RATES:
+            rid = f"s{s}-B{B}-lr{lr}-{seed}"
+            rows.append({"run_id": rid, "seed": seed, "schedule": f"{s}x32@0.316" if s else "", "batch_size": B,
+                         "learning_rate": lr, "outcome": "completed", "target_loss": np.nan, "steps_to_target": np.nan})
+            points += [{"run_id": rid, "metric": "train/loss", "step": s + e // B,
+                        "value": 2.0 - 0.002 * s - 0.5 * gain * e / BUDGET} for e in range(0, BUDGET + 1, 512)]
+    return (pd.concat([runs, pd.DataFrame(rows)], ignore_index=True),
+            pd.concat([hist, pd.DataFrame(points)], ignore_index=True))
+
+
+@pytest.mark.parametrize("gain, at64, bound", [(1.0, 32, ""), (1.5, 1, "<=")])
+def test_each_checkpoint_is_measured_against_its_own_smallest_batch_size(gain, at64, bound):
+    """B = 1 added at step 64 alone: step 64's kept fractions are B = 1's decrease's (the local B_crit stays 32
+    when B = 1 decreases the loss as B = 2 does, and is <= 1 when it decreases it 1.5 times as much), and the
+    checkpoints without B = 1 keep their values (they are not left unmeasured for lack of it)."""
+    runs, hist = with_smaller_batch(*synthetic_branching(), s=64, B=1, gain=gain)
+    f = branching.branch_facts(runs, hist, n_boot=50)
+    local = f.local[f.local["tol"] == branching.TOL].set_index("s")
+    assert local.loc[64, "b_crit"] == pytest.approx(at64) and local.loc[64, "bound"] == bound
+    assert local.loc[0, "b_crit"] == pytest.approx(8) and local.loc[128, "b_crit"] == pytest.approx(128)
+    kept = f.kept.set_index(["s", "batch_size"])["kept"]
+    assert kept[(64, 1)] == pytest.approx(1.0) and kept[(0, 2)] == pytest.approx(1.0)
+    assert kept[(64, 2)] == pytest.approx(1 / gain, rel=1e-3)
+    assert branching.design_text(f.kept) == "B = 1 only from step 64"
+
+
 def test_one_seed_gives_no_intervals_and_no_resolved_verdicts():
     runs, hist = synthetic_branching(seeds=1)
     f = branching.branch_facts(runs, hist, n_boot=50)

@@ -87,9 +87,11 @@ def kept_fraction(loss: np.ndarray, every: np.ndarray) -> np.ndarray:
     """``loss[s, B, e]`` (B ascending; e = 0 the branch point, then the common evaluations) at one learning rate,
     ``every[s, B, lr, e]`` at all of them: per (s, B), the least over e of the fraction of the smallest B's loss
     decrease by e (at its lowest loss at the end of the budget) that B achieved by e. NaN where B has no runs or
-    the smallest B's loss did not decrease."""
+    the smallest B's loss did not decrease. The smallest B is each s's own: the smallest with runs from s (a
+    branch point may be branched into batch sizes the others are not)."""
     start = loss[:, :1, :1]
-    small = every[:, 0]  # (s, lr, e): the smallest B at each rate
+    has = ~np.isnan(every[:, :, :, 1:]).all(axis=(2, 3))  # (s, B): B has runs from s
+    small = every[np.arange(len(every)), np.argmax(has, axis=1)]  # (s, lr, e): s's smallest B at each rate
     final = small[:, :, -1]
     pick = np.argmin(np.where(np.isnan(final), np.inf, final), axis=1)
     small = small[np.arange(len(small)), pick][:, None, 1:]  # (s, 1, e)
