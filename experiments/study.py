@@ -80,6 +80,7 @@ EXTENDED = [
     ("sweep lm_accumulation", ["experiments.sweep", "lm_accumulation"]),
     ("sweep lm_beta2", ["experiments.sweep", "lm_beta2"]),
     ("sweep lm_branching", ["experiments.sweep", "lm_branching"]),
+    ("sweep lm_warmup_placed", ["experiments.sweep", "lm_warmup_placed"]),
 ]
 
 # the quick study: the same steps on fewer seeds and batch sizes, and the MLP workloads only (the CNN is most of
@@ -138,6 +139,7 @@ QUICK = [
     ("sweep lm_branching", ["experiments.sweep", "lm_branching", "--set", "seed=0",
                             "--only", "batch_size=[16, 32, 64]", "--only", 'schedule=["", "32x32@0.0178"]',
                             "--only", "learning_rate=[0.01, 0.0178, 0.0316, 0.0562]"]),
+    ("sweep lm_warmup_placed", ["experiments.sweep", "lm_warmup_placed", "--set", "seed=0", "--set", "target_val=2.5"]),
 ]
 
 # seconds of the steps that are not sweeps on two cores (Intel Xeon, this project's CI machine), until this

@@ -197,6 +197,7 @@ def test_collect_on_an_empty_store_records_every_experiment_as_missing(tmp_path,
                 "lm_beta2": "make sweep GRID=lm_beta2", "lm_accumulation": "make sweep GRID=lm_accumulation",
                 "lm_warmup": "make sweep GRID=lm_warmup", "lm_branching": "make sweep GRID=lm_branching",
                 "lm_layernorm": "make sweep GRID=lm_branching", "lm_tests": "make study-extended",
+                "lm_warmup_placed": "make sweep GRID=lm_warmup_placed",
                 "baselines": "make baselines"}
     assert set(facts.missing) == set(commands)  # noise and nqm are derived: None without a message of their own
     for name, command in commands.items():

@@ -127,3 +127,56 @@ def test_the_training_part_of_the_tests_reads_the_branches_and_the_layernorm_rat
     assert set(t["part"]) == {"Q9 branching", "Gray"}
     last = t[t["key"] == "gray:last"].iloc[0]
     assert last["estimate"] == pytest.approx(0.7 * np.exp(np.mean(np.log(1 + 0.02 * np.arange(4)))), rel=1e-6)
+
+
+# lm_branching's local B_crit (tolerance 20%, Adam, the validation loss, geometric means over 5 seeds) at its branch
+# points, in sequences (steps x 32): what experiments/grids/lm_warmup_placed.toml was made from; the report
+# re-derives it from the store (analysis.sections.warmup.placement_from)
+LM_LOCAL_BCRIT = [(0, 256), (1024, 21.1), (3072, 9.19), (7168, 21.1)]
+LM_LEVELS = (0.01, 0.0178, 0.0316)
+
+
+def test_the_lm_grids_hold_the_schedules_their_rules_make():
+    """lm_warmup: doubling schedules from B = 8 (mbstudy.schedule.doubling); lm_warmup_placed: the placement rule
+    on the measured local B_crit, both rules giving one schedule, at three rate levels, the lm sweep's seeds."""
+    from experiments.engine import grid
+    from mbstudy import schedule
+
+    doubling = {c.schedule for c in grid.load("lm_warmup").configs}
+    assert doubling == {schedule.doubling(8, 128, e, 0.0178, lr_max=0.0178) for e in (512, 1024, 2048)}
+    configs = grid.load("lm_warmup_placed").configs
+    floor, nearest = (schedule.placed(LM_LOCAL_BCRIT, rule=rule) for rule in ("floor", "nearest"))
+    assert floor == nearest == ([(7168, 8)], 16)
+    phases, final = floor
+    want = {(schedule.format_schedule([(n // b, b, lr) for n, b in phases]), final, lr) for lr in LM_LEVELS}
+    assert {(c.schedule, c.batch_size, c.learning_rate) for c in configs} == want
+    assert len(configs) == 3 * 6 and {c.seed for c in configs} == set(SEEDS)  # the lm sweep's 6 seeds
+
+
+def test_a_placed_warmup_is_one_arm_of_its_rate_levels_in_the_parts_holm_family():
+    """Three rate levels of one schedule are one arm (each seed's fastest); its two comparisons join the part's
+    Holm family as "Q9 placed warm-up"; the placement re-derived from branching facts names the arm."""
+    from analysis.sections import warmup as q9_warmup
+    from tests.test_q9_analysis import synthetic_q9
+
+    lm = _lm_runs(np.random.default_rng(2))
+    placed = pd.DataFrame([{"run_id": f"p-{s}-{lr}", "optimizer": "adam", "batch_size": 16, "seed": s,
+                            "learning_rate": lr, "outcome": "completed", "schedule": f"96x8@{lr}",
+                            "steps_to_val_target": (500 + s) * slow, "examples_to_val_target": 6000, "target_val": 2.4,
+                            "eval_every": 4} for s in SEEDS for lr, slow in ((0.01, 1.2), (0.0178, 1.0), (0.0316, 1.5))])
+    w = claims.combine_warmup(lm, placed, "lm_warmup_placed", tuned=True)
+    assert list(w.schedules["schedule"]) == ["96x8 → 16"]
+    assert set(w.per_seed.loc[w.per_seed["arm"] == "96x8 → 16", "learning_rate"]) == {0.0178}
+    t = claims.tests(placed=w)
+    assert set(t["part"]) == {"Q9 placed warm-up"} and set(t["key"]) == {"placed:start:96x8 → 16",
+                                                                         "placed:best:96x8 → 16"}
+    start = t[t["key"] == "placed:start:96x8 → 16"].iloc[0]
+    # constant B = 8 at its faster rate: 100 (1 + 8) = 900 steps against the arm's 500
+    assert start["estimate"] == pytest.approx(500 / 900, rel=0.05)
+    assert claims.said(start, "more", "fewer") == "fewer"
+    assert claims._warm(t, "start", "placed")[1].startswith("fewer steps in 1 of 1 schedules")
+    f = synthetic_q9()["branching"]  # its local B_crit: 8, 32 and 128 at 0, 2048 and 4096 examples
+    made, said = q9_warmup.placement_from(f, {"256x8,64x32 → 128"}, "lm_warmup_placed")
+    assert made == {"floor": "256x8,64x32 → 128", "nearest": "256x8,64x32 → 128"} and "re-derived" in said
+    _, other = q9_warmup.placement_from(f, {"96x8 → 16"}, "lm_warmup_placed")
+    assert "other schedules" in other and "experiments/grids/lm_warmup_placed.toml" in other

@@ -77,6 +77,17 @@ def test_the_beta2_grid_holds_the_half_life_rule():
     assert fixed == {0.999}
 
 
+def test_the_lm_beta2_grid_holds_the_half_life_rule():
+    """The language model's half-life arm: 0.999's half-life at B = 32 (22,170 examples), at each B it runs."""
+    t = scaling_rules.half_life(0.999, 32)
+    assert t == pytest.approx(22170, abs=1)
+    tables = [w["by_batch_size"]["beta2"] for w in _spec("lm_beta2")["workloads"] if "by_batch_size" in w]
+    assert {int(b) for table in tables for b in table} == {8, 128}
+    for table in tables:
+        for b, beta2 in table.items():
+            assert beta2 == pytest.approx(scaling_rules.beta2_at(int(b), t), abs=1e-12), b
+
+
 def test_the_sde_grid_holds_the_rules():
     configs = grids.load("sde").configs
     ref = {"learning_rate": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}

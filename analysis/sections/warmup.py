@@ -82,6 +82,15 @@ def shape_of(schedule: str) -> str:
     return ",".join(f"{n}x{b}" for n, b, _ in parse(schedule))
 
 
+def start_b(arm: str) -> int:
+    """The first phase's batch size of a schedule or of an arm named by its shape.
+
+    >>> start_b("768x16@0.1,160x64@0.316"), start_b("896x8 → 16")
+    (16, 8)
+    """
+    return int(re.match(r"\s*\d+\s*x\s*(\d+)", arm)[1])
+
+
 def warmup_facts(runs: pd.DataFrame, experiment: str = "warmup", n_boot: int | None = None, *,
                  tuned: bool = False) -> WarmupFacts:
     """``n_boot``: unused (the intervals are t-intervals over seeds); kept for the callers. ``tuned``: schedules
@@ -111,7 +120,7 @@ def warmup_facts(runs: pd.DataFrame, experiment: str = "warmup", n_boot: int | N
         # a seed that never reached the target makes the ratio a bound (censored), not a missing pair
         equal = pd.Series({seed: _constant_at(e, cps[cps["seed"] == seed])
                            if np.isfinite(e) else 1.0 for seed, e in g["examples"].items()})
-        b0 = int(re.match(r"\s*\d+\s*x\s*(\d+)", sched)[1])  # the first phase's B (of a schedule or a shape)
+        b0 = start_b(sched)
         start = cps[cps["batch_size"] == b0].set_index("seed")["steps"]
         rows.append({"schedule": sched, "final_b": int(g["batch_size"].iloc[0]), "start_b": int(b0),
                      "steps": g["steps"].median() if ok else np.nan,
@@ -250,7 +259,7 @@ def _local_at_placed_tol(f) -> pd.DataFrame:
 
 
 def lm_placement(ctx: Context) -> str:
-    """Whether the language model's local B_crit can place a warm-up (issue 25 asks for it there too)."""
+    """The language model's placed warm-up in a sentence (issue 25 asks for it there too), or why there is none."""
     f = ctx.lm_branching
     if f is None:
         return ""
@@ -262,33 +271,45 @@ def lm_placement(ctx: Context) -> str:
         at = ", ".join(f"{'≥' if b.bound == '>=' else '≤'} {b.b_crit:.0f} at step {int(b.s)}" for b in bounds.itertuples())
         return (f" On the language model no schedule was placed: its local B_crit at {PLACED_TOL:.0%} is a bound at "
                 f"{len(bounds)} of its {len(loc)} branch points ({at}), so the rule has no value to place B by there.")
-    return " The language model's local B_crit has a value at every branch point, but no placed sweep runs on it yet."
+    w = ctx.lm_warmup_placed
+    if not _usable(w):
+        return " The language model's local B_crit has a value at every branch point, but no placed sweep ran on it."
+    r = w.schedules.sort_values("steps").iloc[0]
+    return (f" On the language model (`lm_warmup_placed`, Adam) the same rule gives `{r.schedule}`: "
+            f"{_ratio(r.vs_start)}× B = {r.start_b}'s steps ({r.start_verdict}), {_ratio(r.vs_best)}× the fastest "
+            f"constant B's ({r.best_verdict}; the language model's section, under its own Holm family).")
 
 
-def placement_check(ctx: Context) -> tuple[dict[str, str], str]:
-    """The schedules :func:`mbstudy.schedule.placed` makes (each rule) from the branching sweep's local B_crit in
-    this store, as arm names (``shape → final B``), and a sentence on whether ``warmup_placed`` holds them."""
+def placement_from(f, held: set[str], sweep: str) -> tuple[dict[str, str], str]:
+    """The schedules :func:`mbstudy.schedule.placed` makes (each rule) from branching facts ``f``'s local B_crit at
+    :data:`PLACED_TOL`, as arm names (``shape → final B``), and a sentence on whether the placed sweep ``sweep``
+    (its arms ``held``) holds them."""
     from mbstudy.schedule import placed
 
-    f = ctx.branching
-    if f is None:
-        return {}, "The branching sweep is not in this store, so the placement was not re-derived from it."
     loc = _local_at_placed_tol(f)
     if loc.empty or (loc["bound"] != "").any() or not np.isfinite(loc["b_crit"].astype(float)).all():
-        return {}, ("The branching sweep's local B_crit is a bound at some checkpoint, so the placement was not "
+        return {}, (f"The {f.experiment} sweep's local B_crit is a bound at some checkpoint, so the placement was not "
                     "re-derived from it.")
     points = [(int(s_) * f.reference_b, float(b)) for s_, b in zip(loc["s"], loc["b_crit"])]
     made = {}
     for rule in ("floor", "nearest"):
         phases, final = placed(points, rule=rule)
         made[rule] = ",".join(f"{n // b}x{b}" for n, b in phases) + f" → {final}"
-    held = set(ctx.warmup_placed.schedules["schedule"]) if ctx.warmup_placed is not None else set()
     same = set(made.values()) == held
     return made, ("The sweep's schedules are the ones this rule makes from the local B_crit in this store "
                   "(re-derived at report time)." if same else
                   "The local B_crit in this store makes other schedules (" + "; ".join(
-                      f"{r}: `{v}`" for r, v in made.items()) + ") than the sweep holds: rerun the branching "
-                  "sweep's numbers into experiments/grids/warmup_placed.toml.")
+                      f"{r}: `{v}`" for r, v in made.items()) + f") than the sweep holds: rerun the {f.experiment} "
+                  f"sweep's numbers into experiments/grids/{sweep}.toml.")
+
+
+def placement_check(ctx: Context) -> tuple[dict[str, str], str]:
+    """:func:`placement_from` the branching sweep's local B_crit in this store, against ``warmup_placed``."""
+    f = ctx.branching
+    if f is None:
+        return {}, "The branching sweep is not in this store, so the placement was not re-derived from it."
+    held = set(ctx.warmup_placed.schedules["schedule"]) if ctx.warmup_placed is not None else set()
+    return placement_from(f, held, "warmup_placed")
 
 
 def _edge_share(w: WarmupFacts) -> tuple[int, int]:

@@ -3,9 +3,10 @@
 Four sweeps on the ``lm`` workload (the transformer on CPython's documentation as characters), every one to the lm
 sweep's validation-loss target: ``lm_beta2`` (Adam's β2 at a fixed half-life in examples against 0.999, and plain
 SGD, Marek et al. 2025), ``lm_accumulation`` (one step of k accumulated micro-batches against k steps),
-``lm_warmup`` (doubling batch-size warm-ups, Merrill et al. 2025) and ``lm_branching`` (the local critical batch
+``lm_warmup`` (doubling batch-size warm-ups, Merrill et al. 2025), ``lm_branching`` (the local critical batch
 size over training by branching, Merrill et al.; its reference runs log the noise statistics per layer, which give
-the LayerNorm parameters' own noise scale, Gray et al. 2024).
+the LayerNorm parameters' own noise scale, Gray et al. 2024) and ``lm_warmup_placed`` (a warm-up placed where
+``lm_branching``'s local B_crit says, as ``warmup_placed`` on MNIST-1D; issue 25).
 
 Each is read by the MNIST-1D section's own facts function (:func:`analysis.sections.beta2.beta2_facts`,
 ``accumulation_facts``, ``warmup_facts``, ``branch_facts``), which read a run's training-loss target:
@@ -39,10 +40,10 @@ from analysis.sections.branching import TOL, BranchFacts, branch_facts, value_te
 from analysis.sections.language_model import layernorm
 from analysis.sections.warmup import WarmupFacts, warmup_facts
 from mbstudy.metrics import TARGETS, layer_metric_name
-from mbstudy.schedule import parse
 
 plt = plots.plt
-GRIDS = {"beta2": "lm_beta2", "accumulation": "lm_accumulation", "warmup": "lm_warmup", "branching": "lm_branching"}
+GRIDS = {"beta2": "lm_beta2", "accumulation": "lm_accumulation", "warmup": "lm_warmup", "branching": "lm_branching",
+         "placed": "lm_warmup_placed"}
 RENAMED = {"steps_to_val_target": "steps_to_target", "examples_to_val_target": "examples_to_target",
            "time_to_val_target": "time_to_target", "target_val": "target_loss"}
 
@@ -105,17 +106,25 @@ def read_accumulation(ctx: Context) -> AccumulationFacts:
     return combine_accumulation(_lm_runs(ctx, "accumulation's unaccumulated steps"), acc, name)
 
 
-def combine_warmup(lm: pd.DataFrame, warm: pd.DataFrame, name: str) -> WarmupFacts:
-    """The warm-up schedules with the lm sweep's constant-B runs of their optimizer and seeds."""
+def combine_warmup(lm: pd.DataFrame, warm: pd.DataFrame, name: str, *, tuned: bool = False) -> WarmupFacts:
+    """The warm-up schedules with the lm sweep's constant-B runs of their optimizer and seeds (``tuned``: a
+    schedule's rate levels are one arm, each seed's fastest, :func:`warmup_facts`)."""
     const = lm[lm["optimizer"].isin(warm["optimizer"].unique()) & lm["seed"].isin(warm["seed"].unique())]
     runs = pd.concat([const.assign(schedule=""), warm], ignore_index=True)
-    return warmup_facts(on_validation_target(runs), name)
+    return warmup_facts(on_validation_target(runs), name, tuned=tuned)
 
 
 def read_warmup(ctx: Context) -> WarmupFacts:
     name = GRIDS["warmup"]
     warm = _load(name)
     return combine_warmup(_lm_runs(ctx, "warm-ups' constant batch sizes"), warm, name)
+
+
+def read_placed(ctx: Context) -> WarmupFacts:
+    """The placed warm-up's arms (each the fastest of its rate levels per seed) against the lm sweep's constant B."""
+    name = GRIDS["placed"]
+    placed = _load(name)
+    return combine_warmup(_lm_runs(ctx, "placed warm-up's constant batch sizes"), placed, name, tuned=True)
 
 
 def _common_range(f: BranchFacts) -> str:
@@ -241,19 +250,19 @@ def accumulation_rows(a: AccumulationFacts) -> list[dict]:
                  (r.examples_ratio, r.examples_lo, r.examples_hi, r.examples_p, r.n_seeds)) for r in t.itertuples()]
 
 
-def warmup_rows(w: WarmupFacts) -> list[dict]:
+def warmup_rows(w: WarmupFacts, part: str = "Q9 warm-up", prefix: str = "warmup") -> list[dict]:
     """Each warm-up's steps over those of the constant B it starts at and of the constant B with the fewest steps,
-    paired by seed (Merrill et al. compare with both)."""
+    paired by seed (Merrill et al. compare with both); keys ``<prefix>:start|best:<arm>``."""
     ps = w.per_seed
     const = ps[ps["arm"].str.startswith("B=") & np.isfinite(ps["steps"])]
     rows = []
     for sched, g in ps[~ps["arm"].str.startswith("B=")].groupby("arm"):
         steps = g.set_index("seed")["steps"]
-        b0 = parse(sched)[0][1]
+        b0 = q9_warmup.start_b(sched)
         for key, what, B in (("start", "its starting B", b0), ("best", "the fastest constant B", w.best_constant)):
             c = const[const["batch_size"] == B].set_index("seed")["steps"]
             if len(c):
-                rows.append(_row("Q9 warm-up", f"warmup:{key}:{sched}", f"steps of {sched} / B = {B} ({what})",
+                rows.append(_row(part, f"{prefix}:{key}:{sched}", f"steps of {sched} / B = {B} ({what})",
                                  q9_warmup._paired(steps, c)))
     return rows
 
@@ -282,11 +291,15 @@ def layernorm_rows(ln: LayerNormFacts) -> list[dict]:
     return rows
 
 
-def tests(beta2=None, accumulation=None, warmup=None, branching=None, layernorm_=None) -> pd.DataFrame:
+def placed_rows(w: WarmupFacts) -> list[dict]:
+    return warmup_rows(w, "Q9 placed warm-up", "placed")
+
+
+def tests(beta2=None, accumulation=None, warmup=None, branching=None, layernorm_=None, placed=None) -> pd.DataFrame:
     """Every comparison of the part whose facts exist, with Holm's adjusted p-value over all of them."""
     rows = []
     for facts, fn in ((beta2, beta2_rows), (accumulation, accumulation_rows), (warmup, warmup_rows),
-                      (branching, branching_rows), (layernorm_, layernorm_rows)):
+                      (branching, branching_rows), (layernorm_, layernorm_rows), (placed, placed_rows)):
         if facts is not None:
             rows += fn(facts)
     out = pd.DataFrame(rows, columns=COLUMNS)
@@ -301,10 +314,11 @@ class ClaimTests:
 
 
 def read_tests(ctx: Context) -> ClaimTests | None:
-    facts = (ctx.lm_beta2, ctx.lm_accumulation, ctx.lm_warmup, ctx.lm_branching, ctx.lm_layernorm)
+    facts = (ctx.lm_beta2, ctx.lm_accumulation, ctx.lm_warmup, ctx.lm_branching, ctx.lm_layernorm,
+             ctx.lm_warmup_placed)
     if all(f is None for f in facts):
         raise MissingRuns("no sweep of the language model's Q8 and Q9 is in the store; run make study-extended "
-                          "(or make sweep GRID=lm_beta2, lm_accumulation, lm_warmup, lm_branching)")
+                          "(or make sweep GRID=lm_beta2, lm_accumulation, lm_warmup, lm_branching, lm_warmup_placed)")
     return ClaimTests("lm_branching", tests(*facts))
 
 
@@ -381,8 +395,8 @@ def _lm_acc(ctx: Context, t: pd.DataFrame) -> str:
             f"({w['comparison'].split(' / ')[0].replace('examples ', '')})")
 
 
-def _warm(t: pd.DataFrame, key: str) -> tuple[pd.Series | None, str]:
-    rows = t[t["key"].str.startswith(f"warmup:{key}:")]
+def _warm(t: pd.DataFrame, key: str, prefix: str = "warmup") -> tuple[pd.Series | None, str]:
+    rows = t[t["key"].str.startswith(f"{prefix}:{key}:")]
     if rows.empty:
         return None, "not measured"
     best = rows.loc[rows["estimate"].idxmin()]
@@ -391,9 +405,9 @@ def _warm(t: pd.DataFrame, key: str) -> tuple[pd.Series | None, str]:
     return best, f"fewer steps in {fewer} of {len(rows)} schedules, more in {more}; the best {ratio(best)}×"
 
 
-def _mnist_warm(ctx: Context, key: str) -> str:
-    """The MNIST-1D warm-ups against their starting B (``start``) or the fastest constant B (``best``)."""
-    w = ctx.warmup
+def _mnist_warm(w: WarmupFacts | None, key: str) -> str:
+    """An MNIST-1D warm-up sweep's schedules against their starting B (``start``) or the fastest constant B
+    (``best``)."""
     if w is None or w.schedules.empty or f"vs_{key}" not in w.schedules:
         return "not measured"
     c, n = q9_warmup.counts(w), len(w.schedules)
@@ -430,6 +444,8 @@ def text(ctx: Context) -> str:
     gray, drift = _get(t, "gray:last"), _get(t, "gray:drift")
     _, start_text = _warm(t, "start")
     _, best_text = _warm(t, "best")
+    _, placed_start = _warm(t, "start", "placed")
+    _, placed_best = _warm(t, "best", "placed")
     small = int(b.table["batch_size"].min()) if b is not None and len(b.table) else 0
     answer = (
         f"**On the transformer, the half-life β2 against 0.999 at B = {small}: "
@@ -449,11 +465,17 @@ def text(ctx: Context) -> str:
          "MNIST-1D MLP (steps, half-life / 0.999)": _acc_summary(_mnist_acc_cells(ctx)),
          "language model": _lm_acc(ctx, t)},
         {"claim": "a batch-size warm-up takes fewer steps than its starting B (Merrill et al. 2025: 43% fewer on "
-                  "OLMo 1B)", "MNIST-1D MLP (steps, half-life / 0.999)": _mnist_warm(ctx, "start"),
+                  "OLMo 1B)", "MNIST-1D MLP (steps, half-life / 0.999)": _mnist_warm(ctx.warmup, "start"),
          "language model": start_text},
         {"claim": "… and than the fastest constant B", "MNIST-1D MLP (steps, half-life / 0.999)":
-            _mnist_warm(ctx, "best"),
+            _mnist_warm(ctx.warmup, "best"),
          "language model": best_text},
+        {"claim": "a warm-up placed where the local B_crit says takes fewer steps than its starting B (Merrill "
+                  "et al.'s recipe)", "MNIST-1D MLP (steps, half-life / 0.999)": _mnist_warm(ctx.warmup_placed, "start"),
+         "language model": placed_start},
+        {"claim": "… and than the fastest constant B", "MNIST-1D MLP (steps, half-life / 0.999)":
+            _mnist_warm(ctx.warmup_placed, "best"),
+         "language model": placed_best},
         {"claim": "the local B_crit starts near zero, rises, then plateaus (Merrill et al.)",
          "MNIST-1D MLP (steps, half-life / 0.999)": _shape(ctx.branching), "language model": _shape(br)},
         {"claim": "the LayerNorm parameters' B_simple predicts the whole model's (Gray et al. 2024)",
@@ -505,6 +527,20 @@ def _how(ctx: Context, br, ln, w) -> str:
                     + f" for {br.budget} sequences; the local B_crit at a tolerance of {TOL:.0%} "
                     "as in Q9 (the validation loss in place of the training loss); "
                     f"{br.edge:.0%} of the chosen rates at an edge of their grid.")
+    p = ctx.lm_warmup_placed
+    if p is not None and len(p.schedules) and br is not None:
+        _, check = q9_warmup.placement_from(br, set(p.schedules["schedule"]), GRIDS["placed"])
+        runs = _load(GRIDS["placed"])  # one arm: its final B names it
+        e, n = edges(runs, runs["steps_to_val_target"].where(runs["outcome"].isin(["completed", "pruned"]), np.inf),
+                     ["batch_size"])
+        bits.append(f"**Placed warm-up** (`{GRIDS['placed']}`, {int(p.schedules['n_seeds'].max())} seeds): Q9's rule "
+                    f"on this workload's local B_crit (tolerance {q9_warmup.PLACED_TOL:.0%}): from each branch point "
+                    "on, the largest power of two at or below (or nearest to) the least local B_crit measured there "
+                    "or later. " + check + " Each seed's fastest of three rate levels a quarter decade apart (the "
+                    "same rate in every phase) against the lm sweep's constant batch sizes, whose rates are searched "
+                    "per seed: " + "; ".join(f"`{r.schedule}` {r.steps:.0f} steps ({r.examples:.0f} sequences)"
+                                             for r in p.schedules.itertuples())
+                    + f"; {e} of {n} seeds had their fastest level only at the lowest or highest of the three.")
     if ln is not None and not ln.agreement.empty:
         bits.append(f"**LayerNorm noise scale**: the branching references' per-layer noise statistics (a "
                     f"{ln.noise_batch}-sequence noise batch, every 32 steps): tr Σ and |G|² summed over the "
@@ -599,7 +635,8 @@ SECTION = Section(
     appendix=appendix,
     provides=(Provider("lm_beta2", read_beta2), Provider("lm_accumulation", read_accumulation),
               Provider("lm_warmup", read_warmup), Provider("lm_branching", read_branching),
-              Provider("lm_layernorm", read_layernorm), Provider("lm_tests", read_tests)),
+              Provider("lm_layernorm", read_layernorm), Provider("lm_warmup_placed", read_placed),
+              Provider("lm_tests", read_tests)),
     figures=(FigureSpec("l2_lm_training", training_figure, ("lm_tests",),
                         "The language model over training. Left: the local critical batch size by branching (Q9's "
                         "method on the validation loss) and the reference's B_simple, against the branch point. "
