@@ -248,9 +248,9 @@ def test_a_checkpoint_is_read_over_the_batch_sizes_it_was_branched_into():
     assert (local["bound"] == "").all()
     design = f.kept.groupby("s")["batch_size"].agg(set)
     assert design[0] == {2, 4, 32, 64, 128, 256, 512} and design[128] == {2, 4, 8, 16, 32, 64, 128, 1024}
-    assert branching.design_text(f.kept) == ("B = 8 only from steps 64, 128; B = 16 only from steps 64, 128; "
-                                             "B = 256 only from steps 0, 64; B = 512 only from steps 0, 64; "
-                                             "B = 1024 only from step 128")
+    assert branching.design_text(f.kept) == ("B = 8 and 16 only from steps 64, 128; B = 256 and 512 only from "
+                                             "steps 0, 64; B = 1024 only from step 128")
+    assert branching.smallest_text(f.kept) == ""  # B = 2 everywhere
     assert branching.design_text(before.kept.query("s == 64")) == ""
 
 
@@ -283,6 +283,7 @@ def test_each_checkpoint_is_measured_against_its_own_smallest_batch_size(gain, a
     assert kept[(64, 1)] == pytest.approx(1.0) and kept[(0, 2)] == pytest.approx(1.0)
     assert kept[(64, 2)] == pytest.approx(1 / gain, rel=1e-3)
     assert branching.design_text(f.kept) == "B = 1 only from step 64"
+    assert branching.smallest_text(f.kept) == "B = 1 at step 64, B = 2 at the others"
 
 
 def test_one_seed_gives_no_intervals_and_no_resolved_verdicts():

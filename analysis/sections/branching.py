@@ -144,15 +144,31 @@ def local_by_point(kept: np.ndarray, batch_sizes: np.ndarray, design: np.ndarray
 
 
 def design_text(kept: pd.DataFrame) -> str:
-    """The batch sizes only some checkpoints were branched into, as ``B = 1024 only from step 0``; "" when every
-    checkpoint had the same ones (``kept``: :attr:`BranchFacts.kept`, a row per (s, B) of the design)."""
+    """The batch sizes only some checkpoints were branched into, those with the same checkpoints together, as
+    ``B = 1, 2 and 8 only from step 96; B = 1024 only from step 0``; "" when every checkpoint had the same ones
+    (``kept``: :attr:`BranchFacts.kept`, a row per (s, B) of the design)."""
     points = sorted(kept["s"].unique())
-    parts = []
+    groups: dict[tuple[int, ...], list[int]] = {}
     for b, g in kept.groupby("batch_size"):
-        at = sorted(g["s"].unique())
+        at = tuple(sorted(int(x) for x in g["s"].unique()))
         if len(at) < len(points):
-            parts.append(f"B = {int(b)} only from step{'s' if len(at) > 1 else ''} {', '.join(str(int(x)) for x in at)}")
+            groups.setdefault(at, []).append(int(b))
+    parts = []
+    for at, bs in groups.items():  # in the order of each group's smallest B
+        sizes = ", ".join(map(str, bs[:-1])) + f" and {bs[-1]}" if len(bs) > 1 else str(bs[0])
+        parts.append(f"B = {sizes} only from step{'s' if len(at) > 1 else ''} {', '.join(map(str, at))}")
     return "; ".join(parts)
+
+
+def smallest_text(kept: pd.DataFrame) -> str:
+    """Which batch size each checkpoint's kept fractions are read against, when that differs between checkpoints,
+    as ``B = 1 at step 96, B = 4 at the others``; "" when it is the same everywhere."""
+    least = kept.groupby("s")["batch_size"].min().astype(int)
+    if least.nunique() < 2:
+        return ""
+    common = least.mode().iloc[0]
+    odd = least[least != common]
+    return ", ".join(f"B = {b} at step {s}" for s, b in odd.items()) + f", B = {common} at the others"
 
 
 def _diverged_as_inf(loss: pd.DataFrame, runs: pd.DataFrame, budget: int) -> pd.DataFrame:

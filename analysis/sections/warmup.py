@@ -277,7 +277,7 @@ def lm_placement(ctx: Context) -> str:
     r = w.schedules.sort_values("steps").iloc[0]
     return (f" On the language model (`lm_warmup_placed`, Adam) the same rule gives `{r.schedule}`: "
             f"{_ratio(r.vs_start)}× B = {r.start_b}'s steps ({r.start_verdict}), {_ratio(r.vs_best)}× the fastest "
-            f"constant B's ({r.best_verdict}; the language model's section, under its own Holm family).")
+            f"constant B's ({r.best_verdict}; Holm over that sweep's own comparisons).")
 
 
 def placement_from(f, held: set[str], sweep: str) -> tuple[dict[str, str], str]:

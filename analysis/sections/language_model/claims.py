@@ -525,7 +525,9 @@ def _how(ctx: Context, br, ln, w) -> str:
                     + (f" ({extra}: the batch sizes added where the first design, B = {_common_range(br)}, left the "
                        "local B_crit a bound)" if (extra := q9_branching.design_text(br.kept)) else "")
                     + f" for {br.budget} sequences; the local B_crit at a tolerance of {TOL:.0%} "
-                    "as in Q9 (the validation loss in place of the training loss); "
+                    "as in Q9 (the validation loss in place of the training loss"
+                    + (f"; each branch point's kept fractions against its own smallest B: {least}"
+                       if (least := q9_branching.smallest_text(br.kept)) else "") + "); "
                     f"{br.edge:.0%} of the chosen rates at an edge of their grid.")
     p = ctx.lm_warmup_placed
     if p is not None and len(p.schedules) and br is not None:
