@@ -150,7 +150,10 @@ def test_the_lm_grids_hold_the_schedules_their_rules_make():
     phases, final = floor
     want = {(schedule.format_schedule([(n // b, b, lr) for n, b in phases]), final, lr) for lr in LM_LEVELS}
     assert {(c.schedule, c.batch_size, c.learning_rate) for c in configs} == want
-    assert len(configs) == 3 * 6 and {c.seed for c in configs} == set(SEEDS)  # the lm sweep's 6 seeds
+    assert len(configs) == 3 * 10 and {c.seed for c in configs} == set(range(10))  # the lm sweep's Adam seeds
+    assert {c.seed for c in grid.load("lm_warmup").configs} == set(range(10))
+    adam = {c.template.seed for c in grid.load("lm").cells if c.template.optimizer == "adam"}
+    assert adam == set(range(10)), "the warm-ups' constant batch sizes are the lm sweep's Adam runs, on their seeds"
 
 
 def test_a_placed_warmup_is_one_arm_of_its_rate_levels_in_the_parts_holm_family():
@@ -180,3 +183,21 @@ def test_a_placed_warmup_is_one_arm_of_its_rate_levels_in_the_parts_holm_family(
     assert made == {"floor": "256x8,64x32 → 128", "nearest": "256x8,64x32 → 128"} and "re-derived" in said
     _, other = q9_warmup.placement_from(f, {"96x8 → 16"}, "lm_warmup_placed")
     assert "other schedules" in other and "experiments/grids/lm_warmup_placed.toml" in other
+
+
+def test_the_limits_name_the_seeds_the_lm_grids_run():
+    """The language model's Limits sentence is typed: it must say the seeds its sweeps run."""
+    from analysis.sections.language_model import SECTION
+    from experiments.engine import grid
+
+    def seeds(name, **only):
+        sweep = grid.load(name)
+        configs = sweep.configs or [c.template for c in sweep.cells]
+        return {c.seed for c in configs if all(getattr(c, k) == v for k, v in only.items())}
+
+    assert len(seeds("lm", optimizer="momentum")) == 6 and len(seeds("lm", optimizer="adam")) == 10
+    assert len(seeds("lm_beta2")) == len(seeds("lm_accumulation")) == 6
+    assert len(seeds("lm_warmup")) == len(seeds("lm_warmup_placed")) == 10
+    assert len(seeds("lm_branching", target_val=None)) == 5 and len(seeds("lm_branching", target_val=2.4)) == 8
+    assert ("6 seeds for momentum's Q5, β2 and accumulation, 10 for Adam's Q5 and the warm-ups, 5 for the branches "
+            "(8 references)") in SECTION.limits
