@@ -200,3 +200,25 @@ def test_the_limits_name_the_seeds_the_lm_grids_run():
     assert len(seeds("lm_warmup")) == len(seeds("lm_warmup_placed")) == 10
     assert len(seeds("lm_branching", target_val=None)) == 5 and len(seeds("lm_branching", target_val=2.4)) == 8
     assert "6 seeds (10 for Adam's Q5 and the warm-ups), 5 for the branches (8 references)" in SECTION.limits
+
+
+def test_a_checkpoint_read_against_a_smaller_b_is_also_read_against_the_others():
+    """B = 1 at step 64 alone, decreasing the loss 1.5 times as much as B = 2: against it step 64's local B_crit is
+    <= 1; dropped (at_common_smallest), step 64 reads 32 against B = 2 as the other checkpoints do, and the LM's
+    branching paragraph says both."""
+    from types import SimpleNamespace
+
+    from analysis.sections import branching
+    from tests.test_q9_analysis import synthetic_branching, with_smaller_batch
+
+    runs, hist = with_smaller_batch(*synthetic_branching(), s=64, B=1, gain=1.5)
+    common = branching.at_common_smallest(runs)
+    assert set(runs["batch_size"]) - set(common["batch_size"]) == {1} and len(common) == len(runs) - 5 * 3
+    br = branching.branch_facts(runs, hist, n_boot=50)
+    c = branching.branch_facts(common, hist[hist["run_id"].isin(common["run_id"])], n_boot=50)
+    local = c.local[c.local["tol"] == branching.TOL].set_index("s")
+    assert local.loc[64, "b_crit"] == pytest.approx(32) and local.loc[64, "bound"] == ""
+    said = claims._against_common(SimpleNamespace(lm_branching_common=c), br)
+    assert said.startswith("read against B = 2 as at the others, the local B_crit is 32") and "at step 64" in said
+    assert "(not ≤ 1 at step 64)" in said
+    assert claims._against_common(SimpleNamespace(lm_branching_common=None), br) == ""

@@ -171,6 +171,17 @@ def smallest_text(kept: pd.DataFrame) -> str:
     return ", ".join(f"B = {b} at step {s}" for s, b in odd.items()) + f", B = {common} at the others"
 
 
+def at_common_smallest(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` without the branches below the least batch size that every checkpoint was branched into (the
+    references kept): the design read against one smallest B everywhere, to show how much a checkpoint's local
+    B_crit depends on being read against a smaller B than the others (:func:`smallest_text`)."""
+    ref = _reference(runs)
+    br = runs[~ref]
+    s = br["schedule"].map(branch_point) if "schedule" in br else pd.Series(0, index=br.index)
+    common = br.groupby(s)["batch_size"].min().max()
+    return runs[ref | (runs["batch_size"] >= common)]
+
+
 def _diverged_as_inf(loss: pd.DataFrame, runs: pd.DataFrame, budget: int) -> pd.DataFrame:
     """A diverged branch stops logging: its common evaluations after the last one it logged count as inf."""
     gone = runs[runs["outcome"] == "diverged"]

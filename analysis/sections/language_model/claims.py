@@ -133,11 +133,26 @@ def _common_range(f: BranchFacts) -> str:
     return f"{min(every)} … {max(every)}" if every else "–"
 
 
-def read_branching(ctx: Context) -> BranchFacts:
+def _branching_runs(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame]:
     name = GRIDS["branching"]
     runs = on_validation_target(_load(name))
     hist = load.load_history(runs, name, keys=("val/loss", "grad/b_simple"), progress=ctx.progress)
-    return branch_facts(runs, validation_as_loss(hist), name)
+    return runs, validation_as_loss(hist)
+
+
+def read_branching(ctx: Context) -> BranchFacts:
+    return branch_facts(*_branching_runs(ctx), GRIDS["branching"])
+
+
+def read_branching_common(ctx: Context) -> BranchFacts | None:
+    """``lm_branching`` read against one smallest B at every checkpoint (:func:`q9_branching.at_common_smallest`);
+    None when every checkpoint already has the same smallest B."""
+    f = ctx.lm_branching
+    if f is None or not q9_branching.smallest_text(f.kept):
+        return None
+    runs, hist = _branching_runs(ctx)
+    runs = q9_branching.at_common_smallest(runs)
+    return branch_facts(runs, hist[hist["run_id"].isin(runs["run_id"])], GRIDS["branching"])
 
 
 @dataclass(frozen=True)
@@ -492,6 +507,25 @@ def text(ctx: Context) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _against_common(ctx: Context, br: BranchFacts) -> str:
+    """The local B_crit at the checkpoints read against a smaller B than the others, read against the others' one
+    too (at the headline tolerance): how much those values owe to their reference. "" when there are none."""
+    c = ctx.lm_branching_common
+    if c is None:
+        return ""
+    common = int(c.kept["batch_size"].min())
+    odd = [int(s) for s, b in br.kept.groupby("s")["batch_size"].min().items() if b < common]
+
+    def at(f: BranchFacts) -> list[str]:
+        rows = f.local[(f.local["tol"] == TOL) & f.local["s"].isin(odd)].sort_values("s")
+        return [f"{value_text(r)} at step {int(r['s'])}" for _, r in rows.iterrows()]
+
+    now, then = at(br), at(c)
+    if not then:
+        return ""
+    return f"read against B = {common} as at the others, the local B_crit is {', '.join(then)} (not {', '.join(now)}); "
+
+
 def _how(ctx: Context, br, ln, w) -> str:
     bits = []
     b = ctx.lm_beta2
@@ -528,6 +562,7 @@ def _how(ctx: Context, br, ln, w) -> str:
                     "as in Q9 (the validation loss in place of the training loss"
                     + (f"; each branch point's kept fractions against its own smallest B: {least}"
                        if (least := q9_branching.smallest_text(br.kept)) else "") + "); "
+                    + _against_common(ctx, br) +
                     f"{br.edge:.0%} of the chosen rates at an edge of their grid.")
     p = ctx.lm_warmup_placed
     if p is not None and len(p.schedules) and br is not None:
@@ -637,6 +672,7 @@ SECTION = Section(
     appendix=appendix,
     provides=(Provider("lm_beta2", read_beta2), Provider("lm_accumulation", read_accumulation),
               Provider("lm_warmup", read_warmup), Provider("lm_branching", read_branching),
+              Provider("lm_branching_common", read_branching_common),
               Provider("lm_layernorm", read_layernorm), Provider("lm_warmup_placed", read_placed),
               Provider("lm_tests", read_tests)),
     figures=(FigureSpec("l2_lm_training", training_figure, ("lm_tests",),
