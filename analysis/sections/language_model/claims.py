@@ -128,9 +128,9 @@ def read_placed(ctx: Context) -> WarmupFacts:
 
 
 def _common_range(f: BranchFacts) -> str:
-    """``4 … 256``: the least and largest batch size every branch point was branched into."""
+    """``1, 2, 4, 16, 64, 256``: the batch sizes every branch point was branched into."""
     every = set.intersection(*f.kept.groupby("s")["batch_size"].agg(set))
-    return f"{min(every)} … {max(every)}" if every else "–"
+    return ", ".join(str(int(b)) for b in sorted(every)) if every else "–"
 
 
 def _branching_runs(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -556,8 +556,8 @@ def _how(ctx: Context, br, ln, w) -> str:
                     f"(steps to the target {br.ref_steps[0]:.0f}), branched at steps "
                     + ", ".join(str(int(s)) for s in sorted(br.local["s"].unique()))
                     + f" into B = {int(br.kept['batch_size'].min())} … {int(br.kept['batch_size'].max())}"
-                    + (f" ({extra}: the batch sizes added where the first design, B = {_common_range(br)}, left the "
-                       "local B_crit a bound)" if (extra := q9_branching.design_text(br.kept)) else "")
+                    + (f" (from every branch point B = {_common_range(br)}; {extra}: added where the first design "
+                       "left the local B_crit a bound)" if (extra := q9_branching.design_text(br.kept)) else "")
                     + f" for {br.budget} sequences; the local B_crit at a tolerance of {TOL:.0%} "
                     "as in Q9 (the validation loss in place of the training loss"
                     + (f"; each branch point's kept fractions against its own smallest B: {least}"
