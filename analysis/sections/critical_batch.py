@@ -10,7 +10,8 @@ from analysis.sections.branching import TOL, shape, summary_of, value_text
 from mbstudy.metrics import TRAIN_TARGET
 
 LIMITS = ("One workload (the MNIST-1D MLP); SGD and Adam for the branches, the warm-ups and the scaling fits "
-          "(the language model's section repeats the branches and the doubling and placed warm-ups with Adam on held-out text); "
+          "(the language model's section repeats the branches and the doubling and placed warm-ups with Adam on "
+          "held-out text); "
           "a training-loss target on a data set seen for many epochs, where Merrill et al. and Zhang et al. "
           "train language models for about one epoch to a validation loss; batch sizes in factors of 2 (branches) "
           "and 4 (scaling), so a local B_crit is resolved to a factor of 2 and its interval is a set of grid "

@@ -432,6 +432,14 @@ def _mnist_warm(w: WarmupFacts | None, key: str) -> str:
             + (f"; the best {interval(best[0], best[1], best[2], '.2f')}×" if best is not None else ""))
 
 
+def _warm_claims(claim: str, mnist: WarmupFacts | None, t: pd.DataFrame, prefix: str) -> list[dict]:
+    """The two rows of the claims table for a kind of warm-up: against its starting B, then against the fastest
+    constant B; the MNIST-1D column from that sweep's facts, the LM's from the part's tests (keys ``prefix:...``)."""
+    return [{"claim": text, "MNIST-1D MLP (steps, half-life / 0.999)": _mnist_warm(mnist, key),
+             "language model": _warm(t, key, prefix)[1]}
+            for text, key in ((claim, "start"), ("… and than the fastest constant B", "best"))]
+
+
 def _shape(f: BranchFacts | None) -> str:
     if f is None or f.local.empty:
         return "not measured"
@@ -458,9 +466,6 @@ def text(ctx: Context) -> str:
     b, br, ln, w = ctx.lm_beta2, ctx.lm_branching, ctx.lm_layernorm, ctx.lm_warmup
     gray, drift = _get(t, "gray:last"), _get(t, "gray:drift")
     _, start_text = _warm(t, "start")
-    _, best_text = _warm(t, "best")
-    _, placed_start = _warm(t, "start", "placed")
-    _, placed_best = _warm(t, "best", "placed")
     small = int(b.table["batch_size"].min()) if b is not None and len(b.table) else 0
     answer = (
         f"**On the transformer, the half-life β2 against 0.999 at B = {small}: "
@@ -479,18 +484,10 @@ def text(ctx: Context) -> str:
         {"claim": "accumulating k micro-batches into one step costs examples (Q8)",
          "MNIST-1D MLP (steps, half-life / 0.999)": _acc_summary(_mnist_acc_cells(ctx)),
          "language model": _lm_acc(ctx, t)},
-        {"claim": "a batch-size warm-up takes fewer steps than its starting B (Merrill et al. 2025: 43% fewer on "
-                  "OLMo 1B)", "MNIST-1D MLP (steps, half-life / 0.999)": _mnist_warm(ctx.warmup, "start"),
-         "language model": start_text},
-        {"claim": "… and than the fastest constant B", "MNIST-1D MLP (steps, half-life / 0.999)":
-            _mnist_warm(ctx.warmup, "best"),
-         "language model": best_text},
-        {"claim": "a warm-up placed where the local B_crit says takes fewer steps than its starting B (Merrill "
-                  "et al.'s recipe)", "MNIST-1D MLP (steps, half-life / 0.999)": _mnist_warm(ctx.warmup_placed, "start"),
-         "language model": placed_start},
-        {"claim": "… and than the fastest constant B", "MNIST-1D MLP (steps, half-life / 0.999)":
-            _mnist_warm(ctx.warmup_placed, "best"),
-         "language model": placed_best},
+        *_warm_claims("a batch-size warm-up takes fewer steps than its starting B (Merrill et al. 2025: 43% fewer "
+                      "on OLMo 1B)", ctx.warmup, t, "warmup"),
+        *_warm_claims("a warm-up placed where the local B_crit says takes fewer steps than its starting B (Merrill "
+                      "et al.'s recipe)", ctx.warmup_placed, t, "placed"),
         {"claim": "the local B_crit starts near zero, rises, then plateaus (Merrill et al.)",
          "MNIST-1D MLP (steps, half-life / 0.999)": _shape(ctx.branching), "language model": _shape(br)},
         {"claim": "the LayerNorm parameters' B_simple predicts the whole model's (Gray et al. 2024)",
