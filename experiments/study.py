@@ -312,11 +312,19 @@ def run(mode: str, steps, out=sys.stderr) -> int:
     """Run ``steps`` in turn (two :data:`ONE_CORE` steps in a row at once); returns 0, or the exit status of the
     first step that failed."""
     guess = expected(mode, steps)
+    print(f"study ({mode}): {len(steps)} steps, about {clock(sum(guess.values()))} expected", file=out, flush=True)
+    from experiments.engine.executors.local import kept_pool
+
+    # the sweeps run in this process (call) share one pool of workers, started by the first
+    with kept_pool():
+        return _run_steps(mode, steps, guess, out)
+
+
+def _run_steps(mode: str, steps, guess: dict[str, float], out) -> int:
     total = sum(guess.values())
     t_start = time.perf_counter()
     done_weight = 0.0
     ahead: dict[str, _Background] = {}
-    print(f"study ({mode}): {len(steps)} steps, about {clock(total)} expected", file=out, flush=True)
     try:
         for i, (name, args) in enumerate(steps, 1):
             print(f"\n=== study step {i}/{len(steps)}: {name}  (python -m {' '.join(args)})"

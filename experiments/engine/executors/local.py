@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 from concurrent.futures.process import BrokenProcessPool
+import contextlib
 import multiprocessing as mp
 import signal
 
@@ -55,6 +56,54 @@ def make_pool(workers: int, board_steps=None) -> cf.Executor:
                                   initargs=(board_steps,))
 
 
+BOARD_CAPACITY = 1 << 14  # a kept pool's board: int64 entries (two per prune group), grown for a larger sweep
+
+_kept: dict | None = None  # inside kept_pool(): {"workers", "pool", "steps"} of the pool kept between sweeps, or {}
+
+
+@contextlib.contextmanager
+def kept_pool():
+    """Keep the local executor's worker processes from one sweep to the next of this process (see the module's
+    docstring); they are stopped when the block ends, however it ends."""
+    global _kept
+    outer, _kept = _kept, {}
+    try:
+        yield
+    finally:
+        if _kept:
+            _shutdown(_kept["pool"])
+        _kept = outer
+
+
+def _drop_kept() -> None:
+    """Forget the kept pool (it was shut down, or is being)."""
+    if _kept:
+        _kept.clear()
+
+
+def _pool_for(workers: int, board) -> tuple[cf.Executor, bool]:
+    """The pool a sweep trains in, and whether it is kept after the sweep.
+
+    Outside :func:`kept_pool` (or with one worker): a new pool that sees ``board``'s array. Inside: the kept pool
+    when it has ``workers`` processes and its array holds ``board``'s entries, else a new one kept in its place;
+    ``board.steps`` is then the pool's array, reset to -1 past the board's own entries (copied in), so no entry
+    of an earlier sweep is read."""
+    if _kept is None or workers == 1:
+        return make_pool(workers, None if board is None else board.steps), False
+    need = 0 if board is None else len(board.steps)
+    if not _kept or _kept["workers"] != workers or len(_kept["steps"]) < need:
+        if _kept:
+            _shutdown(_kept["pool"])
+        steps = mp.get_context("spawn").Array("q", [-1] * max(BOARD_CAPACITY, need), lock=False)
+        _kept.update(workers=workers, pool=make_pool(workers, steps), steps=steps)
+    steps = _kept["steps"]
+    own = [] if board is None else list(board.steps)
+    steps[:] = own + [-1] * (len(steps) - len(own))
+    if board is not None:
+        board.steps = steps
+    return _kept["pool"], True
+
+
 class LocalExecutor(Executor):
     """``--executor local``: a pool of ``workers`` processes (see the module's docstring)."""
 
@@ -76,7 +125,7 @@ class LocalExecutor(Executor):
         """Train what ``pending`` hands out (None from it: nothing now), telling ``work`` (a search) each result."""
         in_flight: dict[str, object] = {}  # run id -> config, from creation until FINISHED
         futures: dict[cf.Future, str] = {}
-        pool = make_pool(self.workers, None if board is None else board.steps)
+        pool, kept = _pool_for(self.workers, board)
         status = 0
 
         def submit_next() -> bool:
@@ -122,6 +171,8 @@ class LocalExecutor(Executor):
                         pass
         except BaseException as e:  # Ctrl-C, SIGTERM, a dead worker, or the store failing: end what is in flight
             _shutdown(pool)
+            if kept:
+                _drop_kept()
             for run_id in in_flight:
                 _kill_if_running(run_id)
             if isinstance(e, BrokenProcessPool):
@@ -129,7 +180,8 @@ class LocalExecutor(Executor):
             raise
         finally:
             pruning.set_board_steps(None)
-        _shutdown(pool)
+        if not kept:
+            _shutdown(pool)
         return status
 
 
