@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.sections.language_model import claims, layernorm
+from analysis.sections.language_model import claims, facts, layernorm
 from mbstudy.metrics import layer_metric_name
 
 SEEDS = range(6)
@@ -30,12 +30,12 @@ def _lm_runs(rng) -> pd.DataFrame:
 
 
 def test_validation_target_takes_the_training_targets_place():
-    r = claims.on_validation_target(pd.DataFrame({"steps_to_val_target": [40.0], "examples_to_val_target": [320.0],
+    r = facts.on_validation_target(pd.DataFrame({"steps_to_val_target": [40.0], "examples_to_val_target": [320.0],
                                                   "target_val": [2.4], "steps_to_target": [7.0]}))
     assert r.loc[0, "steps_to_target"] == 40 and r.loc[0, "examples_to_target"] == 320
     assert r.loc[0, "target_loss"] == 2.4
     h = pd.DataFrame({"metric": ["train/loss", "val/loss"], "value": [1.0, 2.0]})
-    assert claims.validation_as_loss(h).values.tolist() == [["train/loss", 2.0]]
+    assert facts.validation_as_loss(h).values.tolist() == [["train/loss", 2.0]]
 
 
 def test_accumulation_takes_the_lm_runs_at_the_micro_batch_as_k_1():
@@ -46,7 +46,7 @@ def test_accumulation_takes_the_lm_runs_at_the_micro_batch_as_k_1():
                          "seed": s, "learning_rate": 0.0178, "outcome": "completed",
                          "steps_to_val_target": 300, "examples_to_val_target": 9600, "target_val": 2.4,
                          "eval_every": 1} for s in SEEDS])
-    a = claims.combine_accumulation(lm, acc, "lm_accumulation")
+    a = facts.combine_accumulation(lm, acc, "lm_accumulation")
     t = a.table
     assert set(t["micro"]) == {8}, "only the lm runs at the micro-batch are the baseline"
     assert set(t["target"]) == {"val"}, "the lm runs have no training-loss target"
@@ -54,7 +54,7 @@ def test_accumulation_takes_the_lm_runs_at_the_micro_batch_as_k_1():
     # k steps of 8: 100 (1 + 8) = 900 steps, 7200 examples; one step of 32: 9600 examples → 4/3
     assert row["examples_ratio"] == pytest.approx(9600 / 7200, rel=0.05)
     assert row["examples_lo"] < row["examples_ratio"] < row["examples_hi"]
-    rows = claims.accumulation_rows(a)
+    rows = facts.accumulation_rows(a)
     assert [r["key"] for r in rows] == ["acc:adam:8:4"]
 
 
@@ -66,21 +66,21 @@ def test_warmup_is_compared_with_its_starting_b_and_the_fastest_constant_b():
                           "learning_rate": 0.0316, "outcome": "completed", "schedule": "64x8@0.0178,32x16@0.0178",
                           "steps_to_val_target": 450 + s, "examples_to_val_target": 40000, "target_val": 2.4,
                           "eval_every": 4} for s in SEEDS])
-    w = claims.combine_warmup(lm, warm, "lm_warmup")
+    w = facts.combine_warmup(lm, warm, "lm_warmup")
     assert w.best_constant == 128
-    rows = {r["key"].split(":")[1]: r for r in claims.warmup_rows(w)}
+    rows = {r["key"].split(":")[1]: r for r in facts.warmup_rows(w)}
     assert rows["start"]["estimate"] == pytest.approx(0.5, rel=0.05)
     assert rows["best"]["estimate"] == pytest.approx(450 / 150, rel=0.1)
-    t = claims.tests(warmup=w)
+    t = facts.tests(warmup=w)
     assert list(t["part"]) == ["Q9 warm-up"] * 2 and (t["p_holm"] >= t["p"]).all()
     assert claims.said(t.iloc[0], "more", "fewer") == "fewer"
     assert claims.said(t.iloc[1], "more", "fewer") == "more"
 
 
 def test_a_row_with_too_few_seeds_is_not_tested():
-    r = claims._row("x", "k", "what", (0.5, 0.4, 0.6, 0.01, 2))
+    r = facts._row("x", "k", "what", (0.5, 0.4, 0.6, 0.01, 2))
     assert np.isnan(r["p"]) and np.isnan(r["lo"])
-    t = claims.tests()
+    t = facts.tests()
     assert t.empty and "p_holm" in t
 
 
@@ -115,11 +115,11 @@ def synthetic_lm_training() -> dict:
             rows.append({"run_id": f"r{seed}", "step": step, "subset": 10 * r, "total": 10.0, "ratio": r})
     table = pd.DataFrame(rows)
     seed_of = pd.Series({f"r{s}": s for s in range(4)})
-    ln = claims.LayerNormFacts("lm_branching", (2, 5, 8), 10, table, layernorm.agreement(table, seed_of),
+    ln = facts.LayerNormFacts("lm_branching", (2, 5, 8), 10, table, layernorm.agreement(table, seed_of),
                                layernorm.drift(table, seed_of), 32, 256, 100.0)
     branching = synthetic_q9()["branching"]
     return {"lm_branching": branching, "lm_layernorm": ln,
-            "lm_tests": claims.ClaimTests("lm_branching", claims.tests(branching=branching, layernorm_=ln))}
+            "lm_tests": facts.ClaimTests("lm_branching", facts.tests(branching=branching, layernorm_=ln))}
 
 
 def test_the_training_part_of_the_tests_reads_the_branches_and_the_layernorm_ratio():
@@ -167,10 +167,10 @@ def test_a_placed_warmup_is_one_arm_of_its_rate_levels_in_the_parts_holm_family(
                             "learning_rate": lr, "outcome": "completed", "schedule": f"96x8@{lr}",
                             "steps_to_val_target": (500 + s) * slow, "examples_to_val_target": 6000, "target_val": 2.4,
                             "eval_every": 4} for s in SEEDS for lr, slow in ((0.01, 1.2), (0.0178, 1.0), (0.0316, 1.5))])
-    w = claims.combine_warmup(lm, placed, "lm_warmup_placed", tuned=True)
+    w = facts.combine_warmup(lm, placed, "lm_warmup_placed", tuned=True)
     assert list(w.schedules["schedule"]) == ["96x8 → 16"]
     assert set(w.per_seed.loc[w.per_seed["arm"] == "96x8 → 16", "learning_rate"]) == {0.0178}
-    t = claims.tests(placed=w)
+    t = facts.tests(placed=w)
     assert set(t["part"]) == {"Q9 placed warm-up"} and set(t["key"]) == {"placed:start:96x8 → 16",
                                                                          "placed:best:96x8 → 16"}
     start = t[t["key"] == "placed:start:96x8 → 16"].iloc[0]
@@ -208,15 +208,15 @@ def test_a_checkpoint_read_against_a_smaller_b_is_also_read_against_the_others()
     branching paragraph says both."""
     from types import SimpleNamespace
 
-    from analysis.sections import branching
+    from analysis.sections import local_critical
     from tests.test_q9_analysis import synthetic_branching, with_smaller_batch
 
     runs, hist = with_smaller_batch(*synthetic_branching(), s=64, B=1, gain=1.5)
-    common = branching.at_common_smallest(runs)
+    common = local_critical.at_common_smallest(runs)
     assert set(runs["batch_size"]) - set(common["batch_size"]) == {1} and len(common) == len(runs) - 5 * 3
-    br = branching.branch_facts(runs, hist, n_boot=50)
-    c = branching.branch_facts(common, hist[hist["run_id"].isin(common["run_id"])], n_boot=50)
-    local = c.local[c.local["tol"] == branching.TOL].set_index("s")
+    br = local_critical.branch_facts(runs, hist, n_boot=50)
+    c = local_critical.branch_facts(common, hist[hist["run_id"].isin(common["run_id"])], n_boot=50)
+    local = c.local[c.local["tol"] == local_critical.TOL].set_index("s")
     assert local.loc[64, "b_crit"] == pytest.approx(32) and local.loc[64, "bound"] == ""
     said = claims._against_common(SimpleNamespace(lm_branching_common=c), br)
     assert said.startswith("read against B = 2 as at the others, the local B_crit is 32") and "at step 64" in said

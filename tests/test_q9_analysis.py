@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.sections import branching, critical_batch, nqm, scaling, warmup
+from analysis.sections import branching, critical_batch, local_critical, nqm, scaling, warmup
 
 CHECKPOINTS = {0: 8, 64: 32, 128: 128}  # branch point -> the local critical batch size built into the losses
 BRANCH_B = (2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -84,29 +84,29 @@ def synthetic_scaling(seeds: int = 3) -> pd.DataFrame:
 def synthetic_q9() -> dict:
     """Q9's four facts at (about) the study's grid sizes: what tests/test_any_sweep.py's figure checks draw."""
     runs, hist = synthetic_branching()
-    branches = branching.branch_facts(runs, hist, n_boot=100)
+    branches = local_critical.branch_facts(runs, hist, n_boot=100)
     return {"branching": branches, "warmup": warmup.warmup_facts(synthetic_warmup(), n_boot=100),
             "scaling": scaling.scaling_facts(synthetic_scaling(), n_boot=100),
             "nqm": nqm.nqm_facts(110.0, 2.4, 0.7, dim=200)}
 
 
 def test_branch_point_reads_the_schedule():
-    assert branching.branch_point("704x32@0.316") == 704
-    assert branching.branch_point("64x16@0.1,32x32@0.2") == 96
-    assert branching.branch_point("") == branching.branch_point(float("nan")) == 0
+    assert local_critical.branch_point("704x32@0.316") == 704
+    assert local_critical.branch_point("64x16@0.1,32x32@0.2") == 96
+    assert local_critical.branch_point("") == local_critical.branch_point(float("nan")) == 0
 
 
 def test_local_critical_is_the_largest_b_before_the_first_shortfall():
     kept = np.array([[1.0, 0.95, 0.85, 0.9, 0.4], [1.0, 0.7, 1.0, 1.0, 1.0]])
     bs = np.array([2, 4, 8, 16, 32])
-    assert branching.local_critical(kept, bs, 0.1).tolist() == [4, 2]  # B = 16 passes, but B = 8 fell short first
-    assert branching.local_critical(kept, bs, 0.2).tolist() == [16, 2]
-    assert branching.local_critical(kept, bs, 0.5).tolist() == [16, 32]
+    assert local_critical.local_critical(kept, bs, 0.1).tolist() == [4, 2]  # B = 16 passes, but B = 8 fell short first
+    assert local_critical.local_critical(kept, bs, 0.2).tolist() == [16, 2]
+    assert local_critical.local_critical(kept, bs, 0.5).tolist() == [16, 32]
 
 
 def test_branch_facts_recover_the_built_in_local_critical_batch_sizes():
     f = synthetic_q9()["branching"]
-    for tol in branching.TOLERANCES:
+    for tol in local_critical.TOLERANCES:
         got = f.local[f.local["tol"] == tol].set_index("s")["b_crit"].to_dict()
         assert got == pytest.approx({s: float(b) for s, b in CHECKPOINTS.items()}), tol
         assert (f.local["bound"] == "").all()  # every built-in value lies inside the grid 2..512
@@ -117,7 +117,7 @@ def test_branch_facts_recover_the_built_in_local_critical_batch_sizes():
     assert f.ref_steps[0] == pytest.approx(geo) and f.ref_steps[1] < geo < f.ref_steps[2] and f.ref_steps[3] == 5
     assert f.budget == BUDGET and f.reference_b == 32 and f.target == 0.7
     assert f.b_simple.set_index("s")["b_simple"].to_dict() == pytest.approx({0: 102.0, 64: 202.0, 128: 302.0}, rel=1e-3)
-    assert f.local.set_index(["tol", "s"])["fraction"][(branching.TOL, 128)] == pytest.approx(128 / geo)
+    assert f.local.set_index(["tol", "s"])["fraction"][(local_critical.TOL, 128)] == pytest.approx(128 / geo)
 
 
 def test_tuned_warmup_facts_take_each_seeds_fastest_rate_level_as_one_arm():
@@ -202,7 +202,7 @@ def test_a_diverged_rate_counts_as_infinite_loss_not_as_the_seeds_that_survived(
     runs.loc[bad.index, "outcome"] = "diverged"
     merged = hist.merge(runs[["run_id", "batch_size"]], on="run_id", how="left")
     cut = hist["run_id"].isin(bad["run_id"]) & (merged["step"] * merged["batch_size"] > 2048).to_numpy()
-    f = branching.branch_facts(runs, hist[~cut], n_boot=50)
+    f = local_critical.branch_facts(runs, hist[~cut], n_boot=50)
     kept = f.kept.set_index(["s", "batch_size"])
     assert kept.loc[(0, 64), "learning_rate"] != BEST_RATE  # the diverged rate is not chosen
     assert kept.loc[(0, 64), "kept"] < 0.2  # the other rates keep 80% of (8/64)^1.2: about 0.07
@@ -213,10 +213,10 @@ def test_a_missing_cell_leaves_the_local_critical_batch_size_unknown():
     the other three seeds' is read, and the other checkpoints are unaffected."""
     runs, hist = synthetic_branching()
     gone = runs[runs["schedule"].eq("64x32@0.316") & runs["batch_size"].eq(8) & runs["seed"].lt(2)]
-    f = branching.branch_facts(runs.drop(gone.index), hist[~hist["run_id"].isin(gone["run_id"])], n_boot=50)
-    at64 = f.per_seed[(f.per_seed["tol"] == branching.TOL) & (f.per_seed["s"] == 64)].set_index("seed")["b_crit"]
+    f = local_critical.branch_facts(runs.drop(gone.index), hist[~hist["run_id"].isin(gone["run_id"])], n_boot=50)
+    at64 = f.per_seed[(f.per_seed["tol"] == local_critical.TOL) & (f.per_seed["s"] == 64)].set_index("seed")["b_crit"]
     assert at64[[0, 1]].isna().all() and at64[[2, 3, 4]].tolist() == [32, 32, 32]
-    local = f.local[f.local["tol"] == branching.TOL].set_index("s")
+    local = f.local[f.local["tol"] == local_critical.TOL].set_index("s")
     assert local.loc[64, "b_crit"] == pytest.approx(32) and local.loc[64, "n_seeds"] == 3
     assert local.loc[0, "b_crit"] == pytest.approx(8) and local.loc[128, "b_crit"] == pytest.approx(128)  # the other checkpoints are unaffected
 
@@ -229,8 +229,8 @@ def test_a_checkpoint_is_read_over_the_batch_sizes_it_was_branched_into():
     cut = ((runs["schedule"].eq("") & runs["batch_size"].isin([8, 16]))
            | (runs["schedule"].eq("128x32@0.316") & runs["batch_size"].isin([256, 512])))
     runs, hist = runs[~cut], hist[~hist["run_id"].isin(runs.loc[cut, "run_id"])]
-    before = branching.branch_facts(runs, hist, n_boot=50)
-    local = before.local[before.local["tol"] == branching.TOL].set_index("s")
+    before = local_critical.branch_facts(runs, hist, n_boot=50)
+    local = before.local[before.local["tol"] == local_critical.TOL].set_index("s")
     assert local.loc[128, "b_crit"] == pytest.approx(128) and local.loc[128, "bound"] == ">="
     rows, points = [], []
     for seed in range(5):  # B = 1024 at step 128 only, whose loss does not fall at all: far short
@@ -240,18 +240,18 @@ def test_a_checkpoint_is_read_over_the_batch_sizes_it_was_branched_into():
                          "learning_rate": lr, "outcome": "completed", "target_loss": np.nan, "steps_to_target": np.nan})
             points += [{"run_id": rid, "metric": "train/loss", "step": 128 + e // 1024, "value": 2.0 - 0.002 * 128}
                        for e in range(0, BUDGET + 1, 512)]
-    f = branching.branch_facts(pd.concat([runs, pd.DataFrame(rows)], ignore_index=True),
+    f = local_critical.branch_facts(pd.concat([runs, pd.DataFrame(rows)], ignore_index=True),
                                pd.concat([hist, pd.DataFrame(points)], ignore_index=True), n_boot=50)
-    local = f.local[f.local["tol"] == branching.TOL].set_index("s")
+    local = f.local[f.local["tol"] == local_critical.TOL].set_index("s")
     assert local.loc[128, "b_crit"] == pytest.approx(128) and local.loc[128, "bound"] == ""
     assert local.loc[0, "b_crit"] == pytest.approx(4) and local.loc[64, "b_crit"] == pytest.approx(32)
     assert (local["bound"] == "").all()
     design = f.kept.groupby("s")["batch_size"].agg(set)
     assert design[0] == {2, 4, 32, 64, 128, 256, 512} and design[128] == {2, 4, 8, 16, 32, 64, 128, 1024}
-    assert branching.design_text(f.kept) == ("B = 8 and 16 only from steps 64, 128; B = 256 and 512 only from "
+    assert local_critical.design_text(f.kept) == ("B = 8 and 16 only from steps 64, 128; B = 256 and 512 only from "
                                              "steps 0, 64; B = 1024 only from step 128")
-    assert branching.smallest_text(f.kept) == ""  # B = 2 everywhere
-    assert branching.design_text(before.kept.query("s == 64")) == ""
+    assert local_critical.smallest_text(f.kept) == ""  # B = 2 everywhere
+    assert local_critical.design_text(before.kept.query("s == 64")) == ""
 
 
 def with_smaller_batch(runs: pd.DataFrame, hist: pd.DataFrame, s: int, B: int, gain: float):
@@ -275,23 +275,23 @@ def test_each_checkpoint_is_measured_against_its_own_smallest_batch_size(gain, a
     when B = 1 decreases the loss as B = 2 does, and is <= 1 when it decreases it 1.5 times as much), and the
     checkpoints without B = 1 keep their values (they are not left unmeasured for lack of it)."""
     runs, hist = with_smaller_batch(*synthetic_branching(), s=64, B=1, gain=gain)
-    f = branching.branch_facts(runs, hist, n_boot=50)
-    local = f.local[f.local["tol"] == branching.TOL].set_index("s")
+    f = local_critical.branch_facts(runs, hist, n_boot=50)
+    local = f.local[f.local["tol"] == local_critical.TOL].set_index("s")
     assert local.loc[64, "b_crit"] == pytest.approx(at64) and local.loc[64, "bound"] == bound
     assert local.loc[0, "b_crit"] == pytest.approx(8) and local.loc[128, "b_crit"] == pytest.approx(128)
     kept = f.kept.set_index(["s", "batch_size"])["kept"]
     assert kept[(64, 1)] == pytest.approx(1.0) and kept[(0, 2)] == pytest.approx(1.0)
     assert kept[(64, 2)] == pytest.approx(1 / gain, rel=1e-3)
-    assert branching.design_text(f.kept) == "B = 1 only from step 64"
-    assert branching.smallest_text(f.kept) == "B = 1 at step 64, B = 2 at the others"
+    assert local_critical.design_text(f.kept) == "B = 1 only from step 64"
+    assert local_critical.smallest_text(f.kept) == "B = 1 at step 64, B = 2 at the others"
 
 
 def test_one_seed_gives_no_intervals_and_no_resolved_verdicts():
     runs, hist = synthetic_branching(seeds=1)
-    f = branching.branch_facts(runs, hist, n_boot=50)
+    f = local_critical.branch_facts(runs, hist, n_boot=50)
     assert f.local["lo"].isna().all() and f.local["b_crit"].notna().all()
-    assert branching.shape(f)["start"].startswith("not resolved")
-    assert branching.comparisons(f.local, f.per_seed)["p_holm"].isna().all()
+    assert local_critical.shape(f)["start"].startswith("not resolved")
+    assert local_critical.comparisons(f.local, f.per_seed)["p_holm"].isna().all()
     sc = scaling.scaling_facts(synthetic_scaling(seeds=1), n_boot=50)
     assert sc.fits["lo"].isna().all() and sc.slopes["lo"].isna().all() and sc.slopes["slope"].notna().all()
 
@@ -321,7 +321,7 @@ def test_the_report_survives_partial_warmup_data():
 
 
 def test_a_local_critical_batch_size_at_the_end_of_the_range_is_a_bound():
-    v, c = branching.local_critical_censored(np.array([[1.0, 0.95, 0.9], [1.0, 0.95, 0.3]]), np.array([2, 4, 8]), 0.2)
+    v, c = local_critical.local_critical_censored(np.array([[1.0, 0.95, 0.9], [1.0, 0.95, 0.3]]), np.array([2, 4, 8]), 0.2)
     assert v.tolist() == [8, 4] and c.tolist() == [1, 0]
     f = synthetic_q9()["branching"]  # the last checkpoint made a bound: every seed kept the share up to 512
     local = f.local.copy()
@@ -329,13 +329,13 @@ def test_a_local_critical_batch_size_at_the_end_of_the_range_is_a_bound():
     at = (per_seed["s"] == 128)
     per_seed.loc[at, ["b_crit", "censored"]] = [512.0, 1]
     local.loc[local["s"] == 128, ["b_crit", "lo", "hi", "bound"]] = [512.0, np.nan, np.nan, ">="]
-    g = branching.BranchFacts(**{**f.__dict__, "local": local, "per_seed": per_seed})
+    g = local_critical.BranchFacts(**{**f.__dict__, "local": local, "per_seed": per_seed})
     from tests.test_any_sweep import facts_of
 
     text = branching.text(facts_of(branching=g))
     assert "≥ 512" in text and "[512" not in text  # printed as a bound, never with an interval
-    assert "rises" not in branching.shape(g)["rise"] and "not tested" in branching.shape(g)["rise"]
-    tests = branching.comparisons(g.local, g.per_seed)
+    assert "rises" not in local_critical.shape(g)["rise"] and "not tested" in local_critical.shape(g)["rise"]
+    tests = local_critical.comparisons(g.local, g.per_seed)
     assert tests[tests["to_s"] == 128]["p"].isna().all()  # a bound enters no comparison
     assert "B_simple / local B_crit" in branching.appendix(facts_of(branching=g))
     assert "– (a bound)" in branching.appendix(facts_of(branching=g))

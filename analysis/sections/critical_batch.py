@@ -6,7 +6,7 @@ from __future__ import annotations
 from analysis.markdown import finite
 from analysis.section import Answer, Context, Section
 from analysis.sections import branching, nqm, scaling, warmup
-from analysis.sections.branching import TOL, shape, summary_of, value_text
+from analysis.sections.local_critical import TOL, shape, summary_of, value_text
 from mbstudy.metrics import TRAIN_TARGET
 
 LIMITS = ("One workload (the MNIST-1D MLP); SGD and Adam for the branches, the warm-ups and the scaling fits "

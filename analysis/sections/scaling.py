@@ -246,7 +246,7 @@ def _read_relative(ctx: Context) -> RelativeWidthFacts:
     floor = load.load_runs("scaling_floor", hint="make sweep GRID=scaling_floor")
     hist = load.load_history(floor, "scaling_floor", keys=("train/loss",), progress=ctx.progress)
     h = hist[(hist["metric"] == "train/loss") & (hist["step"] == 0)].set_index("run_id")["value"]
-    from analysis.sections.language_model.claims import edges
+    from analysis.sections.language_model.facts import edges
 
     steps = reduce.reached_steps(runs)
     cells = edges(runs.assign(width=runs["hidden"].map(_width)), steps, ["width", "batch_size"])
