@@ -149,7 +149,9 @@ FIRST_GUESS = {
     "extended": {"baselines": 15, "equivalence": 30, "reduction": 30, "bench": 420},
     "quick": {"baselines": 15, "equivalence": 30, "reduction": 30, "bench": 40},
 }
-SWEEP_START = 10.0  # seconds a sweep takes before its first run: Python, JAX, the store, the worker processes
+# seconds a sweep takes before its first run: Python, JAX, the store, the worker processes (a study's later sweeps
+# reuse its workers and start in less; the pace between steps corrects the ETA for it)
+SWEEP_START = 10.0
 PRIOR_WEIGHT = 0.25  # the guesses' weight in the pace between steps, as a share of the study's expected seconds
 
 

@@ -67,6 +67,33 @@ def test_each_sweep_board_reaches_the_kept_workers_without_the_last_ones_entries
     assert local._kept is None and _gone(processes)
 
 
+def test_a_kept_pool_whose_worker_died_between_sweeps_is_replaced():
+    with local.kept_pool():
+        pool, _ = local._pool_for(2, None)
+        pool.submit(board_seen_by_worker, 1).result()
+        victim, *others = list(pool._processes.values())  # a pool starts its workers as they are needed
+        victim.kill()  # as the OOM killer would, while the study runs a step that is not a sweep
+        victim.join(10)
+        fresh, kept = local._pool_for(2, pruning.PruneBoard(_configs(batch_size=4)))
+        assert kept and fresh is not pool and local._kept["pool"] is fresh
+        assert fresh.submit(board_seen_by_worker, 2).result() == [-1, -1]
+        assert _gone(others)
+        processes = list(fresh._processes.values())
+    assert _gone(processes)
+
+
+def test_a_kept_pool_whose_worker_holds_too_much_memory_is_replaced(monkeypatch):
+    with local.kept_pool():
+        pool, _ = local._pool_for(2, None)
+        pool.submit(board_seen_by_worker, 1).result()
+        assert local._healthy(pool)
+        monkeypatch.setattr(local, "KEPT_RSS_LIMIT", 1 << 20)  # 1 MiB: any Python process holds more
+        fresh, kept = local._pool_for(2, None)
+        assert kept and fresh is not pool
+        monkeypatch.setattr(local, "KEPT_RSS_LIMIT", 3 << 30)
+        assert local._pool_for(2, None)[0] is fresh
+
+
 def test_outside_a_kept_pool_each_sweep_has_its_own():
     board = pruning.PruneBoard(_configs(batch_size=4))
     pool, kept = local._pool_for(2, board)

@@ -14,7 +14,7 @@ result is given to the search before the free workers get their next runs.
 Within :func:`kept_pool` (``python -m experiments.study`` runs its sweeps in
 it) the workers outlive a sweep: the next sweep with as many workers hands its
 runs to the same processes, whose imports, data sets and compiled programs are
-already in memory (the quick study's 29 sweeps: 9m32s -> 7m26s on two cores).
+already in memory (the quick study's 27 sweeps: 9m32s -> 7m26s on two cores).
 The prune board's shared array is then the pool's own, refilled for each sweep
 (:func:`_pool_for`). What a run computes does not depend on the process that
 trains it, so the runs are those a fresh pool makes (tests/test_kept_pool.py).
@@ -89,19 +89,43 @@ def _drop_kept() -> None:
         _kept.clear()
 
 
+KEPT_RSS_LIMIT = 3 << 30  # bytes: a kept worker holding more (its data sets and compiled programs) is not reused
+
+
+def _healthy(pool: cf.Executor) -> bool:
+    """Whether a kept pool can take the next sweep: none of its workers died (a dead worker, even an idle one,
+    breaks a ``ProcessPoolExecutor``) and none holds more than :data:`KEPT_RSS_LIMIT` of memory (read from
+    ``/proc`` where there is one): each keeps every data set and compiled program of the sweeps it served."""
+    if getattr(pool, "_broken", False) or getattr(pool, "_shutdown_thread", False):
+        return False
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        if not proc.is_alive():
+            return False
+        try:
+            status = open(f"/proc/{proc.pid}/status").read()
+        except OSError:
+            continue
+        rss = next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+        if rss > KEPT_RSS_LIMIT:
+            return False
+    return True
+
+
 def _pool_for(workers: int, board) -> tuple[cf.Executor, bool]:
     """The pool a sweep trains in, and whether it is kept after the sweep.
 
     Outside :func:`kept_pool` (or with one worker): a new pool that sees ``board``'s array. Inside: the kept pool
-    when it has ``workers`` processes and its array holds ``board``'s entries, else a new one kept in its place;
+    when it has ``workers`` processes, its array holds ``board``'s entries and it is :func:`_healthy`, else a new
+    one kept in its place;
     ``board.steps`` is then the pool's array, reset to -1 past the board's own entries (copied in), so no entry
     of an earlier sweep is read."""
     if _kept is None or workers == 1:
         return make_pool(workers, None if board is None else board.steps), False
     need = 0 if board is None else len(board.steps)
-    if not _kept or _kept["workers"] != workers or len(_kept["steps"]) < need:
+    if not _kept or _kept["workers"] != workers or len(_kept["steps"]) < need or not _healthy(_kept["pool"]):
         if _kept:
             _shutdown(_kept["pool"])
+            _kept.clear()  # nothing kept until the new pool exists
         steps = mp.get_context("spawn").Array("q", [-1] * max(BOARD_CAPACITY, need), lock=False)
         _kept.update(workers=workers, pool=make_pool(workers, steps), steps=steps)
     steps = _kept["steps"]
@@ -195,7 +219,7 @@ class LocalExecutor(Executor):
 
 def _shutdown(pool: cf.Executor) -> None:
     if isinstance(pool, cf.ProcessPoolExecutor):
-        for p in list(getattr(pool, "_processes", {}).values()):
+        for p in list((getattr(pool, "_processes", None) or {}).values()):
             p.kill()  # the workers ignore SIGTERM
     pool.shutdown(wait=False, cancel_futures=True)
 
