@@ -102,7 +102,8 @@ def _healthy(pool: cf.Executor) -> bool:
         if not proc.is_alive():
             return False
         try:
-            status = open(f"/proc/{proc.pid}/status").read()
+            with open(f"/proc/{proc.pid}/status") as f:
+                status = f.read()
         except OSError:
             continue
         rss = next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0)
@@ -116,9 +117,8 @@ def _pool_for(workers: int, board) -> tuple[cf.Executor, bool]:
 
     Outside :func:`kept_pool` (or with one worker): a new pool that sees ``board``'s array. Inside: the kept pool
     when it has ``workers`` processes, its array holds ``board``'s entries and it is :func:`_healthy`, else a new
-    one kept in its place;
-    ``board.steps`` is then the pool's array, reset to -1 past the board's own entries (copied in), so no entry
-    of an earlier sweep is read."""
+    one kept in its place; ``board.steps`` is then the pool's array, reset to -1 past the board's own entries
+    (copied in), so no entry of an earlier sweep is read."""
     if _kept is None or workers == 1:
         return make_pool(workers, None if board is None else board.steps), False
     need = 0 if board is None else len(board.steps)
