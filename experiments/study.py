@@ -254,7 +254,7 @@ def _in_process_ok() -> bool:
 def call(args: list[str]) -> int:
     """Run one step: a sweep in this process (``experiments.sweep.main``: Python, JAX and MLflow are imported once
     for the whole study, not once per sweep, about 4 s a step on two cores; its workers are the study's pool,
-    ``executors.local.kept_pool``, about 4 s more) when it is ``python -m experiments.study``
+    ``executors.local.kept_pool``, about 1.6 s more) when it is ``python -m experiments.study``
     (:func:`_in_process_ok`), any other step as ``python -m`` (they set XLA's flags before importing JAX); returns
     its exit status."""
     if args[0] != "experiments.sweep" or not _in_process_ok():
