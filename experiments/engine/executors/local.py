@@ -14,8 +14,8 @@ result is given to the search before the free workers get their next runs.
 Within :func:`kept_pool` (``python -m experiments.study`` runs its sweeps in
 it) the workers outlive a sweep: the next sweep with as many workers hands its
 runs to the same processes, whose imports, data sets and compiled programs are
-already in memory (8 small sweeps of the quick study: 0.79x the wall time, paired, on two cores).
-The prune board's shared array is then the pool's own, refilled for each sweep
+already in memory (8 small sweeps of the quick study: 0.79x the wall time,
+paired, on two cores). The prune board's shared array is then the pool's own, refilled for each sweep
 (:func:`_pool_for`). What a run computes does not depend on the process that
 trains it, so the runs are those a fresh pool makes (tests/test_kept_pool.py).
 """
@@ -81,12 +81,6 @@ def kept_pool():
         if _kept:
             _shutdown(_kept["pool"])
         _kept = outer
-
-
-def _drop_kept() -> None:
-    """Forget the kept pool (it was shut down, or is being)."""
-    if _kept:
-        _kept.clear()
 
 
 KEPT_RSS_LIMIT = 3 << 30  # bytes: a kept worker holding more (its data sets and compiled programs) is not reused
@@ -203,8 +197,8 @@ class LocalExecutor(Executor):
                         pass
         except BaseException as e:  # Ctrl-C, SIGTERM, a dead worker, or the store failing: end what is in flight
             _shutdown(pool)
-            if kept:
-                _drop_kept()
+            if kept:  # forget it: the next sweep starts a new one
+                _kept.clear()
             for run_id in in_flight:
                 _kill_if_running(run_id)
             if isinstance(e, BrokenProcessPool):
