@@ -13,7 +13,8 @@ same training split, one MLflow run in the experiment ``baselines``:
   add-alpha smoothing at alpha in :data:`ALPHAS_BIGRAM`. It is the linear model of this task: a softmax of a
   linear function of the current token's one-hot vector, whose maximum-likelihood fit is the counts' frequencies
   (alpha -> 0). ``train/loss`` and ``val/loss`` are the lowest mean next-token cross-entropies over alpha (nats per
-  token, as the transformer's loss), ``val/error`` one minus its next-token accuracy on the validation block.
+  token, as the transformer's loss), ``val/error`` one minus its next-token accuracy on the validation block, read
+  on the validation windows the grids' runs read (their ``eval_val``: :func:`mbstudy.evaluate.validation_rows`).
 
 A target a linear model reaches says little about training a network (the report prints these numbers beside the
 targets and checks every target is beyond them). Usage: ``python -m experiments.baselines`` (``make baselines``);
@@ -33,14 +34,15 @@ ALPHAS_BIGRAM = (1e-3, 1e-2, 0.1, 0.5, 1.0)
 GRIDS = ("science", "lm")  # the grids whose workloads' data sets get a floor
 
 
-def splits(grids=GRIDS) -> list[tuple[str, int, int, float, tuple]]:
-    """The (data set, data seed, n_train, validation fraction, data options) of every workload of the grids, once each."""
+def splits(grids=GRIDS) -> list[tuple[str, int, int, float, tuple, int]]:
+    """The (data set, data seed, n_train, validation fraction, data options, validation examples read) of every
+    workload of the grids, once each."""
     from experiments.engine import grid as loader
 
     out = set()
     for name in grids:
         sweep = loader.load(name)
-        out |= {(c.dataset, c.data_seed, c.n_train, c.val_fraction, tuple(sorted(c.data_options().items())))
+        out |= {(c.dataset, c.data_seed, c.n_train, c.val_fraction, tuple(sorted(c.data_options().items())), c.eval_val)
                 for c in sweep.configs or [cell.template for cell in sweep.cells]}
     return sorted(out)
 
@@ -67,11 +69,15 @@ def bigram(x_train, y_train, x_val, y_val, vocab: int, alpha: float) -> tuple[fl
             float((np.argmax(logp[cv], axis=1) == nv).mean()))
 
 
-def fit(data) -> tuple[str, dict[str, float], dict[str, float]]:
-    """The linear model's name, its metrics and the hyper-parameter each best came from."""
+def fit(data, eval_val: int = 0) -> tuple[str, dict[str, float], dict[str, float]]:
+    """The linear model's name, its metrics and the hyper-parameter each best came from; the validation metrics on
+    the ``eval_val`` validation examples the runs read (0: all of them)."""
     from sklearn.linear_model import LogisticRegression, Ridge
 
-    x, y, xv, yv = data.x_train, data.y_train, data.x_val, data.y_val
+    from mbstudy.evaluate import validation_rows
+
+    rows = validation_rows(len(data.x_val), eval_val)
+    x, y, xv, yv = data.x_train, data.y_train, data.x_val[rows], data.y_val[rows]
     if data.task == "next_token":
         fits = [bigram(x, y, xv, yv, data.n_outputs, a) for a in ALPHAS_BIGRAM]
         train, val, acc = (np.array(v) for v in zip(*fits))
@@ -109,16 +115,17 @@ def main(argv=None) -> int:
 
     exp = store.get_or_create_experiment("baselines", __doc__.split("\n\n")[0])
     prov = provenance.provenance()
-    done = {r.data.params.get("data_digest") for r in store.search_all(  # a rerun fits nothing twice
-        store.client(), exp, "tags.`mbstudy.kind` = 'baseline' and attributes.status = 'FINISHED'")}
-    for dataset, data_seed, n_train, fraction, options in splits():
+    done = {(r.data.params.get("data_digest"), int(r.data.params.get("eval_val", 0))) for r in store.search_all(
+        store.client(), exp, "tags.`mbstudy.kind` = 'baseline' and attributes.status = 'FINISHED'")}  # fit once
+    for dataset, data_seed, n_train, fraction, options, eval_val in splits():
         data = load_dataset(dataset, seed=data_seed, n_train=n_train or None, **dict(options))
         data = data if data.x_val is not None else with_validation(data, fraction)  # the text has its own
-        if data.x_val is None or data.digest in done:
+        if data.x_val is None or (data.digest, eval_val) in done:
             continue
-        model, metrics, best = fit(data)
+        model, metrics, best = fit(data, eval_val)
         params = {"dataset": dataset, "data_seed": data_seed, "n_train": n_train, "val_fraction": fraction,
-                  "model": model, "data_digest": data.digest, **dict(options), **best}
+                  "model": model, "data_digest": data.digest, **dict(options), **best,
+                  **({"eval_val": eval_val} if eval_val else {})}
         run_writer.write_run(exp, name=f"{dataset}-{model.replace(' ', '-')}", params=params,
                              tags={"mbstudy.kind": "baseline", **prov}, metrics=metrics)
         print(f"{dataset:10s} {model}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)

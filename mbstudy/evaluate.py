@@ -1,7 +1,8 @@
 """Evaluation: the metrics of the current parameters, in one compiled program.
 
 Full-set losses (training, or its first ``eval_train`` examples for a large
-data set; validation when there is a validation split; and test), each
+data set; validation when there is a validation split, or ``eval_val`` of its
+examples evenly spaced across it, :func:`validation_rows`; and test), each
 loss's extra metrics on the validation and test sets (accuracy for
 cross-entropy, next-token accuracy), the gradient-noise statistics of the noise
 batch (:mod:`mbstudy.noise`), in total and per parametrised layer
@@ -25,6 +26,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mbstudy.losses import LOSSES
 from mbstudy.metrics import layer_metric_name
@@ -40,7 +42,7 @@ class EvalData(NamedTuple):
     ``x_noise, y_noise``: the fixed batch of the noise statistics (the first
     ``noise_batch`` training examples); ``finite_population_correction``:
     ``1/B_noise - 1/N``, zero when the noise batch is the whole training set.
-    ``x_val, y_val``: the validation split, zero rows when there is none (then no
+    ``x_val, y_val``: the validation split (its ``eval_val`` rows, :func:`validation_rows`), zero rows when there is none (then no
     ``val/`` metric is computed and the programs are those of a data set without one).
     ``x_train, y_train`` are the whole training set (what the training loop draws
     from); ``x_eval, y_eval`` its first ``eval_train`` examples, on which
@@ -58,6 +60,21 @@ class EvalData(NamedTuple):
     y_val: jax.Array
     x_eval: jax.Array
     y_eval: jax.Array
+
+
+def validation_rows(n: int, k: int) -> np.ndarray:
+    """The ``k`` of ``n`` validation examples an evaluation reads (``TrainConfig.eval_val``; 0 or ``n``: all):
+    ``floor(i n / k)`` for i < k, evenly spaced across the split, from its first example. The text's validation
+    windows are consecutive pieces of one block, so the rows sample the whole block rather than its beginning.
+
+    >>> validation_rows(10, 4).tolist(), validation_rows(5, 0).tolist()
+    ([0, 2, 5, 7], [0, 1, 2, 3, 4])
+    """
+    if k == 0 or k == n:
+        return np.arange(n)
+    if not 0 < k <= n:
+        raise ValueError(f"eval_val: expected 0 (all {n} validation examples) or 1..{n}; received {k}")
+    return np.arange(k) * n // k
 
 
 def means(params, x, y, *, model: Any, fns) -> list[jax.Array]:

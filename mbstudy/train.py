@@ -37,7 +37,7 @@ import numpy as np
 from mbstudy import _checks
 from mbstudy.config import ConfigError, TrainConfig
 from mbstudy.data import Dataset, load_dataset, with_validation
-from mbstudy.evaluate import EvalData, evaluate_jit, training_loss_jit
+from mbstudy.evaluate import EvalData, evaluate_jit, training_loss_jit, validation_rows
 from mbstudy.losses import LOSSES
 from mbstudy.metrics import metric_for
 from mbstudy.schedule import data_step
@@ -119,7 +119,8 @@ def evaluation_sizes(cfg: TrainConfig, data: Dataset) -> tuple[int, int]:
 
 def eval_data(cfg: TrainConfig, data: Dataset, loss_name: str) -> EvalData:
     """The data set on the device, targets in the loss's dtype, the noise batch and the examples of the training
-    loss (:func:`evaluation_sizes`), and the validation split (zero rows when ``data`` has none)."""
+    loss (:func:`evaluation_sizes`), and the validation split (its ``eval_val`` rows; zero rows when ``data`` has
+    none)."""
     ydt = jnp.dtype(LOSSES[loss_name].target_dtype)
     x_tr, y_tr = jnp.asarray(data.x_train, jnp.float32), jnp.asarray(data.y_train, ydt)
     x_te, y_te = jnp.asarray(data.x_test, jnp.float32), jnp.asarray(data.y_test, ydt)
@@ -128,7 +129,8 @@ def eval_data(cfg: TrainConfig, data: Dataset, loss_name: str) -> EvalData:
     if data.x_val is None:
         x_va, y_va = x_tr[:0], y_tr[:0]
     else:
-        x_va, y_va = jnp.asarray(data.x_val, jnp.float32), jnp.asarray(data.y_val, ydt)
+        rows = validation_rows(len(data.x_val), cfg.eval_val) if cfg.eval_val else slice(None)
+        x_va, y_va = jnp.asarray(data.x_val[rows], jnp.float32), jnp.asarray(data.y_val[rows], ydt)
     x_ev, y_ev = (x_tr, y_tr) if n_eval == data.n_train else (x_tr[:n_eval], y_tr[:n_eval])
     return EvalData(x_tr, y_tr, x_te, y_te, x_tr[:n_noise], y_tr[:n_noise], factor, x_va, y_va, x_ev, y_ev)
 
@@ -179,6 +181,10 @@ def _model_for(cfg: TrainConfig, data: Dataset, *, given: bool) -> Any:
         if cfg.eval_train > data.n_train:
             found.append(f"eval_train: expected 0 (the data set's default) or 1..{data.n_train}; "
                          f"received {cfg.eval_train}")
+    n_val = 0 if data.x_val is None else len(data.x_val)
+    if cfg.eval_val > n_val:
+        found.append(f"eval_val: expected 0 (all of them) or 1..{n_val} (the {data.name} validation split); received "
+                     f"{cfg.eval_val}" + ("; the data have no validation split: set val_fraction" if n_val == 0 else ""))
     model = None
     try:
         model = cfg.build_model(data)

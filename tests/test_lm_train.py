@@ -48,6 +48,44 @@ def test_evaluation_sizes_default_to_the_data_sets(text8):
     assert evaluation_sizes(TrainConfig(), mb.load_dataset("teacher_5x3")) == (1000, 1000)
 
 
+def test_eval_val_reads_evenly_spaced_validation_windows_and_nothing_else(text8):
+    """eval_val = k: the val/ metrics are the full-block metrics of the k windows of validation_rows, training is
+    untouched, and the default keeps every stored configuration's hash."""
+    import jax
+
+    from mbstudy.evaluate import means, validation_rows
+    from mbstudy.losses import LOSSES
+
+    k, n = 96, len(text8.x_val)
+    rows = validation_rows(n, k)
+    assert len(set(rows.tolist())) == k and rows[0] == 0 and rows[-1] >= n - n // k - 1  # across the whole block
+    snaps = {}
+    full = train(TrainConfig(**TINY), text8)
+    some = train(TrainConfig(**TINY, eval_val=k), text8, on_eval=lambda step, p: snaps.__setitem__(step, p))
+    np.testing.assert_array_equal(some.history["train/loss"], full.history["train/loss"])
+    assert not np.array_equal(some.history["val/loss"], full.history["val/loss"])
+    model = TrainConfig(**TINY).build_model(text8)
+    (expect,) = means(jax.device_get(snaps[30]), text8.x_val[rows].astype(np.float32), text8.y_val[rows],
+                      model=model, fns=[LOSSES["token_cross_entropy"].fn])
+    assert some.history["val/loss"][-1] == pytest.approx(float(expect), rel=1e-6)
+    assert TrainConfig(**TINY, eval_val=0).hash() == TrainConfig(**TINY).hash()
+    assert TrainConfig(**TINY, eval_val=k).hash() != TrainConfig(**TINY).hash()
+    with pytest.raises(ConfigError, match=rf"eval_val: expected 0 \(all of them\) or 1..{n} \(the text validation "
+                                          rf"split\); received {n + 1}"):
+        train(TrainConfig(**TINY, eval_val=n + 1), text8)
+
+
+def test_eval_val_is_checked_against_the_split_it_reads():
+    with pytest.raises(ConfigError, match=r"eval_val: expected 0: mnist1d has no validation split unless val_fraction "
+                                          r"is set \(received 5\); set val_fraction or leave eval_val at 0"):
+        TrainConfig(eval_val=5)
+    with pytest.raises(ConfigError, match=r"eval_val: expected 0 \(all of them\) or 1..800 \(the validation split "
+                                          r"of val_fraction 0.2\); received 900"):
+        TrainConfig(eval_val=900, val_fraction=0.2)
+    with pytest.raises(ConfigError, match=r"eval_val: expected 0 \(the whole validation split\) or a positive"):
+        TrainConfig(eval_val=-1, val_fraction=0.2)
+
+
 def test_model_and_data_must_fit():
     with pytest.raises(ConfigError, match=r"model: 'transformer' cannot take the mnist1d data \(40 inputs\): the "
                                           r"transformer reads sequences of tokens; expected a next_token data set"):

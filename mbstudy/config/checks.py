@@ -267,6 +267,24 @@ def eval_train(v, d):
     return f"expected 0 (the data set's default) or 1..{_n_train(source, d)}; received {v!r}"
 
 
+def eval_val(v, d):
+    if v == 0:
+        return None
+    if v < 0:
+        return f"expected 0 (the whole validation split) or a positive number of validation examples; received {v!r}"
+    source = DATASETS.get(d.get("dataset"))
+    f = d.get("val_fraction")
+    if source is None or source.validation or isinstance(f, bool) or not isinstance(f, (int, float)):
+        return None  # a data set with its own validation split: checked once it is loaded (mbstudy.train)
+    if f == 0:
+        return (f"expected 0: {source.name} has no validation split unless val_fraction is set (received {v!r}); "
+                f"set val_fraction or leave eval_val at 0")
+    if 0 < f <= 0.5 and v > n_validation(_size(source, d), f):
+        return (f"expected 0 (all of them) or 1..{n_validation(_size(source, d), f)} (the validation split of "
+                f"val_fraction {f}); received {v!r}")
+    return None
+
+
 def stats_every(v, d):
     every = d.get("eval_every")
     if v == 0 or (isinstance(every, int) and every > 0 and v % every == 0):

@@ -90,7 +90,10 @@ class TrainConfig:
     from the configuration: :meth:`data_options`). ``eval_train`` is how many
     training examples (the first) the evaluation's ``train/loss`` reads; 0, like
     ``noise_batch`` = 0, leaves it to the data set (all of them; the text's
-    defaults keep an evaluation affordable). ``init`` (the MLP's and the CNN's
+    defaults keep an evaluation affordable). ``eval_val`` is how many validation
+    examples the evaluation's ``val/`` metrics (and so ``target_val``) read, evenly
+    spaced across the validation split (:func:`mbstudy.evaluate.validation_rows`);
+    0 reads all of them. ``init`` (the MLP's and the CNN's
     initialisation, :data:`mbstudy.layers.INITS`) and ``data_order`` (the
     mini-batches' order, :data:`mbstudy.step.ORDERS`) default to what the study
     always did: He/LeCun-normal weights with zero biases, and a fresh shuffle every epoch.
@@ -156,6 +159,8 @@ class TrainConfig:
                               "them; text: 512)", checks.noise_batch)
     eval_train: int = _field(0, "program", "training examples (the first) of the evaluation's train/loss (0: the data "
                              "set's default, all of them; text: 2048)", checks.eval_train, since=2)
+    eval_val: int = _field(0, "program", "validation examples of the evaluation's val/ metrics, evenly spaced across "
+                           "the validation split (0: all of them)", checks.eval_val, since=2)
     stats_every: int = _field(0, "host", "steps between the full statistics (0: at every evaluation)",
                               checks.stats_every, since=2)
     val_fraction: float = _field(0.0, "program", "fraction of the training set held out for validation "
