@@ -109,7 +109,8 @@ def text(ctx: Context) -> str:
             f"is {hard[PAIR[1]]} for Adam and {hard[PAIR[0]]} for momentum"
             + (f": {hard['verdict']} (Holm over {len(t)} levels)" if np.isfinite(hard["ratio"]) else "")
             + ".** The transformer (d = 32, one block, context 32) trains on CPython's "
-            "documentation as characters to validation losses " + levels + " nats per character"
+            "documentation as characters to validation losses " + levels + " nats per character (on 512 windows "
+            "spread over the validation block)"
             + (f", all below the bigram's {s.bigram:.3f}" if np.isfinite(s.bigram) else "")
             + "; every run stops at the hardest, the easier levels are read from the same histories, and the "
               "learning rate is searched per (optimizer, B, seed) as in the science sweep.")
