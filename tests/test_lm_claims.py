@@ -222,3 +222,17 @@ def test_a_checkpoint_read_against_a_smaller_b_is_also_read_against_the_others()
     assert said.startswith("read against B = 2 as at the others, the local B_crit is 32") and "at step 64" in said
     assert "(not ≤ 1 at step 64)" in said
     assert claims._against_common(SimpleNamespace(lm_branching_common=None), br) == ""
+
+
+def test_only_runs_read_on_the_grids_validation_windows_are_read():
+    """A store that ran the language model before its grids read 512 validation windows (eval_val) holds runs of
+    both kinds: the analysis keeps the grid's own and says what to run when it has none."""
+    from analysis.load import MissingRuns
+    from analysis.sections.language_model.facts import current_runs
+
+    runs = pd.DataFrame({"run_id": ["old", "new", "other"], "eval_val": [np.nan, 512.0, 256.0]})
+    for name in ("lm", "lm_beta2", "lm_accumulation", "lm_warmup", "lm_warmup_placed", "lm_branching"):
+        assert current_runs(runs, name)["run_id"].tolist() == ["new"], name
+    with pytest.raises(MissingRuns, match=r"experiment 'lm': none of its 1 finished runs reads eval_val = 512 as the "
+                                          r"grid does now; run make sweep GRID=lm"):
+        current_runs(runs.iloc[:1], "lm")

@@ -66,7 +66,9 @@ def lm_facts(f, bigram: float = np.nan) -> LanguageModelFacts:
 def _read(ctx: Context) -> LanguageModelFacts:
     from analysis import science
 
-    runs = load.load_runs("lm", hint="make sweep GRID=lm")
+    from analysis.sections.language_model.facts import current_runs
+
+    runs = current_runs(load.load_runs("lm", hint="make sweep GRID=lm"), "lm")
     hist = load.load_history(runs, "lm", keys=("train/loss", "val/loss"), progress=ctx.progress)
     f = science.science_facts(runs, hist, "lm", order.workload_labels("lm"), order.meta("lm").get("levels", {}))
     bigram = np.nan

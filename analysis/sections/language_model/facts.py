@@ -76,7 +76,28 @@ def _lm_runs(ctx: Context, what: str) -> pd.DataFrame:
 
 
 def load_grid(name: str) -> pd.DataFrame:
-    return load.load_runs(name, hint=f"make sweep GRID={name}")
+    return current_runs(load.load_runs(name, hint=f"make sweep GRID={name}"), name)
+
+
+def current_runs(runs: pd.DataFrame, name: str) -> pd.DataFrame:
+    """``runs`` (a sweep's runs table) less those read on other validation windows than the grid ``name`` reads
+    now (its ``eval_val``): a store that ran the language model's sweeps before they read 512 of the validation
+    block's windows holds both kinds, whose validation losses must not be compared or pooled.
+
+    >>> import pandas as pd
+    >>> current_runs(pd.DataFrame({"run_id": ["a", "b"], "eval_val": [float("nan"), 512.0]}), "lm")["run_id"].tolist()
+    ['b']
+    """
+    from experiments.engine import grid as grids
+
+    sweep = grids.load(name)
+    want = {c.eval_val for c in (sweep.configs or [cell.template for cell in sweep.cells])}
+    have = runs["eval_val"].fillna(0).astype(int) if "eval_val" in runs else pd.Series(0, index=runs.index)
+    keep = have.isin(want)
+    if not keep.any():
+        raise MissingRuns(f"experiment {name!r}: none of its {len(runs)} finished runs reads eval_val = "
+                          f"{' or '.join(map(str, sorted(want)))} as the grid does now; run make sweep GRID={name}")
+    return runs[keep].reset_index(drop=True)
 
 
 # ------------------------------------------------------------------ providers
