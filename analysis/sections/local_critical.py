@@ -69,7 +69,7 @@ class BranchFacts:
     per_seed: pd.DataFrame  # tol, s, seed, b_crit, censored: each seed's local critical batch size
     b_simple: pd.DataFrame  # s, b_simple, lo, hi, n_seeds: the reference's B_simple at each checkpoint (geometric
     # mean over seeds, 95% t-interval)
-    edge: float  # the fraction of (s, B) whose best rate is the smallest or largest of its grid
+    edge: float  # the fraction of (s, B) whose best rate is the smallest or largest of the rates tried at that (s, B)
 
 
 def _reference(runs: pd.DataFrame) -> pd.Series:
@@ -273,8 +273,8 @@ def branch_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "b
     b_s = b_s[b_s["step"].isin(ss)]
     b_simple = pd.DataFrame([{"s": int(s), **dict(zip(("b_simple", "lo", "hi", "n_seeds"), _geo(g["value"])))}
                              for s, g in b_s.groupby("step")], columns=["s", "b_simple", "lo", "hi", "n_seeds"])
-    grid = br.groupby("batch_size")["learning_rate"].agg(["min", "max"])
-    at = best.join(grid, on="batch_size")
+    grid = br.groupby(["s", "batch_size"])["learning_rate"].agg(["min", "max"])  # the rates tried at that (s, B)
+    at = best.join(grid, on=["s", "batch_size"])
     edge = float(((at["learning_rate"] == at["min"]) | (at["learning_rate"] == at["max"])).mean()) if len(at) else np.nan
     r0 = ref.iloc[0] if len(ref) else None
     return BranchFacts(experiment, int(r0["batch_size"]) if r0 is not None else 0,
