@@ -230,6 +230,25 @@ def test_the_generalisation_budgets_pick_the_rate_by_validation_and_read_test_th
     assert gaps.loc[epochs, "verdict"] == "larger B worse" and gaps.loc[conv, "verdict"] == "not resolved"
 
 
+def test_a_generalisation_edge_is_read_against_the_rates_its_own_workload_and_b_tried():
+    """One workload at B = 8 gets a rate below the grid (0.001): its choices at 0.01 are no longer at an edge, the
+    other workload's still are, and the text names the extra rate and where it was tried."""
+    runs, history = synthetic_generalisation(("mnist1d", "teacher"))
+    extra = runs[(runs["dataset"] == "mnist1d") & (runs["batch_size"] == 8) & (runs["learning_rate"] == 0.01)]
+    extra = extra.assign(run_id=extra["run_id"] + "-low", learning_rate=0.001)
+    low = history[history["run_id"].isin(extra["run_id"].str.removesuffix("-low"))].copy()
+    low["run_id"] += "-low"
+    low["value"] = np.where(low["metric"] == "val/acc", low["value"] - 0.2, low["value"])  # worse than 0.01
+    runs, history = pd.concat([runs, extra], ignore_index=True), pd.concat([history, low], ignore_index=True)
+    runs.loc[runs["learning_rate"] == 0.1, "outcome"] = "diverged"  # 0.01, the smallest before, is now chosen
+    g = generalisation.generalisation_facts(runs, history)
+    e = g.edges
+    assert len(e) and not ((e["workload"] == "mnist1d-mlp") & (e["batch_size"] == 8)).any()
+    assert ((e["workload"] == "teacher-mlp") & (e["batch_size"] == 8)).any()
+    text = generalisation._rates_text(g)
+    assert text.startswith("2 learning rates (0.01, 0.1), and 0.001 at B = 8 of ") and text.count("B = ") == 1
+
+
 def test_a_pruned_run_that_reached_one_target_counts_for_it():
     runs = pd.DataFrame({"outcome": ["pruned", "completed", "diverged"], "steps_to_val_target": [30.0, 50.0, 10.0],
                          "steps_to_target": [np.nan, 80.0, 5.0]})

@@ -129,9 +129,11 @@ def gaps(best: pd.DataFrame) -> pd.DataFrame:
 
 
 def edge_optima(best: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """The (workload, budget, B, seed) whose chosen learning rate is the smallest or largest of the grid tried."""
-    grid = runs.groupby("batch_size")["learning_rate"].agg(["min", "max"])
-    at = best.join(grid, on="batch_size")
+    """The (workload, budget, B, seed) whose chosen learning rate is the smallest or largest of the rates tried at
+    that workload and B."""
+    grid = runs.assign(workload=workload_of(runs)).groupby(["workload", "batch_size"])["learning_rate"].agg(
+        ["min", "max"])  # the rates tried at that workload's B
+    at = best.join(grid, on=["workload", "batch_size"])
     edge = at[np.isclose(at["learning_rate"], at["min"]) | np.isclose(at["learning_rate"], at["max"])]
     return edge[["workload", "budget", "batch_size", "seed", "learning_rate"]].reset_index(drop=True)
 
@@ -179,8 +181,7 @@ def text(ctx: Context) -> str:
     return "\n".join([
         answer + "\n",
         f"Each workload, with heavy-ball momentum at B = {', '.join(str(b) for b in sorted(set(g.table['batch_size'])))}, "
-        f"{g.runs['learning_rate'].nunique()} learning rates "
-        f"({', '.join(f'{x:g}' for x in sorted(set(g.runs['learning_rate'])))}) and {seeds} seeds "
+        f"{_rates_text(g)} and {seeds} seeds "
         "(sweep `generalisation`), read under three "
         f"budgets: {EPOCHS} epochs, {STEPS} steps, and the whole run at its best validation error (early stopping, "
         "the runs are long enough to be past it). The learning rate is chosen per B and budget by the validation "
@@ -192,6 +193,20 @@ def text(ctx: Context) -> str:
         *lines, "",
         ctx.figure("w3_generalisation"),
     ])
+
+
+def _rates_text(g: GeneralisationFacts) -> str:
+    """``7 learning rates (0.00316, …)``, and the rates only some (workload, B) tried, with where."""
+    r = g.runs.assign(workload=workload_of(g.runs))
+    tried = r.groupby(["workload", "batch_size"])["learning_rate"].agg(lambda s: frozenset(s.round(12)))
+    common = frozenset.intersection(*tried) if len(tried) else frozenset()
+    out = f"{len(common)} learning rates ({', '.join(f'{x:g}' for x in sorted(common))})"
+    extra = sorted(set(r["learning_rate"].round(12)) - common)
+    for x in extra:
+        where = [(w, int(b)) for (w, b), rates in tried.items() if x in rates]
+        out += (f", and {x:g} at " + "; ".join(f"B = {b} of {g.labels.get(w, w)}" for w, b in where)
+                + " (where a first run's best was the grid's edge)")
+    return out
 
 
 def appendix(ctx: Context) -> str:
