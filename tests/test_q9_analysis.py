@@ -418,3 +418,18 @@ def test_the_scaling_with_adam_is_reported_beside_sgd():
     assert answer.startswith("**Zhang et al.'s claim (B_crit grows with data and barely with model size), with SGD, ")
     assert "; with Adam, on the training-loss target, B_crit grows with data and" in answer
     assert "**With Adam** (`scaling_adam`" in text and "against width, training-loss target: B_crit" in text
+
+
+def test_a_best_rate_at_the_end_of_its_own_checkpoints_rates_is_named_with_what_it_keeps():
+    """Only (s, B) = (0, 512) loses its rates above the best: it alone is at an edge (its highest), and the text
+    says so, with what it keeps and that B = 512 is beyond step 0's local B_crit (8)."""
+    runs, hist = synthetic_branching()
+    drop = runs["run_id"].str.startswith("s0-B512-") & (runs["learning_rate"] > BEST_RATE)
+    f = local_critical.branch_facts(runs[~drop], hist[~hist["run_id"].isin(runs.loc[drop, "run_id"])])
+    assert f.edges[["s", "batch_size", "side"]].values.tolist() == [[0, 512, "highest"]]
+    assert f.edge == pytest.approx(1 / len(f.kept))
+    keep = (8 / 512) ** 1.2
+    assert local_critical.edges_text(f) == (f" (step 0, B = 512: its highest rate (0.316), keeping {keep:.2f} of the "
+                                            "smallest B's decrease, beyond the local B_crit there (8), which no rate "
+                                            "at this B moves)")
+    assert local_critical.edges_text(synthetic_q9()["branching"]) == ""

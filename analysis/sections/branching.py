@@ -17,7 +17,7 @@ from analysis.markdown import MIN_INTERVAL_SEEDS, interval, md_table, t_text, ve
 from analysis.plots import Skip
 from analysis.section import Context, FigureSpec, Provider, Section
 from analysis.sections.local_critical import (COMMON, TOL, TOLERANCES, BranchFacts, branch_facts, comparisons,
-                                              facts_table, shape, summary_of, value_text)
+                                              edges_text, facts_table, shape, summary_of, value_text)
 from analysis.sections.workloads import B_SIMPLE_FACTOR
 
 plt = plots.plt
@@ -84,7 +84,8 @@ def text(ctx: Context) -> str:
         "95% t-interval (grid values, so a factor of 2 is the resolution); a seed at the end of the measured range "
         "makes it a bound. Each claim below is a paired comparison of two checkpoints, seed by seed, called only "
         f"when its Holm-adjusted p-value over the section's {int(tests['p'].notna().sum())} tested comparisons is "
-        f"below 0.05. {f.edge:.0%} of the (checkpoint, B) pairs took the smallest or largest rate of their grid; "
+        f"below 0.05. {f.edge:.0%} of the (checkpoint, B) pairs took the smallest or largest rate of their grid"
+        + edges_text(f) + "; "
         "every checkpoint's values are in the appendix.",
         "",
         f"Against Merrill et al.'s shape (near zero at initialisation, a quick rise, a plateau), at tolerance "
@@ -149,7 +150,7 @@ def adam_paragraph(ctx: Context) -> str:
     return (f"**With Adam** (`branching_adam`: the same protocol, reference B = {a.reference_b}, lr = "
             f"{a.reference_lr:g}, {t_text(*a.ref_steps, fmt='.0f')} steps to the target, "
             f"{int(a.per_seed['seed'].nunique())} seeds, {a.edge:.0%} of the (checkpoint, B) pairs at a rate-grid "
-            f"edge), the local B_crit at {TOL:.0%} is "
+            f"edge{edges_text(a)}), the local B_crit at {TOL:.0%} is "
             + ", ".join(f"{value_text(r)} at {r['fraction']:.0%}" for _, r in head.iterrows())
             + f": at initialisation it is {v['start']}; over training it {v['rise']}; {v['plateau']} (Holm over "
             "the Adam branches' own comparisons). Against SGD's, paired by seed (Holm over the two): "

@@ -18,7 +18,7 @@ local B_crit there unknown if it lies at or below the first shortfall.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -70,6 +70,7 @@ class BranchFacts:
     b_simple: pd.DataFrame  # s, b_simple, lo, hi, n_seeds: the reference's B_simple at each checkpoint (geometric
     # mean over seeds, 95% t-interval)
     edge: float  # the fraction of (s, B) whose best rate is the smallest or largest of the rates tried at that (s, B)
+    edges: pd.DataFrame = field(default_factory=pd.DataFrame)  # s, batch_size, learning_rate, kept, side: those (s, B)
 
 
 def _reference(runs: pd.DataFrame) -> pd.Series:
@@ -275,18 +276,38 @@ def branch_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "b
                              for s, g in b_s.groupby("step")], columns=["s", "b_simple", "lo", "hi", "n_seeds"])
     grid = br.groupby(["s", "batch_size"])["learning_rate"].agg(["min", "max"])  # the rates tried at that (s, B)
     at = best.join(grid, on=["s", "batch_size"])
-    edge = float(((at["learning_rate"] == at["min"]) | (at["learning_rate"] == at["max"])).mean()) if len(at) else np.nan
+    on_edge = (at["learning_rate"] == at["min"]) | (at["learning_rate"] == at["max"])
+    edge = float(on_edge.mean()) if len(at) else np.nan
+    edges = at[on_edge].merge(kept[["s", "batch_size", "kept"]], on=["s", "batch_size"], how="left")
+    edges = edges.assign(side=np.where(edges["learning_rate"] == edges["min"], "lowest", "highest"))[
+        ["s", "batch_size", "learning_rate", "kept", "side"]].reset_index(drop=True)
     r0 = ref.iloc[0] if len(ref) else None
     return BranchFacts(experiment, int(r0["batch_size"]) if r0 is not None else 0,
                        float(r0["learning_rate"]) if r0 is not None else np.nan,
                        float(r0["target_loss"]) if r0 is not None else np.nan, budget, ref_steps, curves, kept,
-                       local, per_seed, b_simple, edge)
+                       local, per_seed, b_simple, edge, edges)
 
 
 def summary_of(row) -> stats.Summary:
     """A row of :attr:`BranchFacts.local` as a :class:`analysis.stats.Summary`."""
     return stats.Summary(float(row["b_crit"]), float(row["lo"]), float(row["hi"]), int(row["n_seeds"]),
                          str(row.get("bound", "") or ""))
+
+
+def edges_text(f: BranchFacts) -> str:
+    """Each (checkpoint, B) whose best rate is an end of the rates tried there, with what it keeps and whether B is
+    beyond that checkpoint's local B_crit (then no rate there moves it); "" when there is none."""
+    if f.edges is None or f.edges.empty:
+        return ""
+    loc = f.local[f.local["tol"] == TOL].set_index("s")
+    parts = []
+    for r in f.edges.itertuples():
+        b = loc["b_crit"].get(r.s, np.nan)
+        beyond = np.isfinite(b) and r.batch_size > b and not loc["bound"].get(r.s, "")
+        parts.append(f"step {r.s}, B = {r.batch_size}: its {r.side} rate ({r.learning_rate:g}), keeping "
+                     f"{r.kept:.2f} of the smallest B's decrease"
+                     + (f", beyond the local B_crit there ({b:.0f}), which no rate at this B moves" if beyond else ""))
+    return " (" + "; ".join(parts) + ")"
 
 
 def value_text(row) -> str:

@@ -249,7 +249,7 @@ def _how(ctx: Context, br, ln, w) -> str:
                     + (f"; each branch point's kept fractions against its own smallest B: {least}"
                        if (least := q9_local.smallest_text(br.kept)) else "") + "); "
                     + _against_common(ctx, br) +
-                    f"{br.edge:.0%} of the chosen rates at an edge of their grid.")
+                    f"{br.edge:.0%} of the chosen rates at an edge of their grid{q9_local.edges_text(br)}.")
     p = ctx.lm_warmup_placed
     if p is not None and len(p.schedules) and br is not None:
         _, check = q9_warmup.placement_from(br, set(p.schedules["schedule"]), GRIDS["placed"])
