@@ -42,8 +42,8 @@ class EvalData(NamedTuple):
     ``x_noise, y_noise``: the fixed batch of the noise statistics (the first
     ``noise_batch`` training examples); ``finite_population_correction``:
     ``1/B_noise - 1/N``, zero when the noise batch is the whole training set.
-    ``x_val, y_val``: the validation split (its ``eval_val`` rows, :func:`validation_rows`), zero rows when there is none (then no
-    ``val/`` metric is computed and the programs are those of a data set without one).
+    ``x_val, y_val``: the validation split (its ``eval_val`` rows, :func:`validation_rows`), zero rows when there
+    is none (then no ``val/`` metric is computed and the programs are those of a data set without one).
     ``x_train, y_train`` are the whole training set (what the training loop draws
     from); ``x_eval, y_eval`` its first ``eval_train`` examples, on which
     ``train/loss`` is measured (the same arrays when that is all of them).

@@ -183,8 +183,9 @@ def _model_for(cfg: TrainConfig, data: Dataset, *, given: bool) -> Any:
                          f"received {cfg.eval_train}")
     n_val = 0 if data.x_val is None else len(data.x_val)
     if cfg.eval_val > n_val:
+        none = "; the data have no validation split: set val_fraction" if n_val == 0 else ""
         found.append(f"eval_val: expected 0 (all of them) or 1..{n_val} (the {data.name} validation split); received "
-                     f"{cfg.eval_val}" + ("; the data have no validation split: set val_fraction" if n_val == 0 else ""))
+                     f"{cfg.eval_val}{none}")
     model = None
     try:
         model = cfg.build_model(data)
