@@ -24,7 +24,7 @@ jax.config.update("jax_enable_x64", True)
 
 # ---------------------------------------------------------------- the quick study, beside the rest of the suite
 #
-# tests/test_study.py's end-to-end test runs `make study-quick` (7.5-8 minutes on two cores) and then the report.
+# tests/test_study.py's end-to-end test runs `make study-quick` (7.5-8.5 minutes on two quiet cores) and then the report.
 # When it is selected, the study starts in the background as soon as the tests are collected, and the test itself
 # runs last: it waits for the study, then builds the report and checks it. The rest of the suite (mostly one core)
 # and the study (two worker processes) share the cores, which cut `bash .ci/run` by about the study's length.
