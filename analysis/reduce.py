@@ -41,6 +41,21 @@ def select(runs: pd.DataFrame, best: pd.DataFrame, by=GROUP) -> pd.DataFrame:
     return runs.merge(best[keys], on=keys)
 
 
+def rate_edge(chosen: pd.DataFrame, runs: pd.DataFrame, keys) -> pd.Series:
+    """Per row of ``chosen`` (a learning rate picked for a group of ``keys``): ``"lowest"`` or ``"highest"`` where it
+    is the smallest or largest rate ``runs`` tried in that group, ``""`` inside the rates tried.
+
+    >>> runs = pd.DataFrame({"g": [1, 1, 1, 2, 2], "learning_rate": [0.1, 0.3, 1.0, 0.3, 1.0]})
+    >>> rate_edge(pd.DataFrame({"g": [1, 2], "learning_rate": [0.3, 0.3]}), runs, ["g"]).tolist()
+    ['', 'lowest']
+    """
+    keys = list(keys)
+    at = chosen.join(runs.groupby(keys)["learning_rate"].agg(["min", "max"]), on=keys)
+    lr = at["learning_rate"]
+    return pd.Series(np.where(np.isclose(lr, at["min"]), "lowest", np.where(np.isclose(lr, at["max"]), "highest", "")),
+                     index=chosen.index)
+
+
 def reached_steps(runs: pd.DataFrame, metric: str = "steps_to_target") -> pd.Series:
     """Each run's steps to a target (``metric``: ``steps_to_target`` for the training loss, ``steps_to_val_target``
     for the validation target), inf where it did not reach it (diverged, failed, out of budget, or pruned

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis import load, order, plots, stats
+from analysis import load, order, plots, reduce, stats
 from analysis.markdown import md_table
 from analysis.plots import Skip
 from analysis.section import Answer, Context, FigureSpec, Provider, Section
@@ -131,11 +131,8 @@ def gaps(best: pd.DataFrame) -> pd.DataFrame:
 def edge_optima(best: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """The (workload, budget, B, seed) whose chosen learning rate is the smallest or largest of the rates tried at
     that workload and B."""
-    grid = runs.assign(workload=workload_of(runs)).groupby(["workload", "batch_size"])["learning_rate"].agg(
-        ["min", "max"])  # the rates tried at that workload's B
-    at = best.join(grid, on=["workload", "batch_size"])
-    edge = at[np.isclose(at["learning_rate"], at["min"]) | np.isclose(at["learning_rate"], at["max"])]
-    return edge[["workload", "budget", "batch_size", "seed", "learning_rate"]].reset_index(drop=True)
+    side = reduce.rate_edge(best, runs.assign(workload=workload_of(runs)), ["workload", "batch_size"])
+    return best[side != ""][["workload", "budget", "batch_size", "seed", "learning_rate"]].reset_index(drop=True)
 
 
 def figure_table(g: GeneralisationFacts) -> pd.DataFrame:

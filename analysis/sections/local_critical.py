@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis import stats
+from analysis import reduce, stats
 from analysis.load import MissingRuns
 from analysis.markdown import MIN_INTERVAL_SEEDS, interval, seed_summary, t_text, verdict_of
 from mbstudy.schedule import parse
@@ -274,12 +274,10 @@ def branch_facts(runs: pd.DataFrame, history: pd.DataFrame, experiment: str = "b
     b_s = b_s[b_s["step"].isin(ss)]
     b_simple = pd.DataFrame([{"s": int(s), **dict(zip(("b_simple", "lo", "hi", "n_seeds"), _geo(g["value"])))}
                              for s, g in b_s.groupby("step")], columns=["s", "b_simple", "lo", "hi", "n_seeds"])
-    grid = br.groupby(["s", "batch_size"])["learning_rate"].agg(["min", "max"])  # the rates tried at that (s, B)
-    at = best.join(grid, on=["s", "batch_size"])
-    on_edge = (at["learning_rate"] == at["min"]) | (at["learning_rate"] == at["max"])
-    edge = float(on_edge.mean()) if len(at) else np.nan
-    edges = at[on_edge].merge(kept[["s", "batch_size", "kept"]], on=["s", "batch_size"], how="left")
-    edges = edges.assign(side=np.where(edges["learning_rate"] == edges["min"], "lowest", "highest"))[
+    side = reduce.rate_edge(best, br, ["s", "batch_size"])  # against the rates tried at that (s, B)
+    edge = float((side != "").mean()) if len(best) else np.nan
+    edges = best[side != ""].assign(side=side[side != ""]).merge(kept[["s", "batch_size", "kept"]],
+                                                                  on=["s", "batch_size"], how="left")[
         ["s", "batch_size", "learning_rate", "kept", "side"]].reset_index(drop=True)
     r0 = ref.iloc[0] if len(ref) else None
     return BranchFacts(experiment, int(r0["batch_size"]) if r0 is not None else 0,

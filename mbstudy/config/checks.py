@@ -279,9 +279,9 @@ def eval_val(v, d):
     if f == 0:
         return (f"expected 0: {source.name} has no validation split unless val_fraction is set (received {v!r}); "
                 f"set val_fraction or leave eval_val at 0")
-    if 0 < f <= 0.5 and v > n_validation(_size(source, d), f):
-        return (f"expected 0 (all of them) or 1..{n_validation(_size(source, d), f)} (the validation split of "
-                f"val_fraction {f}); received {v!r}")
+    held = n_validation(_size(source, d), f) if 0 < f <= 0.5 else v
+    if v > held:
+        return f"expected 0 (all of them) or 1..{held} (the validation split of val_fraction {f}); received {v!r}"
     return None
 
 
